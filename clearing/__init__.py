@@ -1,0 +1,1 @@
+"""Ledger core, database, app wiring and command line of the points clearing platform."""

@@ -1,0 +1,32 @@
+"""Settings read from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the platform reads from its environment, with embedded defaults."""
+
+    database_url: str
+    zone: str
+    cutoff: str
+    settlement_dir: Path
+    hold_ttl_seconds: int
+    balance_slots: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read settings from CLEARING_* variables."""
+        var = Path(os.environ.get("CLEARING_VAR_DIR", "var"))
+        return cls(
+            database_url=os.environ.get("CLEARING_DATABASE_URL", f"sqlite:///{var}/clearing.db"),
+            zone=os.environ.get("CLEARING_ZONE", "Asia/Shanghai"),
+            cutoff=os.environ.get("CLEARING_CUTOFF", "00:00"),
+            settlement_dir=Path(os.environ.get("CLEARING_SETTLEMENT_DIR", str(var / "settlement"))),
+            hold_ttl_seconds=int(os.environ.get("CLEARING_HOLD_TTL_SECONDS", "900")),
+            balance_slots=int(os.environ.get("CLEARING_BALANCE_SLOTS", "8")),
+        )

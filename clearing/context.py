@@ -1,0 +1,19 @@
+"""Who is calling: every operation acts as one organisation."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The organisation on whose behalf an operation runs (the owner of the signing key)."""
+
+    org_id: uuid.UUID
+    kind: str
+
+    @property
+    def is_platform(self) -> bool:
+        """Operators act with a key of the platform organisation."""
+        return self.kind == "platform"

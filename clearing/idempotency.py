@@ -1,0 +1,120 @@
+"""Idempotency keys scoped to the calling organisation: a replay returns the first result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from clearing.errors import IdempotencyConflict, InvalidInput
+from clearing.models import IdempotencyRecord
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The stored outcome of the first request under a key."""
+
+    status_code: int
+    body: bytes
+
+
+def fingerprint(operation: str, request: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical form of a request."""
+    canonical = json.dumps(
+        {"operation": operation, "request": request},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def claim(
+    session: Session,
+    org_id: uuid.UUID,
+    key: str,
+    operation: str,
+    print_: str,
+    now: datetime,
+) -> Replay | None:
+    """Claim `key` for this request, or return the first request's outcome.
+
+    The claim row is inserted first: a concurrent request with the same key waits on it until
+    the first transaction ends, then sees the committed outcome, so a key is applied once.
+    """
+    if not key or len(key) > 200:
+        raise InvalidInput("idempotency key must be 1 to 200 characters", field="idempotency_key")
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    inserted = session.execute(
+        insert(IdempotencyRecord)
+        .values(
+            org_id=org_id,
+            key=key,
+            operation=operation,
+            fingerprint=print_,
+            status_code=0,
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(IdempotencyRecord.key)
+    ).first()
+    if inserted is not None:
+        return None
+    row = session.execute(
+        select(
+            IdempotencyRecord.operation,
+            IdempotencyRecord.fingerprint,
+            IdempotencyRecord.status_code,
+            IdempotencyRecord.result,
+        ).where(IdempotencyRecord.org_id == org_id, IdempotencyRecord.key == key)
+    ).one()
+    if row.operation != operation or row.fingerprint != print_:
+        differing = "operation" if row.operation != operation else "request"
+        raise IdempotencyConflict(
+            f"idempotency key was first used with a different {differing}", differing=differing
+        )
+    if row.status_code == 0 or row.result is None:
+        raise IdempotencyConflict("idempotency key is already in use by this transaction")
+    return Replay(row.status_code, row.result)
+
+
+def record(session: Session, org_id: uuid.UUID, key: str, status_code: int, body: bytes) -> None:
+    """Store the outcome of the request that claimed `key`."""
+    session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.org_id == org_id, IdempotencyRecord.key == key)
+        .values(status_code=status_code, result=body)
+    )
+
+
+def run_once(
+    session: Session,
+    org_id: uuid.UUID,
+    key: str,
+    operation: str,
+    request: Mapping[str, Any],
+    now: datetime,
+    result_type: type[R],
+    action: Callable[[], R],
+    status_code: int = 201,
+) -> tuple[R, bool]:
+    """Run `action` once per key: returns its result and whether it was a replay."""
+    replay = claim(session, org_id, key, operation, fingerprint(operation, request), now)
+    if replay is not None:
+        return result_type.model_validate_json(replay.body), True
+    result = action()
+    record(session, org_id, key, status_code, result.model_dump_json().encode())
+    return result, False

@@ -1,0 +1,655 @@
+"""The double-entry, multi-asset ledger: entries, balances, lots and holds.
+
+Every write path goes through `Ledger.post`, which is the one place where risk checks will run in
+the same transaction (see ROADMAP). Balance rows are locked in account-id order, so concurrent
+entries never deadlock; hot system accounts are spread over several balance slots so that
+checkouts to one merchant do not queue behind one row.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from clearing.errors import ClearingError, Conflict, InsufficientPoints, InvalidInput, NotFound
+from clearing.ids import new_id
+from clearing.models import (
+    Account,
+    Balance,
+    Hold,
+    JournalEntry,
+    Lot,
+    LotMovement,
+    Obligation,
+    Posting,
+)
+from clearing.timeutil import aware
+
+MAX_AMOUNT = 2**63 - 1
+
+# System account roles of a points asset, owned by the program's issuer.
+ISSUED = "issued"  # debited when points are created by accrual
+CONVERTED_IN = "converted_in"  # debited when points are created by conversion into the program
+CONVERTED_OUT = "converted_out"  # credited when points leave the program by conversion
+REDEEMED = "redeemed"  # credited when points are spent at checkout
+EXPIRED = "expired"  # credited when points expire
+POSITION = "position"  # a party's money position in one currency
+MEMBER = "member"
+
+
+class LedgerImbalance(ClearingError):
+    status = 500
+    code = "ledger_imbalance"
+    title = "Entry does not balance"
+
+
+class HoldNotOpen(Conflict):
+    code = "hold_not_open"
+    title = "Hold is not open"
+
+
+class HoldExpired(Conflict):
+    code = "hold_expired"
+    title = "Hold has expired"
+
+
+def points_asset(program_code: str) -> str:
+    """The asset of a program's points."""
+    return f"points:{program_code}"
+
+
+def money_asset(currency: str) -> str:
+    """The asset of money owed between parties in one currency."""
+    return f"money:{currency}"
+
+
+def account_name(asset: str, role: str, owner: uuid.UUID) -> str:
+    """Account names embed a UUID, so they are unique across databases and safe to cache."""
+    return f"{asset}/{role}/{owner}"
+
+
+def check_amount(value: object, what: str = "points", *, allow_zero: bool = False) -> int:
+    """A positive whole number that fits in 64 bits, or InvalidInput."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{what} must be a whole number", field=what)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InvalidInput(f"{what} must be positive", field=what)
+    if value > MAX_AMOUNT:
+        raise InvalidInput(f"{what} must fit in 64 bits", field=what)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class LotSpec:
+    """Where credited points came from and when they expire."""
+
+    source: str
+    expires_at: datetime | None
+    funding_org_id: uuid.UUID | None = None
+    source_program: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One posting of an entry, plus what it does to holds and lots of a member account."""
+
+    account_id: uuid.UUID
+    amount: int
+    held: int = 0
+    lot: LotSpec | None = None
+    restore_from: uuid.UUID | None = None
+    """A credit that gives back the lots this earlier entry took."""
+    prefer_lots: tuple[uuid.UUID, ...] = ()
+    only_lots: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ObligationDraft:
+    """Money one party owes another because of this entry."""
+
+    event_type: str
+    payer_org_id: uuid.UUID
+    payee_org_id: uuid.UUID
+    currency: str
+    amount: int
+    program_code: str | None = None
+    points: int | None = None
+    point_value: Decimal | None = None
+    point_value_version: int | None = None
+
+
+@dataclass
+class EntryDraft:
+    """A journal entry about to be posted."""
+
+    kind: str
+    org_id: uuid.UUID
+    booked_at: datetime
+    legs: Sequence[Leg]
+    obligations: Sequence[ObligationDraft] = ()
+    reverses_id: uuid.UUID | None = None
+    memo: dict[str, Any] = field(default_factory=dict)
+    id: uuid.UUID = field(default_factory=new_id)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    id: uuid.UUID
+    asset: str
+    kind: str
+    org_id: uuid.UUID
+    slots: int
+    floor_zero: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PostedEntry:
+    id: uuid.UUID
+    lots_created: tuple[uuid.UUID, ...]
+
+
+# Account attributes never change after creation and ids are globally unique, so a process-wide
+# cache is safe; names are cached only once seen committed by a lookup.
+_ACCOUNTS: dict[uuid.UUID, AccountInfo] = {}
+_NAMES: dict[str, uuid.UUID] = {}
+
+# Checks that run inside the posting transaction before anything is written (risk controls plug in
+# here). Each receives the session and the draft and raises a ClearingError to refuse it.
+PostingCheck = Callable[[Session, EntryDraft], None]
+_CHECKS: list[PostingCheck] = []
+
+
+def register_posting_check(check: PostingCheck) -> None:
+    """Add a check that every entry must pass, inside its own transaction."""
+    _CHECKS.append(check)
+
+
+class Ledger:
+    """Posting and reading on one session; the caller owns the transaction."""
+
+    def __init__(self, session: Session, balance_slots: int = 8) -> None:
+        self.session = session
+        self.balance_slots = balance_slots
+
+    # accounts -------------------------------------------------------------------------------
+
+    def open_account(
+        self, asset: str, role: str, org_id: uuid.UUID, owner: uuid.UUID, now: datetime
+    ) -> uuid.UUID:
+        """Create an account (member accounts floor at zero; system accounts are slotted)."""
+        name = account_name(asset, role, owner)
+        floor = role == MEMBER
+        slots = 1 if floor else self.balance_slots
+        account_id = new_id()
+        self.session.execute(
+            insert(Account).values(
+                id=account_id,
+                name=name,
+                asset=asset,
+                kind=role,
+                org_id=org_id,
+                slots=slots,
+                floor_zero=floor,
+                created_at=now,
+            )
+        )
+        self.session.execute(
+            insert(Balance),
+            [
+                {"account_id": account_id, "slot": s, "balance": 0, "held": 0, "floor_zero": floor}
+                for s in range(slots)
+            ],
+        )
+        return account_id
+
+    def account_id(self, asset: str, role: str, owner: uuid.UUID) -> uuid.UUID:
+        """The id of an existing account, by its asset, role and owner."""
+        name = account_name(asset, role, owner)
+        cached = _NAMES.get(name)
+        if cached is not None:
+            return cached
+        found = self.session.execute(select(Account.id).where(Account.name == name)).scalar()
+        if found is None:
+            raise NotFound(f"no {role} account for {asset}")
+        _NAMES[name] = found
+        return found
+
+    def info(self, account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, AccountInfo]:
+        """Attributes of accounts, from the cache or one query."""
+        wanted = set(account_ids)
+        missing = [a for a in wanted if a not in _ACCOUNTS]
+        if missing:
+            rows = self.session.execute(
+                select(
+                    Account.id,
+                    Account.asset,
+                    Account.kind,
+                    Account.org_id,
+                    Account.slots,
+                    Account.floor_zero,
+                ).where(Account.id.in_(missing))
+            )
+            for row in rows:
+                _ACCOUNTS[row.id] = AccountInfo(*row)
+        unknown = [a for a in wanted if a not in _ACCOUNTS]
+        if unknown:
+            raise NotFound(f"unknown account {unknown[0]}")
+        return {a: _ACCOUNTS[a] for a in wanted}
+
+    # posting --------------------------------------------------------------------------------
+
+    def post(self, draft: EntryDraft) -> PostedEntry:
+        """Post an entry: check it, lock and move balances, write journal, obligations, lots."""
+        legs = list(draft.legs)
+        for ob in draft.obligations:
+            check_amount(ob.amount, "amount")
+            asset = money_asset(ob.currency)
+            legs.append(Leg(self.account_id(asset, POSITION, ob.payer_org_id), -ob.amount))
+            legs.append(Leg(self.account_id(asset, POSITION, ob.payee_org_id), ob.amount))
+        if not legs:
+            raise LedgerImbalance("an entry needs postings")
+        infos = self.info(leg.account_id for leg in legs)
+        totals: dict[str, int] = defaultdict(int)
+        for leg in legs:
+            if abs(leg.amount) > MAX_AMOUNT or abs(leg.held) > MAX_AMOUNT:
+                raise InvalidInput("amount must fit in 64 bits", field="amount")
+            info = infos[leg.account_id]
+            totals[info.asset] += leg.amount
+            if info.floor_zero and leg.amount > 0 and leg.lot is None and leg.restore_from is None:
+                raise LedgerImbalance(
+                    "a credit to a member account must say where points came from"
+                )
+        unbalanced = sorted(asset for asset, total in totals.items() if total != 0)
+        if unbalanced:
+            raise LedgerImbalance(f"postings do not sum to zero for {', '.join(unbalanced)}")
+        for check in _CHECKS:
+            check(self.session, draft)
+
+        self._move_balances(legs, infos)
+        self.session.execute(
+            insert(JournalEntry).values(
+                id=draft.id,
+                kind=draft.kind,
+                org_id=draft.org_id,
+                booked_at=draft.booked_at,
+                reverses_id=draft.reverses_id,
+                memo=draft.memo,
+            )
+        )
+        self.session.execute(
+            insert(Posting),
+            [
+                {
+                    "entry_id": draft.id,
+                    "leg": n,
+                    "account_id": leg.account_id,
+                    "asset": infos[leg.account_id].asset,
+                    "amount": leg.amount,
+                }
+                for n, leg in enumerate(legs)
+                if leg.amount != 0
+            ],
+        )
+        if draft.obligations:
+            self.session.execute(
+                insert(Obligation),
+                [
+                    {
+                        "entry_id": draft.id,
+                        "seq": n,
+                        "event_type": ob.event_type,
+                        "payer_org_id": ob.payer_org_id,
+                        "payee_org_id": ob.payee_org_id,
+                        "currency": ob.currency,
+                        "amount": ob.amount,
+                        "program_code": ob.program_code,
+                        "points": ob.points,
+                        "point_value": ob.point_value,
+                        "point_value_version": ob.point_value_version,
+                        "original_entry_id": draft.reverses_id,
+                        "booked_at": draft.booked_at,
+                    }
+                    for n, ob in enumerate(draft.obligations)
+                ],
+            )
+        lots = self._move_lots(draft, legs, infos)
+        return PostedEntry(draft.id, lots)
+
+    def _move_balances(self, legs: Sequence[Leg], infos: dict[uuid.UUID, AccountInfo]) -> None:
+        deltas: dict[uuid.UUID, list[int]] = defaultdict(lambda: [0, 0])
+        for leg in legs:
+            deltas[leg.account_id][0] += leg.amount
+            deltas[leg.account_id][1] += leg.held
+        # Fixed lock order (account id, then slot) rules out deadlocks between entries.
+        for account_id in sorted(deltas):
+            amount, held = deltas[account_id]
+            if amount == 0 and held == 0:
+                continue
+            info = infos[account_id]
+            if info.floor_zero:
+                row = self.session.execute(
+                    update(Balance)
+                    .where(
+                        Balance.account_id == account_id,
+                        Balance.slot == 0,
+                        Balance.balance + amount >= Balance.held + held,
+                        Balance.held + held >= 0,
+                    )
+                    .values(balance=Balance.balance + amount, held=Balance.held + held)
+                    .returning(Balance.balance)
+                ).first()
+                if row is None:
+                    raise InsufficientPoints(
+                        "not enough available points", needed=-amount if amount < 0 else held
+                    )
+            else:
+                slot = 0 if info.slots == 1 else random.randrange(info.slots)
+                self.session.execute(
+                    update(Balance)
+                    .where(Balance.account_id == account_id, Balance.slot == slot)
+                    .values(balance=Balance.balance + amount)
+                )
+
+    def _move_lots(
+        self, draft: EntryDraft, legs: Sequence[Leg], infos: dict[uuid.UUID, AccountInfo]
+    ) -> tuple[uuid.UUID, ...]:
+        created: list[uuid.UUID] = []
+        new_lots: list[dict[str, Any]] = []
+        movements: dict[uuid.UUID, int] = defaultdict(int)
+        for leg in legs:
+            if not infos[leg.account_id].floor_zero or leg.amount == 0:
+                continue
+            if leg.amount < 0:
+                for lot_id, taken in self._take_lots(leg):
+                    movements[lot_id] -= taken
+            elif leg.lot is not None:
+                lot_id = new_id()
+                created.append(lot_id)
+                new_lots.append(
+                    {
+                        "id": lot_id,
+                        "account_id": leg.account_id,
+                        "entry_id": draft.id,
+                        "source": leg.lot.source,
+                        "funding_org_id": leg.lot.funding_org_id,
+                        "source_program": leg.lot.source_program,
+                        "earned_at": draft.booked_at,
+                        "expires_at": leg.lot.expires_at,
+                        "points": leg.amount,
+                        "remaining": leg.amount,
+                    }
+                )
+                movements[lot_id] += leg.amount
+            else:
+                assert leg.restore_from is not None
+                for lot_id, given in self._restorable(leg.account_id, leg.restore_from, leg.amount):
+                    movements[lot_id] += given
+        if new_lots:
+            self.session.execute(insert(Lot), new_lots)
+        changes = [
+            {"lot_id": lot_id, "delta": delta}
+            for lot_id, delta in movements.items()
+            if delta and lot_id not in created
+        ]
+        if changes:
+            lots = cast(Table, Lot.__table__)
+            self.session.execute(
+                update(lots)
+                .where(lots.c.id == bindparam("lot_id"))
+                .values(remaining=lots.c.remaining + bindparam("delta")),
+                changes,
+            )
+        if movements:
+            self.session.execute(
+                insert(LotMovement),
+                [
+                    {"entry_id": draft.id, "lot_id": lot_id, "points": delta}
+                    for lot_id, delta in movements.items()
+                    if delta
+                ],
+            )
+        return tuple(created)
+
+    def _take_lots(self, leg: Leg) -> list[tuple[uuid.UUID, int]]:
+        """Which lots a debit takes: preferred lots first, then those expiring first."""
+        needed = -leg.amount
+        query = select(Lot.id, Lot.remaining, Lot.expires_at).where(
+            Lot.account_id == leg.account_id, Lot.remaining > 0
+        )
+        if leg.only_lots:
+            query = query.where(Lot.id.in_(leg.prefer_lots))
+        rows = list(self.session.execute(query))
+        preferred = {lot_id: n for n, lot_id in enumerate(leg.prefer_lots)}
+        rows.sort(
+            key=lambda r: (
+                preferred.get(r.id, len(preferred)),
+                r.expires_at is None,
+                r.expires_at or datetime.min,
+                r.id,
+            )
+        )
+        taken: list[tuple[uuid.UUID, int]] = []
+        for row in rows:
+            if needed == 0:
+                break
+            n = min(needed, row.remaining)
+            taken.append((row.id, n))
+            needed -= n
+        if needed:
+            raise LedgerImbalance("lots do not cover the balance of a member account")
+        return taken
+
+    def _restorable(
+        self, account_id: uuid.UUID, original: uuid.UUID, points: int
+    ) -> list[tuple[uuid.UUID, int]]:
+        """Give back points to the lots `original` took, latest-expiring first."""
+        taken = dict(
+            self.session.execute(
+                select(LotMovement.lot_id, -LotMovement.points)
+                .join(Lot, Lot.id == LotMovement.lot_id)
+                .where(LotMovement.entry_id == original, Lot.account_id == account_id)
+            ).all()
+        )
+        given_back = dict(
+            self.session.execute(
+                select(LotMovement.lot_id, func.sum(LotMovement.points))
+                .join(JournalEntry, JournalEntry.id == LotMovement.entry_id)
+                .where(JournalEntry.reverses_id == original, LotMovement.points > 0)
+                .group_by(LotMovement.lot_id)
+            ).all()
+        )
+        expiry = dict(
+            self.session.execute(
+                select(Lot.id, Lot.expires_at).where(Lot.id.in_(list(taken)))
+            ).all()
+        )
+        order = sorted(
+            taken,
+            key=lambda lot: (expiry[lot] is not None, expiry[lot] or datetime.min, lot),
+            reverse=True,
+        )
+        result: list[tuple[uuid.UUID, int]] = []
+        for lot_id in order:
+            room = taken[lot_id] - (given_back.get(lot_id) or 0)
+            n = min(room, points)
+            if n > 0:
+                result.append((lot_id, n))
+                points -= n
+        if points:
+            raise LedgerImbalance("cannot give back more points than the original entry took")
+        return result
+
+    # holds ----------------------------------------------------------------------------------
+
+    def place_hold(
+        self,
+        account_id: uuid.UUID,
+        points: int,
+        org_id: uuid.UUID,
+        now: datetime,
+        expires_at: datetime,
+    ) -> uuid.UUID:
+        """Reserve points on a member account (available = balance - held)."""
+        check_amount(points)
+        self.release_expired_holds(now, account_id=account_id)
+        row = self.session.execute(
+            update(Balance)
+            .where(
+                Balance.account_id == account_id,
+                Balance.slot == 0,
+                Balance.balance >= Balance.held + points,
+            )
+            .values(held=Balance.held + points)
+            .returning(Balance.balance)
+        ).first()
+        if row is None:
+            raise InsufficientPoints("not enough available points", needed=points)
+        hold_id = new_id()
+        self.session.execute(
+            insert(Hold).values(
+                id=hold_id,
+                account_id=account_id,
+                org_id=org_id,
+                points=points,
+                status="authorised",
+                captured_points=0,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+        return hold_id
+
+    def open_hold(self, hold_id: uuid.UUID, now: datetime) -> Hold:
+        """The hold, locked, if it can still be captured or voided."""
+        hold = self.session.execute(
+            select(Hold).where(Hold.id == hold_id).with_for_update()
+        ).scalar_one_or_none()
+        if hold is None:
+            raise NotFound("unknown hold")
+        if hold.status != "authorised":
+            raise HoldNotOpen(f"hold is {hold.status}", hold_status=hold.status)
+        if aware(hold.expires_at) <= now:
+            raise HoldExpired(
+                "hold expired; its points are released", expired_at=hold.expires_at.isoformat()
+            )
+        return hold
+
+    def close_hold(self, hold: Hold, status: str, now: datetime, captured: int = 0) -> None:
+        """Mark a hold captured or voided; the caller's entry (or this) releases its points."""
+        self.session.execute(
+            update(Hold)
+            .where(Hold.id == hold.id)
+            .values(status=status, captured_points=captured, closed_at=now)
+        )
+        hold.status = status
+
+    def void_hold(self, hold: Hold, now: datetime) -> None:
+        """Release all points of an open hold."""
+        self._release(hold.account_id, hold.points)
+        self.close_hold(hold, "voided", now)
+
+    def _release(self, account_id: uuid.UUID, points: int) -> None:
+        self.session.execute(
+            update(Balance)
+            .where(Balance.account_id == account_id, Balance.slot == 0)
+            .values(held=Balance.held - points)
+        )
+
+    def release_expired_holds(
+        self, now: datetime, account_id: uuid.UUID | None = None, limit: int = 1000
+    ) -> int:
+        """Release holds whose time-to-live has passed; returns how many were released."""
+        query = select(Hold.id, Hold.account_id, Hold.points).where(
+            Hold.status == "authorised", Hold.expires_at <= now
+        )
+        if account_id is not None:
+            query = query.where(Hold.account_id == account_id)
+        rows = list(self.session.execute(query.order_by(Hold.account_id).limit(limit)))
+        for row in rows:
+            released = self.session.execute(
+                update(Hold)
+                .where(and_(Hold.id == row.id, Hold.status == "authorised"))
+                .values(status="expired", closed_at=now)
+            ).rowcount  # type: ignore[attr-defined]
+            if released:
+                self._release(row.account_id, row.points)
+        return len(rows)
+
+    # reading --------------------------------------------------------------------------------
+
+    def balance(self, account_id: uuid.UUID) -> int:
+        """The balance of an account, summed over its slots."""
+        return int(
+            self.session.execute(
+                select(func.coalesce(func.sum(Balance.balance), 0)).where(
+                    Balance.account_id == account_id
+                )
+            ).scalar_one()
+        )
+
+    def member_balance(self, account_id: uuid.UUID, now: datetime) -> tuple[int, int]:
+        """Balance and points held by open, unexpired holds of a member account."""
+        balance = self.balance(account_id)
+        held = self.session.execute(
+            select(func.coalesce(func.sum(Hold.points), 0)).where(
+                Hold.account_id == account_id, Hold.status == "authorised", Hold.expires_at > now
+            )
+        ).scalar_one()
+        return balance, int(held)
+
+
+def expire_due_lots(session: Session, now: datetime, limit: int = 1000) -> int:
+    """Post the expiry of lots due by `now`, one entry per member account; returns points expired.
+
+    Points held by an open hold are not expired while held: the lot stays due and the next run
+    expires it once the hold is released. Safe to run twice: expired lots have nothing left.
+    """
+    ledger = Ledger(session)
+    due = session.execute(
+        select(Lot.account_id, Lot.id)
+        .where(Lot.expires_at <= now, Lot.remaining > 0)
+        .order_by(Lot.account_id, Lot.expires_at, Lot.id)
+        .limit(limit)
+    ).all()
+    by_account: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for account_id, lot_id in due:
+        by_account[account_id].append(lot_id)
+    total = 0
+    for account_id, lot_ids in by_account.items():
+        info = ledger.info([account_id])[account_id]
+        row = session.execute(
+            select(Balance.balance, Balance.held)
+            .where(Balance.account_id == account_id, Balance.slot == 0)
+            .with_for_update()
+        ).one()
+        due_points = session.execute(
+            select(func.sum(Lot.remaining)).where(Lot.id.in_(lot_ids))
+        ).scalar_one()
+        points = min(int(due_points), row.balance - row.held)
+        if points <= 0:
+            continue
+        expired_account = session.execute(
+            select(Account.id).where(Account.asset == info.asset, Account.kind == EXPIRED)
+        ).scalar_one()
+        ledger.post(
+            EntryDraft(
+                kind="expiry",
+                org_id=info.org_id,
+                booked_at=now,
+                legs=[
+                    Leg(account_id, -points, prefer_lots=tuple(lot_ids), only_lots=True),
+                    Leg(expired_account, points),
+                ],
+            )
+        )
+        total += points
+    return total

@@ -1,0 +1,9 @@
+"""Imports every package's models so that the one metadata knows every table (app wiring)."""
+
+from __future__ import annotations
+
+import clearing.models
+import exchange.models
+import issuers.models
+
+__all__ = ["clearing", "exchange", "issuers"]

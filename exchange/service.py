@@ -1,0 +1,690 @@
+"""Rules of conversion between programs and of points checkout at merchants (no HTTP here)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from clearing.context import Caller
+from clearing.errors import Conflict, Forbidden, InvalidInput, NotFound
+from clearing.idempotency import run_once
+from clearing.ids import new_id
+from clearing.ledger import (
+    CONVERTED_IN,
+    CONVERTED_OUT,
+    REDEEMED,
+    EntryDraft,
+    Ledger,
+    Leg,
+    LotSpec,
+    ObligationDraft,
+    points_asset,
+)
+from clearing.timeutil import add_months, aware
+from exchange import arithmetic
+from exchange.models import BilateralRate, Checkout, ConversionQuote
+from exchange.schemas import (
+    BilateralRateCreate,
+    BilateralRateOut,
+    CaptureCreate,
+    CheckoutCreate,
+    CheckoutOut,
+    ConversionCreate,
+    ConversionOut,
+    QuoteCreate,
+    QuoteOut,
+    RefundCreate,
+    RefundOut,
+)
+from issuers.models import Member, MemberLink, Organisation, Program
+from issuers.service import (
+    CurrencyMismatch,
+    active_member,
+    active_organisation,
+    active_program,
+    member_of,
+    merchant_fee_rate,
+    own_program,
+    platform,
+    point_value_at,
+    program_by_code,
+)
+
+QUOTE_TTL = timedelta(seconds=120)
+DEFAULT_HOLD_TTL = timedelta(minutes=15)
+
+
+class QuoteExpired(Conflict):
+    code = "quote_expired"
+    title = "Quote has expired"
+
+
+class QuoteUsed(Conflict):
+    code = "quote_used"
+    title = "Quote was already executed"
+
+
+class MemberNotLinked(Conflict):
+    code = "member_not_linked"
+    title = "Target member is not linked to the source member"
+
+
+class NotWholeBlocks(InvalidInput):
+    code = "not_whole_blocks"
+    title = "Points do not fill whole blocks of the bilateral rate"
+
+
+class ConversionTooSmall(InvalidInput):
+    code = "conversion_too_small"
+    title = "Conversion gives no points"
+
+
+class CaptureExceedsHold(Conflict):
+    code = "capture_exceeds_hold"
+    title = "Capture exceeds the authorised amount"
+
+
+class RefundExceedsCapture(Conflict):
+    code = "refund_exceeds_capture"
+    title = "Refund exceeds what was captured"
+
+
+class CheckoutNotCaptured(Conflict):
+    code = "checkout_not_captured"
+    title = "Checkout is not captured"
+
+
+def _same_currency(a: Organisation, b: Organisation) -> str:
+    if a.currency != b.currency:
+        raise CurrencyMismatch(
+            f"{a.name} settles in {a.currency} and {b.name} in {b.currency}; "
+            "no currency rate exists between them, so the operation is refused",
+            currencies=[a.currency, b.currency],
+        )
+    return a.currency
+
+
+# bilateral rates -----------------------------------------------------------------------------
+
+
+def set_bilateral_rate(
+    session: Session, caller: Caller, req: BilateralRateCreate, now: datetime
+) -> BilateralRateOut:
+    """Publish a block rate for one direction, agreed by the two issuers (set by the source issuer)."""
+    source = own_program(session, caller, req.source_program)
+    target = program_by_code(session, req.target_program)
+    if req.min_source_points < req.source_block:
+        raise InvalidInput("the minimum must be at least one block", field="min_source_points")
+    effective = aware(req.effective_from) if req.effective_from else now
+    if effective < now:
+        raise InvalidInput("a rate cannot take effect in the past", field="effective_from")
+    latest = session.execute(
+        select(BilateralRate.version)
+        .where(
+            BilateralRate.source_program_id == source.id,
+            BilateralRate.target_program_id == target.id,
+        )
+        .order_by(BilateralRate.version.desc())
+        .limit(1)
+    ).scalar()
+    rate = BilateralRate(
+        source_program_id=source.id,
+        target_program_id=target.id,
+        version=(latest or 0) + 1,
+        source_block=req.source_block,
+        target_block=req.target_block,
+        min_source_points=req.min_source_points,
+        effective_from=effective,
+        created_at=now,
+    )
+    session.add(rate)
+    session.flush()
+    return BilateralRateOut(
+        source_program=source.code,
+        target_program=target.code,
+        version=rate.version,
+        source_block=rate.source_block,
+        target_block=rate.target_block,
+        min_source_points=rate.min_source_points,
+        effective_from=effective,
+    )
+
+
+def _bilateral_rate_at(
+    session: Session, source: Program, target: Program, at: datetime
+) -> BilateralRate | None:
+    return session.execute(
+        select(BilateralRate)
+        .where(
+            BilateralRate.source_program_id == source.id,
+            BilateralRate.target_program_id == target.id,
+            BilateralRate.effective_from <= at,
+        )
+        .order_by(BilateralRate.version.desc())
+        .limit(1)
+    ).scalar()
+
+
+# conversion ----------------------------------------------------------------------------------
+
+
+def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: datetime) -> QuoteOut:
+    """Price a conversion from a member of the caller's program into a linked member of another."""
+    source_program, source_issuer = active_program(session, req.source_program)
+    if source_issuer.id != caller.org_id:
+        raise NotFound(f"unknown program {req.source_program}")
+    target_program, target_issuer = active_program(session, req.target_program)
+    if target_program.id == source_program.id:
+        raise InvalidInput("source and target programs must differ", field="target_program")
+    currency = _same_currency(source_issuer, target_issuer)
+    source = active_member(session, source_program, req.source_external_id)
+    target = active_member(session, target_program, req.target_external_id)
+    linked = session.execute(
+        select(MemberLink.id).where(
+            MemberLink.source_member_id == source.id, MemberLink.target_member_id == target.id
+        )
+    ).first()
+    if linked is None:
+        raise MemberNotLinked("the target issuer has not linked this member to the source member")
+    source_value = point_value_at(session, source_program.id, now)
+    target_value = point_value_at(session, target_program.id, now)
+    fee_rate = platform(session).conversion_fee_rate or Decimal(0)
+    bilateral = _bilateral_rate_at(session, source_program, target_program, now)
+    if bilateral is not None:
+        if req.points < bilateral.min_source_points or req.points % bilateral.source_block:
+            raise NotWholeBlocks(
+                f"convert at least {bilateral.min_source_points} points in blocks of {bilateral.source_block}",
+                source_block=bilateral.source_block,
+                min_source_points=bilateral.min_source_points,
+            )
+        points_in = arithmetic.blocks_converted(
+            req.points, bilateral.source_block, bilateral.target_block
+        )
+    else:
+        points_in = arithmetic.converted_points(
+            req.points, source_value.value, target_value.value, fee_rate
+        )
+    if points_in <= 0:
+        raise ConversionTooSmall(
+            "these points convert to less than one point of the target program"
+        )
+    quote = ConversionQuote(
+        id=new_id(),
+        org_id=caller.org_id,
+        source_member_id=source.id,
+        target_member_id=target.id,
+        points_out=req.points,
+        points_in=points_in,
+        currency=currency,
+        source_value=source_value.value,
+        source_value_version=source_value.version,
+        target_value=target_value.value,
+        target_value_version=target_value.version,
+        bilateral_version=bilateral.version if bilateral else None,
+        fee_rate=fee_rate,
+        fee_amount=arithmetic.conversion_fee(req.points, source_value.value, fee_rate, currency),
+        settlement_amount=arithmetic.value_of_points(points_in, target_value.value, currency),
+        valid_until=now + QUOTE_TTL,
+        created_at=now,
+    )
+    session.add(quote)
+    session.flush()
+    return _quote_out(quote, source_program.code, target_program.code)
+
+
+def _quote_out(quote: ConversionQuote, source: str, target: str) -> QuoteOut:
+    return QuoteOut(
+        id=quote.id,
+        source_program=source,
+        target_program=target,
+        points_out=quote.points_out,
+        points_in=quote.points_in,
+        currency=quote.currency,
+        source_value=quote.source_value,
+        source_value_version=quote.source_value_version,
+        target_value=quote.target_value,
+        target_value_version=quote.target_value_version,
+        bilateral_version=quote.bilateral_version,
+        fee_rate=quote.fee_rate,
+        fee_amount=quote.fee_amount,
+        settlement_amount=quote.settlement_amount,
+        valid_until=aware(quote.valid_until),
+    )
+
+
+def convert(
+    session: Session, caller: Caller, req: ConversionCreate, now: datetime, idempotency_key: str
+) -> tuple[ConversionOut, bool]:
+    """Execute a quote once: points leave A, arrive in B; A owes B the value and the platform the fee."""
+    return run_once(
+        session,
+        caller.org_id,
+        idempotency_key,
+        "conversion",
+        req.model_dump(mode="json"),
+        now,
+        ConversionOut,
+        lambda: _convert(session, caller, req, now),
+    )
+
+
+def _convert(
+    session: Session, caller: Caller, req: ConversionCreate, now: datetime
+) -> ConversionOut:
+    quote = session.get(ConversionQuote, req.quote_id, with_for_update=True)
+    if quote is None or quote.org_id != caller.org_id:
+        raise NotFound("unknown quote")
+    if quote.entry_id is not None:
+        raise QuoteUsed("this quote was already executed")
+    if aware(quote.valid_until) <= now:
+        raise QuoteExpired("this quote has expired; ask for a new one")
+    source = session.get(Member, quote.source_member_id)
+    target = session.get(Member, quote.target_member_id)
+    assert source is not None
+    assert target is not None
+    source_program = session.get(Program, source.program_id)
+    target_program = session.get(Program, target.program_id)
+    assert source_program is not None
+    assert target_program is not None
+    _, source_issuer = active_program(session, source_program.code)
+    _, target_issuer = active_program(session, target_program.code)
+    active_member(session, source_program, source.external_id)
+    active_member(session, target_program, target.external_id)
+    plat = platform(session)
+    ledger = Ledger(session)
+    a_asset, b_asset = points_asset(source_program.code), points_asset(target_program.code)
+    obligations = [
+        ObligationDraft(
+            event_type="conversion",
+            payer_org_id=source_issuer.id,
+            payee_org_id=target_issuer.id,
+            currency=quote.currency,
+            amount=quote.settlement_amount,
+            program_code=target_program.code,
+            points=quote.points_in,
+            point_value=quote.target_value,
+            point_value_version=quote.target_value_version,
+        )
+    ]
+    if quote.fee_amount > 0:
+        obligations.append(
+            ObligationDraft(
+                event_type="fee",
+                payer_org_id=source_issuer.id,
+                payee_org_id=plat.id,
+                currency=quote.currency,
+                amount=quote.fee_amount,
+                program_code=source_program.code,
+                points=quote.points_out,
+                point_value=quote.source_value,
+                point_value_version=quote.source_value_version,
+            )
+        )
+    expires_at = (
+        add_months(now, target_program.expiry_months) if target_program.expiry_months else None
+    )
+    posted = ledger.post(
+        EntryDraft(
+            kind="conversion",
+            org_id=caller.org_id,
+            booked_at=now,
+            legs=[
+                Leg(source.account_id, -quote.points_out),
+                Leg(ledger.account_id(a_asset, CONVERTED_OUT, source_program.id), quote.points_out),
+                Leg(ledger.account_id(b_asset, CONVERTED_IN, target_program.id), -quote.points_in),
+                Leg(
+                    target.account_id,
+                    quote.points_in,
+                    lot=LotSpec(
+                        "conversion",
+                        expires_at,
+                        funding_org_id=source_issuer.id,
+                        source_program=source_program.code,
+                    ),
+                ),
+            ],
+            obligations=obligations,
+            memo={"quote": str(quote.id)},
+        )
+    )
+    quote.entry_id = posted.id
+    session.flush()
+    return ConversionOut(
+        quote_id=quote.id,
+        entry_id=posted.id,
+        points_out=quote.points_out,
+        points_in=quote.points_in,
+        fee_amount=quote.fee_amount,
+        settlement_amount=quote.settlement_amount,
+        currency=quote.currency,
+    )
+
+
+# checkout ------------------------------------------------------------------------------------
+
+
+def authorise(
+    session: Session,
+    caller: Caller,
+    req: CheckoutCreate,
+    now: datetime,
+    idempotency_key: str,
+    hold_ttl: timedelta = DEFAULT_HOLD_TTL,
+) -> tuple[CheckoutOut, bool]:
+    """Hold the points for the part of an order paid with points."""
+    return run_once(
+        session,
+        caller.org_id,
+        idempotency_key,
+        "checkout",
+        req.model_dump(mode="json"),
+        now,
+        CheckoutOut,
+        lambda: _authorise(session, caller, req, now, hold_ttl),
+    )
+
+
+def _authorise(
+    session: Session, caller: Caller, req: CheckoutCreate, now: datetime, hold_ttl: timedelta
+) -> CheckoutOut:
+    if caller.kind != "merchant":
+        raise Forbidden("only merchants take checkouts")
+    merchant = active_organisation(session, caller.org_id)
+    program, issuer = active_program(session, req.program)
+    currency = _same_currency(merchant, issuer)
+    if req.points_amount > req.order_total:
+        raise InvalidInput("points_amount cannot exceed order_total", field="points_amount")
+    member = active_member(session, program, req.external_id)
+    value = point_value_at(session, program.id, now)
+    points = arithmetic.points_for_amount(req.points_amount, value.value, currency)
+    ttl = timedelta(seconds=req.ttl_seconds) if req.ttl_seconds else hold_ttl
+    hold_id = Ledger(session).place_hold(member.account_id, points, merchant.id, now, now + ttl)
+    checkout = Checkout(
+        id=new_id(),
+        merchant_id=merchant.id,
+        member_id=member.id,
+        hold_id=hold_id,
+        currency=currency,
+        order_total=req.order_total,
+        points_amount=req.points_amount,
+        points=points,
+        point_value=value.value,
+        point_value_version=value.version,
+        fee_rate=merchant_fee_rate(session, merchant, program),
+        status="authorised",
+        captured_amount=0,
+        captured_points=0,
+        fee_amount=0,
+        refunded_amount=0,
+        refunded_points=0,
+        refunded_fee=0,
+        reference=req.reference,
+        created_at=now,
+        expires_at=now + ttl,
+    )
+    session.add(checkout)
+    session.flush()
+    return _checkout_out(checkout, program.code, member.external_id, now)
+
+
+def _checkout_out(checkout: Checkout, program: str, external_id: str, now: datetime) -> CheckoutOut:
+    status = checkout.status
+    if status == "authorised" and aware(checkout.expires_at) <= now:
+        status = "expired"
+    return CheckoutOut(
+        id=checkout.id,
+        status=status,
+        program=program,
+        external_id=external_id,
+        currency=checkout.currency,
+        order_total=checkout.order_total,
+        points_amount=checkout.points_amount,
+        cash_amount=checkout.order_total - checkout.points_amount,
+        points=checkout.points,
+        point_value=checkout.point_value,
+        point_value_version=checkout.point_value_version,
+        fee_rate=checkout.fee_rate,
+        captured_amount=checkout.captured_amount,
+        captured_points=checkout.captured_points,
+        fee_amount=checkout.fee_amount,
+        refunded_amount=checkout.refunded_amount,
+        refunded_points=checkout.refunded_points,
+        expires_at=aware(checkout.expires_at),
+        reference=checkout.reference,
+    )
+
+
+def _own_checkout(
+    session: Session, caller: Caller, checkout_id: uuid.UUID, lock: bool = True
+) -> tuple[Checkout, Member, Program]:
+    checkout = session.get(Checkout, checkout_id, with_for_update=lock)
+    if checkout is None or checkout.merchant_id != caller.org_id:
+        raise NotFound("unknown checkout")
+    member = session.get(Member, checkout.member_id)
+    assert member is not None
+    program = session.get(Program, member.program_id)
+    assert program is not None
+    return checkout, member, program
+
+
+def get_checkout(
+    session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime
+) -> CheckoutOut:
+    """A checkout of the calling merchant."""
+    checkout, member, program = _own_checkout(session, caller, checkout_id, lock=False)
+    return _checkout_out(checkout, program.code, member.external_id, now)
+
+
+def capture(
+    session: Session,
+    caller: Caller,
+    checkout_id: uuid.UUID,
+    req: CaptureCreate,
+    now: datetime,
+    idempotency_key: str,
+) -> tuple[CheckoutOut, bool]:
+    """Capture an authorised checkout, fully or partly, once; the rest of the hold is released."""
+    return run_once(
+        session,
+        caller.org_id,
+        idempotency_key,
+        "capture",
+        {"checkout": str(checkout_id), **req.model_dump(mode="json")},
+        now,
+        CheckoutOut,
+        lambda: _capture(session, caller, checkout_id, req, now),
+    )
+
+
+def _capture(
+    session: Session, caller: Caller, checkout_id: uuid.UUID, req: CaptureCreate, now: datetime
+) -> CheckoutOut:
+    checkout, member, program = _own_checkout(session, caller, checkout_id)
+    ledger = Ledger(session)
+    hold = ledger.open_hold(checkout.hold_id, now)
+    amount = checkout.points_amount if req.amount is None else req.amount
+    if amount > checkout.points_amount:
+        raise CaptureExceedsHold(
+            "cannot capture more than was authorised", authorised=checkout.points_amount
+        )
+    points = (
+        checkout.points
+        if amount == checkout.points_amount
+        else arithmetic.points_for_amount(amount, checkout.point_value, checkout.currency)
+    )
+    fee = arithmetic.fee(amount, checkout.fee_rate)
+    issuer_id = program.issuer_id
+    obligations = [
+        ObligationDraft(
+            event_type="checkout_capture",
+            payer_org_id=issuer_id,
+            payee_org_id=checkout.merchant_id,
+            currency=checkout.currency,
+            amount=amount,
+            program_code=program.code,
+            points=points,
+            point_value=checkout.point_value,
+            point_value_version=checkout.point_value_version,
+        )
+    ]
+    if fee > 0:
+        obligations.append(
+            ObligationDraft(
+                event_type="fee",
+                payer_org_id=checkout.merchant_id,
+                payee_org_id=platform(session).id,
+                currency=checkout.currency,
+                amount=fee,
+                program_code=program.code,
+            )
+        )
+    posted = ledger.post(
+        EntryDraft(
+            kind="checkout_capture",
+            org_id=caller.org_id,
+            booked_at=now,
+            legs=[
+                Leg(member.account_id, -points, held=-hold.points),
+                Leg(ledger.account_id(points_asset(program.code), REDEEMED, program.id), points),
+            ],
+            obligations=obligations,
+            memo={"checkout": str(checkout.id)},
+        )
+    )
+    ledger.close_hold(hold, "captured", now, captured=points)
+    checkout.status = "captured"
+    checkout.captured_amount = amount
+    checkout.captured_points = points
+    checkout.fee_amount = fee
+    checkout.capture_entry_id = posted.id
+    session.flush()
+    return _checkout_out(checkout, program.code, member.external_id, now)
+
+
+def void(
+    session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime, idempotency_key: str
+) -> tuple[CheckoutOut, bool]:
+    """Release the hold of an authorised checkout."""
+    return run_once(
+        session,
+        caller.org_id,
+        idempotency_key,
+        "void",
+        {"checkout": str(checkout_id)},
+        now,
+        CheckoutOut,
+        lambda: _void(session, caller, checkout_id, now),
+    )
+
+
+def _void(session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime) -> CheckoutOut:
+    checkout, member, program = _own_checkout(session, caller, checkout_id)
+    ledger = Ledger(session)
+    ledger.void_hold(ledger.open_hold(checkout.hold_id, now), now)
+    checkout.status = "voided"
+    session.flush()
+    return _checkout_out(checkout, program.code, member.external_id, now)
+
+
+def refund(
+    session: Session,
+    caller: Caller,
+    checkout_id: uuid.UUID,
+    req: RefundCreate,
+    now: datetime,
+    idempotency_key: str,
+) -> tuple[RefundOut, bool]:
+    """Give points back after capture, in full or in part, never more than captured in total."""
+    return run_once(
+        session,
+        caller.org_id,
+        idempotency_key,
+        "refund",
+        {"checkout": str(checkout_id), **req.model_dump(mode="json")},
+        now,
+        RefundOut,
+        lambda: _refund(session, caller, checkout_id, req, now),
+    )
+
+
+def _refund(
+    session: Session, caller: Caller, checkout_id: uuid.UUID, req: RefundCreate, now: datetime
+) -> RefundOut:
+    checkout, member, program = _own_checkout(session, caller, checkout_id)
+    if checkout.status != "captured" or checkout.capture_entry_id is None:
+        raise CheckoutNotCaptured(f"checkout is {checkout.status}; only captured checkouts refund")
+    remaining = checkout.captured_amount - checkout.refunded_amount
+    if req.amount > remaining:
+        raise RefundExceedsCapture("cannot refund more than was captured", refundable=remaining)
+    total_after = checkout.refunded_amount + req.amount
+    points = (
+        arithmetic.cumulative_share(checkout.captured_points, total_after, checkout.captured_amount)
+        - checkout.refunded_points
+    )
+    fee_back = (
+        arithmetic.cumulative_share(checkout.fee_amount, total_after, checkout.captured_amount)
+        - checkout.refunded_fee
+    )
+    ledger = Ledger(session)
+    obligations = [
+        ObligationDraft(
+            event_type="checkout_refund",
+            payer_org_id=checkout.merchant_id,
+            payee_org_id=program.issuer_id,
+            currency=checkout.currency,
+            amount=req.amount,
+            program_code=program.code,
+            points=points,
+            point_value=checkout.point_value,
+            point_value_version=checkout.point_value_version,
+        )
+    ]
+    if fee_back > 0:
+        obligations.append(
+            ObligationDraft(
+                event_type="fee_refund",
+                payer_org_id=platform(session).id,
+                payee_org_id=checkout.merchant_id,
+                currency=checkout.currency,
+                amount=fee_back,
+                program_code=program.code,
+            )
+        )
+    legs: list[Leg] = []
+    if points > 0:
+        legs = [
+            Leg(ledger.account_id(points_asset(program.code), REDEEMED, program.id), -points),
+            Leg(member.account_id, points, restore_from=checkout.capture_entry_id),
+        ]
+    posted = ledger.post(
+        EntryDraft(
+            kind="checkout_refund",
+            org_id=caller.org_id,
+            booked_at=now,
+            reverses_id=checkout.capture_entry_id,
+            legs=legs,
+            obligations=obligations,
+            memo={"checkout": str(checkout.id)},
+        )
+    )
+    checkout.refunded_amount = total_after
+    checkout.refunded_points += points
+    checkout.refunded_fee += fee_back
+    session.flush()
+    return RefundOut(
+        checkout_id=checkout.id,
+        entry_id=posted.id,
+        amount=req.amount,
+        points=points,
+        fee_returned=fee_back,
+        refunded_amount_total=total_after,
+    )
+
+
+def member_for_checkout(session: Session, program: Program, external_id: str) -> Member:
+    """Exposed for reports: the member a checkout is for."""
+    return member_of(session, program, external_id)

@@ -1,0 +1,1 @@
+"""issuers domain of the points clearing platform."""

@@ -1,0 +1,118 @@
+"""Organisations, programs, point values, merchant acceptance terms, members."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from clearing.db import Base, ExactDecimal
+from clearing.models import UTCDateTime
+
+ORG_KINDS = ("platform", "issuer", "merchant")
+ORG_STATUSES = ("active", "suspended")
+MEMBER_STATUSES = ("active", "frozen", "closed")
+
+
+class Organisation(Base):
+    """An issuer, a merchant or the platform itself."""
+
+    __tablename__ = "organisations"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(12))
+    name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    """Settlement currency, ISO 4217."""
+    status: Mapped[str] = mapped_column(String(12), default="active")
+    zone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    """IANA zone for the party's business dates."""
+    conversion_fee_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal(12, 8), default=None)
+    """Platform only: share of the converted value the platform keeps."""
+    default_fee_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal(12, 8), default=None)
+    """Merchants only: fee on checkout value when no program-specific term exists."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Program(Base):
+    """An issuer's points currency."""
+
+    __tablename__ = "programs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    code: Mapped[str] = mapped_column(String(40), unique=True)
+    issuer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(12), default="active")
+    expiry_months: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Points expire this many months after earning; None: never."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PointValue(Base):
+    """The money value of one point from `effective_from` on; versions are never changed."""
+
+    __tablename__ = "point_values"
+
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[Decimal] = mapped_column(ExactDecimal(24, 12))
+    """Major units of the issuer's currency per point (e.g. 0.005 CNY)."""
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MerchantTerm(Base):
+    """A merchant's fee rate for one program's points at checkout."""
+
+    __tablename__ = "merchant_terms"
+    __table_args__ = (UniqueConstraint("merchant_id", "program_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    merchant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    fee_rate: Mapped[Decimal] = mapped_column(ExactDecimal(12, 8))
+
+
+class Member(Base):
+    """A customer of an issuer in one program, known by the issuer's own id."""
+
+    __tablename__ = "members"
+    __table_args__ = (UniqueConstraint("program_id", "external_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    external_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(12), default="active")
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MemberLink(Base):
+    """The target issuer's consent that its member may receive points converted from a source member."""
+
+    __tablename__ = "member_links"
+    __table_args__ = (UniqueConstraint("source_member_id", "target_member_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    source_member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    target_member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Accrual(Base):
+    """Points credited to a member, funded by the issuer or by a merchant."""
+
+    __tablename__ = "accruals"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("journal_entries.id"))
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    funding_org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    reversed_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    lot_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("lots.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

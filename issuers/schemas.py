@@ -1,0 +1,143 @@
+"""Requests and results of organisations, programs, members and accruals."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import Field
+
+from clearing.schemas import Code, Currency, ExternalId, FeeRate, Model, Points, Rate
+
+
+class OrganisationCreate(Model):
+    kind: Literal["platform", "issuer", "merchant"]
+    name: str = Field(min_length=1, max_length=200)
+    currency: Currency
+    zone: str = "Asia/Shanghai"
+    conversion_fee_rate: FeeRate | None = None
+    default_fee_rate: FeeRate | None = None
+
+
+class OrganisationUpdate(Model):
+    status: Literal["active", "suspended"] | None = None
+    conversion_fee_rate: FeeRate | None = None
+    default_fee_rate: FeeRate | None = None
+
+
+class OrganisationOut(Model):
+    id: uuid.UUID
+    kind: str
+    name: str
+    currency: str
+    status: str
+    zone: str
+    conversion_fee_rate: Decimal | None
+    default_fee_rate: Decimal | None
+
+
+class MerchantTermSet(Model):
+    program: Code
+    fee_rate: FeeRate
+
+
+class ProgramCreate(Model):
+    code: Code
+    name: str = Field(min_length=1, max_length=200)
+    point_value: Rate
+    expiry_months: int | None = Field(default=None, ge=1, le=1200)
+
+
+class PointValueCreate(Model):
+    value: Rate
+    effective_from: datetime | None = None
+
+
+class PointValueOut(Model):
+    program: str
+    version: int
+    value: Decimal
+    currency: str
+    effective_from: datetime
+
+
+class ProgramOut(Model):
+    code: str
+    name: str
+    issuer_id: uuid.UUID
+    status: str
+    currency: str
+    expiry_months: int | None
+    point_value: Decimal
+    point_value_version: int
+
+
+class MemberCreate(Model):
+    external_id: ExternalId
+
+
+class MemberOut(Model):
+    program: str
+    external_id: str
+    status: str
+    balance: int
+    held: int
+    available: int
+
+
+class AccrualCreate(Model):
+    program: Code
+    external_id: ExternalId
+    points: Points
+    reference: str | None = Field(default=None, max_length=100)
+
+
+class AccrualOut(Model):
+    id: uuid.UUID
+    entry_id: uuid.UUID
+    program: str
+    external_id: str
+    points: int
+    funding_org_id: uuid.UUID
+    amount_owed: int
+    """Minor units the funding merchant owes the issuer (0 when the issuer funds it)."""
+    currency: str
+    point_value_version: int
+    expires_at: datetime | None
+
+
+class AccrualReversalCreate(Model):
+    points: Points
+
+
+class AccrualReversalOut(Model):
+    accrual_id: uuid.UUID
+    entry_id: uuid.UUID
+    points: int
+    amount_returned: int
+    reversed_points_total: int
+
+
+class MemberLinkCreate(Model):
+    source_program: Code
+    source_external_id: ExternalId
+    target_program: Code
+    target_external_id: ExternalId
+
+
+class MemberLinkOut(Model):
+    id: uuid.UUID
+    source_program: str
+    source_external_id: str
+    target_program: str
+    target_external_id: str
+
+
+class StatementLine(Model):
+    entry_id: uuid.UUID
+    kind: str
+    booked_at: datetime
+    points: int
+    balance_after: int

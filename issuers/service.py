@@ -1,0 +1,714 @@
+"""Rules of organisations, programs, point values, members and accruals (no HTTP here)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from clearing.context import Caller
+from clearing.errors import Conflict, Forbidden, InactiveParty, InvalidInput, NotFound
+from clearing.idempotency import run_once
+from clearing.ids import new_id
+from clearing.ledger import (
+    CONVERTED_IN,
+    CONVERTED_OUT,
+    EXPIRED,
+    ISSUED,
+    MEMBER,
+    POSITION,
+    REDEEMED,
+    EntryDraft,
+    Ledger,
+    Leg,
+    LotSpec,
+    ObligationDraft,
+    money_asset,
+    points_asset,
+)
+from clearing.models import JournalEntry, Obligation, Posting
+from clearing.timeutil import add_months, aware
+from exchange.arithmetic import (
+    check_fee_rate,
+    check_rate,
+    cumulative_share,
+    exponent,
+    value_of_points,
+)
+from issuers.models import (
+    Accrual,
+    Member,
+    MemberLink,
+    MerchantTerm,
+    Organisation,
+    PointValue,
+    Program,
+)
+from issuers.schemas import (
+    AccrualCreate,
+    AccrualOut,
+    AccrualReversalCreate,
+    AccrualReversalOut,
+    MemberCreate,
+    MemberLinkCreate,
+    MemberLinkOut,
+    MemberOut,
+    MerchantTermSet,
+    OrganisationCreate,
+    OrganisationOut,
+    OrganisationUpdate,
+    PointValueCreate,
+    PointValueOut,
+    ProgramCreate,
+    ProgramOut,
+    StatementLine,
+)
+
+PROGRAM_ACCOUNTS = (ISSUED, CONVERTED_IN, CONVERTED_OUT, REDEEMED, EXPIRED)
+
+
+class CurrencyMismatch(Conflict):
+    code = "currency_mismatch"
+    title = "Currencies differ"
+
+
+class OrganisationInactive(InactiveParty):
+    code = "organisation_inactive"
+
+
+class ProgramInactive(InactiveParty):
+    code = "program_inactive"
+
+
+class MemberInactive(InactiveParty):
+    code = "member_inactive"
+
+
+class PointValueHistory(Conflict):
+    code = "point_value_history"
+    title = "Point value history cannot change"
+
+
+class AccrualOverReversed(Conflict):
+    code = "reversal_exceeds_accrual"
+    title = "Reversal exceeds what remains of the accrual"
+
+
+# organisations -------------------------------------------------------------------------------
+
+
+def organisation_out(org: Organisation) -> OrganisationOut:
+    """The public view of an organisation."""
+    return OrganisationOut(
+        id=org.id,
+        kind=org.kind,
+        name=org.name,
+        currency=org.currency,
+        status=org.status,
+        zone=org.zone,
+        conversion_fee_rate=org.conversion_fee_rate,
+        default_fee_rate=org.default_fee_rate,
+    )
+
+
+def create_organisation(session: Session, req: OrganisationCreate, now: datetime) -> Organisation:
+    """Register an organisation with its money position account in its settlement currency."""
+    exponent(req.currency)
+    if req.kind == "platform":
+        existing = session.execute(
+            select(Organisation.id).where(Organisation.kind == "platform")
+        ).first()
+        if existing is not None:
+            raise Conflict("the platform organisation already exists")
+    org = Organisation(
+        id=new_id(),
+        kind=req.kind,
+        name=req.name,
+        currency=req.currency,
+        status="active",
+        zone=req.zone,
+        conversion_fee_rate=check_fee_rate(req.conversion_fee_rate, "conversion_fee_rate")
+        if req.conversion_fee_rate is not None
+        else (Decimal("0") if req.kind == "platform" else None),
+        default_fee_rate=check_fee_rate(req.default_fee_rate, "default_fee_rate")
+        if req.default_fee_rate is not None
+        else (Decimal("0") if req.kind == "merchant" else None),
+        created_at=now,
+    )
+    session.add(org)
+    session.flush()
+    Ledger(session).open_account(money_asset(req.currency), POSITION, org.id, org.id, now)
+    return org
+
+
+def update_organisation(
+    session: Session, org_id: uuid.UUID, req: OrganisationUpdate
+) -> Organisation:
+    """Change an organisation's status or fee rates (operator only)."""
+    org = session.get(Organisation, org_id, with_for_update=True)
+    if org is None:
+        raise NotFound("unknown organisation")
+    if req.status is not None:
+        org.status = req.status
+    if req.conversion_fee_rate is not None:
+        if org.kind != "platform":
+            raise InvalidInput(
+                "only the platform has a conversion fee rate", field="conversion_fee_rate"
+            )
+        org.conversion_fee_rate = req.conversion_fee_rate
+    if req.default_fee_rate is not None:
+        if org.kind != "merchant":
+            raise InvalidInput("only merchants have a default fee rate", field="default_fee_rate")
+        org.default_fee_rate = req.default_fee_rate
+    session.flush()
+    return org
+
+
+def active_organisation(session: Session, org_id: uuid.UUID) -> Organisation:
+    """An organisation that may act now."""
+    org = session.get(Organisation, org_id)
+    if org is None:
+        raise NotFound("unknown organisation")
+    if org.status != "active":
+        raise OrganisationInactive(f"organisation {org.name} is {org.status}")
+    return org
+
+
+def platform(session: Session) -> Organisation:
+    """The platform organisation (central counterparty and fee earner)."""
+    org = session.execute(select(Organisation).where(Organisation.kind == "platform")).scalar()
+    if org is None:
+        raise NotFound("the platform organisation is not registered yet")
+    return org
+
+
+def set_merchant_term(
+    session: Session, merchant_id: uuid.UUID, req: MerchantTermSet
+) -> MerchantTerm:
+    """Set a merchant's fee rate for one program."""
+    merchant = session.get(Organisation, merchant_id)
+    if merchant is None or merchant.kind != "merchant":
+        raise NotFound("unknown merchant")
+    program = program_by_code(session, req.program)
+    term = session.execute(
+        select(MerchantTerm).where(
+            MerchantTerm.merchant_id == merchant_id, MerchantTerm.program_id == program.id
+        )
+    ).scalar()
+    if term is None:
+        term = MerchantTerm(
+            id=new_id(), merchant_id=merchant_id, program_id=program.id, fee_rate=req.fee_rate
+        )
+        session.add(term)
+    else:
+        term.fee_rate = req.fee_rate
+    session.flush()
+    return term
+
+
+def merchant_fee_rate(session: Session, merchant: Organisation, program: Program) -> Decimal:
+    """The merchant's fee rate for a program's points: its term, else its default."""
+    rate = session.execute(
+        select(MerchantTerm.fee_rate).where(
+            MerchantTerm.merchant_id == merchant.id, MerchantTerm.program_id == program.id
+        )
+    ).scalar()
+    if rate is not None:
+        return rate
+    return merchant.default_fee_rate or Decimal("0")
+
+
+# programs and point values -------------------------------------------------------------------
+
+
+def program_by_code(session: Session, code: str) -> Program:
+    """A program by its code."""
+    program = session.execute(select(Program).where(Program.code == code)).scalar()
+    if program is None:
+        raise NotFound(f"unknown program {code}")
+    return program
+
+
+def own_program(session: Session, caller: Caller, code: str) -> Program:
+    """A program of the calling issuer; another issuer's program does not exist for the caller."""
+    program = program_by_code(session, code)
+    if program.issuer_id != caller.org_id:
+        raise NotFound(f"unknown program {code}")
+    return program
+
+
+def active_program(session: Session, code: str) -> tuple[Program, Organisation]:
+    """A program and its issuer, both active."""
+    program = program_by_code(session, code)
+    if program.status != "active":
+        raise ProgramInactive(f"program {code} is {program.status}")
+    return program, active_organisation(session, program.issuer_id)
+
+
+def create_program(
+    session: Session, caller: Caller, req: ProgramCreate, now: datetime
+) -> ProgramOut:
+    """Register an issuer's program with its first point value and its system accounts."""
+    if caller.kind != "issuer":
+        raise Forbidden("only issuers register programs")
+    issuer = active_organisation(session, caller.org_id)
+    check_rate(req.point_value, "point_value")
+    if session.execute(select(Program.id).where(Program.code == req.code)).first():
+        raise Conflict(f"program code {req.code} is taken")
+    program = Program(
+        id=new_id(),
+        code=req.code,
+        issuer_id=issuer.id,
+        name=req.name,
+        status="active",
+        expiry_months=req.expiry_months,
+        created_at=now,
+    )
+    session.add(program)
+    session.flush()
+    session.add(
+        PointValue(
+            program_id=program.id,
+            version=1,
+            value=req.point_value,
+            effective_from=now,
+            created_at=now,
+        )
+    )
+    session.flush()
+    ledger = Ledger(session)
+    for role in PROGRAM_ACCOUNTS:
+        ledger.open_account(points_asset(program.code), role, issuer.id, program.id, now)
+    return program_out(session, program, now)
+
+
+def program_out(session: Session, program: Program, now: datetime) -> ProgramOut:
+    """The public view of a program with its point value in force at `now`."""
+    value = point_value_at(session, program.id, now)
+    issuer = session.get(Organisation, program.issuer_id)
+    assert issuer is not None
+    return ProgramOut(
+        code=program.code,
+        name=program.name,
+        issuer_id=program.issuer_id,
+        status=program.status,
+        currency=issuer.currency,
+        expiry_months=program.expiry_months,
+        point_value=value.value,
+        point_value_version=value.version,
+    )
+
+
+def list_programs(
+    session: Session, now: datetime, after: str | None, limit: int
+) -> list[ProgramOut]:
+    """Programs by code, a page at a time."""
+    query = select(Program).order_by(Program.code).limit(limit)
+    if after:
+        query = query.where(Program.code > after)
+    return [program_out(session, p, now) for p in session.execute(query).scalars()]
+
+
+def point_value_at(session: Session, program_id: uuid.UUID, at: datetime) -> PointValue:
+    """The point value version in force at `at`."""
+    value = session.execute(
+        select(PointValue)
+        .where(PointValue.program_id == program_id, PointValue.effective_from <= at)
+        .order_by(PointValue.version.desc())
+        .limit(1)
+    ).scalar()
+    if value is None:
+        raise NotFound("program has no point value in force")
+    return value
+
+
+def add_point_value(
+    session: Session, caller: Caller, code: str, req: PointValueCreate, now: datetime
+) -> PointValueOut:
+    """Publish a new point value version, effective now or later; history never changes."""
+    program = own_program(session, caller, code)
+    check_rate(req.value, "value")
+    effective = aware(req.effective_from) if req.effective_from else now
+    if effective < now:
+        raise PointValueHistory("a point value cannot take effect in the past")
+    latest = session.execute(
+        select(PointValue)
+        .where(PointValue.program_id == program.id)
+        .order_by(PointValue.version.desc())
+        .limit(1)
+        .with_for_update()
+    ).scalar_one()
+    if effective < aware(latest.effective_from):
+        raise PointValueHistory("a point value cannot take effect before the latest version")
+    value = PointValue(
+        program_id=program.id,
+        version=latest.version + 1,
+        value=req.value,
+        effective_from=effective,
+        created_at=now,
+    )
+    session.add(value)
+    session.flush()
+    issuer = session.get(Organisation, program.issuer_id)
+    assert issuer is not None
+    return PointValueOut(
+        program=program.code,
+        version=value.version,
+        value=value.value,
+        currency=issuer.currency,
+        effective_from=effective,
+    )
+
+
+# members -------------------------------------------------------------------------------------
+
+
+def create_member(
+    session: Session, caller: Caller, code: str, req: MemberCreate, now: datetime
+) -> MemberOut:
+    """Enrol a member of the caller's program."""
+    program = own_program(session, caller, code)
+    exists = session.execute(
+        select(Member.id).where(
+            Member.program_id == program.id, Member.external_id == req.external_id
+        )
+    ).first()
+    if exists:
+        raise Conflict(f"member {req.external_id} already exists")
+    member_id = new_id()
+    account_id = Ledger(session).open_account(
+        points_asset(program.code), MEMBER, program.issuer_id, member_id, now
+    )
+    session.add(
+        Member(
+            id=member_id,
+            program_id=program.id,
+            external_id=req.external_id,
+            status="active",
+            account_id=account_id,
+            created_at=now,
+        )
+    )
+    session.flush()
+    return MemberOut(
+        program=code, external_id=req.external_id, status="active", balance=0, held=0, available=0
+    )
+
+
+def member_of(session: Session, program: Program, external_id: str) -> Member:
+    """A member of a program by the issuer's external id."""
+    member = session.execute(
+        select(Member).where(Member.program_id == program.id, Member.external_id == external_id)
+    ).scalar()
+    if member is None:
+        raise NotFound(f"unknown member {external_id}")
+    return member
+
+
+def active_member(session: Session, program: Program, external_id: str) -> Member:
+    """A member that may earn and spend."""
+    member = member_of(session, program, external_id)
+    if member.status != "active":
+        raise MemberInactive(
+            f"member {external_id} is {member.status}", member_status=member.status
+        )
+    return member
+
+
+def member_view(
+    session: Session, caller: Caller, code: str, external_id: str, now: datetime
+) -> MemberOut:
+    """Balance, held and available points of one of the caller's members."""
+    program = own_program(session, caller, code)
+    member = member_of(session, program, external_id)
+    balance, held = Ledger(session).member_balance(member.account_id, now)
+    return MemberOut(
+        program=code,
+        external_id=external_id,
+        status=member.status,
+        balance=balance,
+        held=held,
+        available=balance - held,
+    )
+
+
+def set_member_status(
+    session: Session, caller: Caller, code: str, external_id: str, status: str
+) -> None:
+    """Freeze, unfreeze or close a member."""
+    program = own_program(session, caller, code)
+    member = member_of(session, program, external_id)
+    session.execute(update(Member).where(Member.id == member.id).values(status=status))
+
+
+def statement(
+    session: Session,
+    caller: Caller,
+    code: str,
+    external_id: str,
+    after: datetime | None,
+    limit: int,
+) -> list[StatementLine]:
+    """Every movement of a member's points, oldest first, with the balance after each."""
+    program = own_program(session, caller, code)
+    member = member_of(session, program, external_id)
+    running = func.sum(Posting.amount).over(order_by=(JournalEntry.booked_at, JournalEntry.id))
+    inner = (
+        select(
+            JournalEntry.id.label("entry_id"),
+            JournalEntry.kind,
+            JournalEntry.booked_at,
+            Posting.amount.label("points"),
+            running.label("balance_after"),
+        )
+        .join(Posting, Posting.entry_id == JournalEntry.id)
+        .where(Posting.account_id == member.account_id)
+        .subquery()
+    )
+    query = select(inner).order_by(inner.c.booked_at, inner.c.entry_id).limit(limit)
+    if after is not None:
+        query = query.where(inner.c.booked_at > after)
+    return [
+        StatementLine(
+            entry_id=row.entry_id,
+            kind=row.kind,
+            booked_at=aware(row.booked_at),
+            points=row.points,
+            balance_after=int(row.balance_after),
+        )
+        for row in session.execute(query)
+    ]
+
+
+def link_members(
+    session: Session, caller: Caller, req: MemberLinkCreate, now: datetime
+) -> MemberLinkOut:
+    """The target issuer lets one of its members receive points converted from a source member."""
+    target_program = own_program(session, caller, req.target_program)
+    target = member_of(session, target_program, req.target_external_id)
+    source = member_of(
+        session, program_by_code(session, req.source_program), req.source_external_id
+    )
+    link = session.execute(
+        select(MemberLink).where(
+            MemberLink.source_member_id == source.id, MemberLink.target_member_id == target.id
+        )
+    ).scalar()
+    if link is None:
+        link = MemberLink(
+            id=new_id(), source_member_id=source.id, target_member_id=target.id, created_at=now
+        )
+        session.add(link)
+        session.flush()
+    return MemberLinkOut(
+        id=link.id,
+        source_program=req.source_program,
+        source_external_id=req.source_external_id,
+        target_program=req.target_program,
+        target_external_id=req.target_external_id,
+    )
+
+
+# accruals ------------------------------------------------------------------------------------
+
+
+def accrue(
+    session: Session, caller: Caller, req: AccrualCreate, now: datetime, idempotency_key: str
+) -> tuple[AccrualOut, bool]:
+    """Credit points to a member, funded by the issuer or by the calling merchant."""
+    return run_once(
+        session,
+        caller.org_id,
+        idempotency_key,
+        "accrual",
+        req.model_dump(mode="json"),
+        now,
+        AccrualOut,
+        lambda: _accrue(session, caller, req, now),
+    )
+
+
+def _accrue(session: Session, caller: Caller, req: AccrualCreate, now: datetime) -> AccrualOut:
+    funder = active_organisation(session, caller.org_id)
+    program, issuer = active_program(session, req.program)
+    if funder.kind == "issuer" and program.issuer_id != funder.id:
+        raise NotFound(f"unknown program {req.program}")
+    if funder.kind not in ("issuer", "merchant"):
+        raise Forbidden("only issuers and merchants fund accruals")
+    member = active_member(session, program, req.external_id)
+    value = point_value_at(session, program.id, now)
+    ledger = Ledger(session)
+    asset = points_asset(program.code)
+    expires_at = add_months(now, program.expiry_months) if program.expiry_months else None
+    obligations: list[ObligationDraft] = []
+    owed = 0
+    if funder.kind == "merchant":
+        if funder.currency != issuer.currency:
+            raise CurrencyMismatch(
+                f"merchant settles in {funder.currency}, program {program.code} in {issuer.currency};"
+                " no currency rate exists between them",
+            )
+        owed = value_of_points(req.points, value.value, issuer.currency)
+        if owed > 0:
+            obligations.append(
+                ObligationDraft(
+                    event_type="merchant_funded_accrual",
+                    payer_org_id=funder.id,
+                    payee_org_id=issuer.id,
+                    currency=issuer.currency,
+                    amount=owed,
+                    program_code=program.code,
+                    points=req.points,
+                    point_value=value.value,
+                    point_value_version=value.version,
+                )
+            )
+    posted = ledger.post(
+        EntryDraft(
+            kind="accrual",
+            org_id=funder.id,
+            booked_at=now,
+            legs=[
+                Leg(ledger.account_id(asset, ISSUED, program.id), -req.points),
+                Leg(
+                    member.account_id,
+                    req.points,
+                    lot=LotSpec("accrual", expires_at, funding_org_id=funder.id),
+                ),
+            ],
+            obligations=obligations,
+            memo={"reference": req.reference} if req.reference else {},
+        )
+    )
+    accrual = Accrual(
+        id=new_id(),
+        entry_id=posted.id,
+        member_id=member.id,
+        funding_org_id=funder.id,
+        points=req.points,
+        reversed_points=0,
+        lot_id=posted.lots_created[0],
+        created_at=now,
+    )
+    session.add(accrual)
+    session.flush()
+    return AccrualOut(
+        id=accrual.id,
+        entry_id=posted.id,
+        program=program.code,
+        external_id=member.external_id,
+        points=req.points,
+        funding_org_id=funder.id,
+        amount_owed=owed,
+        currency=issuer.currency,
+        point_value_version=value.version,
+        expires_at=expires_at,
+    )
+
+
+def reverse_accrual(
+    session: Session,
+    caller: Caller,
+    accrual_id: uuid.UUID,
+    req: AccrualReversalCreate,
+    now: datetime,
+    idempotency_key: str,
+) -> tuple[AccrualReversalOut, bool]:
+    """Take back points of an accrual (goods returned), in full or in part."""
+    return run_once(
+        session,
+        caller.org_id,
+        idempotency_key,
+        "accrual_reversal",
+        {"accrual": str(accrual_id), **req.model_dump(mode="json")},
+        now,
+        AccrualReversalOut,
+        lambda: _reverse_accrual(session, caller, accrual_id, req, now),
+    )
+
+
+def _reverse_accrual(
+    session: Session,
+    caller: Caller,
+    accrual_id: uuid.UUID,
+    req: AccrualReversalCreate,
+    now: datetime,
+) -> AccrualReversalOut:
+    accrual = session.get(Accrual, accrual_id, with_for_update=True)
+    member = session.get(Member, accrual.member_id) if accrual else None
+    program = session.get(Program, member.program_id) if member else None
+    if accrual is None or member is None or program is None:
+        raise NotFound("unknown accrual")
+    if caller.org_id not in (accrual.funding_org_id, program.issuer_id):
+        raise NotFound("unknown accrual")
+    if accrual.reversed_points + req.points > accrual.points:
+        raise AccrualOverReversed(
+            "cannot reverse more points than the accrual credited",
+            reversible=accrual.points - accrual.reversed_points,
+        )
+    ledger = Ledger(session)
+    original = accrual.entry_id
+    obligations: list[ObligationDraft] = []
+    returned = 0
+    funder = session.get(Organisation, accrual.funding_org_id)
+    assert funder is not None
+    if funder.kind == "merchant":
+        value_row = _accrual_obligation(session, original)
+        if value_row is not None:
+            owed, pv, version, currency = value_row
+            before = cumulative_share(owed, accrual.reversed_points, accrual.points)
+            after = cumulative_share(owed, accrual.reversed_points + req.points, accrual.points)
+            returned = after - before
+            if returned > 0:
+                obligations.append(
+                    ObligationDraft(
+                        event_type="accrual_reversal",
+                        payer_org_id=program.issuer_id,
+                        payee_org_id=funder.id,
+                        currency=currency,
+                        amount=returned,
+                        program_code=program.code,
+                        points=req.points,
+                        point_value=pv,
+                        point_value_version=version,
+                    )
+                )
+    posted = ledger.post(
+        EntryDraft(
+            kind="accrual_reversal",
+            org_id=caller.org_id,
+            booked_at=now,
+            reverses_id=original,
+            legs=[
+                Leg(member.account_id, -req.points, prefer_lots=(accrual.lot_id,)),
+                Leg(ledger.account_id(points_asset(program.code), ISSUED, program.id), req.points),
+            ],
+            obligations=obligations,
+        )
+    )
+    accrual.reversed_points += req.points
+    session.flush()
+    return AccrualReversalOut(
+        accrual_id=accrual.id,
+        entry_id=posted.id,
+        points=req.points,
+        amount_returned=returned,
+        reversed_points_total=accrual.reversed_points,
+    )
+
+
+def _accrual_obligation(
+    session: Session, entry_id: uuid.UUID
+) -> tuple[int, Decimal | None, int | None, str] | None:
+    row = session.execute(
+        select(
+            Obligation.amount,
+            Obligation.point_value,
+            Obligation.point_value_version,
+            Obligation.currency,
+        ).where(Obligation.entry_id == entry_id, Obligation.event_type == "merchant_funded_accrual")
+    ).first()
+    return None if row is None else (row[0], row[1], row[2], row[3])

@@ -1,0 +1,1 @@
+"""reports domain of the points clearing platform."""

@@ -1,0 +1,1 @@
+"""risk domain of the points clearing platform."""

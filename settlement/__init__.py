@@ -1,0 +1,1 @@
+"""settlement domain of the points clearing platform."""

@@ -1,0 +1,281 @@
+"""Clearing and multilateral netting of one batch's obligation lines, chunk by chunk."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from types import MappingProxyType
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from settlement.currencies import is_known_currency
+from settlement.lines import EVENT_TYPES, ObligationLine
+
+GrossKey = tuple[str, str, str, str]
+"""(currency, payer, payee, event_type)."""
+
+FRAME_COLUMNS = ("reference", "seq", "currency", "payer", "payee", "event_type", "amount", "points")
+_INT64_MAX = 2**63 - 1
+_EXAMPLES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Gross:
+    """Gross obligations of one (currency, payer, payee, event_type)."""
+
+    amount: int
+    """Minor units of the currency."""
+    count: int
+    points: int
+    """Whole points behind the obligations (lines without points count 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Control totals of a set of lines in one currency."""
+
+    amount: int
+    count: int
+    points: int
+
+
+@dataclass(frozen=True)
+class Clearing:
+    """Gross obligations, net positions and the control figures needed to check them."""
+
+    gross: Mapping[GrossKey, Gross]
+    positions: Mapping[tuple[str, str], int]
+    """(currency, party) -> received - paid, in minor units; > 0: the platform pays the party."""
+    fee_income: Mapping[str, int]
+    """Currency -> fees less fee refunds: the platform's own income."""
+    input_totals: Mapping[str, Totals]
+    """Per currency, summed straight from the input columns, independently of the grouping."""
+    line_count: int
+    duplicate_count: int = 0
+    duplicate_examples: tuple[tuple[str, int], ...] = ()
+    anomalies: tuple[str, ...] = field(default_factory=tuple)
+
+    def currency_positions(self, currency: str) -> dict[str, int]:
+        """Net position of every party in `currency`."""
+        return {p: v for (c, p), v in self.positions.items() if c == currency}
+
+
+def lines_to_frame(lines: Sequence[ObligationLine]) -> pd.DataFrame:
+    """The clearing columns of `lines` as a DataFrame with int64 amounts and points."""
+    if not lines:
+        return pd.DataFrame(
+            {
+                "reference": pd.Series([], dtype=object),
+                "seq": np.zeros(0, dtype=np.int64),
+                "currency": pd.Series([], dtype=object),
+                "payer": pd.Series([], dtype=object),
+                "payee": pd.Series([], dtype=object),
+                "event_type": pd.Series([], dtype=object),
+                "amount": np.zeros(0, dtype=np.int64),
+                "points": np.zeros(0, dtype=np.int64),
+            }
+        )
+    cols = list(zip(*map(attrgetter(*FRAME_COLUMNS), lines), strict=True))
+    # np.array(..., int64) raises OverflowError instead of wrapping or falling back to float.
+    return pd.DataFrame(
+        {
+            "reference": cols[0],
+            "seq": np.array(cols[1], dtype=np.int64),
+            "currency": cols[2],
+            "payer": cols[3],
+            "payee": cols[4],
+            "event_type": cols[5],
+            "amount": np.array(cols[6], dtype=np.int64),
+            "points": np.array([p or 0 for p in cols[7]], dtype=np.int64),
+        }
+    )
+
+
+def _safe_frames(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """Split `frame` until no int64 column sum inside it can overflow."""
+    n = len(frame)
+    if n == 0:
+        return
+    bound = max(int(frame["amount"].abs().max()), int(frame["points"].abs().max()))
+    if n == 1 or bound <= _INT64_MAX // n:
+        yield frame
+        return
+    half = n // 2
+    yield from _safe_frames(frame.iloc[:half])
+    yield from _safe_frames(frame.iloc[half:])
+
+
+class _Accumulator:
+    def __init__(self) -> None:
+        self.gross: dict[GrossKey, list[int]] = defaultdict(lambda: [0, 0, 0])
+        self.inputs: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        self.line_count = 0
+        self.hashes: list[npt.NDArray[np.uint64]] = []
+        self.duplicate_examples: list[tuple[str, int]] = []
+        self.anomalies: dict[str, list[str]] = defaultdict(list)
+        self.anomaly_counts: dict[str, int] = defaultdict(int)
+
+    def add(self, frame: pd.DataFrame) -> None:
+        self.line_count += len(frame)
+        self._anomalies(frame)
+        # Python ints from here on: cross-chunk totals can exceed int64 without loss.
+        inputs = frame.groupby("currency", sort=False).agg(
+            amount=("amount", "sum"), count=("amount", "size"), points=("points", "sum")
+        )
+        for cur, amount, count, points in zip(
+            inputs.index.tolist(),
+            inputs["amount"].tolist(),
+            inputs["count"].tolist(),
+            inputs["points"].tolist(),
+            strict=True,
+        ):
+            acc = self.inputs[str(cur)]
+            acc[0] += amount
+            acc[1] += count
+            acc[2] += points
+        grouped = frame.groupby(
+            ["currency", "payer", "payee", "event_type"], sort=False, observed=True
+        ).agg(amount=("amount", "sum"), count=("amount", "size"), points=("points", "sum"))
+        for key, amount, count, points in zip(
+            grouped.index,
+            grouped["amount"].tolist(),
+            grouped["count"].tolist(),
+            grouped["points"].tolist(),
+            strict=True,
+        ):
+            acc = self.gross[(str(key[0]), str(key[1]), str(key[2]), str(key[3]))]
+            acc[0] += amount
+            acc[1] += count
+            acc[2] += points
+        keys = frame[["reference", "seq"]]
+        hashed = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+        self.hashes.append(hashed.astype(np.uint64, copy=False))
+        if len(self.duplicate_examples) < _EXAMPLES:
+            dup = keys[keys.duplicated()]
+            for ref, seq in zip(dup["reference"].tolist(), dup["seq"].tolist(), strict=True):
+                if len(self.duplicate_examples) < _EXAMPLES:
+                    self.duplicate_examples.append((str(ref), int(seq)))
+
+    def _anomalies(self, frame: pd.DataFrame) -> None:
+        checks = {
+            "amount is not positive": frame["amount"] <= 0,
+            "event type is not one of EVENT_TYPES": ~frame["event_type"].isin(EVENT_TYPES),
+            "payer and payee are the same party": frame["payer"] == frame["payee"],
+            "points are negative": frame["points"] < 0,
+        }
+        for what, mask in checks.items():
+            hits = int(mask.sum())
+            if hits:
+                self.anomaly_counts[what] += hits
+                room = _EXAMPLES - len(self.anomalies[what])
+                bad = frame.loc[mask, ["reference", "seq"]].head(max(room, 0))
+                for ref, seq in zip(bad["reference"].tolist(), bad["seq"].tolist(), strict=True):
+                    self.anomalies[what].append(f"{ref}/{seq}")
+
+    def duplicate_count(self) -> int:
+        if not self.hashes:
+            return 0
+        allh = np.concatenate(self.hashes)
+        self.hashes = []
+        allh.sort()
+        return int(np.count_nonzero(allh[1:] == allh[:-1]))
+
+    def result(self) -> Clearing:
+        gross = {k: Gross(*self.gross[k]) for k in sorted(self.gross)}
+        positions: dict[tuple[str, str], int] = defaultdict(int)
+        fee_income: dict[str, int] = defaultdict(int)
+        for (cur, payer, payee, event_type), g in gross.items():
+            positions[(cur, payee)] += g.amount
+            positions[(cur, payer)] -= g.amount
+            if event_type == "fee":
+                fee_income[cur] += g.amount
+            elif event_type == "fee_refund":
+                fee_income[cur] -= g.amount
+        anomalies = tuple(
+            f"{self.anomaly_counts[w]} line(s): {w} (e.g. {', '.join(ex)})"
+            for w, ex in sorted(self.anomalies.items())
+        )
+        return Clearing(
+            gross=MappingProxyType(gross),
+            positions=MappingProxyType({k: positions[k] for k in sorted(positions)}),
+            fee_income=MappingProxyType({k: fee_income[k] for k in sorted(fee_income)}),
+            input_totals=MappingProxyType(
+                {c: Totals(*self.inputs[c]) for c in sorted(self.inputs)}
+            ),
+            line_count=self.line_count,
+            duplicate_count=self.duplicate_count(),
+            duplicate_examples=tuple(self.duplicate_examples),
+            anomalies=anomalies,
+        )
+
+
+def clear(chunks: Iterable[Sequence[ObligationLine] | pd.DataFrame]) -> Clearing:
+    """Aggregate chunks of lines (or frames with FRAME_COLUMNS) into gross obligations and nets."""
+    acc = _Accumulator()
+    for chunk in chunks:
+        frame = chunk if isinstance(chunk, pd.DataFrame) else lines_to_frame(chunk)
+        for part in _safe_frames(frame):
+            acc.add(part)
+    return acc.result()
+
+
+def check_invariants(
+    clearing: Clearing,
+    *,
+    expected: Mapping[str, Totals] | None = None,
+    platform_id: str | None = None,
+) -> list[str]:
+    """Every broken invariant of `clearing`, against optional ledger control totals."""
+    errors: list[str] = []
+    errors.extend(
+        f"unknown currency {cur!r} (not an ISO 4217 code in the settlement table)"
+        for cur in clearing.input_totals
+        if not is_known_currency(cur)
+    )
+    net_by_currency: dict[str, int] = defaultdict(int)
+    for (cur, _party), net in clearing.positions.items():
+        net_by_currency[cur] += net
+    for cur, total in sorted(net_by_currency.items()):
+        if total != 0:
+            errors.append(f"{cur}: net positions sum to {total}, not 0")
+    gross_by_currency: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for (cur, *_rest), g in clearing.gross.items():
+        acc = gross_by_currency[cur]
+        acc[0] += g.amount
+        acc[1] += g.count
+        acc[2] += g.points
+    for cur in sorted(set(gross_by_currency) | set(clearing.input_totals)):
+        got = Totals(*gross_by_currency[cur])
+        want = clearing.input_totals.get(cur, Totals(0, 0, 0))
+        if got != want:
+            errors.append(f"{cur}: gross totals {got} differ from input totals {want}")
+    counted = sum(g.count for g in clearing.gross.values())
+    if counted != clearing.line_count:
+        errors.append(f"{counted} lines in gross obligations but {clearing.line_count} read")
+    if clearing.duplicate_count:
+        examples = ", ".join(f"{r}/{s}" for r, s in clearing.duplicate_examples)
+        errors.append(
+            f"{clearing.duplicate_count} line(s) repeat a (reference, seq) already seen"
+            + (f" (e.g. {examples})" if examples else "")
+        )
+    errors.extend(clearing.anomalies)
+    if expected is not None:
+        for cur in sorted(set(expected) | set(clearing.input_totals)):
+            want_totals = expected.get(cur)
+            got_totals = clearing.input_totals.get(cur)
+            if want_totals != got_totals:
+                errors.append(
+                    f"{cur}: lines read {got_totals} differ from ledger control totals {want_totals}"
+                )
+    if platform_id is not None:
+        for cur, income in clearing.fee_income.items():
+            held = clearing.positions.get((cur, platform_id), 0)
+            if held != income:
+                errors.append(
+                    f"{cur}: platform {platform_id} nets {held} but fee income is {income}"
+                )
+    return errors

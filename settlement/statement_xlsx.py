@@ -1,0 +1,168 @@
+"""The XLSX settlement statement: the CSV layout in sheets, streaming and byte-reproducible."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from datetime import UTC, date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.cell.cell import WriteOnlyCell
+from openpyxl.writer.excel import ExcelWriter
+
+from settlement.currencies import exponent
+from settlement.lines import Party
+from settlement.statement import DetailRow, StatementMeta, StatementTotals, utc_text
+from settlement.statement_csv import DETAIL_FIELDS, HEADER_FIELDS, SUMMARY_FIELDS, header_values
+
+EXCEL_MAX_ROWS = 1_048_576
+TRAILER_LABELS = (
+    "detail_count",
+    "summary_count",
+    "total_debits",
+    "total_credits",
+    "net",
+    "points_total",
+    "csv_body_sha256",
+)
+
+
+class _FixedTimeZip(zipfile.ZipFile):
+    """A ZipFile stamping every entry with one fixed time, so reruns give the same bytes."""
+
+    def __init__(self, path: Path, stamp: tuple[int, int, int, int, int, int]) -> None:
+        super().__init__(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        self._stamp = stamp
+
+    def _info(self, name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=self._stamp)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o644 << 16
+        return info
+
+    def writestr(  # type: ignore[override]
+        self, zinfo_or_arcname: str | zipfile.ZipInfo, data: bytes | str, *args: Any, **kw: Any
+    ) -> None:
+        name = (
+            zinfo_or_arcname.filename
+            if isinstance(zinfo_or_arcname, zipfile.ZipInfo)
+            else zinfo_or_arcname
+        )
+        super().writestr(self._info(name), data)
+
+    def write(  # type: ignore[override]
+        self, filename: str | Path, arcname: str | None = None, *args: Any, **kw: Any
+    ) -> None:
+        # openpyxl's write-only sheets arrive as temp files: stream them, never their mtime.
+        name = arcname if arcname is not None else Path(filename).name
+        with open(filename, "rb") as src, self.open(self._info(name), "w", force_zip64=True) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _text(ws: Any, value: str) -> Any:
+    # openpyxl turns any text starting with "=" into a formula; names and ids are data.
+    if value.startswith("="):
+        cell = WriteOnlyCell(ws, value)
+        cell.data_type = "s"
+        return cell
+    return value
+
+
+class XlsxStatementWriter:
+    """Writes one XLSX statement (write-only openpyxl), splitting details across sheets."""
+
+    def __init__(
+        self, party: Party, meta: StatementMeta, *, max_rows_per_sheet: int = EXCEL_MAX_ROWS
+    ) -> None:
+        if not 2 <= max_rows_per_sheet <= EXCEL_MAX_ROWS:
+            raise ValueError(f"max_rows_per_sheet must be in 2..{EXCEL_MAX_ROWS}")
+        self._exp = exponent(meta.currency)
+        self._money_format = "0" if self._exp == 0 else "0." + "0" * self._exp
+        self._meta = meta
+        self._max_rows = max_rows_per_sheet
+        self._wb = Workbook(write_only=True)
+        moment = meta.generated_at.astimezone(UTC).replace(tzinfo=None)
+        self._wb.properties.created = moment
+        self._wb.properties.modified = moment
+        self._wb.properties.creator = "points-clearing settlement"
+        header = self._wb.create_sheet("Header")
+        for label, value in zip(HEADER_FIELDS[1:], header_values(party, meta)[1:], strict=True):
+            header.append([label, _text(header, value)])
+        self._sheet: Any = None
+        self._sheet_rows = 0
+        self._sheets = 0
+
+    def _money(self, ws: Any, minor: int) -> Any:
+        cell = WriteOnlyCell(ws, Decimal(minor).scaleb(-self._exp))
+        cell.number_format = self._money_format
+        return cell
+
+    def write_row(self, row: DetailRow) -> None:
+        """Append one detail row, opening the next Details sheet when one is full."""
+        if self._sheet is None or self._sheet_rows >= self._max_rows:
+            self._sheets += 1
+            title = "Details" if self._sheets == 1 else f"Details {self._sheets}"
+            self._sheet = self._wb.create_sheet(title)
+            self._sheet.append(list(DETAIL_FIELDS[1:]))
+            self._sheet_rows = 1
+        ws = self._sheet
+        net = row.gross + row.fee
+        ws.append(
+            [
+                row.line_no,
+                row.reference,
+                row.original_reference or "",
+                row.event_type,
+                _text(ws, row.counterparty),
+                _text(ws, row.program or ""),
+                row.points,
+                row.point_value if row.point_value is not None else "",
+                row.point_value_version if row.point_value_version is not None else "",
+                self._money(ws, row.gross),
+                self._money(ws, row.fee),
+                self._money(ws, net),
+                "C" if net >= 0 else "D",
+                utc_text(row.booked_at),
+            ]
+        )
+        self._sheet_rows += 1
+
+    def finish(self, totals: StatementTotals, csv_body_sha256: str, path: Path) -> None:
+        """Write summary and trailer sheets and save the workbook to `path`."""
+        if self._sheet is None:
+            self._sheet = self._wb.create_sheet("Details")
+            self._sheet.append(list(DETAIL_FIELDS[1:]))
+        summary = self._wb.create_sheet("Summary")
+        summary.append(list(SUMMARY_FIELDS[1:]))
+        rows = totals.sorted_summary()
+        for counterparty, s in rows:
+            summary.append(
+                [
+                    _text(summary, counterparty),
+                    self._money(summary, s.gross_payable),
+                    self._money(summary, s.gross_receivable),
+                    self._money(summary, s.fees),
+                    self._money(summary, s.net),
+                    s.count,
+                ]
+            )
+        trailer = self._wb.create_sheet("Trailer")
+        values: list[Any] = [
+            totals.count,
+            len(rows),
+            self._money(trailer, totals.debits),
+            self._money(trailer, totals.credits),
+            self._money(trailer, totals.net),
+            totals.points,
+            csv_body_sha256,
+        ]
+        for label, value in zip(TRAILER_LABELS, values, strict=True):
+            trailer.append([label, value])
+        day: date = self._meta.settlement_date
+        with _FixedTimeZip(path, (max(day.year, 1980), day.month, day.day, 0, 0, 0)) as archive:
+            # Workbook.save would stamp properties.modified with the wall clock.
+            ExcelWriter(self._wb, archive).save()
+
