@@ -17,6 +17,8 @@ class Settings:
     settlement_dir: Path
     hold_ttl_seconds: int
     balance_slots: int
+    platform_key_path: Path = Path("var/keys/platform.pem")
+    """PEM file of the platform's own Ed25519 signing key (created on first use, mode 0600)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -29,4 +31,7 @@ class Settings:
             settlement_dir=Path(os.environ.get("CLEARING_SETTLEMENT_DIR", str(var / "settlement"))),
             hold_ttl_seconds=int(os.environ.get("CLEARING_HOLD_TTL_SECONDS", "900")),
             balance_slots=int(os.environ.get("CLEARING_BALANCE_SLOTS", "8")),
+            platform_key_path=Path(
+                os.environ.get("CLEARING_PLATFORM_KEY", str(var / "keys" / "platform.pem"))
+            ),
         )

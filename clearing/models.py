@@ -192,3 +192,15 @@ class IdempotencyRecord(Base):
     """0 while the first request is in flight inside its transaction."""
     result: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SeenNonce(Base):
+    """A signature nonce already used with a key: a second use inside the window is a replay."""
+
+    __tablename__ = "seen_nonces"
+    __table_args__ = (Index("ix_seen_nonces_seen_at", "seen_at"),)
+
+    keyid: Mapped[str] = mapped_column(String(100), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """Rows older than twice the allowed clock skew can no longer be replayed and are pruned."""
