@@ -1,0 +1,252 @@
+"""Model-based check: random operations on the real ledger and on a plain in-memory model of it,
+compared after every step."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from factories import T0, build_world, member
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+from sqlalchemy import Engine, select
+
+from clearing.check import check_ledger
+from clearing.db import make_engine, transaction
+from clearing.errors import ClearingError
+from clearing.ledger import POSITION, Ledger, expire_due_lots, money_asset
+from exchange import arithmetic
+from exchange import service as exchange
+from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
+from issuers import service as issuers
+from issuers.models import Organisation
+from issuers.schemas import AccrualCreate
+
+MEMBERS = ("m0", "m1", "m2")
+VALUE = arithmetic.Decimal("0.005")  # BANKA's point value: 2 points per fen
+FEE = arithmetic.Decimal("0.006")  # the shop's fee rate
+
+
+@dataclass
+class ModelCheckout:
+    id: uuid.UUID
+    member: str
+    points: int
+    amount: int
+    captured_amount: int = 0
+    captured_points: int = 0
+    fee: int = 0
+    refunded: int = 0
+    refunded_points: int = 0
+    refunded_fee: int = 0
+    epoch: int = 0
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    """The model: balances, held points, lots with expiry, money positions of the parties."""
+
+    checkouts = Bundle("checkouts")
+    captured = Bundle("captured")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp())
+        shutil.copyfile(TEMPLATE[0], self.dir / "db.sqlite")
+        self.engine: Engine = make_engine(f"sqlite:///{self.dir / 'db.sqlite'}")
+        self.world = build_world(self.engine)
+        for m in MEMBERS:
+            member(self.engine, self.world.bank_a, "BANKA", m)
+        self.now = T0
+        self.keys = (f"k{n}" for n in itertools.count())
+        # model state
+        self.lots: dict[str, list[list[object]]] = defaultdict(
+            list
+        )  # member -> [[expires_at, remaining]]
+        self.held: dict[str, int] = defaultdict(int)
+        self.epoch = 0  # bumped when time passes: holds of earlier epochs have expired
+        self.position: dict[str, int] = defaultdict(int)  # 'issuer', 'shop', 'platform'
+
+    def teardown(self) -> None:
+        self.engine.dispose()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def balance(self, m: str) -> int:
+        return sum(int(lot[1]) for lot in self.lots[m])  # type: ignore[call-overload]
+
+    def take(self, m: str, points: int) -> None:
+        self.lots[m].sort(key=lambda lot: lot[0])  # type: ignore[arg-type, return-value]
+        for lot in self.lots[m]:
+            n = min(points, int(lot[1]))  # type: ignore[call-overload]
+            lot[1] = int(lot[1]) - n  # type: ignore[call-overload]
+            points -= n
+        assert points == 0
+
+    @rule(m=st.sampled_from(MEMBERS), points=st.integers(1, 5000), funded=st.booleans())
+    def accrue(self, m: str, points: int, funded: bool) -> None:
+        caller = self.world.shop if funded else self.world.bank_a
+        with transaction(self.engine) as session:
+            issuers.accrue(
+                session,
+                caller,
+                AccrualCreate(program="BANKA", external_id=m, points=points),
+                self.now,
+                next(self.keys),
+            )
+        self.lots[m].append([self.now.replace(year=self.now.year + 1), points])
+        if funded:
+            owed = arithmetic.value_of_points(points, VALUE, "CNY")
+            self.position["shop"] -= owed
+            self.position["issuer"] += owed
+
+    @rule(target=checkouts, m=st.sampled_from(MEMBERS), amount=st.integers(1, 3000))
+    def authorise(self, m: str, amount: int) -> object:
+        points = arithmetic.points_for_amount(amount, VALUE, "CNY")
+        try:
+            with transaction(self.engine) as session:
+                out, _ = exchange.authorise(
+                    session,
+                    self.world.shop,
+                    CheckoutCreate(
+                        program="BANKA", external_id=m, order_total=amount, points_amount=amount
+                    ),
+                    self.now,
+                    next(self.keys),
+                )
+        except ClearingError as error:
+            assert error.code == "insufficient_points"
+            assert self.balance(m) - self.held[m] < points
+            return None
+        assert self.balance(m) - self.held[m] >= points
+        self.held[m] += points
+        return ModelCheckout(out.id, m, points, amount, epoch=self.epoch)
+
+    @rule(target=captured, c=consumes(checkouts), share=st.integers(1, 100))
+    def capture(self, c: ModelCheckout | None, share: int) -> object:
+        if c is None:
+            return None
+        amount = max(1, c.amount * share // 100)
+        with transaction(self.engine) as session:
+            exchange.capture(
+                session,
+                self.world.shop,
+                c.id,
+                CaptureCreate(amount=amount),
+                self.now,
+                next(self.keys),
+            )
+        points = (
+            c.points if amount == c.amount else arithmetic.points_for_amount(amount, VALUE, "CNY")
+        )
+        self.held[c.member] -= c.points
+        self.take(c.member, points)
+        fee = arithmetic.fee(amount, FEE)
+        self.position["issuer"] -= amount
+        self.position["shop"] += amount - fee
+        self.position["platform"] += fee
+        c.captured_amount, c.captured_points, c.fee = amount, points, fee
+        return c
+
+    @rule(c=consumes(checkouts))
+    def void(self, c: ModelCheckout | None) -> None:
+        if c is None:
+            return
+        try:
+            with transaction(self.engine) as session:
+                exchange.void(session, self.world.shop, c.id, self.now, next(self.keys))
+        except ClearingError as error:
+            assert c.epoch != self.epoch
+            assert error.code in ("hold_expired", "hold_not_open")
+            return
+        assert c.epoch == self.epoch
+        self.held[c.member] -= c.points
+
+    @rule(c=captured, amount=st.integers(1, 3000))
+    def refund(self, c: ModelCheckout | None, amount: int) -> None:
+        if c is None:
+            return
+        try:
+            with transaction(self.engine) as session:
+                exchange.refund(
+                    session,
+                    self.world.shop,
+                    c.id,
+                    RefundCreate(amount=amount),
+                    self.now,
+                    next(self.keys),
+                )
+        except ClearingError as error:
+            assert error.code == "refund_exceeds_capture"
+            assert c.refunded + amount > c.captured_amount
+            return
+        total = c.refunded + amount
+        points = (
+            arithmetic.cumulative_share(c.captured_points, total, c.captured_amount)
+            - c.refunded_points
+        )
+        fee_back = arithmetic.cumulative_share(c.fee, total, c.captured_amount) - c.refunded_fee
+        c.refunded, c.refunded_points, c.refunded_fee = (
+            total,
+            c.refunded_points + points,
+            c.refunded_fee + fee_back,
+        )
+        # points go back to lots; for the model only the total matters, with the latest expiry
+        if points:
+            self.lots[c.member].append([max(lot[0] for lot in self.lots[c.member]), points])  # type: ignore[type-var]
+        self.position["issuer"] += amount
+        self.position["shop"] -= amount - fee_back
+        self.position["platform"] -= fee_back
+
+    @rule(days=st.integers(1, 200))
+    def time_passes(self, days: int) -> None:
+        self.now += timedelta(days=days)
+        with transaction(self.engine) as session:
+            Ledger(session).release_expired_holds(self.now)
+        # holds have a 15-minute life: every earlier hold is now released
+        self.held.clear()
+        self.epoch += 1
+        with transaction(self.engine) as session:
+            expire_due_lots(session, self.now)
+        for m in MEMBERS:
+            for lot in self.lots[m]:
+                if lot[0] <= self.now:  # type: ignore[operator]
+                    lot[1] = 0
+
+    @invariant()
+    def balances_match(self) -> None:
+        with transaction(self.engine) as session:
+            for m in MEMBERS:
+                view = issuers.member_view(session, self.world.bank_a, "BANKA", m, self.now)
+                assert (view.balance, view.held) == (self.balance(m), self.held[m]), m
+            ledger = Ledger(session)
+            orgs = {o.name: o.id for o in session.execute(select(Organisation)).scalars()}
+            for party, name in (("issuer", "Bank A"), ("shop", "Shop"), ("platform", "Platform")):
+                account = ledger.account_id(money_asset("CNY"), POSITION, orgs[name])
+                assert ledger.balance(account) == self.position[party], party
+            assert check_ledger(session) == []
+
+
+TEMPLATE: list[Path] = []
+
+
+@pytest.fixture
+def template(sqlite_template: Path) -> None:
+    TEMPLATE[:] = [sqlite_template]
+
+
+@pytest.mark.usefixtures("template")
+def test_ledger_matches_model() -> None:
+    LedgerMachine.TestCase.settings = settings(
+        max_examples=25,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    LedgerMachine.TestCase().runTest()
