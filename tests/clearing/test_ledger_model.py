@@ -133,15 +133,16 @@ class LedgerMachine(RuleBasedStateMachine):
         if c is None:
             return None
         amount = max(1, c.amount * share // 100)
-        with transaction(self.engine) as session:
-            exchange.capture(
-                session,
-                self.world.shop,
-                c.id,
-                CaptureCreate(amount=amount),
-                self.now,
-                next(self.keys),
-            )
+        try:
+            with transaction(self.engine) as session:
+                exchange.capture(
+                    session, self.world.shop, c.id, CaptureCreate(amount=amount), self.now, next(self.keys)
+                )
+        except ClearingError as error:
+            assert c.epoch != self.epoch
+            assert error.code in ("hold_expired", "hold_not_open")
+            return None
+        assert c.epoch == self.epoch
         points = (
             c.points if amount == c.amount else arithmetic.points_for_amount(amount, VALUE, "CNY")
         )
