@@ -116,8 +116,7 @@ class Camt053Writer:
         parts.append(f"<AcctSvcrRef>{_t(_fit(row.reference, 35))}</AcctSvcrRef>")
         if row.original_reference:
             parts.append(
-                "<Prtry><Tp>ORIGINAL</Tp>"
-                f"<Ref>{_t(_fit(row.original_reference, 35))}</Ref></Prtry>"
+                f"<Prtry><Tp>ORIGINAL</Tp><Ref>{_t(_fit(row.original_reference, 35))}</Ref></Prtry>"
             )
         parts.append(f"</Refs>{self._amt(row.gross)}<CdtDbtInd>{_cd(row.gross)}</CdtDbtInd>")
         parts.append(f"<AddtlTxInf>{_t(';'.join(info)[:500])}</AddtlTxInf></TxDtls></NtryDtls>")

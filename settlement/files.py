@@ -126,15 +126,19 @@ def write_party_files(
             csv_writer = CsvStatementWriter(csv_fh, party, meta)
             xlsx_writer = XlsxStatementWriter(party, meta, max_rows_per_sheet=max_rows_per_sheet)
             camt_writer = Camt053Writer(party, meta, entries)
-            for row in iter_detail_rows(lines, party, meta):
-                totals.add(row)
-                csv_writer.write_row(row)
-                xlsx_writer.write_row(row)
-                camt_writer.write_row(row)
-            if expected_net is not None and totals.net != expected_net:
-                raise StatementInputError(
-                    f"statement of {party.id} nets {totals.net}, clearing says {expected_net}"
-                )
+            try:
+                for row in iter_detail_rows(lines, party, meta):
+                    totals.add(row)
+                    csv_writer.write_row(row)
+                    xlsx_writer.write_row(row)
+                    camt_writer.write_row(row)
+                if expected_net is not None and totals.net != expected_net:
+                    raise StatementInputError(
+                        f"statement of {party.id} nets {totals.net}, clearing says {expected_net}"
+                    )
+            except BaseException:
+                xlsx_writer.discard()
+                raise
             body_sha = csv_writer.finish(totals)
             xlsx_writer.finish(totals, body_sha, xlsx_partial)
             with open(camt_partial, "wb") as camt_fh:

@@ -77,7 +77,7 @@ class DetailRow:
 
     @property
     def dc(self) -> str:
-        """"C" when the platform owes the owner (net >= 0), "D" when the owner owes."""
+        """ "C" when the platform owes the owner (net >= 0), "D" when the owner owes."""
         return "C" if self.gross + self.fee >= 0 else "D"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import zipfile
 from datetime import UTC, date
@@ -130,6 +131,18 @@ class XlsxStatementWriter:
         )
         self._sheet_rows += 1
 
+    def discard(self) -> None:
+        """Close and delete the sheets' temp files when the statement is abandoned."""
+        for ws in self._wb.worksheets:
+            # openpyxl has no public way to drop a write-only sheet; without this its row
+            # generator and temp file linger until garbage collection.
+            if not ws.closed:
+                ws.close()
+            writer = getattr(ws, "_writer", None)
+            if writer is not None:
+                with contextlib.suppress(OSError, KeyError):
+                    writer.cleanup()
+
     def finish(self, totals: StatementTotals, csv_body_sha256: str, path: Path) -> None:
         """Write summary and trailer sheets and save the workbook to `path`."""
         if self._sheet is None:
@@ -165,4 +178,3 @@ class XlsxStatementWriter:
         with _FixedTimeZip(path, (max(day.year, 1980), day.month, day.day, 0, 0, 0)) as archive:
             # Workbook.save would stamp properties.modified with the wall clock.
             ExcelWriter(self._wb, archive).save()
-

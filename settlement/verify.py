@@ -182,6 +182,9 @@ def _check_manifest(directory: Path, public_key: Ed25519PublicKey, errors: list[
     except ValueError as exc:
         errors.append(f"{MANIFEST_NAME}: not JSON ({exc})")
         return
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        errors.append(f"{MANIFEST_NAME}: not an object with a files list")
+        return
     if canonical_json(manifest) != data:
         errors.append(f"{MANIFEST_NAME}: not in canonical form")
     listed = {
@@ -193,7 +196,10 @@ def _check_manifest(directory: Path, public_key: Ed25519PublicKey, errors: list[
         if required not in listed:
             errors.append(f"{MANIFEST_NAME}: does not list {required}")
     for name, digest in sorted(listed.items(), key=lambda kv: str(kv[0])):
-        path = directory / str(name)
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            errors.append(f"{MANIFEST_NAME}: file name {name!r} is not a plain name")
+            continue
+        path = directory / name
         if not path.is_file():
             errors.append(f"{MANIFEST_NAME}: lists {name}, which is missing")
             continue

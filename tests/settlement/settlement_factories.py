@@ -22,8 +22,9 @@ def party(org: str, currency: str = "CNY") -> Party:
     """The display descriptor of a test organisation."""
     if org == PLATFORM.id:
         return Party(PLATFORM.id, PLATFORM.name, "platform", currency)
-    kind = "merchant" if org in MERCHANTS else "issuer"
-    return Party(org, f"{org.upper()}, Co.", kind, currency)
+    if org in MERCHANTS:
+        return Party(org, f"{org.upper()}, Co.", "merchant", currency)
+    return Party(org, f"{org.upper()}, Co.", "issuer", currency)
 
 
 def meta(currency: str = "CNY", sequence: int = 42) -> StatementMeta:

@@ -76,7 +76,7 @@ def folder_bytes(directory: Path) -> dict[str, bytes]:
 def test_party_statements_fold_fees_into_their_transactions(tmp_path: Path) -> None:
     lines = sample_day()
     merchant = write(tmp_path / "shop-x", "shop-x", lines)
-    text = (tmp_path / "shop-x" / CSV_NAME).read_text()
+    text = (tmp_path / "shop-x" / CSV_NAME).read_bytes().decode()
     records = text.split("\r\n")
     assert records[1].startswith(f"D,1,{'a' * 32},,checkout_capture,bank-a,PRG-A,100,0.005,2,")
     assert ",100.00,-0.60,99.40,C," in records[1]
@@ -134,8 +134,7 @@ def test_verify_catches_a_tampered_csv_byte(tmp_path: Path) -> None:
 def test_verify_catches_a_recomputed_but_inconsistent_trailer(tmp_path: Path) -> None:
     write(tmp_path, "shop-x", sample_day())
     path = tmp_path / CSV_NAME
-    text = path.read_text(newline="")
-    path.write_text(text.replace("T,2,1,39.76,", "T,3,1,39.76,"), newline="")
+    path.write_bytes(path.read_bytes().replace(b"T,2,1,39.76,", b"T,3,1,39.76,"))
     errors = verify_directory(tmp_path, PUBLIC)
     assert any("trailer detail_count 3, recomputed 2" in e for e in errors)
 

@@ -13,7 +13,9 @@ from settlement.lines import ObligationLine
 from settlement.netting import Gross, Totals, check_invariants, clear, lines_to_frame
 
 
-def model(lines: list[ObligationLine]) -> tuple[dict[tuple[str, str, str, str], Gross], dict]:
+def model(
+    lines: list[ObligationLine],
+) -> tuple[dict[tuple[str, str, str, str], Gross], dict[tuple[str, str], int]]:
     """Plain-Python gross obligations and positions, the reference for the pandas version."""
     gross: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     positions: dict[tuple[str, str], int] = defaultdict(int)
