@@ -173,6 +173,13 @@ def register_posting_check(check: PostingCheck) -> None:
     _CHECKS.append(check)
 
 
+_JOURNAL = cast(Table, JournalEntry.__table__)
+_POSTINGS = cast(Table, Posting.__table__)
+_OBLIGATIONS = cast(Table, Obligation.__table__)
+_LOTS = cast(Table, Lot.__table__)
+_LOT_MOVEMENTS = cast(Table, LotMovement.__table__)
+
+
 class Ledger:
     """Posting and reading on one session; the caller owns the transaction."""
 
@@ -249,6 +256,75 @@ class Ledger:
 
     def post(self, draft: EntryDraft) -> PostedEntry:
         """Post an entry: check it, lock and move balances, write journal, obligations, lots."""
+        return self.post_many([draft])[0]
+
+    def post_many(self, drafts: Sequence[EntryDraft]) -> list[PostedEntry]:
+        """Post many entries in this transaction, as a partner's bulk file arrives.
+
+        Balance changes are summed per account and applied once, in account order; rows are
+        written in bulk. Each entry is still checked on its own and balances on its own.
+        """
+        prepared = [(draft, self._legs(draft)) for draft in drafts]
+        infos = self.info(leg.account_id for _, legs in prepared for leg in legs)
+        for draft, legs in prepared:
+            self._check(draft, legs, infos)
+        self._move_balances([leg for _, legs in prepared for leg in legs], infos)
+        self.session.execute(
+            insert(_JOURNAL),
+            [
+                {
+                    "id": d.id,
+                    "kind": d.kind,
+                    "org_id": d.org_id,
+                    "booked_at": d.booked_at,
+                    "reverses_id": d.reverses_id,
+                    "memo": d.memo,
+                }
+                for d in drafts
+            ],
+        )
+        postings = [
+            {
+                "entry_id": draft.id,
+                "leg": n,
+                "account_id": leg.account_id,
+                "asset": infos[leg.account_id].asset,
+                "amount": leg.amount,
+            }
+            for draft, legs in prepared
+            for n, leg in enumerate(legs)
+            if leg.amount != 0
+        ]
+        if postings:
+            self.session.execute(insert(_POSTINGS), postings)
+        obligations = [
+            {
+                "entry_id": draft.id,
+                "seq": n,
+                "event_type": ob.event_type,
+                "payer_org_id": ob.payer_org_id,
+                "payee_org_id": ob.payee_org_id,
+                "currency": ob.currency,
+                "amount": ob.amount,
+                "program_code": ob.program_code,
+                "points": ob.points,
+                "point_value": ob.point_value,
+                "point_value_version": ob.point_value_version,
+                "original_entry_id": draft.reverses_id,
+                "booked_at": draft.booked_at,
+            }
+            for draft in drafts
+            for n, ob in enumerate(draft.obligations)
+        ]
+        if obligations:
+            self.session.execute(insert(_OBLIGATIONS), obligations)
+        lots = _LotWriter(self)
+        posted = [PostedEntry(draft.id, lots.move(draft, legs, infos)) for draft, legs in prepared]
+        lots.flush()
+        return posted
+
+    def _legs(self, draft: EntryDraft) -> list[Leg]:
+        """The entry's legs plus the two position legs of each money obligation."""
         legs = list(draft.legs)
         for ob in draft.obligations:
             check_amount(ob.amount, "amount")
@@ -257,7 +333,11 @@ class Ledger:
             legs.append(Leg(self.account_id(asset, POSITION, ob.payee_org_id), ob.amount))
         if not legs:
             raise LedgerImbalance("an entry needs postings")
-        infos = self.info(leg.account_id for leg in legs)
+        return legs
+
+    def _check(
+        self, draft: EntryDraft, legs: list[Leg], infos: dict[uuid.UUID, AccountInfo]
+    ) -> None:
         totals: dict[str, int] = defaultdict(int)
         for leg in legs:
             if abs(leg.amount) > MAX_AMOUNT or abs(leg.held) > MAX_AMOUNT:
@@ -273,56 +353,6 @@ class Ledger:
             raise LedgerImbalance(f"postings do not sum to zero for {', '.join(unbalanced)}")
         for check in _CHECKS:
             check(self.session, draft)
-
-        self._move_balances(legs, infos)
-        self.session.execute(
-            insert(JournalEntry).values(
-                id=draft.id,
-                kind=draft.kind,
-                org_id=draft.org_id,
-                booked_at=draft.booked_at,
-                reverses_id=draft.reverses_id,
-                memo=draft.memo,
-            )
-        )
-        self.session.execute(
-            insert(Posting),
-            [
-                {
-                    "entry_id": draft.id,
-                    "leg": n,
-                    "account_id": leg.account_id,
-                    "asset": infos[leg.account_id].asset,
-                    "amount": leg.amount,
-                }
-                for n, leg in enumerate(legs)
-                if leg.amount != 0
-            ],
-        )
-        if draft.obligations:
-            self.session.execute(
-                insert(Obligation),
-                [
-                    {
-                        "entry_id": draft.id,
-                        "seq": n,
-                        "event_type": ob.event_type,
-                        "payer_org_id": ob.payer_org_id,
-                        "payee_org_id": ob.payee_org_id,
-                        "currency": ob.currency,
-                        "amount": ob.amount,
-                        "program_code": ob.program_code,
-                        "points": ob.points,
-                        "point_value": ob.point_value,
-                        "point_value_version": ob.point_value_version,
-                        "original_entry_id": draft.reverses_id,
-                        "booked_at": draft.booked_at,
-                    }
-                    for n, ob in enumerate(draft.obligations)
-                ],
-            )
-        lots = self._move_lots(draft, legs, infos)
-        return PostedEntry(draft.id, lots)
 
     def _move_balances(self, legs: Sequence[Leg], infos: dict[uuid.UUID, AccountInfo]) -> None:
         deltas: dict[uuid.UUID, list[int]] = defaultdict(lambda: [0, 0])
@@ -358,66 +388,6 @@ class Ledger:
                     .where(Balance.account_id == account_id, Balance.slot == slot)
                     .values(balance=Balance.balance + amount)
                 )
-
-    def _move_lots(
-        self, draft: EntryDraft, legs: Sequence[Leg], infos: dict[uuid.UUID, AccountInfo]
-    ) -> tuple[uuid.UUID, ...]:
-        created: list[uuid.UUID] = []
-        new_lots: list[dict[str, Any]] = []
-        movements: dict[uuid.UUID, int] = defaultdict(int)
-        for leg in legs:
-            if not infos[leg.account_id].floor_zero or leg.amount == 0:
-                continue
-            if leg.amount < 0:
-                for lot_id, taken in self._take_lots(leg):
-                    movements[lot_id] -= taken
-            elif leg.lot is not None:
-                lot_id = new_id()
-                created.append(lot_id)
-                new_lots.append(
-                    {
-                        "id": lot_id,
-                        "account_id": leg.account_id,
-                        "entry_id": draft.id,
-                        "source": leg.lot.source,
-                        "funding_org_id": leg.lot.funding_org_id,
-                        "source_program": leg.lot.source_program,
-                        "earned_at": draft.booked_at,
-                        "expires_at": leg.lot.expires_at,
-                        "points": leg.amount,
-                        "remaining": leg.amount,
-                    }
-                )
-                movements[lot_id] += leg.amount
-            else:
-                assert leg.restore_from is not None
-                for lot_id, given in self._restorable(leg.account_id, leg.restore_from, leg.amount):
-                    movements[lot_id] += given
-        if new_lots:
-            self.session.execute(insert(Lot), new_lots)
-        changes = [
-            {"lot_id": lot_id, "delta": delta}
-            for lot_id, delta in movements.items()
-            if delta and lot_id not in created
-        ]
-        if changes:
-            lots = cast(Table, Lot.__table__)
-            self.session.execute(
-                update(lots)
-                .where(lots.c.id == bindparam("lot_id"))
-                .values(remaining=lots.c.remaining + bindparam("delta")),
-                changes,
-            )
-        if movements:
-            self.session.execute(
-                insert(LotMovement),
-                [
-                    {"entry_id": draft.id, "lot_id": lot_id, "points": delta}
-                    for lot_id, delta in movements.items()
-                    if delta
-                ],
-            )
-        return tuple(created)
 
     def _take_lots(self, leg: Leg) -> list[tuple[uuid.UUID, int]]:
         """Which lots a debit takes: preferred lots first, then those expiring first."""
@@ -653,3 +623,78 @@ def expire_due_lots(session: Session, now: datetime, limit: int = 1000) -> int:
         )
         total += points
     return total
+
+
+class _LotWriter:
+    """Lot changes of a batch of entries: new lots are written in bulk; a debit or a give-back
+    first writes what is pending, so that it reads the lots as the earlier entries left them."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.new_lots: list[dict[str, Any]] = []
+        self.changes: dict[uuid.UUID, int] = defaultdict(int)
+        self.movements: list[dict[str, Any]] = []
+
+    def move(
+        self, draft: EntryDraft, legs: Sequence[Leg], infos: dict[uuid.UUID, AccountInfo]
+    ) -> tuple[uuid.UUID, ...]:
+        created: list[uuid.UUID] = []
+        moved: dict[uuid.UUID, int] = defaultdict(int)
+        for leg in legs:
+            if not infos[leg.account_id].floor_zero or leg.amount == 0:
+                continue
+            if leg.lot is not None and leg.amount > 0:
+                lot_id = new_id()
+                created.append(lot_id)
+                self.new_lots.append(
+                    {
+                        "id": lot_id,
+                        "account_id": leg.account_id,
+                        "entry_id": draft.id,
+                        "source": leg.lot.source,
+                        "funding_org_id": leg.lot.funding_org_id,
+                        "source_program": leg.lot.source_program,
+                        "earned_at": draft.booked_at,
+                        "expires_at": leg.lot.expires_at,
+                        "points": leg.amount,
+                        "remaining": leg.amount,
+                    }
+                )
+                moved[lot_id] += leg.amount
+                continue
+            self.flush()
+            if leg.amount < 0:
+                found = self.ledger._take_lots(leg)
+                sign = -1
+            else:
+                assert leg.restore_from is not None
+                found = self.ledger._restorable(leg.account_id, leg.restore_from, leg.amount)
+                sign = 1
+            for lot_id, n in found:
+                moved[lot_id] += sign * n
+                self.changes[lot_id] += sign * n
+        self.movements.extend(
+            {"entry_id": draft.id, "lot_id": lot_id, "points": delta}
+            for lot_id, delta in moved.items()
+            if delta
+        )
+        if self.changes:
+            self.flush()
+        return tuple(created)
+
+    def flush(self) -> None:
+        session = self.ledger.session
+        if self.new_lots:
+            session.execute(insert(_LOTS), self.new_lots)
+            self.new_lots = []
+        if self.changes:
+            session.execute(
+                update(_LOTS)
+                .where(_LOTS.c.id == bindparam("lot_id"))
+                .values(remaining=_LOTS.c.remaining + bindparam("delta")),
+                [{"lot_id": k, "delta": v} for k, v in self.changes.items() if v],
+            )
+            self.changes = defaultdict(int)
+        if self.movements:
+            session.execute(insert(_LOT_MOVEMENTS), self.movements)
+            self.movements = []

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -48,6 +48,8 @@ class ModelCheckout:
     refunded_points: int = 0
     refunded_fee: int = 0
     epoch: int = 0
+    taken: dict[int, int] = field(default_factory=dict)
+    given: dict[int, int] = field(default_factory=dict)
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -81,12 +83,27 @@ class LedgerMachine(RuleBasedStateMachine):
     def balance(self, m: str) -> int:
         return sum(int(lot[1]) for lot in self.lots[m])  # type: ignore[call-overload]
 
-    def take(self, m: str, points: int) -> None:
-        self.lots[m].sort(key=lambda lot: lot[0])  # type: ignore[arg-type, return-value]
-        for lot in self.lots[m]:
+    def take(self, m: str, points: int) -> dict[int, int]:
+        """Take points from the earliest-expiring lots; returns how many from each lot."""
+        taken: dict[int, int] = {}
+        for index in sorted(range(len(self.lots[m])), key=lambda i: self.lots[m][i][0]):  # type: ignore[arg-type, return-value]
+            lot = self.lots[m][index]
             n = min(points, int(lot[1]))  # type: ignore[call-overload]
-            lot[1] = int(lot[1]) - n  # type: ignore[call-overload]
+            if n:
+                lot[1] = int(lot[1]) - n  # type: ignore[call-overload]
+                taken[index] = n
             points -= n
+        assert points == 0
+        return taken
+
+    def give_back(self, m: str, taken: dict[int, int], given: dict[int, int], points: int) -> None:
+        """Return points to the lots a capture took, latest-expiring first."""
+        for index in sorted(taken, key=lambda i: self.lots[m][i][0], reverse=True):  # type: ignore[arg-type, return-value]
+            n = min(points, taken[index] - given.get(index, 0))
+            if n > 0:
+                self.lots[m][index][1] = int(self.lots[m][index][1]) + n  # type: ignore[call-overload]
+                given[index] = given.get(index, 0) + n
+                points -= n
         assert points == 0
 
     @rule(m=st.sampled_from(MEMBERS), points=st.integers(1, 5000), funded=st.booleans())
@@ -136,7 +153,12 @@ class LedgerMachine(RuleBasedStateMachine):
         try:
             with transaction(self.engine) as session:
                 exchange.capture(
-                    session, self.world.shop, c.id, CaptureCreate(amount=amount), self.now, next(self.keys)
+                    session,
+                    self.world.shop,
+                    c.id,
+                    CaptureCreate(amount=amount),
+                    self.now,
+                    next(self.keys),
                 )
         except ClearingError as error:
             assert c.epoch != self.epoch
@@ -147,7 +169,7 @@ class LedgerMachine(RuleBasedStateMachine):
             c.points if amount == c.amount else arithmetic.points_for_amount(amount, VALUE, "CNY")
         )
         self.held[c.member] -= c.points
-        self.take(c.member, points)
+        c.taken = self.take(c.member, points)
         fee = arithmetic.fee(amount, FEE)
         self.position["issuer"] -= amount
         self.position["shop"] += amount - fee
@@ -198,9 +220,7 @@ class LedgerMachine(RuleBasedStateMachine):
             c.refunded_points + points,
             c.refunded_fee + fee_back,
         )
-        # points go back to lots; for the model only the total matters, with the latest expiry
-        if points:
-            self.lots[c.member].append([max(lot[0] for lot in self.lots[c.member]), points])  # type: ignore[type-var]
+        self.give_back(c.member, c.taken, c.given, points)
         self.position["issuer"] += amount
         self.position["shop"] -= amount - fee_back
         self.position["platform"] -= fee_back
