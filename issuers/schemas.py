@@ -108,6 +108,17 @@ class AccrualOut(Model):
     expires_at: datetime | None
 
 
+class AccrualBatchCreate(Model):
+    items: list[AccrualCreate] = Field(min_length=1, max_length=100_000)
+
+
+class AccrualBatchOut(Model):
+    count: int
+    points: int
+    amount_owed: int
+    accrual_ids: list[uuid.UUID]
+
+
 class AccrualReversalCreate(Model):
     points: Points
 
@@ -141,3 +152,9 @@ class StatementLine(Model):
     booked_at: datetime
     points: int
     balance_after: int
+
+
+class OrganisationPatch(OrganisationUpdate):
+    """PATCH /organizations/{id}: status, fee rates and a merchant's per-program terms at once."""
+
+    terms: list[MerchantTermSet] | None = Field(default=None, max_length=100)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from clearing.context import Caller
@@ -48,6 +50,8 @@ from issuers.models import (
     Program,
 )
 from issuers.schemas import (
+    AccrualBatchCreate,
+    AccrualBatchOut,
     AccrualCreate,
     AccrualOut,
     AccrualReversalCreate,
@@ -451,6 +455,7 @@ def statement(
     external_id: str,
     after: datetime | None,
     limit: int,
+    after_entry: uuid.UUID | None = None,
 ) -> list[StatementLine]:
     """Every movement of a member's points, oldest first, with the balance after each."""
     program = own_program(session, caller, code)
@@ -469,7 +474,15 @@ def statement(
         .subquery()
     )
     query = select(inner).order_by(inner.c.booked_at, inner.c.entry_id).limit(limit)
-    if after is not None:
+    if after is not None and after_entry is not None:
+        # Entries share timestamps: the cursor is the (booked_at, entry_id) of the last line seen.
+        query = query.where(
+            or_(
+                inner.c.booked_at > after,
+                and_(inner.c.booked_at == after, inner.c.entry_id > after_entry),
+            )
+        )
+    elif after is not None:
         query = query.where(inner.c.booked_at > after)
     return [
         StatementLine(
@@ -532,81 +545,157 @@ def accrue(
 
 
 def _accrue(session: Session, caller: Caller, req: AccrualCreate, now: datetime) -> AccrualOut:
+    return _post_accruals(session, caller, [req], now)[0]
+
+
+def accrue_batch(
+    session: Session, caller: Caller, req: AccrualBatchCreate, now: datetime, idempotency_key: str
+) -> tuple[AccrualBatchOut, bool]:
+    """Credit a partner's bulk file of accruals in one transaction: all lines or none."""
+
+    def run() -> AccrualBatchOut:
+        accruals = _post_accruals(session, caller, req.items, now)
+        return AccrualBatchOut(
+            count=len(accruals),
+            points=sum(a.points for a in accruals),
+            amount_owed=sum(a.amount_owed for a in accruals),
+            accrual_ids=[a.id for a in accruals],
+        )
+
+    return run_once(
+        session,
+        caller.org_id,
+        idempotency_key,
+        "accrual_batch",
+        req.model_dump(mode="json"),
+        now,
+        AccrualBatchOut,
+        run,
+    )
+
+
+def _post_accruals(
+    session: Session, caller: Caller, items: Sequence[AccrualCreate], now: datetime
+) -> list[AccrualOut]:
+    """Accruals of one funder: each its own entry and lot, posted together."""
     funder = active_organisation(session, caller.org_id)
-    program, issuer = active_program(session, req.program)
-    if funder.kind == "issuer" and program.issuer_id != funder.id:
-        raise NotFound(f"unknown program {req.program}")
     if funder.kind not in ("issuer", "merchant"):
         raise Forbidden("only issuers and merchants fund accruals")
-    member = active_member(session, program, req.external_id)
-    value = point_value_at(session, program.id, now)
     ledger = Ledger(session)
-    asset = points_asset(program.code)
-    expires_at = add_months(now, program.expiry_months) if program.expiry_months else None
-    obligations: list[ObligationDraft] = []
-    owed = 0
-    if funder.kind == "merchant":
-        if funder.currency != issuer.currency:
+    programs: dict[str, tuple[Program, Organisation, PointValue, uuid.UUID]] = {}
+    for code in dict.fromkeys(item.program for item in items):
+        program, issuer = active_program(session, code)
+        if funder.kind == "issuer" and program.issuer_id != funder.id:
+            raise NotFound(f"unknown program {code}")
+        if funder.kind == "merchant" and funder.currency != issuer.currency:
             raise CurrencyMismatch(
-                f"merchant settles in {funder.currency}, program {program.code} in {issuer.currency};"
+                f"merchant settles in {funder.currency}, program {code} in {issuer.currency};"
                 " no currency rate exists between them",
             )
-        owed = value_of_points(req.points, value.value, issuer.currency)
-        if owed > 0:
-            obligations.append(
-                ObligationDraft(
-                    event_type="merchant_funded_accrual",
-                    payer_org_id=funder.id,
-                    payee_org_id=issuer.id,
-                    currency=issuer.currency,
-                    amount=owed,
-                    program_code=program.code,
-                    points=req.points,
-                    point_value=value.value,
-                    point_value_version=value.version,
+        issued = ledger.account_id(points_asset(code), ISSUED, program.id)
+        programs[code] = (program, issuer, point_value_at(session, program.id, now), issued)
+    members = _active_members(session, [(programs[i.program][0], i.external_id) for i in items])
+    drafts: list[EntryDraft] = []
+    results: list[AccrualOut] = []
+    for item in items:
+        program, issuer, value, issued = programs[item.program]
+        member = members[(program.id, item.external_id)]
+        expires_at = add_months(now, program.expiry_months) if program.expiry_months else None
+        owed = 0
+        obligations: list[ObligationDraft] = []
+        if funder.kind == "merchant":
+            owed = value_of_points(item.points, value.value, issuer.currency)
+            if owed > 0:
+                obligations.append(
+                    ObligationDraft(
+                        event_type="merchant_funded_accrual",
+                        payer_org_id=funder.id,
+                        payee_org_id=issuer.id,
+                        currency=issuer.currency,
+                        amount=owed,
+                        program_code=program.code,
+                        points=item.points,
+                        point_value=value.value,
+                        point_value_version=value.version,
+                    )
                 )
-            )
-    posted = ledger.post(
-        EntryDraft(
+        draft = EntryDraft(
             kind="accrual",
             org_id=funder.id,
             booked_at=now,
             legs=[
-                Leg(ledger.account_id(asset, ISSUED, program.id), -req.points),
+                Leg(issued, -item.points),
                 Leg(
                     member.account_id,
-                    req.points,
+                    item.points,
                     lot=LotSpec("accrual", expires_at, funding_org_id=funder.id),
                 ),
             ],
             obligations=obligations,
-            memo={"reference": req.reference} if req.reference else {},
+            memo={"reference": item.reference} if item.reference else {},
         )
+        drafts.append(draft)
+        results.append(
+            AccrualOut(
+                id=new_id(),
+                entry_id=draft.id,
+                program=program.code,
+                external_id=member.external_id,
+                points=item.points,
+                funding_org_id=funder.id,
+                amount_owed=owed,
+                currency=issuer.currency,
+                point_value_version=value.version,
+                expires_at=expires_at,
+            )
+        )
+    posted = ledger.post_many(drafts)
+    session.execute(
+        insert(Accrual),
+        [
+            {
+                "id": out.id,
+                "entry_id": out.entry_id,
+                "member_id": members[(programs[out.program][0].id, out.external_id)].id,
+                "funding_org_id": funder.id,
+                "points": out.points,
+                "reversed_points": 0,
+                "lot_id": entry.lots_created[0],
+                "created_at": now,
+            }
+            for out, entry in zip(results, posted, strict=True)
+        ],
     )
-    accrual = Accrual(
-        id=new_id(),
-        entry_id=posted.id,
-        member_id=member.id,
-        funding_org_id=funder.id,
-        points=req.points,
-        reversed_points=0,
-        lot_id=posted.lots_created[0],
-        created_at=now,
-    )
-    session.add(accrual)
-    session.flush()
-    return AccrualOut(
-        id=accrual.id,
-        entry_id=posted.id,
-        program=program.code,
-        external_id=member.external_id,
-        points=req.points,
-        funding_org_id=funder.id,
-        amount_owed=owed,
-        currency=issuer.currency,
-        point_value_version=value.version,
-        expires_at=expires_at,
-    )
+    return results
+
+
+def _active_members(
+    session: Session, wanted: Sequence[tuple[Program, str]]
+) -> dict[tuple[uuid.UUID, str], Member]:
+    """Members by (program id, external id), all of which must exist and be active."""
+    by_program: dict[uuid.UUID, set[str]] = defaultdict(set)
+    for program, external_id in wanted:
+        by_program[program.id].add(external_id)
+    found: dict[tuple[uuid.UUID, str], Member] = {}
+    for program_id, externals in by_program.items():
+        ids = sorted(externals)
+        for start in range(0, len(ids), 5000):
+            for row in session.execute(
+                select(Member).where(
+                    Member.program_id == program_id,
+                    Member.external_id.in_(ids[start : start + 5000]),
+                )
+            ).scalars():
+                found[(program_id, row.external_id)] = row
+    for program, external_id in wanted:
+        member = found.get((program.id, external_id))
+        if member is None:
+            raise NotFound(f"unknown member {external_id}")
+        if member.status != "active":
+            raise MemberInactive(
+                f"member {external_id} is {member.status}", member_status=member.status
+            )
+    return found
 
 
 def reverse_accrual(
