@@ -76,13 +76,16 @@ def check_ledger(session: Session) -> list[str]:
             errors.append(
                 f"member account {account_row.name}: balance {balance} but lots hold {lots.get(account_id) or 0}"
             )
-    for lot_id, remaining, moved in session.execute(
-        select(Lot.id, Lot.remaining, func.coalesce(func.sum(LotMovement.points), 0))
+    moved = Lot.points + func.coalesce(func.sum(LotMovement.points), 0)
+    for lot_id, remaining, expected in session.execute(
+        select(Lot.id, Lot.remaining, moved)
         .outerjoin(LotMovement, LotMovement.lot_id == Lot.id)
-        .group_by(Lot.id, Lot.remaining)
-        .having(Lot.remaining != func.coalesce(func.sum(LotMovement.points), 0))
+        .group_by(Lot.id, Lot.remaining, Lot.points)
+        .having(Lot.remaining != moved)
     ):
-        errors.append(f"lot {lot_id}: remaining {remaining} but its movements sum to {moved}")
+        errors.append(
+            f"lot {lot_id}: remaining {remaining} but points and movements give {expected}"
+        )
     errors.extend(_check_obligations(session))
     return errors
 

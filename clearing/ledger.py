@@ -17,9 +17,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from clearing.db import bulk_insert
 from clearing.errors import ClearingError, Conflict, InsufficientPoints, InvalidInput, NotFound
 from clearing.ids import new_id
 from clearing.models import (
@@ -173,6 +175,41 @@ def register_posting_check(check: PostingCheck) -> None:
     _CHECKS.append(check)
 
 
+_BALANCES = cast(Table, Balance.__table__)
+_MEMBER_MOVE = (
+    update(_BALANCES)
+    .where(
+        _BALANCES.c.account_id == bindparam("b_account"),
+        _BALANCES.c.slot == 0,
+        _BALANCES.c.balance + bindparam("d_amount") >= _BALANCES.c.held + bindparam("d_held"),
+        _BALANCES.c.held + bindparam("d_held") >= 0,
+    )
+    .values(
+        balance=_BALANCES.c.balance + bindparam("d_amount"),
+        held=_BALANCES.c.held + bindparam("d_held"),
+    )
+    .returning(_BALANCES.c.balance)
+)
+_SLOT_MOVE = (
+    update(_BALANCES)
+    .where(_BALANCES.c.account_id == bindparam("b_account"), _BALANCES.c.slot == bindparam("b_slot"))
+    .values(balance=_BALANCES.c.balance + bindparam("d_amount"))
+)
+# Beyond this many accounts in one transaction, PostgreSQL moves them in two statements.
+_MANY_BALANCES = 8
+_MOVES = (
+    "unnest(CAST(:ids AS uuid[]), CAST(:slots AS smallint[]), CAST(:amounts AS bigint[]),"
+    " CAST(:helds AS bigint[])) AS v(account_id, slot, amount, held)"
+)
+_LOCK_MANY = text(
+    f"SELECT 1 FROM balances b JOIN {_MOVES} ON b.account_id = v.account_id AND b.slot = v.slot"
+    " ORDER BY b.account_id, b.slot FOR UPDATE OF b"
+)
+# The member floor is checked on the returned rows (and by the table's CHECK constraint).
+_MOVE_MANY = text(
+    f"UPDATE balances b SET balance = b.balance + v.amount, held = b.held + v.held FROM {_MOVES}"
+    " WHERE b.account_id = v.account_id AND b.slot = v.slot RETURNING b.account_id, b.balance, b.held"
+)
 _JOURNAL = cast(Table, JournalEntry.__table__)
 _POSTINGS = cast(Table, Posting.__table__)
 _OBLIGATIONS = cast(Table, Obligation.__table__)
@@ -269,8 +306,9 @@ class Ledger:
         for draft, legs in prepared:
             self._check(draft, legs, infos)
         self._move_balances([leg for _, legs in prepared for leg in legs], infos)
-        self.session.execute(
-            insert(_JOURNAL),
+        bulk_insert(
+            self.session,
+            _JOURNAL,
             [
                 {
                     "id": d.id,
@@ -296,7 +334,7 @@ class Ledger:
             if leg.amount != 0
         ]
         if postings:
-            self.session.execute(insert(_POSTINGS), postings)
+            bulk_insert(self.session, _POSTINGS, postings)
         obligations = [
             {
                 "entry_id": draft.id,
@@ -317,7 +355,7 @@ class Ledger:
             for n, ob in enumerate(draft.obligations)
         ]
         if obligations:
-            self.session.execute(insert(_OBLIGATIONS), obligations)
+            bulk_insert(self.session, _OBLIGATIONS, obligations)
         lots = _LotWriter(self)
         posted = [PostedEntry(draft.id, lots.move(draft, legs, infos)) for draft, legs in prepared]
         lots.flush()
@@ -359,35 +397,56 @@ class Ledger:
         for leg in legs:
             deltas[leg.account_id][0] += leg.amount
             deltas[leg.account_id][1] += leg.held
+        moves = [
+            (account_id, self._slot(infos[account_id]), amount, held)
+            for account_id, (amount, held) in sorted(deltas.items())
+            if amount or held
+        ]
+        if len(moves) > _MANY_BALANCES and self.session.get_bind().dialect.name == "postgresql":
+            self._move_many_balances(moves, infos)
+            return
         # Fixed lock order (account id, then slot) rules out deadlocks between entries.
-        for account_id in sorted(deltas):
-            amount, held = deltas[account_id]
-            if amount == 0 and held == 0:
-                continue
-            info = infos[account_id]
-            if info.floor_zero:
+        for account_id, slot, amount, held in moves:
+            if infos[account_id].floor_zero:
                 row = self.session.execute(
-                    update(Balance)
-                    .where(
-                        Balance.account_id == account_id,
-                        Balance.slot == 0,
-                        Balance.balance + amount >= Balance.held + held,
-                        Balance.held + held >= 0,
-                    )
-                    .values(balance=Balance.balance + amount, held=Balance.held + held)
-                    .returning(Balance.balance)
+                    _MEMBER_MOVE, {"b_account": account_id, "d_amount": amount, "d_held": held}
                 ).first()
                 if row is None:
                     raise InsufficientPoints(
                         "not enough available points", needed=-amount if amount < 0 else held
                     )
             else:
-                slot = 0 if info.slots == 1 else random.randrange(info.slots)
                 self.session.execute(
-                    update(Balance)
-                    .where(Balance.account_id == account_id, Balance.slot == slot)
-                    .values(balance=Balance.balance + amount)
+                    _SLOT_MOVE, {"b_account": account_id, "b_slot": slot, "d_amount": amount}
                 )
+
+    @staticmethod
+    def _slot(info: AccountInfo) -> int:
+        # Spreading a hot account over slots lets concurrent entries update different rows.
+        return 0 if info.slots == 1 else random.randrange(info.slots)
+
+    def _move_many_balances(
+        self, moves: list[tuple[uuid.UUID, int, int, int]], infos: dict[uuid.UUID, AccountInfo]
+    ) -> None:
+        """Two statements for any number of accounts: lock them in order, then move them."""
+        params = {
+            "ids": [m[0] for m in moves],
+            "slots": [m[1] for m in moves],
+            "amounts": [m[2] for m in moves],
+            "helds": [m[3] for m in moves],
+        }
+        self.session.execute(_LOCK_MANY, params)
+        try:
+            rows = self.session.execute(_MOVE_MANY, params).all()
+        except IntegrityError as error:
+            if "floor_zero_respected" in str(error.orig):
+                raise InsufficientPoints("not enough available points") from None
+            raise
+        if len(rows) != len(moves):
+            raise LedgerImbalance("a balance row is missing")
+        for account_id, balance, held in rows:
+            if infos[account_id].floor_zero and (balance < held or held < 0):
+                raise InsufficientPoints("not enough available points", account=str(account_id))
 
     def _take_lots(self, leg: Leg) -> list[tuple[uuid.UUID, int]]:
         """Which lots a debit takes: preferred lots first, then those expiring first."""
@@ -660,7 +719,7 @@ class _LotWriter:
                         "remaining": leg.amount,
                     }
                 )
-                moved[lot_id] += leg.amount
+                # A new lot's creation is its `points`; movements record later changes.
                 continue
             self.flush()
             if leg.amount < 0:
@@ -685,7 +744,7 @@ class _LotWriter:
     def flush(self) -> None:
         session = self.ledger.session
         if self.new_lots:
-            session.execute(insert(_LOTS), self.new_lots)
+            bulk_insert(session, _LOTS, self.new_lots)
             self.new_lots = []
         if self.changes:
             session.execute(
@@ -696,5 +755,5 @@ class _LotWriter:
             )
             self.changes = defaultdict(int)
         if self.movements:
-            session.execute(insert(_LOT_MOVEMENTS), self.movements)
+            bulk_insert(session, _LOT_MOVEMENTS, self.movements)
             self.movements = []

@@ -7,11 +7,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from clearing.context import Caller
+from clearing.db import bulk_insert
 from clearing.errors import Conflict, Forbidden, InactiveParty, InvalidInput, NotFound
 from clearing.idempotency import run_once
 from clearing.ids import new_id
@@ -650,8 +652,9 @@ def _post_accruals(
             )
         )
     posted = ledger.post_many(drafts)
-    session.execute(
-        insert(Accrual),
+    bulk_insert(
+        session,
+        cast(Table, Accrual.__table__),
         [
             {
                 "id": out.id,
