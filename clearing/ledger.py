@@ -196,7 +196,7 @@ _SLOT_MOVE = (
     .values(balance=_BALANCES.c.balance + bindparam("d_amount"))
 )
 # Beyond this many accounts in one transaction, PostgreSQL moves them in two statements.
-_MANY_BALANCES = 8
+_MANY_BALANCES = 3
 _MOVES = (
     "unnest(CAST(:ids AS uuid[]), CAST(:slots AS smallint[]), CAST(:amounts AS bigint[]),"
     " CAST(:helds AS bigint[])) AS v(account_id, slot, amount, held)"
@@ -529,17 +529,11 @@ class Ledger:
     ) -> uuid.UUID:
         """Reserve points on a member account (available = balance - held)."""
         check_amount(points)
-        self.release_expired_holds(now, account_id=account_id)
-        row = self.session.execute(
-            update(Balance)
-            .where(
-                Balance.account_id == account_id,
-                Balance.slot == 0,
-                Balance.balance >= Balance.held + points,
-            )
-            .values(held=Balance.held + points)
-            .returning(Balance.balance)
-        ).first()
+        params = {"b_account": account_id, "d_amount": 0, "d_held": points}
+        row = self.session.execute(_MEMBER_MOVE, params).first()
+        # Expired holds are released lazily: only when they stand in the way.
+        if row is None and self.release_expired_holds(now, account_id=account_id):
+            row = self.session.execute(_MEMBER_MOVE, params).first()
         if row is None:
             raise InsufficientPoints("not enough available points", needed=points)
         hold_id = new_id()
