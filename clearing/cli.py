@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, NoReturn
+
 import typer
 from sqlalchemy import Engine
 
 from clearing.config import Settings
 from clearing.db import make_engine, transaction
+from clearing.errors import ClearingError
 from clearing.timeutil import utcnow
+from settlement.cli import settlement_app
 
 app = typer.Typer(help="Points clearing platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The ledger.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
+org_app = typer.Typer(help="Organisations (operator bootstrap).", no_args_is_help=True)
+key_app = typer.Typer(help="API keys of organisations.", no_args_is_help=True)
+app.add_typer(org_app, name="org")
+app.add_typer(key_app, name="key")
+app.add_typer(settlement_app, name="settlement")
 
 
 def _engine() -> Engine:
@@ -69,3 +79,89 @@ def demo() -> None:
     from clearing.demo import run_demo
 
     raise typer.Exit(run_demo(Settings.from_env()))
+
+
+def _fail(error: Exception) -> NoReturn:
+    # One line on stderr: stdout stays empty so scripts capturing an id see the failure.
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(1)
+
+
+@org_app.command("create")
+def org_create(
+    kind: str = typer.Option(..., help="platform, issuer or merchant"),
+    name: str = typer.Option(...),
+    currency: str = typer.Option("CNY", help="Settlement currency, ISO 4217"),
+) -> None:
+    """Register an organisation; prints its id alone."""
+    import clearing.tables  # noqa: F401
+    from issuers.schemas import OrganisationCreate
+    from issuers.service import create_organisation
+
+    try:
+        req = OrganisationCreate.model_validate({"kind": kind, "name": name, "currency": currency})
+        with transaction(_engine()) as session:
+            org = create_organisation(session, req, utcnow())
+    except (ClearingError, ValueError) as error:
+        _fail(error)
+    typer.echo(str(org.id))
+
+
+@key_app.command("add")
+def key_add(
+    org_id: Annotated[str, typer.Argument(help="Organisation id")],
+    public_key: Annotated[
+        Path, typer.Option(help="Public key file: PEM or JWK", exists=True, dir_okay=False)
+    ],
+) -> None:
+    """Register an organisation's public key; prints the key id alone."""
+    import uuid
+
+    import clearing.tables  # noqa: F401
+    from issuers.keys import ApiKeyCreate, add_key
+
+    try:
+        req = ApiKeyCreate(public_key=public_key.read_text(encoding="utf-8"))
+        with transaction(_engine()) as session:
+            key = add_key(session, uuid.UUID(org_id), req, utcnow())
+    except (ClearingError, ValueError) as error:
+        _fail(error)
+    typer.echo(key.keyid)
+
+
+@key_app.command("revoke")
+def key_revoke(keyid: str = typer.Argument(...)) -> None:
+    """Revoke a key at once."""
+    import clearing.tables  # noqa: F401
+    from issuers.keys import revoke_key
+
+    try:
+        with transaction(_engine()) as session:
+            revoke_key(session, keyid, utcnow())
+    except ClearingError as error:
+        _fail(error)
+    typer.echo(f"revoked {keyid}")
+
+
+@app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    workers: int = typer.Option(1, help="Worker processes"),
+    scheduler: bool = typer.Option(True, help="Run the daily settlement scheduler too"),
+) -> None:
+    """Serve the signed partner API with uvicorn."""
+    import os
+
+    import uvicorn
+
+    os.environ["CLEARING_SCHEDULER"] = "1" if scheduler else "0"
+
+    uvicorn.run(
+        "clearing.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+    )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +24,7 @@ from clearing.check import check_ledger
 from clearing.config import Settings
 from clearing.context import Caller
 from clearing.db import make_engine, transaction
+from clearing.errors import ClearingError
 from clearing.ledger import Ledger
 from clearing.migrate import upgrade
 from clearing.models import Obligation
@@ -101,7 +103,27 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
             console.print(f"[red]{error}[/red]")
         return 1
     console.print("ledger check: [green]clean[/green] (every balance recomputed from the postings)")
+    code = _settle(engine, dataclasses.replace(settings, database_url=url), day, console)
     engine.dispose()
+    return code
+
+
+def _settle(engine: Engine, settings: Settings, day: date, console: Console) -> int:
+    """Settle the demo's business day and say where the files are."""
+    from settlement.service import run_batch
+
+    try:
+        batch = run_batch(engine, day, "CNY", utcnow(), settings)
+    except ClearingError as error:
+        console.print(f"[red]settlement of {day}: {error.code}: {error}[/red]")
+        return 1
+    console.print(
+        f"settlement batch [bold]{batch.id}[/bold] {batch.state}: {batch.line_count} obligations,"
+        f" {len(batch.positions)} parties, positions sum to"
+        f" {sum(p.net for p in batch.positions)}"
+    )
+    console.print(f"settlement files: {batch.directory}")
+    console.print(f"verify them with: clearing settlement verify {batch.directory}")
     return 0
 
 

@@ -192,7 +192,9 @@ _MEMBER_MOVE = (
 )
 _SLOT_MOVE = (
     update(_BALANCES)
-    .where(_BALANCES.c.account_id == bindparam("b_account"), _BALANCES.c.slot == bindparam("b_slot"))
+    .where(
+        _BALANCES.c.account_id == bindparam("b_account"), _BALANCES.c.slot == bindparam("b_slot")
+    )
     .values(balance=_BALANCES.c.balance + bindparam("d_amount"))
 )
 # Beyond this many accounts in one transaction, PostgreSQL moves them in two statements.

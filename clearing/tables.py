@@ -5,5 +5,6 @@ from __future__ import annotations
 import clearing.models
 import exchange.models
 import issuers.models
+import settlement.models
 
-__all__ = ["clearing", "exchange", "issuers"]
+__all__ = ["clearing", "exchange", "issuers", "settlement"]

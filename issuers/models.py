@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clearing.db import Base, ExactDecimal
@@ -116,3 +116,20 @@ class Accrual(Base):
     reversed_points: Mapped[int] = mapped_column(BigInteger, default=0)
     lot_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("lots.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKey(Base):
+    """An organisation's Ed25519 public key for the signed API; several may be active at once."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_org_id", "org_id"),)
+
+    keyid: Mapped[str] = mapped_column(String(100), primary_key=True)
+    """RFC 7638 JWK thumbprint of the public key: the same key always has the same id."""
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    """SubjectPublicKeyInfo PEM; the platform never sees a partner's private key."""
+    status: Mapped[str] = mapped_column(String(12), default="active")
+    """active, revoked (revocation is final)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -10,6 +10,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,8 @@ from issuers.models import Organisation
 from issuers.schemas import AccrualCreate
 
 MEMBERS = ("m0", "m1", "m2")
-VALUE = arithmetic.Decimal("0.005")  # BANKA's point value: 2 points per fen
-FEE = arithmetic.Decimal("0.006")  # the shop's fee rate
+VALUE = Decimal("0.005")  # BANKA's point value: 2 points per fen
+FEE = Decimal("0.006")  # the shop's fee rate
 
 
 @dataclass

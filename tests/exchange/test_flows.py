@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 
@@ -19,6 +21,7 @@ from factories import (
     member,
 )
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from clearing.check import check_ledger
 from clearing.db import transaction
@@ -26,7 +29,7 @@ from clearing.errors import ClearingError
 from clearing.ledger import Ledger, expire_due_lots
 from clearing.models import Obligation
 from exchange import service as exchange
-from exchange.schemas import BilateralRateCreate, RefundCreate
+from exchange.schemas import BilateralRateCreate, CaptureCreate, RefundCreate
 
 
 def obligations(engine: Engine) -> list[tuple[str, int]]:
@@ -34,7 +37,9 @@ def obligations(engine: Engine) -> list[tuple[str, int]]:
         return [
             (row.event_type, row.amount)
             for row in session.execute(
-                select(Obligation).order_by(Obligation.booked_at, Obligation.entry_id, Obligation.seq)
+                select(Obligation).order_by(
+                    Obligation.booked_at, Obligation.entry_id, Obligation.seq
+                )
             ).scalars()
         ]
 
@@ -112,13 +117,14 @@ def test_partial_capture_releases_the_rest_and_void_releases_all(engine: Engine)
     with transaction(engine) as session:
         exchange.void(session, w.cafe, second.id, T0, key())
     assert balance(engine, w.bank_b, "BANKB", "bob") == (3500, 3500)
-    for action, code in (
+    actions: tuple[tuple[Callable[[Session], object], str], ...] = (
         (lambda s: exchange.void(s, w.cafe, second.id, T0, key()), "hold_not_open"),
         (
-            lambda s: exchange.capture(s, w.cafe, auth.id, exchange.CaptureCreate(), T0, key()),
+            lambda s: exchange.capture(s, w.cafe, auth.id, CaptureCreate(), T0, key()),
             "hold_not_open",
         ),
-    ):
+    )
+    for action, code in actions:
         with transaction(engine) as session, pytest.raises(ClearingError) as err:
             action(session)
         assert err.value.code == code
@@ -132,7 +138,7 @@ def test_expired_hold_cannot_be_captured_and_is_released(engine: Engine) -> None
     auth = authorise(engine, w.cafe, "BANKB", "bob", 100)
     later = T0 + timedelta(minutes=16)
     with transaction(engine) as session, pytest.raises(ClearingError) as err:
-        exchange.capture(session, w.cafe, auth.id, exchange.CaptureCreate(), later, key())
+        exchange.capture(session, w.cafe, auth.id, CaptureCreate(), later, key())
     assert err.value.code == "hold_expired"
     assert balance(engine, w.bank_b, "BANKB", "bob", now=later) == (100, 100)
     with transaction(engine) as session:
@@ -219,7 +225,7 @@ def test_spending_takes_earliest_expiring_lots_and_expiry_posts_the_rest(engine:
         assert expire_due_lots(session, T0.replace(year=2027) + timedelta(days=41)) == 0
     assert balance(engine, w.bank_a, "BANKA", "alice", now=T0.replace(year=2028)) == (0, 0)
     with transaction(engine) as session:
-        liability = -sum(
+        liability = -sum(  # the issuer's outstanding points, from the ledger alone
             Ledger(session).balance(Ledger(session).account_id("points:BANKA", role, program_id))
             for role, program_id in _program_roles(session, "BANKA")
         )
@@ -227,7 +233,7 @@ def test_spending_takes_earliest_expiring_lots_and_expiry_posts_the_rest(engine:
     assert_clean(engine)
 
 
-def _program_roles(session, code):  # type: ignore[no-untyped-def]
+def _program_roles(session: Session, code: str) -> list[tuple[str, uuid.UUID]]:
     from issuers.models import Program
     from issuers.service import PROGRAM_ACCOUNTS
 

@@ -1,0 +1,351 @@
+"""Ledger throughput on PostgreSQL against pgbench (TPC-B) on the same server, in the same run.
+
+    .venv/bin/python benchmarks/ledger_bench.py [--seconds 10] [--workers 8]
+
+(a) single operations, one transaction each, by 8 worker processes: accrual, checkout
+    authorisation, checkout capture, with checkouts spread over 50 merchants;
+(b) the batched path: bulk accrual files of 1,000 lines, one transaction per file;
+(c) the hot-account case: (a) again with every checkout at one merchant.
+The reference is pgbench's TPC-B with the same client count, scale = clients (as pgbench's
+documentation advises). Prints a table, then one JSON line with every figure and ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import resource
+import statistics
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+ADMIN_URL = os.environ.get(
+    "CLEARING_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+MERCHANTS = 50
+MEMBERS_PER_WORKER = 100
+FILE_LINES = 1000
+
+
+@dataclass(frozen=True)
+class Setup:
+    url: str
+    issuer: tuple[str, str]
+    merchants: list[tuple[str, str]]
+
+
+def _admin() -> Engine:
+    return create_engine(
+        make_url(ADMIN_URL).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+
+
+def _create_db(name: str) -> str:
+    with _admin().connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_db(name: str) -> None:
+    with _admin().connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def pgbench(seconds: int, clients: int) -> float:
+    """TPC-B transactions per second on a scratch database of the same server."""
+    name = f"clearing_pgbench_{os.getpid()}"
+    url = make_url(_create_db(name))
+    env = {
+        **os.environ,
+        "PGHOST": url.host or "127.0.0.1",
+        "PGPORT": str(url.port or 5432),
+        "PGUSER": url.username or "postgres",
+    }
+    try:
+        subprocess.run(
+            ["pgbench", "-i", "-q", "-s", str(clients), name],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        out = subprocess.run(
+            [
+                "pgbench",
+                "-n",
+                "-c",
+                str(clients),
+                "-j",
+                str(min(clients, os.cpu_count() or 2)),
+                "-T",
+                str(seconds),
+                name,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout
+    finally:
+        _drop_db(name)
+    match = re.search(r"tps = ([0-9.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def setup(url: str, workers: int) -> Setup:
+    """Platform, one issuer program, merchants, members with plenty of points."""
+    from clearing.context import Caller
+    from clearing.db import make_engine, transaction
+    from clearing.migrate import upgrade
+    from issuers import service as issuers
+    from issuers.schemas import (
+        AccrualBatchCreate,
+        AccrualCreate,
+        MemberCreate,
+        OrganisationCreate,
+        ProgramCreate,
+    )
+
+    now = datetime.now(UTC)
+    engine = make_engine(url)
+    upgrade(engine)
+    with transaction(engine) as s:
+        issuers.create_organisation(
+            s,
+            OrganisationCreate(
+                kind="platform",
+                name="Platform",
+                currency="CNY",
+                conversion_fee_rate=Decimal("0.01"),
+            ),
+            now,
+        )
+        bank = issuers.create_organisation(
+            s, OrganisationCreate(kind="issuer", name="Bank", currency="CNY"), now
+        )
+        merchants = [
+            issuers.create_organisation(
+                s,
+                OrganisationCreate(
+                    kind="merchant", name=f"M{i}", currency="CNY", default_fee_rate=Decimal("0.006")
+                ),
+                now,
+            )
+            for i in range(MERCHANTS)
+        ]
+        caller = Caller(bank.id, "issuer")
+        issuers.create_program(
+            s,
+            caller,
+            ProgramCreate(
+                code="BANK", name="Bank points", point_value=Decimal("0.005"), expiry_months=12
+            ),
+            now,
+        )
+        for w in range(workers):
+            for m in range(MEMBERS_PER_WORKER):
+                issuers.create_member(
+                    s, caller, "BANK", MemberCreate(external_id=f"w{w}-m{m}"), now
+                )
+    with transaction(engine) as s:
+        items = [
+            AccrualCreate(program="BANK", external_id=f"w{w}-m{m}", points=10**12)
+            for w in range(workers)
+            for m in range(MEMBERS_PER_WORKER)
+        ]
+        issuers.accrue_batch(s, caller, AccrualBatchCreate(items=items), now, "seed")
+    engine.dispose()
+    return Setup(url, (str(bank.id), "issuer"), [(str(m.id), "merchant") for m in merchants])
+
+
+def _single_worker(args: tuple[Setup, int, float, bool, mp.Queue]) -> None:  # type: ignore[type-arg]
+    """One worker: accrual, authorise, capture in a loop, one transaction each."""
+    conf, worker, deadline, hot, queue = args
+    from clearing.context import Caller
+    from clearing.db import make_engine, transaction
+    from exchange import service as exchange
+    from exchange.schemas import CaptureCreate, CheckoutCreate
+    from issuers import service as issuers
+    from issuers.schemas import AccrualCreate
+
+    engine = make_engine(conf.url, pool_size=1, max_overflow=0)
+    issuer = Caller(uuid.UUID(conf.issuer[0]), "issuer")
+    merchants = [Caller(uuid.UUID(m), "merchant") for m, _ in conf.merchants]
+    latencies: dict[str, list[float]] = {"accrual": [], "authorise": [], "capture": []}
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() < deadline:
+        ext = f"w{worker}-m{n % MEMBERS_PER_WORKER}"
+        merchant = merchants[0] if hot else merchants[(worker * 7 + n) % MERCHANTS]
+        now = datetime.now(UTC)
+        t0 = time.perf_counter()
+        with transaction(engine) as s:
+            issuers.accrue(
+                s,
+                issuer,
+                AccrualCreate(program="BANK", external_id=ext, points=500),
+                now,
+                uuid.uuid4().hex,
+            )
+        t1 = time.perf_counter()
+        with transaction(engine) as s:
+            auth, _ = exchange.authorise(
+                s,
+                merchant,
+                CheckoutCreate(
+                    program="BANK", external_id=ext, order_total=1000, points_amount=300
+                ),
+                now,
+                uuid.uuid4().hex,
+            )
+        t2 = time.perf_counter()
+        with transaction(engine) as s:
+            exchange.capture(s, merchant, auth.id, CaptureCreate(), now, uuid.uuid4().hex)
+        t3 = time.perf_counter()
+        latencies["accrual"].append(t1 - t0)
+        latencies["authorise"].append(t2 - t1)
+        latencies["capture"].append(t3 - t2)
+        n += 1
+    queue.put((n * 3, time.perf_counter() - start, latencies))
+    engine.dispose()
+
+
+def _batch_worker(args: tuple[Setup, int, float, bool, mp.Queue]) -> None:  # type: ignore[type-arg]
+    """One worker posting bulk accrual files of FILE_LINES lines, one transaction per file."""
+    conf, worker, deadline, _, queue = args
+    from clearing.context import Caller
+    from clearing.db import make_engine, transaction
+    from issuers import service as issuers
+    from issuers.schemas import AccrualBatchCreate, AccrualCreate
+
+    engine = make_engine(conf.url, pool_size=1, max_overflow=0)
+    issuer = Caller(uuid.UUID(conf.issuer[0]), "issuer")
+    items = [
+        AccrualCreate(
+            program="BANK", external_id=f"w{worker}-m{i % MEMBERS_PER_WORKER}", points=1 + i
+        )
+        for i in range(FILE_LINES)
+    ]
+    req = AccrualBatchCreate(items=items)
+    ops = 0
+    latencies: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        with transaction(engine) as s:
+            issuers.accrue_batch(s, issuer, req, datetime.now(UTC), uuid.uuid4().hex)
+        latencies.append(time.perf_counter() - t0)
+        ops += FILE_LINES
+    queue.put((ops, time.perf_counter() - start, {"file": latencies}))
+    engine.dispose()
+
+
+def run_phase(
+    conf: Setup, workers: int, seconds: float, target: Callable[..., None], hot: bool = False
+) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    # Workers start, import and connect before the clock starts, then run until the deadline.
+    deadline = time.perf_counter() + seconds + 3.0
+    procs = [
+        ctx.Process(target=target, args=((conf, w, deadline, hot, queue),)) for w in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    ops = sum(r[0] for r in results)
+    elapsed = max(r[1] for r in results)
+    merged: dict[str, list[float]] = {}
+    for _, _, lat in results:
+        for k, v in lat.items():
+            merged.setdefault(k, []).extend(v)
+    figures = {"ops_per_s": ops / elapsed, "ops": float(ops)}
+    for k, v in merged.items():
+        v.sort()
+        figures[f"{k}_p50_ms"] = statistics.median(v) * 1000
+        figures[f"{k}_p99_ms"] = v[int(len(v) * 0.99) - 1] * 1000 if len(v) > 1 else v[0] * 1000
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=8)
+    args = parser.parse_args()
+    name = f"clearing_bench_{os.getpid()}"
+    url = _create_db(name)
+    try:
+        conf = setup(url, args.workers)
+        reference = pgbench(args.seconds, args.workers)
+        single = run_phase(conf, args.workers, args.seconds, _single_worker)
+        batched = run_phase(conf, args.workers, args.seconds, _batch_worker)
+        hot = run_phase(conf, args.workers, args.seconds, _single_worker, hot=True)
+        from clearing.check import check_ledger
+        from clearing.db import make_engine, transaction
+
+        engine = make_engine(url)
+        with transaction(engine) as s:
+            errors = check_ledger(s)
+        engine.dispose()
+    finally:
+        _drop_db(name)
+    peak_mib = (
+        max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        )
+        / 1024
+    )
+    figures = {
+        "workers": args.workers,
+        "seconds": args.seconds,
+        "pgbench_tps": round(reference, 1),
+        "a_single_ops_per_s": round(single["ops_per_s"], 1),
+        "a_ratio_to_pgbench": round(single["ops_per_s"] / reference, 3),
+        "a_target": 0.5,
+        "b_batched_ops_per_s": round(batched["ops_per_s"], 1),
+        "b_ratio_to_pgbench": round(batched["ops_per_s"] / reference, 3),
+        "b_target": 10.0,
+        "c_hot_ops_per_s": round(hot["ops_per_s"], 1),
+        "c_ratio_to_a": round(hot["ops_per_s"] / single["ops_per_s"], 3),
+        "c_target": 0.5,
+        "latency_ms": {
+            k: round(v, 2)
+            for phase, d in (("a", single), ("b", batched), ("c", hot))
+            for k, v in ((f"{phase}_{key}", val) for key, val in d.items() if key.endswith("_ms"))
+        },
+        "peak_rss_mib": round(peak_mib, 1),
+        "ledger_check_errors": len(errors),
+    }
+    print(f"{'figure':<28}{'value':>14}{'ratio':>10}{'target':>9}")
+    print(f"{'pgbench TPC-B tps':<28}{reference:>14.1f}")
+    print(
+        f"{'(a) single ops/s':<28}{single['ops_per_s']:>14.1f}{figures['a_ratio_to_pgbench']:>10}{'>=0.5':>9}"
+    )
+    print(
+        f"{'(b) batched ops/s':<28}{batched['ops_per_s']:>14.1f}{figures['b_ratio_to_pgbench']:>10}{'>=10':>9}"
+    )
+    print(
+        f"{'(c) hot merchant ops/s':<28}{hot['ops_per_s']:>14.1f}{figures['c_ratio_to_a']:>10}{'>=0.5':>9}"
+    )
+    print(f"{'peak RSS MiB':<28}{peak_mib:>14.1f}")
+    print(f"{'ledger check errors':<28}{len(errors):>14}")
+    print(json.dumps(figures, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

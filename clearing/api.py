@@ -1,0 +1,109 @@
+"""What every route shares: the request's transaction, idempotency keys, responses, pages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Header, Query, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from clearing.db import transaction
+from clearing.errors import ClearingError, InvalidInput
+from clearing.models import IdempotencyRecord
+from clearing.schemas import Model
+
+T = TypeVar("T")
+JSON = "application/json"
+
+
+class IdempotencyKeyMissing(ClearingError):
+    status = 400
+    code = "idempotency_key_missing"
+    title = "Idempotency-Key header required"
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed if the route returns, rolled back if it raises."""
+    with transaction(request.app.state.engine) as session:
+        yield session
+
+
+async def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="Unique per logical operation; 1-200 chars"),
+    ] = None,
+) -> str:
+    """The Idempotency-Key header, required on every POST."""
+    if key is None or not key.strip():
+        raise IdempotencyKeyMissing("every POST needs an Idempotency-Key header")
+    if len(key) > 200:
+        raise InvalidInput(
+            "Idempotency-Key must be at most 200 characters", field="Idempotency-Key"
+        )
+    return key
+
+
+# scope="function": the commit happens before the response leaves, so a 2xx is durable.
+SessionDep = Annotated[Session, Depends(db_session, scope="function")]
+IdempotencyKey = Annotated[str, Depends(idempotency_key)]
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
+After = Annotated[str | None, Query(max_length=200, description="Cursor from `next`")]
+
+
+def json_response(result: BaseModel, status_code: int = 200) -> Response:
+    """A model as the JSON body, serialised the way the idempotency store serialises it."""
+    return Response(result.model_dump_json().encode(), status_code=status_code, media_type=JSON)
+
+
+def once_response(
+    session: Session, org_id: uuid.UUID, key: str, result: BaseModel, replayed: bool
+) -> Response:
+    """The answer to a POST run through ``run_once``: a replay sends the stored bytes verbatim."""
+    if not replayed:
+        return json_response(result, 201)
+    row = session.execute(
+        select(IdempotencyRecord.status_code, IdempotencyRecord.result).where(
+            IdempotencyRecord.org_id == org_id, IdempotencyRecord.key == key
+        )
+    ).one()
+    return Response(
+        row.result or b"",
+        status_code=row.status_code,
+        media_type=JSON,
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+class Page(Model, Generic[T]):
+    items: list[T]
+    next: str | None
+
+
+def encode_cursor(*parts: Any) -> str:
+    """An opaque cursor for the last item of a page."""
+    raw = json.dumps([str(p) for p in parts], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str, size: int) -> list[str]:
+    """The parts of a cursor made by ``encode_cursor``; a forged one is invalid input."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        parts = json.loads(raw)
+    except (ValueError, binascii.Error):
+        raise InvalidInput("invalid cursor", field="after") from None
+    if (
+        not isinstance(parts, list)
+        or len(parts) != size
+        or not all(isinstance(p, str) for p in parts)
+    ):
+        raise InvalidInput("invalid cursor", field="after")
+    return parts

@@ -1,0 +1,327 @@
+"""Routes of organisations, keys, programs, members, accruals and member links (thin)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from sqlalchemy.orm import Session
+
+from clearing.api import (
+    After,
+    IdempotencyKey,
+    Limit,
+    Page,
+    SessionDep,
+    decode_cursor,
+    encode_cursor,
+    json_response,
+    once_response,
+)
+from clearing.auth import CallerDep, OperatorDep
+from clearing.errors import InvalidInput, NotFound
+from clearing.idempotency import run_once
+from clearing.schemas import Code, ExternalId
+from clearing.timeutil import utcnow
+from issuers import keys, service
+from issuers.models import Organisation
+from issuers.schemas import (
+    AccrualCreate,
+    AccrualOut,
+    AccrualReversalCreate,
+    AccrualReversalOut,
+    MemberCreate,
+    MemberLinkCreate,
+    MemberLinkOut,
+    MemberOut,
+    OrganisationCreate,
+    OrganisationOut,
+    OrganisationPatch,
+    OrganisationUpdate,
+    PointValueCreate,
+    PointValueOut,
+    ProgramCreate,
+    ProgramOut,
+    StatementLine,
+)
+
+router = APIRouter(prefix="/v1")
+
+CodePath = Annotated[Code, Path()]
+ExternalIdPath = Annotated[ExternalId, Path()]
+KeyIdPath = Annotated[str, Path(max_length=100)]
+
+
+# operator ------------------------------------------------------------------------------------
+
+
+@router.post("/organizations", tags=["operator"], status_code=201, response_model=OrganisationOut)
+def create_organisation(
+    caller: OperatorDep, key: IdempotencyKey, req: OrganisationCreate, session: SessionDep
+) -> Response:
+    """Onboard an issuer or a merchant (operator only)."""
+    now = utcnow()
+    result, replayed = run_once(
+        session,
+        caller.org_id,
+        key,
+        "organisation",
+        req.model_dump(mode="json"),
+        now,
+        OrganisationOut,
+        lambda: service.organisation_out(service.create_organisation(session, req, now)),
+    )
+    return once_response(session, caller.org_id, key, result, replayed)
+
+
+@router.get("/organizations/{org_id}", tags=["operator"], response_model=OrganisationOut)
+def get_organisation(caller: OperatorDep, org_id: uuid.UUID, session: SessionDep) -> Response:
+    """An organisation (operator only)."""
+    return json_response(service.organisation_out(_organisation(session, org_id)))
+
+
+@router.patch("/organizations/{org_id}", tags=["operator"], response_model=OrganisationOut)
+def update_organisation(
+    caller: OperatorDep, org_id: uuid.UUID, req: OrganisationPatch, session: SessionDep
+) -> Response:
+    """Suspend or reactivate an organisation, set its fee rates and merchant terms."""
+    update = OrganisationUpdate.model_validate(req.model_dump(exclude={"terms"}))
+    org = service.update_organisation(session, org_id, update)
+    for term in req.terms or ():
+        service.set_merchant_term(session, org_id, term)
+    return json_response(service.organisation_out(org))
+
+
+@router.post(
+    "/organizations/{org_id}/keys",
+    tags=["operator"],
+    status_code=201,
+    response_model=keys.ApiKeyOut,
+)
+def add_key(
+    caller: OperatorDep,
+    key: IdempotencyKey,
+    org_id: uuid.UUID,
+    req: keys.ApiKeyCreate,
+    session: SessionDep,
+) -> Response:
+    """Register a public key (PEM or JWK) for an organisation; rotation adds before revoking."""
+    now = utcnow()
+    result, replayed = run_once(
+        session,
+        caller.org_id,
+        key,
+        "api_key",
+        {"org": str(org_id), **req.model_dump(mode="json")},
+        now,
+        keys.ApiKeyOut,
+        lambda: keys.add_key(session, org_id, req, now),
+    )
+    return once_response(session, caller.org_id, key, result, replayed)
+
+
+@router.get("/organizations/{org_id}/keys", tags=["operator"], response_model=list[keys.ApiKeyOut])
+def list_keys(caller: OperatorDep, org_id: uuid.UUID, session: SessionDep) -> list[keys.ApiKeyOut]:
+    """Every key of an organisation, revoked ones included."""
+    _organisation(session, org_id)
+    return keys.list_keys(session, org_id)
+
+
+@router.delete(
+    "/organizations/{org_id}/keys/{keyid}", tags=["operator"], response_model=keys.ApiKeyOut
+)
+def revoke_key(
+    caller: OperatorDep, org_id: uuid.UUID, keyid: KeyIdPath, session: SessionDep
+) -> Response:
+    """Revoke a key at once; requests signed with it are refused from now on."""
+    return json_response(keys.revoke_key(session, keyid, utcnow(), org_id=org_id))
+
+
+def _organisation(session: Session, org_id: uuid.UUID) -> Organisation:
+    org = session.get(Organisation, org_id)
+    if org is None:
+        raise NotFound("unknown organisation")
+    return org
+
+
+# programs ------------------------------------------------------------------------------------
+
+
+@router.get("/programs", tags=["programs"], response_model=Page[ProgramOut])
+def list_programs(
+    caller: CallerDep, session: SessionDep, after: After = None, limit: Limit = 50
+) -> Response:
+    """Every program with its issuer and current point value, by code."""
+    cursor = decode_cursor(after, 1)[0] if after else None
+    rows = service.list_programs(session, utcnow(), cursor, limit + 1)
+    more = len(rows) > limit
+    page = rows[:limit]
+    return json_response(
+        Page[ProgramOut](items=page, next=encode_cursor(page[-1].code) if more else None)
+    )
+
+
+@router.post("/programs", tags=["programs"], status_code=201, response_model=ProgramOut)
+def create_program(
+    caller: CallerDep, key: IdempotencyKey, req: ProgramCreate, session: SessionDep
+) -> Response:
+    """Register the calling issuer's program with its first point value."""
+    now = utcnow()
+    result, replayed = run_once(
+        session,
+        caller.org_id,
+        key,
+        "program",
+        req.model_dump(mode="json"),
+        now,
+        ProgramOut,
+        lambda: service.create_program(session, caller, req, now),
+    )
+    return once_response(session, caller.org_id, key, result, replayed)
+
+
+@router.post(
+    "/programs/{code}/point-values",
+    tags=["programs"],
+    status_code=201,
+    response_model=PointValueOut,
+)
+def add_point_value(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    req: PointValueCreate,
+    session: SessionDep,
+) -> Response:
+    """Publish a new point value of one of the caller's programs, effective now or later."""
+    now = utcnow()
+    result, replayed = run_once(
+        session,
+        caller.org_id,
+        key,
+        "point_value",
+        {"program": code, **req.model_dump(mode="json")},
+        now,
+        PointValueOut,
+        lambda: service.add_point_value(session, caller, code, req, now),
+    )
+    return once_response(session, caller.org_id, key, result, replayed)
+
+
+# members -------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/programs/{code}/members", tags=["members"], status_code=201, response_model=MemberOut
+)
+def create_member(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    req: MemberCreate,
+    session: SessionDep,
+) -> Response:
+    """Enrol a member of one of the caller's programs."""
+    now = utcnow()
+    result, replayed = run_once(
+        session,
+        caller.org_id,
+        key,
+        "member",
+        {"program": code, **req.model_dump(mode="json")},
+        now,
+        MemberOut,
+        lambda: service.create_member(session, caller, code, req, now),
+    )
+    return once_response(session, caller.org_id, key, result, replayed)
+
+
+@router.get("/programs/{code}/members/{external_id}", tags=["members"], response_model=MemberOut)
+def get_member(
+    caller: CallerDep, code: CodePath, external_id: ExternalIdPath, session: SessionDep
+) -> Response:
+    """Balance, held and available points of one of the caller's members."""
+    return json_response(service.member_view(session, caller, code, external_id, utcnow()))
+
+
+@router.get(
+    "/programs/{code}/members/{external_id}/statement",
+    tags=["members"],
+    response_model=Page[StatementLine],
+)
+def get_statement(
+    caller: CallerDep,
+    code: CodePath,
+    external_id: ExternalIdPath,
+    session: SessionDep,
+    after: After = None,
+    limit: Limit = 50,
+) -> Response:
+    """Every movement of a member's points, oldest first, a page at a time."""
+    booked_after: datetime | None = None
+    entry_after: uuid.UUID | None = None
+    if after:
+        booked, entry = decode_cursor(after, 2)
+        try:
+            booked_after, entry_after = datetime.fromisoformat(booked), uuid.UUID(entry)
+        except ValueError:
+            raise InvalidInput("invalid cursor", field="after") from None
+    lines = service.statement(
+        session, caller, code, external_id, booked_after, limit + 1, after_entry=entry_after
+    )
+    more = len(lines) > limit
+    page = lines[:limit]
+    last = page[-1] if page else None
+    cursor = encode_cursor(last.booked_at.isoformat(), last.entry_id) if more and last else None
+    return json_response(Page[StatementLine](items=page, next=cursor))
+
+
+@router.post("/member-links", tags=["members"], status_code=201, response_model=MemberLinkOut)
+def link_members(
+    caller: CallerDep, key: IdempotencyKey, req: MemberLinkCreate, session: SessionDep
+) -> Response:
+    """The target issuer lets its member receive points converted from a source member."""
+    now = utcnow()
+    result, replayed = run_once(
+        session,
+        caller.org_id,
+        key,
+        "member_link",
+        req.model_dump(mode="json"),
+        now,
+        MemberLinkOut,
+        lambda: service.link_members(session, caller, req, now),
+    )
+    return once_response(session, caller.org_id, key, result, replayed)
+
+
+# accruals ------------------------------------------------------------------------------------
+
+
+@router.post("/accruals", tags=["accruals"], status_code=201, response_model=AccrualOut)
+def accrue(
+    caller: CallerDep, key: IdempotencyKey, req: AccrualCreate, session: SessionDep
+) -> Response:
+    """Credit points to a member: by its issuer, or funded by the calling merchant."""
+    result, replayed = service.accrue(session, caller, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, result, replayed)
+
+
+@router.post(
+    "/accruals/{accrual_id}/reversals",
+    tags=["accruals"],
+    status_code=201,
+    response_model=AccrualReversalOut,
+)
+def reverse_accrual(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    accrual_id: uuid.UUID,
+    req: AccrualReversalCreate,
+    session: SessionDep,
+) -> Response:
+    """Take back points of an accrual (goods returned), by its issuer or its funder."""
+    result, replayed = service.reverse_accrual(session, caller, accrual_id, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, result, replayed)
