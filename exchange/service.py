@@ -461,13 +461,16 @@ def _checkout_out(checkout: Checkout, program: str, external_id: str, now: datet
 def _own_checkout(
     session: Session, caller: Caller, checkout_id: uuid.UUID, lock: bool = True
 ) -> tuple[Checkout, Member, Program]:
-    checkout = session.get(Checkout, checkout_id, with_for_update=lock)
-    if checkout is None or checkout.merchant_id != caller.org_id:
+    query = (
+        select(Checkout, Member, Program)
+        .join(Member, Member.id == Checkout.member_id)
+        .join(Program, Program.id == Member.program_id)
+        .where(Checkout.id == checkout_id, Checkout.merchant_id == caller.org_id)
+    )
+    found = session.execute(query.with_for_update(of=Checkout) if lock else query).first()
+    if found is None:
         raise NotFound("unknown checkout")
-    member = session.get(Member, checkout.member_id)
-    assert member is not None
-    program = session.get(Program, member.program_id)
-    assert program is not None
+    checkout, member, program = found
     return checkout, member, program
 
 

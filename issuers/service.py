@@ -248,10 +248,19 @@ def own_program(session: Session, caller: Caller, code: str) -> Program:
 
 def active_program(session: Session, code: str) -> tuple[Program, Organisation]:
     """A program and its issuer, both active."""
-    program = program_by_code(session, code)
+    found = session.execute(
+        select(Program, Organisation)
+        .join(Organisation, Organisation.id == Program.issuer_id)
+        .where(Program.code == code)
+    ).first()
+    if found is None:
+        raise NotFound(f"unknown program {code}")
+    program, issuer = found
     if program.status != "active":
         raise ProgramInactive(f"program {code} is {program.status}")
-    return program, active_organisation(session, program.issuer_id)
+    if issuer.status != "active":
+        raise OrganisationInactive(f"organisation {issuer.name} is {issuer.status}")
+    return program, issuer
 
 
 def create_program(
