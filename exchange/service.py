@@ -46,7 +46,6 @@ from issuers.service import (
     active_member,
     active_organisation,
     active_program,
-    member_of,
     merchant_fee_rate,
     own_program,
     platform,
@@ -687,7 +686,3 @@ def _refund(
         refunded_amount_total=total_after,
     )
 
-
-def member_for_checkout(session: Session, program: Program, external_id: str) -> Member:
-    """Exposed for reports: the member a checkout is for."""
-    return member_of(session, program, external_id)
