@@ -1,0 +1,350 @@
+"""Every query of settlement: batches, window totals, the streamed obligation lines, positions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, Select, and_, func, or_, select, union
+from sqlalchemy.orm import Session
+
+from clearing.ledger import POSITION, money_asset
+from clearing.models import Account, JournalEntry, Obligation, Posting
+from clearing.timeutil import aware
+from issuers.models import Organisation
+from settlement.lines import LINE_COLUMNS
+from settlement.models import SettlementBatch, SettlementFile, SettlementPosition
+from settlement.netting import Totals
+
+CHUNK_ROWS = 50_000
+"""Obligation lines per chunk read from the database: memory stays bounded whatever the day."""
+
+
+def utc(moment: datetime) -> datetime:
+    """`moment` as an aware UTC datetime (SQLite hands back naive UTC, PostgreSQL its session zone)."""
+    return aware(moment).astimezone(UTC)
+
+
+# batches ------------------------------------------------------------------------------------
+
+
+def get_batch(session: Session, currency: str, business_date: date) -> SettlementBatch | None:
+    """The batch of one business day of one currency, if it was opened."""
+    return session.execute(
+        select(SettlementBatch).where(
+            SettlementBatch.currency == currency, SettlementBatch.business_date == business_date
+        )
+    ).scalar_one_or_none()
+
+
+def batch_by_id(session: Session, batch_id: str) -> SettlementBatch | None:
+    """A batch by its id."""
+    return session.get(SettlementBatch, batch_id)
+
+
+def unpublished_before(
+    session: Session, currency: str, business_date: date
+) -> list[SettlementBatch]:
+    """Batches of `currency` for earlier days that are not published yet."""
+    return list(
+        session.execute(
+            select(SettlementBatch)
+            .where(
+                SettlementBatch.currency == currency,
+                SettlementBatch.business_date < business_date,
+                SettlementBatch.state != "published",
+            )
+            .order_by(SettlementBatch.business_date)
+        ).scalars()
+    )
+
+
+def latest_batch(session: Session, currency: str) -> SettlementBatch | None:
+    """The batch of `currency` with the latest business date, whatever its state."""
+    return session.execute(
+        select(SettlementBatch)
+        .where(SettlementBatch.currency == currency)
+        .order_by(SettlementBatch.business_date.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def next_sequence(session: Session, currency: str) -> int:
+    """The sequence number of the next batch of `currency`."""
+    current = session.execute(
+        select(func.max(SettlementBatch.sequence)).where(SettlementBatch.currency == currency)
+    ).scalar_one()
+    return int(current or 0) + 1
+
+
+def list_batches(
+    session: Session,
+    *,
+    org_id: uuid.UUID | None = None,
+    after: tuple[date, str] | None = None,
+    limit: int = 50,
+    states: Sequence[str] | None = None,
+) -> list[SettlementBatch]:
+    """Batches, newest business date first; only those where `org_id` has a position if given."""
+    query = select(SettlementBatch)
+    if org_id is not None:
+        query = query.where(
+            SettlementBatch.id.in_(
+                select(SettlementPosition.batch_id).where(SettlementPosition.org_id == org_id)
+            )
+        )
+    if states is not None:
+        query = query.where(SettlementBatch.state.in_(states))
+    if after is not None:
+        query = query.where(
+            or_(
+                SettlementBatch.business_date < after[0],
+                and_(SettlementBatch.business_date == after[0], SettlementBatch.id > after[1]),
+            )
+        )
+    query = query.order_by(SettlementBatch.business_date.desc(), SettlementBatch.id).limit(limit)
+    return list(session.execute(query).scalars())
+
+
+def settlement_currencies(session: Session) -> list[str]:
+    """Every currency the platform may settle in: of organisations and of obligations."""
+    rows = session.execute(
+        union(
+            select(Organisation.currency.label("c")),
+            select(Obligation.currency.label("c")).distinct(),
+        )
+    ).scalars()
+    return sorted({str(c) for c in rows})
+
+
+# the window ---------------------------------------------------------------------------------
+
+
+def _in_window(currency: str, start: datetime, end: datetime) -> Any:
+    return and_(
+        Obligation.currency == currency,
+        Obligation.booked_at >= utc(start),
+        Obligation.booked_at < utc(end),
+    )
+
+
+def window_totals(session: Session, currency: str, start: datetime, end: datetime) -> Totals:
+    """Count, amount and points of the obligations the ledger holds in the window."""
+    count, amount, points = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(Obligation.amount), 0),
+            func.coalesce(func.sum(Obligation.points), 0),
+        ).where(_in_window(currency, start, end))
+    ).one()
+    return Totals(amount=int(amount or 0), count=int(count), points=int(points or 0))
+
+
+def earliest_obligation(session: Session, currency: str) -> datetime | None:
+    """When the first obligation in `currency` was booked."""
+    first = session.execute(
+        select(func.min(Obligation.booked_at)).where(Obligation.currency == currency)
+    ).scalar_one()
+    return None if first is None else utc(first)
+
+
+def obligations_before(session: Session, currency: str, instant: datetime) -> int:
+    """How many obligations of `currency` were booked before `instant`."""
+    return int(
+        session.execute(
+            select(func.count()).where(
+                Obligation.currency == currency, Obligation.booked_at < utc(instant)
+            )
+        ).scalar_one()
+    )
+
+
+def window_parties(
+    session: Session, currency: str, start: datetime, end: datetime
+) -> set[uuid.UUID]:
+    """Every organisation that pays or is paid in the window."""
+    where = _in_window(currency, start, end)
+    rows = session.execute(
+        union(
+            select(Obligation.payer_org_id.label("org")).where(where),
+            select(Obligation.payee_org_id.label("org")).where(where),
+        )
+    ).scalars()
+    return set(rows)
+
+
+def position_accounts(session: Session, currency: str, org_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of `org_ids` hold a money position account in `currency`."""
+    if not org_ids:
+        return set()
+    return set(
+        session.execute(
+            select(Account.org_id).where(
+                Account.kind == POSITION,
+                Account.asset == money_asset(currency),
+                Account.org_id.in_(org_ids),
+            )
+        ).scalars()
+    )
+
+
+def ledger_positions(
+    session: Session, currency: str, start: datetime, end: datetime
+) -> dict[uuid.UUID, int]:
+    """What the entries booked in the window moved on each party's position account."""
+    rows = session.execute(
+        select(Account.org_id, func.sum(Posting.amount))
+        .join(Posting, Posting.account_id == Account.id)
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .where(
+            Account.kind == POSITION,
+            Account.asset == money_asset(currency),
+            JournalEntry.booked_at >= utc(start),
+            JournalEntry.booked_at < utc(end),
+        )
+        .group_by(Account.org_id)
+    )
+    return {org: int(total) for org, total in rows}
+
+
+def _lines_query(
+    currency: str, start: datetime, end: datetime, party: uuid.UUID | None
+) -> Select[*tuple[Any, ...]]:
+    query = select(
+        Obligation.entry_id,
+        Obligation.seq,
+        Obligation.original_entry_id,
+        Obligation.event_type,
+        Obligation.payer_org_id,
+        Obligation.payee_org_id,
+        Obligation.currency,
+        Obligation.amount,
+        Obligation.program_code,
+        Obligation.points,
+        Obligation.point_value,
+        Obligation.point_value_version,
+        Obligation.booked_at,
+    ).where(_in_window(currency, start, end))
+    if party is not None:
+        query = query.where(or_(Obligation.payer_org_id == party, Obligation.payee_org_id == party))
+    # The statements' order; uuid order is the order of their canonical text on both databases.
+    return query.order_by(Obligation.booked_at, Obligation.entry_id, Obligation.seq)
+
+
+def _frame(rows: Sequence[Any]) -> pd.DataFrame:
+    cols = list(zip(*rows, strict=True))
+    return pd.DataFrame(
+        {
+            "reference": [str(v) for v in cols[0]],
+            "seq": np.array(cols[1], dtype=np.int64),
+            "original_reference": [None if v is None else str(v) for v in cols[2]],
+            "event_type": list(cols[3]),
+            "payer": [str(v) for v in cols[4]],
+            "payee": [str(v) for v in cols[5]],
+            "currency": list(cols[6]),
+            "amount": np.array(cols[7], dtype=np.int64),
+            "program": list(cols[8]),
+            "points": pd.array(cols[9], dtype="Int64"),
+            "point_value": list(cols[10]),
+            "point_value_version": pd.array(cols[11], dtype="Int64"),
+            # SQLite hands back naive UTC, PostgreSQL aware instants: both end up UTC.
+            "booked_at": pd.to_datetime(list(cols[12]), utc=True).as_unit("us"),
+        },
+        columns=list(LINE_COLUMNS),
+    )
+
+
+def iter_window_frames(
+    engine: Engine,
+    currency: str,
+    start: datetime,
+    end: datetime,
+    *,
+    party: uuid.UUID | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The window's obligation lines (of one party, if given) as frames of at most
+    `chunk_rows` rows with the ObligationLine field names as columns, in statement order.
+
+    PostgreSQL streams through a server-side cursor; SQLite steps through its result set. Either
+    way only one chunk is in memory at a time.
+    """
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
+            _lines_query(currency, start, end, party)
+        )
+        for rows in result.partitions(chunk_rows):
+            if rows:
+                yield _frame(rows)
+
+
+# parties, positions, files ------------------------------------------------------------------
+
+
+def organisations(session: Session, org_ids: set[uuid.UUID]) -> dict[uuid.UUID, Organisation]:
+    """Organisations by id."""
+    if not org_ids:
+        return {}
+    return {
+        o.id: o
+        for o in session.execute(select(Organisation).where(Organisation.id.in_(org_ids))).scalars()
+    }
+
+
+def platform_organisation(session: Session) -> Organisation | None:
+    """The platform organisation, if registered."""
+    return session.execute(
+        select(Organisation).where(Organisation.kind == "platform").order_by(Organisation.id)
+    ).scalar()
+
+
+def last_statement(
+    session: Session, org_id: uuid.UUID, currency: str, before: date
+) -> SettlementPosition | None:
+    """The party's statement in the latest earlier batch of `currency` that has one."""
+    return session.execute(
+        select(SettlementPosition)
+        .join(SettlementBatch, SettlementBatch.id == SettlementPosition.batch_id)
+        .where(
+            SettlementPosition.org_id == org_id,
+            SettlementBatch.currency == currency,
+            SettlementBatch.business_date < before,
+        )
+        .order_by(SettlementBatch.business_date.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def positions(session: Session, batch_id: str) -> list[SettlementPosition]:
+    """Positions of a batch, in party id order."""
+    return list(
+        session.execute(
+            select(SettlementPosition)
+            .where(SettlementPosition.batch_id == batch_id)
+            .order_by(SettlementPosition.org_id)
+        ).scalars()
+    )
+
+
+def position_of(session: Session, batch_id: str, org_id: uuid.UUID) -> SettlementPosition | None:
+    """One party's position in a batch."""
+    return session.get(SettlementPosition, (batch_id, org_id))
+
+
+def files(session: Session, batch_id: str, org_id: uuid.UUID | None = None) -> list[SettlementFile]:
+    """Files recorded for a batch (of one party if given)."""
+    query = select(SettlementFile).where(SettlementFile.batch_id == batch_id)
+    if org_id is not None:
+        query = query.where(SettlementFile.org_id == org_id)
+    return list(
+        session.execute(query.order_by(SettlementFile.org_id, SettlementFile.name)).scalars()
+    )
+
+
+def file_of(session: Session, batch_id: str, org_id: uuid.UUID, name: str) -> SettlementFile | None:
+    """One recorded file."""
+    return session.get(SettlementFile, (batch_id, org_id, name))

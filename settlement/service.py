@@ -1,0 +1,629 @@
+"""The daily settlement batch: open, close the window, net, write files, publish. Resumable.
+
+States, each transition committed on its own before the next step starts:
+
+    open ──> closing ──> netted ──> files_written ──> published
+
+- open: the batch row exists (id, window, sequence, created_at = the files' generated_at).
+- closing: the ledger's control totals of the window (count, amount, points) are frozen.
+- netted: the lines were streamed and netted, every invariant held, positions are stored.
+- files_written: every party's folder is complete in a staging folder and its hashes stored.
+- published: the staging folder was renamed into place, re-verified, and the batch is final.
+
+A rerun after a crash at any point resumes from the last committed state; every step before
+publication can be redone and gives the same bytes (files depend only on stored values and the
+lines, and Ed25519 signatures are deterministic). A published batch is never touched again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import cast
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Engine, delete, insert
+from sqlalchemy.orm import Session
+
+from clearing.config import Settings
+from clearing.db import transaction
+from clearing.errors import ClearingError, Conflict, InvalidInput, NotFound
+from clearing.platform_key import load_or_create
+from settlement import repository as repo
+from settlement.currencies import exponent, parse_minor
+from settlement.files import CSV_NAME, write_party_files
+from settlement.lines import Party, PartyKind
+from settlement.lock import runner_lock
+from settlement.manifest import MANIFEST_NAME
+from settlement.models import SettlementBatch, SettlementFile, SettlementPosition
+from settlement.netting import Totals, check_invariants, clear
+from settlement.schemas import BatchOut, PositionOut
+from settlement.statement import StatementMeta, statement_file_id
+from settlement.verify import verify_directory
+
+CRASH_ENV = "CLEARING_SETTLEMENT_CRASH_AFTER"
+"""Fault injection for the kill tests: open, closing, netted, party:<n>, lines:<n>,
+files_written, renamed. The process SIGKILLs itself at that point."""
+
+
+class BatchNotDue(Conflict):
+    code = "batch_not_due"
+    title = "The business day is not closed yet"
+
+
+class EarlierBatchOpen(Conflict):
+    code = "earlier_batch_open"
+    title = "An earlier batch of this currency is not published"
+
+
+class EarlierBatchMissing(Conflict):
+    code = "earlier_batch_missing"
+    title = "An earlier business day of this currency has not been settled"
+
+
+class NoSettlementAccount(Conflict):
+    code = "no_settlement_account"
+    title = "A party in the window has no settlement (position) account"
+
+
+class PlatformMissing(Conflict):
+    code = "platform_missing"
+    title = "The platform organisation is not registered"
+
+
+class SettlementInvariantBroken(ClearingError):
+    status = 500
+    code = "settlement_invariant"
+    title = "A settlement invariant does not hold; nothing was published"
+
+
+class BatchNotFound(NotFound):
+    code = "batch_not_found"
+    title = "No such settlement batch"
+
+
+# the business day ---------------------------------------------------------------------------
+
+
+def parse_cutoff(text: str) -> time:
+    """The local cut-off time from HH:MM."""
+    try:
+        hours, minutes = (int(part) for part in text.split(":"))
+        return time(hours, minutes)
+    except ValueError:
+        raise InvalidInput(f"cut-off must be HH:MM, not {text!r}", field="cutoff") from None
+
+
+def day_end(day: date, zone: str, cutoff: str) -> datetime:
+    """The instant (UTC) business day `day` closes: its cut-off, DST-correct in `zone`.
+
+    A cut-off before noon closes the day on the next calendar morning (00:00 closes `day` at
+    the midnight after it); from noon on it closes the day on `day` itself (22:00: evening).
+    """
+    at = parse_cutoff(cutoff)
+    calendar_day = day + timedelta(days=1) if at < time(12, 0) else day
+    # fold=0: a cut-off inside a DST gap or overlap resolves the same way every time, and the
+    # end of one day is by construction the start of the next.
+    return datetime.combine(calendar_day, at, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def business_window(day: date, zone: str, cutoff: str) -> tuple[datetime, datetime]:
+    """The half-open window [end of day-1, end of day) of business day `day`, in UTC."""
+    return day_end(day - timedelta(days=1), zone, cutoff), day_end(day, zone, cutoff)
+
+
+def business_date_of(instant: datetime, zone: str, cutoff: str) -> date:
+    """The business day whose window holds `instant`."""
+    day = instant.astimezone(ZoneInfo(zone)).date()
+    while instant >= day_end(day, zone, cutoff):
+        day += timedelta(days=1)
+    while instant < day_end(day - timedelta(days=1), zone, cutoff):
+        day -= timedelta(days=1)
+    return day
+
+
+def batch_id_of(currency: str, day: date) -> str:
+    """The batch id of a business day: deterministic, so reruns and copies agree."""
+    return f"SB-{currency}-{day:%Y%m%d}"
+
+
+# fault injection ----------------------------------------------------------------------------
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _crash_after_lines(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    setting = os.environ.get(CRASH_ENV, "")
+    limit = int(setting.removeprefix("lines:")) if setting.startswith("lines:") else None
+    handed = 0
+    for frame in frames:
+        yield frame
+        handed += len(frame)
+        if limit is not None and handed >= limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# running a batch ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    engine: Engine
+    settings: Settings
+    now: datetime
+    batch_id: str
+
+
+def run_batch(
+    engine: Engine, business_date: date, currency: str, now: datetime, settings: Settings
+) -> BatchOut:
+    """Run, or resume, the batch of `business_date` in `currency`; a published batch is returned
+    as it is. Holds the runner lock throughout: a second runner gets BatchRunning."""
+    exponent(currency)
+    now = repo.utc(now)
+    with runner_lock(engine, settings.settlement_dir):
+        batch_id = _open(engine, business_date, currency, now, settings)
+        ctx = _Context(engine, settings, now, batch_id)
+        steps = {
+            "open": _close,
+            "closing": _net,
+            "netted": _write_files,
+            "files_written": _publish,
+        }
+        state = _state(ctx)
+        try:
+            while state != "published":
+                state = steps[state](ctx)
+        except Exception as error:
+            _record_error(ctx, error)
+            raise
+    with transaction(engine) as session:
+        return batch_out(session, _batch(session, batch_id), settings)
+
+
+def _state(ctx: _Context) -> str:
+    with transaction(ctx.engine) as session:
+        return _batch(session, ctx.batch_id).state
+
+
+def _batch(session: Session, batch_id: str) -> SettlementBatch:
+    batch = repo.batch_by_id(session, batch_id)
+    if batch is None:
+        raise BatchNotFound(f"no batch {batch_id}")
+    return batch
+
+
+def _record_error(ctx: _Context, error: Exception) -> None:
+    with contextlib.suppress(Exception), transaction(ctx.engine) as session:
+        batch = _batch(session, ctx.batch_id)
+        batch.error = f"{type(error).__name__}: {error}"[:4000]
+        batch.updated_at = ctx.now
+
+
+def _open(engine: Engine, day: date, currency: str, now: datetime, settings: Settings) -> str:
+    """Check the request and open the batch; nothing is written unless every check passes."""
+    with transaction(engine) as session:
+        existing = repo.get_batch(session, currency, day)
+        if existing is not None:
+            if existing.state != "published":
+                existing.attempts += 1
+            return existing.id
+        start, end = business_window(day, settings.zone, settings.cutoff)
+        if now < end:
+            raise BatchNotDue(
+                f"business day {day} closes at {end.isoformat()}; it is {now.isoformat()}",
+                window_end=end.isoformat(),
+            )
+        earlier = repo.unpublished_before(session, currency, day)
+        if earlier:
+            raise EarlierBatchOpen(
+                f"batch {earlier[0].id} ({earlier[0].state}) must be published first",
+                batch=earlier[0].id,
+            )
+        latest = repo.latest_batch(session, currency)
+        if latest is not None:
+            expected = latest.business_date + timedelta(days=1)
+            if day != expected:
+                raise EarlierBatchMissing(
+                    f"the next {currency} business day to settle is {expected}, not {day}",
+                    next_date=expected.isoformat(),
+                )
+            # Windows chain: a changed zone or cut-off takes effect without gap or overlap.
+            start = repo.utc(latest.window_end)
+        else:
+            unsettled = repo.obligations_before(session, currency, start)
+            if unsettled:
+                first = repo.earliest_obligation(session, currency)
+                assert first is not None
+                first_day = business_date_of(first, settings.zone, settings.cutoff)
+                raise EarlierBatchMissing(
+                    f"{unsettled} {currency} obligation(s) were booked before {day}; "
+                    f"settle from {first_day} on",
+                    next_date=first_day.isoformat(),
+                )
+        if repo.platform_organisation(session) is None:
+            raise PlatformMissing("register the platform organisation first")
+        parties = repo.window_parties(session, currency, start, end)
+        missing = parties - repo.position_accounts(session, currency, parties)
+        if missing:
+            raise NoSettlementAccount(
+                f"{len(missing)} part(ies) in the window have no {currency} position account: "
+                + ", ".join(sorted(str(m) for m in missing)[:5]),
+                parties=sorted(str(m) for m in missing),
+            )
+        batch = SettlementBatch(
+            id=batch_id_of(currency, day),
+            currency=currency,
+            business_date=day,
+            zone=settings.zone,
+            cutoff=settings.cutoff,
+            window_start=start,
+            window_end=end,
+            sequence=repo.next_sequence(session, currency),
+            state="open",
+            created_at=now,
+            updated_at=now,
+            directory=f"{currency}/{day.isoformat()}",
+            attempts=1,
+        )
+        session.add(batch)
+        session.flush()
+        batch_id = batch.id
+    _crash_point("open")
+    return batch_id
+
+
+def _close(ctx: _Context) -> str:
+    """Freeze the ledger's control totals of the window."""
+    with transaction(ctx.engine) as session:
+        batch = _batch(session, ctx.batch_id)
+        start, end = repo.utc(batch.window_start), repo.utc(batch.window_end)
+        previous = repo.get_batch(session, batch.currency, batch.business_date - timedelta(days=1))
+        if previous is not None:
+            # Nothing may be booked into a window once it is settled; if it was, stop here.
+            then = repo.window_totals(
+                session,
+                previous.currency,
+                repo.utc(previous.window_start),
+                repo.utc(previous.window_end),
+            )
+            stored = Totals(
+                previous.amount_total or 0, previous.line_count or 0, previous.points_total or 0
+            )
+            if then != stored:
+                raise SettlementInvariantBroken(
+                    f"settled window of {previous.id} changed: ledger now holds {then}, "
+                    f"the batch settled {stored}"
+                )
+        totals = repo.window_totals(session, batch.currency, start, end)
+        batch.line_count = totals.count
+        batch.amount_total = totals.amount
+        batch.points_total = totals.points
+        batch.state = "closing"
+        batch.updated_at = ctx.now
+    _crash_point("closing")
+    return "closing"
+
+
+def _net(ctx: _Context) -> str:
+    """Stream and net the window's lines; check every invariant; store the positions."""
+    with transaction(ctx.engine) as session:
+        batch = _batch(session, ctx.batch_id)
+        currency, day = batch.currency, batch.business_date
+        start, end = repo.utc(batch.window_start), repo.utc(batch.window_end)
+        ledger_totals = Totals(
+            batch.amount_total or 0, batch.line_count or 0, batch.points_total or 0
+        )
+        platform = repo.platform_organisation(session)
+        if platform is None:
+            raise PlatformMissing("register the platform organisation first")
+        platform_id = platform.id
+    clearing = clear(repo.iter_window_frames(ctx.engine, currency, start, end))
+    errors = check_invariants(
+        clearing,
+        expected={currency: ledger_totals} if ledger_totals.count else {},
+        platform_id=str(platform_id),
+    )
+    nets = {uuid.UUID(p): v for (c, p), v in clearing.positions.items() if c == currency}
+    with transaction(ctx.engine) as session:
+        ledger = repo.ledger_positions(session, currency, start, end)
+        for party_id in sorted(set(nets) | set(ledger), key=str):
+            if nets.get(party_id, 0) != ledger.get(party_id, 0):
+                errors.append(
+                    f"{currency}: {party_id} nets {nets.get(party_id, 0)} but its position "
+                    f"account moved {ledger.get(party_id, 0)} in the window"
+                )
+        parties = set(nets) | {platform_id}
+        orgs = repo.organisations(session, parties)
+        errors.extend(f"party {p} is not a registered organisation" for p in parties - set(orgs))
+        if errors:
+            raise SettlementInvariantBroken("; ".join(errors), errors=errors)
+        batch = _batch(session, ctx.batch_id)
+        for org_id in sorted(parties, key=str):
+            org = orgs[org_id]
+            previous = repo.last_statement(session, org_id, currency, day)
+            sequence = previous.statement_sequence + 1 if previous else 1
+            meta = _meta(batch, sequence, previous.file_id if previous else None)
+            session.add(
+                SettlementPosition(
+                    batch_id=batch.id,
+                    org_id=org_id,
+                    party_kind=org.kind,
+                    party_name=org.name,
+                    net=nets.get(org_id, 0),
+                    statement_sequence=sequence,
+                    file_id=statement_file_id(meta, str(org_id)),
+                    previous_file_id=meta.previous_file_id,
+                )
+            )
+        batch.fee_income = clearing.fee_income.get(currency, 0)
+        batch.state = "netted"
+        batch.updated_at = ctx.now
+    _crash_point("netted")
+    return "netted"
+
+
+def _meta(batch: SettlementBatch, sequence: int, previous_file_id: str | None) -> StatementMeta:
+    return StatementMeta(
+        batch_id=batch.id,
+        settlement_date=batch.business_date,
+        window_start=repo.utc(batch.window_start),
+        window_end=repo.utc(batch.window_end),
+        zone=batch.zone,
+        currency=batch.currency,
+        generated_at=repo.utc(batch.created_at),
+        sequence=sequence,
+        previous_file_id=previous_file_id,
+    )
+
+
+def batch_directory(settings: Settings, batch: SettlementBatch) -> Path:
+    """Where the batch's published folder lives."""
+    return settings.settlement_dir / batch.directory
+
+
+def _staging(final: Path) -> Path:
+    return final.with_name(f".{final.name}.staging")
+
+
+def _write_files(ctx: _Context) -> str:
+    """Write every party's folder into a staging folder, then record the hashes."""
+    with transaction(ctx.engine) as session:
+        batch = _batch(session, ctx.batch_id)
+        positions = repo.positions(session, batch.id)
+        final = batch_directory(ctx.settings, batch)
+        start, end = repo.utc(batch.window_start), repo.utc(batch.window_end)
+        currency, directory = batch.currency, batch.directory
+        metas = {
+            p.org_id: _meta(batch, p.statement_sequence, p.previous_file_id) for p in positions
+        }
+    staging = _staging(final)
+    # Neither folder is published while the batch is not: an earlier attempt's leftovers go.
+    for leftover in (staging, final):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staging.mkdir(parents=True)
+    key = load_or_create(ctx.settings.platform_key_path)
+    rows: list[dict[str, object]] = []
+    for n, position in enumerate(positions, start=1):
+        party = Party(
+            str(position.org_id),
+            position.party_name,
+            cast(PartyKind, position.party_kind),
+            currency,
+        )
+        lines = repo.iter_window_frames(
+            ctx.engine,
+            currency,
+            start,
+            end,
+            party=None if position.party_kind == "platform" else position.org_id,
+        )
+        if n == 1:
+            lines = _crash_after_lines(lines)
+        folder = staging / party.id
+        written = write_party_files(
+            folder,
+            party,
+            lines,
+            metas[position.org_id],
+            signing_key=key.private_key,
+            key_id=key.keyid,
+            expected_net=position.net,
+        )
+        for name in sorted([*written.hashes, MANIFEST_NAME, f"{MANIFEST_NAME}.sig"]):
+            path = folder / name
+            rows.append(
+                {
+                    "batch_id": ctx.batch_id,
+                    "org_id": position.org_id,
+                    "name": name,
+                    "sha256": written.hashes.get(name) or _sha256(path),
+                    "size": path.stat().st_size,
+                    "path": f"{directory}/{party.id}/{name}",
+                }
+            )
+        _crash_point(f"party:{n}")
+    with transaction(ctx.engine) as session:
+        session.execute(delete(SettlementFile).where(SettlementFile.batch_id == ctx.batch_id))
+        if rows:
+            session.execute(insert(SettlementFile), rows)
+        batch = _batch(session, ctx.batch_id)
+        batch.state = "files_written"
+        batch.updated_at = ctx.now
+    _crash_point("files_written")
+    return "files_written"
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def csv_trailer_net(path: Path, currency: str) -> int:
+    """The net position stated in a CSV statement's trailer record."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 4096))
+        tail = fh.read().decode("utf-8", errors="replace")
+    last = tail.rstrip("\r\n").rsplit("\r\n", 1)[-1]
+    record = next(csv.reader(io.StringIO(last)))
+    if not record or record[0] != "T":
+        raise ValueError(f"{path.name}: last record is not a trailer")
+    return parse_minor(record[5], currency)
+
+
+def _publish(ctx: _Context) -> str:
+    """Move the staging folder into place, verify everything once more, publish."""
+    with transaction(ctx.engine) as session:
+        batch = _batch(session, ctx.batch_id)
+        final = batch_directory(ctx.settings, batch)
+        currency = batch.currency
+        positions = repo.positions(session, batch.id)
+        recorded = repo.files(session, batch.id)
+    staging = _staging(final)
+    if staging.exists():
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(staging, final)
+        _fsync_dir(final.parent)
+    _crash_point("renamed")
+    public_key = load_or_create(ctx.settings.platform_key_path).public_key
+    errors = check_published_files(
+        ctx.settings.settlement_dir, currency, positions, recorded, public_key
+    )
+    if errors:
+        raise SettlementInvariantBroken("; ".join(errors[:20]), errors=errors[:100])
+    with transaction(ctx.engine) as session:
+        batch = _batch(session, ctx.batch_id)
+        batch.state = "published"
+        batch.published_at = ctx.now
+        batch.updated_at = ctx.now
+        batch.error = None
+    return "published"
+
+
+def check_published_files(
+    root: Path,
+    currency: str,
+    positions: list[SettlementPosition],
+    recorded: list[SettlementFile],
+    public_key: Ed25519PublicKey,
+) -> list[str]:
+    """Every file as recorded, every folder verifies, every statement nets to its position."""
+    errors: list[str] = []
+    if sum(p.net for p in positions) != 0:
+        errors.append(f"{currency}: positions sum to {sum(p.net for p in positions)}, not 0")
+    for row in recorded:
+        path = root / row.path
+        if not path.is_file():
+            errors.append(f"{row.path} is missing")
+        elif _sha256(path) != row.sha256:
+            errors.append(f"{row.path} differs from the hash recorded when it was written")
+    folders = {
+        p.org_id: (root / r.path).parent
+        for p in positions
+        for r in recorded
+        if r.org_id == p.org_id
+    }
+    for position in positions:
+        folder = folders.get(position.org_id)
+        if folder is None:
+            errors.append(f"no files recorded for {position.org_id}")
+            continue
+        errors.extend(f"{position.org_id}: {e}" for e in verify_directory(folder, public_key))
+        try:
+            net = csv_trailer_net(folder / CSV_NAME, currency)
+        except (OSError, ValueError) as exc:
+            errors.append(f"{position.org_id}: {exc}")
+            continue
+        if net != position.net:
+            errors.append(f"{position.org_id}: statement nets {net}, position is {position.net}")
+    return errors
+
+
+# reading ------------------------------------------------------------------------------------
+
+
+def batch_out(session: Session, batch: SettlementBatch, settings: Settings) -> BatchOut:
+    """A batch with its positions, its folder as an absolute path."""
+    return BatchOut(
+        id=batch.id,
+        currency=batch.currency,
+        business_date=batch.business_date,
+        zone=batch.zone,
+        window_start=repo.utc(batch.window_start),
+        window_end=repo.utc(batch.window_end),
+        sequence=batch.sequence,
+        state=batch.state,
+        created_at=repo.utc(batch.created_at),
+        published_at=None if batch.published_at is None else repo.utc(batch.published_at),
+        line_count=batch.line_count,
+        amount_total=batch.amount_total,
+        points_total=batch.points_total,
+        fee_income=batch.fee_income,
+        directory=str(batch_directory(settings, batch).resolve()),
+        error=batch.error,
+        positions=[position_out(p) for p in repo.positions(session, batch.id)],
+    )
+
+
+def position_out(position: SettlementPosition) -> PositionOut:
+    """A position as shown."""
+    return PositionOut(
+        org_id=position.org_id,
+        party_kind=position.party_kind,
+        party_name=position.party_name,
+        net=position.net,
+        file_id=position.file_id,
+        statement_sequence=position.statement_sequence,
+        previous_file_id=position.previous_file_id,
+    )
+
+
+def list_batch_outs(session: Session, settings: Settings, limit: int = 100) -> list[BatchOut]:
+    """The latest batches, newest first."""
+    return [batch_out(session, b, settings) for b in repo.list_batches(session, limit=limit)]
+
+
+def verify_tree(directory: Path, public_key: Ed25519PublicKey) -> tuple[int, list[str]]:
+    """Verify every party folder (one holding a manifest) under `directory`.
+
+    Returns how many folders were checked and every problem found, prefixed by the folder.
+    """
+    folders = sorted(
+        {p.parent for p in directory.rglob(MANIFEST_NAME) if not _hidden(p, directory)}
+    )
+    errors: list[str] = []
+    for folder in folders:
+        errors.extend(f"{folder}: {e}" for e in verify_directory(folder, public_key))
+    if not folders:
+        errors.append(f"{directory}: no {MANIFEST_NAME} found")
+    return len(folders), errors
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)

@@ -1,0 +1,132 @@
+"""Kill -9 a real `clearing settlement run` at every step; the rerun gives the same bytes.
+
+Each test books a day, copies the database, settles the copy in one uninterrupted run, then
+settles the original in a process that SIGKILLs itself at a chosen point (the
+CLEARING_SETTLEMENT_CRASH_AFTER fault-injection hook) and reruns it. The two settlement trees
+must be byte-identical and the batch published exactly once. Needs real commits: file SQLite
+databases and real PostgreSQL databases, no rolled-back transactions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from settlement_world import AFTER_DAY2, DAY1, book_two_days
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from clearing.db import make_engine, transaction
+from settlement.models import SettlementBatch
+
+CLI = [sys.executable, "-c", "from clearing.cli import app; app()"]
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def run_cli(
+    url: str, out: Path, key: Path, crash: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CLEARING_DATABASE_URL": url,
+        "CLEARING_SETTLEMENT_DIR": str(out),
+        "CLEARING_PLATFORM_KEY": str(key),
+        "CLEARING_ZONE": "Asia/Shanghai",
+        "CLEARING_CUTOFF": "00:00",
+    }
+    env.pop("CLEARING_SETTLEMENT_CRASH_AFTER", None)
+    if crash is not None:
+        env["CLEARING_SETTLEMENT_CRASH_AFTER"] = crash
+    return subprocess.run(
+        [
+            *CLI,
+            "settlement",
+            "run",
+            "--date",
+            DAY1.isoformat(),
+            "--currency",
+            "CNY",
+            "--as-of",
+            AFTER_DAY2.isoformat(),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def check_kill_and_resume(original: str, copy: str, tmp_path: Path, crash: str) -> None:
+    key = tmp_path / "keys" / "platform.pem"
+    reference = run_cli(copy, tmp_path / "reference", key)
+    assert reference.returncode == 0, reference.stderr
+    killed = run_cli(original, tmp_path / "crashed", key, crash)
+    assert killed.returncode == -9, (killed.returncode, killed.stdout, killed.stderr)
+    resumed = run_cli(original, tmp_path / "crashed", key)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "published" in resumed.stdout
+    expected = tree_bytes(tmp_path / "reference")
+    got = tree_bytes(tmp_path / "crashed")
+    assert sorted(got) == sorted(expected)
+    assert got == expected
+    again = run_cli(original, tmp_path / "crashed", key)
+    assert again.returncode == 0, again.stderr
+    assert tree_bytes(tmp_path / "crashed") == expected
+    engine = make_engine(original)
+    with transaction(engine) as session:
+        batches = session.execute(select(SettlementBatch)).scalars().all()
+        assert [(b.id, b.state) for b in batches] == [("SB-CNY-20261120", "published")]
+        assert session.execute(select(func.count()).select_from(SettlementBatch)).scalar() == 1
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "crash",
+    ["open", "closing", "netted", "lines:3", "party:2", "files_written", "renamed"],
+)
+def test_kill_and_resume_sqlite(sqlite_url: str, tmp_path: Path, crash: str) -> None:
+    engine = make_engine(sqlite_url)
+    book_two_days(engine)
+    engine.dispose()
+    path = Path(make_url(sqlite_url).database or "")
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(path, copy)
+    check_kill_and_resume(sqlite_url, f"sqlite:///{copy}", tmp_path, crash)
+
+
+@pytest.fixture
+def pg_copy(pg_url: str, pg_admin_url: str) -> Iterator[tuple[str, str]]:
+    engine = make_engine(pg_url)
+    book_two_days(engine)
+    engine.dispose()
+    source = make_url(pg_url).database
+    name = f"clearing_copy_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(
+        make_url(pg_admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+    try:
+        yield pg_url, make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.parametrize("crash", ["netted", "lines:5", "files_written"])
+def test_kill_and_resume_postgresql(pg_copy: tuple[str, str], tmp_path: Path, crash: str) -> None:
+    original, copy = pg_copy
+    check_kill_and_resume(original, copy, tmp_path, crash)
