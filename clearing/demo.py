@@ -5,62 +5,37 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
-from zoneinfo import ZoneInfo
 
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi import FastAPI
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
 import clearing.tables  # noqa: F401
+from clearing.app import create_app
 from clearing.check import check_ledger
+from clearing.client import PartnerClient
 from clearing.config import Settings
-from clearing.context import Caller
 from clearing.db import make_engine, transaction
 from clearing.errors import ClearingError
 from clearing.ledger import Ledger
 from clearing.migrate import upgrade
 from clearing.models import Obligation
 from clearing.timeutil import utcnow
-from exchange import service as exchange
-from exchange.schemas import (
-    BilateralRateCreate,
-    CaptureCreate,
-    CheckoutCreate,
-    ConversionCreate,
-    QuoteCreate,
-    RefundCreate,
-)
 from issuers import service as issuers
+from issuers.keys import ApiKeyCreate, add_key
 from issuers.models import Member, Organisation, Program
-from issuers.schemas import (
-    AccrualCreate,
-    MemberCreate,
-    MemberLinkCreate,
-    MerchantTermSet,
-    OrganisationCreate,
-    ProgramCreate,
-)
+from issuers.schemas import OrganisationCreate
+from settlement.service import business_date_of, day_end
 
-T = TypeVar("T")
 DEMO_DB = "demo.db"
-
-
-@dataclass
-class Parties:
-    platform: Caller
-    bank_a: Caller
-    bank_b: Caller
-    carrier: Caller
-    market: Caller
-    coffee: Caller
 
 
 def demo_database(settings: Settings) -> str:
@@ -75,27 +50,29 @@ def demo_database(settings: Settings) -> str:
 
 
 def run_demo(settings: Settings, console: Console | None = None) -> int:
-    """Run the demo day; returns the process exit code."""
+    """Run the demo day through the signed API; returns the process exit code."""
     console = console or Console()
     url = demo_database(settings)
+    settings = dataclasses.replace(settings, database_url=url)
     engine = make_engine(url)
     upgrade(engine)
-    zone = ZoneInfo(settings.zone)
-    day = (utcnow().astimezone(zone) - timedelta(days=1)).date()
-    opening = datetime.combine(day, time(8, 0), zone)
     with transaction(engine) as session:
         if session.execute(select(func.count()).select_from(Organisation)).scalar_one():
             console.print(
                 "[red]The demo needs an empty database; point CLEARING_DATABASE_URL at a new one.[/red]"
             )
             return 2
+    first_day = business_date_of(utcnow(), settings.zone, settings.cutoff)
     console.print(
-        f"[bold]Points clearing demo[/bold]: business day {day} ({settings.zone}) on {engine.url.render_as_string()}"
+        f"[bold]Points clearing demo[/bold]: business day {first_day} ({settings.zone}),"
+        f" database {engine.url.render_as_string()}, every call signed through the partner API"
     )
-    clock = _Clock(opening)
-    parties = _onboard(engine, clock)
-    _business_day(engine, parties, clock)
-    _report(engine, console, clock.now)
+    app = create_app(settings)
+    with _Parties(app, engine) as parties:
+        _onboard(parties)
+        _business_day(parties)
+    last_day = business_date_of(utcnow(), settings.zone, settings.cutoff)
+    _report(engine, console, utcnow())
     with transaction(engine) as session:
         errors = check_ledger(session)
     if errors:
@@ -103,23 +80,28 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
             console.print(f"[red]{error}[/red]")
         return 1
     console.print("ledger check: [green]clean[/green] (every balance recomputed from the postings)")
-    code = _settle(engine, dataclasses.replace(settings, database_url=url), day, console)
+    code = 0
+    day = first_day
+    while code == 0 and day <= last_day:
+        code = _settle(engine, settings, day, console)
+        day += timedelta(days=1)
     engine.dispose()
     return code
 
 
 def _settle(engine: Engine, settings: Settings, day: date, console: Console) -> int:
-    """Settle the demo's business day and say where the files are."""
+    """Settle a business day as if its cut-off had just passed, and say where the files are."""
     from settlement.service import run_batch
 
+    end_of_day = day_end(day, settings.zone, settings.cutoff) + timedelta(seconds=1)
     try:
-        batch = run_batch(engine, day, "CNY", utcnow(), settings)
+        batch = run_batch(engine, day, "CNY", end_of_day, settings)
     except ClearingError as error:
         console.print(f"[red]settlement of {day}: {error.code}: {error}[/red]")
         return 1
     console.print(
-        f"settlement batch [bold]{batch.id}[/bold] {batch.state}: {batch.line_count} obligations,"
-        f" {len(batch.positions)} parties, positions sum to"
+        f"settlement batch [bold]{batch.id}[/bold] {batch.state} (end of day simulated):"
+        f" {batch.line_count} obligations, {len(batch.positions)} parties, positions sum to"
         f" {sum(p.net for p in batch.positions)}"
     )
     console.print(f"settlement files: {batch.directory}")
@@ -127,205 +109,154 @@ def _settle(engine: Engine, settings: Settings, day: date, console: Console) -> 
     return 0
 
 
-class _Clock:
-    """The demo's business-day clock: services take `now`, so the day can be replayed."""
+class _Parties:
+    """One signed-API client per organisation, each with its own Ed25519 key, over the app."""
 
-    def __init__(self, start: datetime) -> None:
-        self.now = start
+    def __init__(self, app: FastAPI, engine: Engine) -> None:
+        self.app = app
+        self.engine = engine
+        self.clients: dict[str, PartnerClient] = {}
+        self.ids: dict[str, str] = {}
 
-    def tick(self, minutes: int = 7) -> datetime:
-        self.now += timedelta(minutes=minutes)
-        return self.now
-
-
-def _do(engine: Engine, action: Callable[[Session], T]) -> T:
-    with transaction(engine) as session:
-        return action(session)
-
-
-def _key() -> str:
-    return uuid.uuid4().hex
-
-
-def _onboard(engine: Engine, clock: _Clock) -> Parties:
-    now = clock.now
-
-    def org(kind: str, name: str, **rates: Decimal) -> Caller:
-        created = _do(
-            engine,
-            lambda s: issuers.create_organisation(
-                s,
-                OrganisationCreate(kind=kind, name=name, currency="CNY", **rates),
-                now,
-            ),
-        )
-        return Caller(created.id, created.kind)
-
-    p = Parties(
-        platform=org("platform", "Points Clearing Platform", conversion_fee_rate=Decimal("0.01")),
-        bank_a=org("issuer", "Huaxia Card Bank"),
-        bank_b=org("issuer", "Jiangnan Merchants Bank"),
-        carrier=org("issuer", "Pearl River Mobile"),
-        market=org("merchant", "Lotus Supermarket", default_fee_rate=Decimal("0.006")),
-        coffee=org("merchant", "Harbour Coffee", default_fee_rate=Decimal("0.008")),
-    )
-    programs = (
-        (p.bank_a, "HXCARD", "Huaxia Card Rewards", "0.005", 12),
-        (p.bank_b, "JNBONUS", "Jiangnan Bonus Points", "0.01", 24),
-        (p.carrier, "PRMPTS", "Pearl River Mobile Points", "0.002", 12),
-    )
-    with transaction(engine) as session:
-        for issuer, code, name, value, months in programs:
-            issuers.create_program(
+    def __enter__(self) -> _Parties:
+        # The operator's own organisation and first key come from the command line's path
+        # (`clearing org create`, `clearing key add`); everything after goes through the API.
+        with transaction(self.engine) as session:
+            org = issuers.create_organisation(
                 session,
-                issuer,
-                ProgramCreate(
-                    code=code, name=name, point_value=Decimal(value), expiry_months=months
+                OrganisationCreate(
+                    kind="platform",
+                    name="Points Clearing Platform",
+                    currency="CNY",
+                    conversion_fee_rate=Decimal("0.01"),
                 ),
-                now,
+                utcnow(),
             )
-    _do(
-        engine,
-        lambda s: issuers.set_merchant_term(
-            s, p.coffee.org_id, MerchantTermSet(program="JNBONUS", fee_rate=Decimal("0.01"))
-        ),
-    )
-    members = {
-        (p.bank_a, "HXCARD"): ["HX-0001", "HX-0002", "HX-0003"],
-        (p.bank_b, "JNBONUS"): ["JN-7001", "JN-7002"],
-        (p.carrier, "PRMPTS"): ["13800138000", "13900139000"],
-    }
-    with transaction(engine) as session:
-        for (issuer, code), externals in members.items():
-            for external in externals:
-                issuers.create_member(
-                    session, issuer, code, MemberCreate(external_id=external), now
-                )
-    return p
+            private = Ed25519PrivateKey.generate()
+            key = add_key(session, org.id, ApiKeyCreate(public_key=_public_pem(private)), utcnow())
+        self.ids["platform"] = str(org.id)
+        self.clients["platform"] = self._client(key.keyid, private)
+        return self
 
+    def __exit__(self, *_exc: object) -> None:
+        for client in self.clients.values():
+            client.close()
 
-def _business_day(engine: Engine, p: Parties, clock: _Clock) -> None:
-    def accrue(caller: Caller, code: str, external: str, points: int) -> None:
-        _do(
-            engine,
-            lambda s: issuers.accrue(
-                s,
-                caller,
-                AccrualCreate(program=code, external_id=external, points=points),
-                clock.tick(),
-                _key(),
-            ),
+    def _client(self, keyid: str, private: Ed25519PrivateKey) -> PartnerClient:
+        transport = httpx.ASGITransport(app=self.app)
+        return PartnerClient("http://clearing.demo", keyid, private, transport=transport)
+
+    def register(self, name: str, kind: str, display: str, **rates: str) -> PartnerClient:
+        """The operator registers an organisation and its public key; it keeps its private key."""
+        operator = self.clients["platform"]
+        org = operator.request(
+            "POST", "/v1/organizations", {"kind": kind, "name": display, "currency": "CNY", **rates}
         )
+        private = Ed25519PrivateKey.generate()
+        key = operator.request(
+            "POST", f"/v1/organizations/{org['id']}/keys", {"public_key": _public_pem(private)}
+        )
+        self.ids[name] = org["id"]
+        self.clients[name] = self._client(key["keyid"], private)
+        return self.clients[name]
 
+    def __getitem__(self, name: str) -> PartnerClient:
+        return self.clients[name]
+
+
+def _public_pem(private: Ed25519PrivateKey) -> str:
+    return (
+        private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    )
+
+
+def _onboard(p: _Parties) -> None:
+    bank_a = p.register("bank_a", "issuer", "Huaxia Card Bank")
+    bank_b = p.register("bank_b", "issuer", "Jiangnan Merchants Bank")
+    carrier = p.register("carrier", "issuer", "Pearl River Mobile")
+    p.register("market", "merchant", "Lotus Supermarket", default_fee_rate="0.006")
+    p.register("coffee", "merchant", "Harbour Coffee", default_fee_rate="0.008")
+    for client, code, name, value, months in (
+        (bank_a, "HXCARD", "Huaxia Card Rewards", "0.005", 12),
+        (bank_b, "JNBONUS", "Jiangnan Bonus Points", "0.01", 24),
+        (carrier, "PRMPTS", "Pearl River Mobile Points", "0.002", 12),
+    ):
+        client.request(
+            "POST",
+            "/v1/programs",
+            {"code": code, "name": name, "point_value": value, "expiry_months": months},
+        )
+    p["platform"].request(
+        "PATCH",
+        f"/v1/organizations/{p.ids['coffee']}",
+        {"terms": [{"program": "JNBONUS", "fee_rate": "0.01"}]},
+    )
+    for client, code, externals in (
+        (bank_a, "HXCARD", ["HX-0001", "HX-0002", "HX-0003"]),
+        (bank_b, "JNBONUS", ["JN-7001", "JN-7002"]),
+        (carrier, "PRMPTS", ["13800138000", "13900139000"]),
+    ):
+        for external in externals:
+            client.request("POST", f"/v1/programs/{code}/members", {"external_id": external})
+
+
+def _business_day(p: _Parties) -> None:
     # Card spend and phone bills earn points; the supermarket funds points for its shoppers.
-    accrue(p.bank_a, "HXCARD", "HX-0001", 120_000)
-    accrue(p.bank_a, "HXCARD", "HX-0002", 45_000)
-    accrue(p.bank_a, "HXCARD", "HX-0003", 8_000)
-    accrue(p.bank_b, "JNBONUS", "JN-7001", 30_000)
-    accrue(p.carrier, "PRMPTS", "13800138000", 60_000)
-    accrue(p.carrier, "PRMPTS", "13900139000", 25_000)
-    accrue(p.market, "HXCARD", "HX-0002", 3_000)
-    accrue(p.market, "JNBONUS", "JN-7002", 1_250)
+    p["bank_a"].accrue("HXCARD", "HX-0001", 120_000, reference="card-spend")
+    p["bank_a"].accrue("HXCARD", "HX-0002", 45_000)
+    p["bank_a"].accrue("HXCARD", "HX-0003", 8_000)
+    p["bank_b"].accrue("JNBONUS", "JN-7001", 30_000)
+    p["carrier"].accrue("PRMPTS", "13800138000", 60_000, reference="phone-bill")
+    p["carrier"].accrue("PRMPTS", "13900139000", 25_000)
+    p["market"].accrue("HXCARD", "HX-0002", 3_000, reference="basket-8841")
+    p["market"].accrue("JNBONUS", "JN-7002", 1_250)
 
     # Conversions: bank card points into mobile points (value-based), mobile into bank (block rate).
-    def link(target: Caller, source: tuple[str, str], dest: tuple[str, str]) -> None:
-        _do(
-            engine,
-            lambda s: issuers.link_members(
-                s,
-                target,
-                MemberLinkCreate(
-                    source_program=source[0],
-                    source_external_id=source[1],
-                    target_program=dest[0],
-                    target_external_id=dest[1],
-                ),
-                clock.tick(1),
-            ),
+    def link(target: str, source: tuple[str, str], dest: tuple[str, str]) -> None:
+        p[target].request(
+            "POST",
+            "/v1/member-links",
+            {
+                "source_program": source[0],
+                "source_external_id": source[1],
+                "target_program": dest[0],
+                "target_external_id": dest[1],
+            },
         )
 
-    def convert(
-        issuer: Caller, source: tuple[str, str], dest: tuple[str, str], points: int
-    ) -> None:
-        def run(s: Session) -> None:
-            quote = exchange.quote_conversion(
-                s,
-                issuer,
-                QuoteCreate(
-                    source_program=source[0],
-                    source_external_id=source[1],
-                    target_program=dest[0],
-                    target_external_id=dest[1],
-                    points=points,
-                ),
-                clock.tick(),
-            )
-            exchange.convert(s, issuer, ConversionCreate(quote_id=quote.id), clock.now, _key())
+    def convert(issuer: str, source: tuple[str, str], dest: tuple[str, str], points: int) -> None:
+        quote = p[issuer].quote(source[0], source[1], dest[0], dest[1], points)
+        p[issuer].convert(quote["id"])
 
-        _do(engine, run)
-
-    link(p.carrier, ("HXCARD", "HX-0001"), ("PRMPTS", "13800138000"))
-    convert(p.bank_a, ("HXCARD", "HX-0001"), ("PRMPTS", "13800138000"), 40_000)
-    link(p.bank_b, ("PRMPTS", "13900139000"), ("JNBONUS", "JN-7001"))
-    _do(
-        engine,
-        lambda s: exchange.set_bilateral_rate(
-            s,
-            p.carrier,
-            BilateralRateCreate(
-                source_program="PRMPTS",
-                target_program="JNBONUS",
-                source_block=5_000,
-                target_block=900,
-                min_source_points=10_000,
-            ),
-            clock.tick(),
-        ),
+    link("carrier", ("HXCARD", "HX-0001"), ("PRMPTS", "13800138000"))
+    convert("bank_a", ("HXCARD", "HX-0001"), ("PRMPTS", "13800138000"), 40_000)
+    link("bank_b", ("PRMPTS", "13900139000"), ("JNBONUS", "JN-7001"))
+    p["carrier"].request(
+        "POST",
+        "/v1/bilateral-rates",
+        {
+            "source_program": "PRMPTS",
+            "target_program": "JNBONUS",
+            "source_block": 5_000,
+            "target_block": 900,
+            "min_source_points": 10_000,
+        },
     )
-    convert(p.carrier, ("PRMPTS", "13900139000"), ("JNBONUS", "JN-7001"), 20_000)
+    convert("carrier", ("PRMPTS", "13900139000"), ("JNBONUS", "JN-7001"), 20_000)
 
     # Checkouts: full capture, points plus cash with partial capture, a void, a refund.
-    def authorise(
-        merchant: Caller, code: str, external: str, total: int, with_points: int
-    ) -> uuid.UUID:
-        out, _ = _do(
-            engine,
-            lambda s: exchange.authorise(
-                s,
-                merchant,
-                CheckoutCreate(
-                    program=code, external_id=external, order_total=total, points_amount=with_points
-                ),
-                clock.tick(),
-                _key(),
-            ),
-        )
-        return out.id
-
-    def capture(merchant: Caller, checkout: uuid.UUID, amount: int | None = None) -> None:
-        _do(
-            engine,
-            lambda s: exchange.capture(
-                s, merchant, checkout, CaptureCreate(amount=amount), clock.tick(2), _key()
-            ),
-        )
-
-    groceries = authorise(p.market, "HXCARD", "HX-0001", 25_800, 25_800)
-    capture(p.market, groceries)
-    coffee = authorise(p.coffee, "JNBONUS", "JN-7001", 3_600, 2_000)
-    capture(p.coffee, coffee, 1_800)
-    cancelled = authorise(p.market, "PRMPTS", "13800138000", 9_900, 9_900)
-    _do(engine, lambda s: exchange.void(s, p.market, cancelled, clock.tick(), _key()))
-    phone = authorise(p.market, "PRMPTS", "13800138000", 15_000, 12_000)
-    capture(p.market, phone)
-    _do(
-        engine,
-        lambda s: exchange.refund(
-            s, p.market, phone, RefundCreate(amount=4_000), clock.tick(30), _key()
-        ),
-    )
-    latte = authorise(p.coffee, "HXCARD", "HX-0002", 3_200, 3_200)
-    capture(p.coffee, latte)
+    market, coffee = p["market"], p["coffee"]
+    groceries = market.authorise("HXCARD", "HX-0001", 25_800, 25_800, reference="till-3")
+    market.capture(groceries["id"])
+    latte = coffee.authorise("JNBONUS", "JN-7001", 3_600, 2_000)
+    coffee.capture(latte["id"], 1_800)
+    cancelled = market.authorise("PRMPTS", "13800138000", 9_900, 9_900)
+    market.void(cancelled["id"])
+    phone = market.authorise("PRMPTS", "13800138000", 15_000, 12_000)
+    market.capture(phone["id"])
+    market.refund(phone["id"], 4_000)
+    cake = coffee.authorise("HXCARD", "HX-0002", 3_200, 3_200)
+    coffee.capture(cake["id"])
 
 
 def _report(engine: Engine, console: Console, now: datetime) -> None:
