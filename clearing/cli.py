@@ -55,22 +55,13 @@ def ledger_check() -> None:
 
 
 @app.command("expire")
-def expire(limit: int = typer.Option(10_000, help="Lots per transaction.")) -> None:
-    """Post the expiry of every lot due now, and release holds past their time-to-live."""
+def expire(limit: int = typer.Option(10_000, help="Rows per transaction.")) -> None:
+    """Release holds past their time-to-live and post the expiry of every lot due now."""
     import clearing.tables  # noqa: F401
-    from clearing.ledger import Ledger, expire_due_lots
+    from clearing.tasks import run_expiry
 
-    engine = _engine()
-    total = 0
-    while True:
-        with transaction(engine) as session:
-            now = utcnow()
-            Ledger(session).release_expired_holds(now, limit=limit)
-            points = expire_due_lots(session, now, limit)
-        total += points
-        if points == 0:
-            break
-    typer.echo(f"expired {total} points")
+    released, expired = run_expiry(_engine(), utcnow(), limit)
+    typer.echo(f"released {released} expired holds, expired {expired} points")
 
 
 @app.command("demo")

@@ -16,11 +16,13 @@ from zoneinfo import ZoneInfo
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from clearing.config import Settings
 from clearing.db import make_engine, transaction
 from clearing.errors import ClearingError
+from clearing.tasks import expire_due
 from clearing.timeutil import utcnow
 from settlement import repository as repo
 from settlement.currencies import is_known_currency
@@ -151,6 +153,15 @@ def build_scheduler(
             name=f"daily settlement {currency}",
             replace_existing=True,
         )
+    # The ledger's own housekeeping rides on the same scheduler and job store.
+    scheduler.add_job(
+        expire_due,
+        IntervalTrigger(minutes=5),
+        args=[settings],
+        id="ledger-expiry",
+        name="release expired holds, expire due lots",
+        replace_existing=True,
+    )
     return scheduler
 
 
