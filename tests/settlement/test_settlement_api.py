@@ -58,7 +58,8 @@ def get(http: TestClient, who: Signer, path: str) -> httpx.Response:
         created=int(time.time()),
         nonce=secrets.token_urlsafe(16),
     )
-    return http.get(path, headers=headers)
+    response: httpx.Response = http.get(path, headers=headers)
+    return response
 
 
 @pytest.fixture
