@@ -156,3 +156,16 @@ def serve(
         workers=workers,
         access_log=False,
     )
+
+
+@app.command("platform-key")
+def platform_key() -> None:
+    """Print the platform's public key (PEM) and its key id, for partners to verify signatures."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from clearing.platform_key import load_or_create
+
+    key = load_or_create(Settings.from_env().platform_key_path)
+    pem = key.public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    typer.echo(pem, nl=False)
+    typer.echo(f"key id: {key.keyid}", err=True)
