@@ -685,4 +685,3 @@ def _refund(
         fee_returned=fee_back,
         refunded_amount_total=total_after,
     )
-
