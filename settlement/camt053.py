@@ -74,6 +74,8 @@ class Camt053Writer:
         self._cur = meta.currency
         self._entries = entries
         self._value_date = meta.settlement_date.isoformat()
+        self._batches: list[int] = []
+        """Signed net of every batch entry written (batched statements only)."""
 
     def _amt(self, minor: int) -> str:
         return f'<Amt Ccy="{self._cur}">{format_minor(abs(minor), self._cur)}</Amt>'
@@ -123,6 +125,41 @@ class Camt053Writer:
         parts.append("</Ntry>\n")
         self._entries.write("".join(parts).encode("utf-8"))
 
+    def write_batch(
+        self, counterparty: str, event_type: str, count: int, gross: int, fee: int, net: int
+    ) -> None:
+        """Append one batch Ntry: every detail of one counterparty and event type, summed."""
+        self._batches.append(net)
+        ref = len(self._batches)
+        info = (
+            f"counterparty={counterparty};event_type={event_type};details={count};"
+            "lines=statement.csv"
+        )
+        parts = [
+            f"<Ntry><NtryRef>B{ref}</NtryRef>",
+            self._amt(net),
+            f"<CdtDbtInd>{_cd(net)}</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>",
+            f"<BookgDt><Dt>{self._value_date}</Dt></BookgDt>",
+            f"<ValDt><Dt>{self._value_date}</Dt></ValDt>",
+            f"<BkTxCd><Prtry><Cd>{_t(event_type)}</Cd>",
+            f"<Issr>{PROPRIETARY_ISSUER}</Issr></Prtry></BkTxCd>",
+            f"<AmtDtls><TxAmt>{self._amt(gross)}</TxAmt></AmtDtls>",
+        ]
+        if fee:
+            parts.append(
+                f'<Chrgs><TtlChrgsAndTaxAmt Ccy="{self._cur}">'
+                f"{format_minor(abs(fee), self._cur)}</TtlChrgsAndTaxAmt>"
+                f"<Rcrd>{self._amt(fee)}<CdtDbtInd>{_cd(fee)}</CdtDbtInd>"
+                "<ChrgInclInd>true</ChrgInclInd></Rcrd></Chrgs>"
+            )
+        parts.append(
+            f"<NtryDtls><Btch><NbOfTxs>{count}</NbOfTxs>"
+            f'<TtlAmt Ccy="{self._cur}">{format_minor(abs(net), self._cur)}</TtlAmt>'
+            f"<CdtDbtInd>{_cd(net)}</CdtDbtInd></Btch></NtryDtls>"
+        )
+        parts.append(f"<AddtlNtryInf>{_t(info[:500])}</AddtlNtryInf></Ntry>\n")
+        self._entries.write("".join(parts).encode("utf-8"))
+
     def finish(self, totals: StatementTotals, out: IO[bytes]) -> None:
         """Write the whole document to `out`, copying the entries written so far."""
         meta, party, cur = self._meta, self._party, self._cur
@@ -137,6 +174,18 @@ class Camt053Writer:
             )
 
         net = totals.net
+        count, credit_count, credits, debits = (
+            totals.count,
+            totals.credit_count,
+            totals.credits,
+            totals.debits,
+        )
+        batched = bool(self._batches)
+        if batched:
+            count = len(self._batches)
+            credit_count = sum(1 for b in self._batches if b >= 0)
+            credits = sum(b for b in self._batches if b >= 0)
+            debits = -sum(b for b in self._batches if b < 0)
         head = [
             '<?xml version="1.0" encoding="UTF-8"?>\n',
             f"<Document xmlns={quoteattr(NAMESPACE)}>\n<BkToCstmrStmt>\n",
@@ -156,19 +205,20 @@ class Camt053Writer:
             balance("OPBD", 0),
             balance("CLBD", net),
             "<TxsSummry><TtlNtries>",
-            f"<NbOfNtries>{totals.count}</NbOfNtries>",
-            f"<Sum>{format_minor(totals.credits + totals.debits, cur)}</Sum>",
+            f"<NbOfNtries>{count}</NbOfNtries>",
+            f"<Sum>{format_minor(credits + debits, cur)}</Sum>",
             f"<TtlNetNtry><Amt>{format_minor(abs(net), cur)}</Amt>",
             f"<CdtDbtInd>{_cd(net)}</CdtDbtInd></TtlNetNtry></TtlNtries>",
-            f"<TtlCdtNtries><NbOfNtries>{totals.credit_count}</NbOfNtries>",
-            f"<Sum>{format_minor(totals.credits, cur)}</Sum></TtlCdtNtries>",
-            f"<TtlDbtNtries><NbOfNtries>{totals.count - totals.credit_count}</NbOfNtries>",
-            f"<Sum>{format_minor(totals.debits, cur)}</Sum></TtlDbtNtries>",
+            f"<TtlCdtNtries><NbOfNtries>{credit_count}</NbOfNtries>",
+            f"<Sum>{format_minor(credits, cur)}</Sum></TtlCdtNtries>",
+            f"<TtlDbtNtries><NbOfNtries>{count - credit_count}</NbOfNtries>",
+            f"<Sum>{format_minor(debits, cur)}</Sum></TtlDbtNtries>",
             "</TxsSummry>\n",
         ]
         out.write("".join(head).encode("utf-8"))
         self._entries.flush()
         self._entries.seek(0)
         shutil.copyfileobj(self._entries, out, 1 << 20)
-        tail = f"<AddtlStmtInf>{_t(f'file_id={file_id}'[:500])}</AddtlStmtInf>\n"
+        extra = f";entries=batched;details={totals.count}" if batched else ""
+        tail = f"<AddtlStmtInf>{_t(f'file_id={file_id}{extra}'[:500])}</AddtlStmtInf>\n"
         out.write((tail + "</Stmt>\n</BkToCstmrStmt>\n</Document>\n").encode("utf-8"))

@@ -3,33 +3,48 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from itertools import islice
 from pathlib import Path
-from types import MappingProxyType
-from typing import IO
+from types import MappingProxyType, TracebackType
+from typing import IO, BinaryIO
 
+import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from settlement.camt053 import Camt053Writer
+from settlement.currencies import exponent, parse_minor
 from settlement.lines import ObligationLine, Party
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME, manifest_bytes, sign_manifest
 from settlement.statement import (
+    DetailFrames,
+    DetailRow,
     StatementInputError,
     StatementMeta,
     StatementTotals,
-    iter_detail_rows,
     statement_file_id,
 )
-from settlement.statement_csv import CsvStatementWriter
+from settlement.statement_csv import CsvStatementWriter, detail_records
 from settlement.statement_xlsx import EXCEL_MAX_ROWS, XlsxStatementWriter
 
 CSV_NAME = "statement.csv"
 XLSX_NAME = "statement.xlsx"
 CAMT_NAME = "camt053.xml"
+DETAIL_LIMIT = 10_000
+"""Above this many detail lines a party's XLSX holds no detail sheets (summary and trailer only)
+and its camt.053 holds one batch entry per (counterparty, event type); statement.csv always has
+every line. See FILES.md, "Large statements"."""
+_LINES_PER_CHUNK = 65_536
 
 
 @dataclass(frozen=True)
@@ -81,18 +96,299 @@ def _cleanup_on_error(paths: list[Path]) -> Iterator[None]:
         raise
 
 
+Chunk = Sequence[ObligationLine] | pd.DataFrame
+
+
+def line_chunks(
+    lines: Iterable[ObligationLine] | Iterable[Chunk] | pd.DataFrame, size: int = _LINES_PER_CHUNK
+) -> Iterator[Chunk]:
+    """Chunks of `lines`: a frame, an iterable of frames or lists of lines, or of lines."""
+    if isinstance(lines, pd.DataFrame):
+        yield lines
+        return
+    items = iter(lines)
+    for first in items:
+        if isinstance(first, ObligationLine):
+            batch: list[ObligationLine] = [first, *islice(items, size - 1)]  # type: ignore[list-item]
+            yield batch
+        else:
+            yield first
+        break
+    pending: list[ObligationLine] = []
+    for item in items:
+        if isinstance(item, ObligationLine):
+            pending.append(item)
+            if len(pending) >= size:
+                yield pending
+                pending = []
+        else:
+            if pending:
+                yield pending
+                pending = []
+            yield item
+    if pending:
+        yield pending
+
+
+def _csv_detail_rows(path: Path, currency: str) -> Iterator[DetailRow]:
+    """The detail records of a written CSV statement, back as rows (for XLSX and camt)."""
+    with open(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+        for rec in csv.reader(text):
+            if rec[0] != "D":
+                if rec[0] in ("S", "T"):
+                    return
+                continue
+            yield DetailRow(
+                int(rec[1]),
+                rec[2],
+                rec[3] or None,
+                rec[4],
+                rec[5],
+                rec[6] or None,
+                int(rec[7]),
+                Decimal(rec[8]) if rec[8] else None,
+                int(rec[9]) if rec[9] else None,
+                parse_minor(rec[10], currency),
+                parse_minor(rec[11], currency),
+                datetime.fromisoformat(rec[14]),
+            )
+
+
+class _PartyState:
+    def __init__(self, directory: Path, party: Party, meta: StatementMeta) -> None:
+        self.directory = directory
+        self.party = party
+        self.meta = meta
+        self.totals = StatementTotals()
+        self.csv_partial = _partial(directory / CSV_NAME)
+        self.handle: BinaryIO | None = None
+        self.writer: CsvStatementWriter | None = None
+        self.csv_sha256 = ""
+        self.body_sha256 = ""
+
+    def partials(self) -> list[Path]:
+        names = (CSV_NAME, XLSX_NAME, CAMT_NAME, MANIFEST_NAME, SIGNATURE_NAME)
+        return [_partial(self.directory / name) for name in names]
+
+
+class BatchFiles:
+    """The folders of many parties of one batch, written in one streaming pass over its lines.
+
+    Usage: `feed` every chunk (sorted lines, see DetailFrames), `finish_csv`, `write_formats`
+    (XLSX and camt.053 from each finished CSV, by the DETAIL_LIMIT policy), then `publish`
+    (manifest, signature, atomic renames). Nothing has a final name before `publish`; leaving
+    the `with` block by an exception deletes every partial file. `seconds` holds the time
+    spent per phase.
+    """
+
+    def __init__(
+        self,
+        folders: Mapping[str, Path],
+        parties: Sequence[Party],
+        metas: Mapping[str, StatementMeta],
+        *,
+        signing_key: Ed25519PrivateKey,
+        key_id: str,
+        detail_limit: int = DETAIL_LIMIT,
+        max_rows_per_sheet: int = EXCEL_MAX_ROWS,
+    ) -> None:
+        if not parties:
+            raise ValueError("no parties")
+        first = metas[parties[0].id]
+        exponent(first.currency)
+        for party in parties:
+            m = metas[party.id]
+            if (m.currency, m.window_start, m.window_end) != (
+                first.currency,
+                first.window_start,
+                first.window_end,
+            ):
+                raise ValueError("every statement of a batch has one currency and window")
+        self._signing_key = signing_key
+        self._key_id = key_id
+        self._detail_limit = detail_limit
+        self._max_rows = max_rows_per_sheet
+        self._currency = first.currency
+        self._engine = DetailFrames(parties, first)
+        self._states = [_PartyState(folders[p.id], p, metas[p.id]) for p in parties]
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._closed = False
+        try:
+            for state in self._states:
+                state.directory.mkdir(parents=True, exist_ok=True)
+                state.handle = open(state.csv_partial, "wb")  # noqa: SIM115
+                state.writer = CsvStatementWriter(state.handle, state.party, state.meta)
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self) -> BatchFiles:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if kind is not None:
+            self.abort()
+
+    @property
+    def totals(self) -> dict[str, StatementTotals]:
+        """Statement totals per party id (complete after finish_csv)."""
+        return {s.party.id: s.totals for s in self._states}
+
+    def feed(self, chunk: Chunk) -> None:
+        """Write the detail records of one chunk of sorted lines."""
+        began = time.perf_counter()
+        pieces = list(self._engine.feed(chunk))
+        self.seconds["details"] += time.perf_counter() - began
+        self._write(pieces)
+
+    def _write(self, pieces: list[tuple[int, pd.DataFrame]]) -> None:
+        began = time.perf_counter()
+        if pieces:
+            # Format every party's rows of the chunk at once, then hand each party its slice.
+            frame = pieces[0][1] if len(pieces) == 1 else pd.concat([d for _, d in pieces])
+            records = detail_records(frame, self._currency)
+            at = 0
+            for owner, details in pieces:
+                state = self._states[owner]
+                state.totals.add_frame(details)
+                assert state.writer is not None
+                state.writer.write_records(records[at : at + len(details)])
+                at += len(details)
+        self.seconds["csv"] += time.perf_counter() - began
+
+    def finish_csv(self) -> None:
+        """Write the last reference, summaries and trailers; close every CSV."""
+        began = time.perf_counter()
+        pieces = list(self._engine.close())
+        self.seconds["details"] += time.perf_counter() - began
+        self._write(pieces)
+        began = time.perf_counter()
+        for state in self._states:
+            assert state.writer is not None
+            assert state.handle is not None
+            state.body_sha256 = state.writer.finish(state.totals)
+            state.csv_sha256 = state.writer.file_hash.hexdigest()
+            state.handle.close()
+            state.handle = None
+        self.seconds["csv"] += time.perf_counter() - began
+
+    def write_formats(self) -> None:
+        """XLSX and camt.053 of every party, from its finished CSV (policy: DETAIL_LIMIT)."""
+        for state in self._states:
+            self._write_xlsx(state)
+            self._write_camt(state)
+
+    def _write_xlsx(self, state: _PartyState) -> None:
+        began = time.perf_counter()
+        count = state.totals.count
+        omitted = count if count > self._detail_limit else None
+        writer = XlsxStatementWriter(
+            state.party,
+            state.meta,
+            max_rows_per_sheet=self._max_rows,
+            details_omitted=omitted,
+            detail_limit=self._detail_limit,
+        )
+        try:
+            if omitted is None:
+                for row in _csv_detail_rows(state.csv_partial, self._currency):
+                    writer.write_row(row)
+        except BaseException:
+            writer.discard()
+            raise
+        writer.finish(state.totals, state.body_sha256, _partial(state.directory / XLSX_NAME))
+        self.seconds["xlsx"] += time.perf_counter() - began
+
+    def _write_camt(self, state: _PartyState) -> None:
+        began = time.perf_counter()
+        batched = state.totals.count > self._detail_limit
+        entries: IO[bytes]
+        with tempfile.TemporaryFile(dir=state.directory) as entries:
+            writer = Camt053Writer(state.party, state.meta, entries)
+            if batched:
+                for (cp, ev), (count, gross, fee, net) in sorted(state.totals.batches.items()):
+                    writer.write_batch(cp, ev, count, gross, fee, net)
+            else:
+                for row in _csv_detail_rows(state.csv_partial, self._currency):
+                    writer.write_row(row)
+            with open(_partial(state.directory / CAMT_NAME), "wb") as out:
+                writer.finish(state.totals, out)
+        self.seconds["camt"] += time.perf_counter() - began
+
+    def publish(self, expected_nets: Mapping[str, int] | None = None) -> dict[str, PartyFiles]:
+        """Check nets, write and sign every manifest, then give every file its final name."""
+        began = time.perf_counter()
+        for state in self._states:
+            want = None if expected_nets is None else expected_nets.get(state.party.id)
+            if want is not None and state.totals.net != want:
+                raise StatementInputError(
+                    f"statement of {state.party.id} nets {state.totals.net}, clearing says {want}"
+                )
+        results: dict[str, PartyFiles] = {}
+        for state in self._states:
+            directory = state.directory
+            finals = [directory / name for name in (CSV_NAME, XLSX_NAME, CAMT_NAME)]
+            hashes = {CSV_NAME: state.csv_sha256}
+            for final in finals[1:]:
+                hashes[final.name] = _sha256(_partial(final))
+            manifest = manifest_bytes(state.meta.batch_id, state.party.id, self._key_id, hashes)
+            _partial(directory / MANIFEST_NAME).write_bytes(manifest)
+            _partial(directory / SIGNATURE_NAME).write_bytes(
+                sign_manifest(manifest, self._signing_key)
+            )
+            results[state.party.id] = PartyFiles(
+                directory=directory,
+                file_id=statement_file_id(state.meta, state.party.id),
+                hashes=MappingProxyType(hashes),
+                totals=state.totals,
+            )
+        for state in self._states:
+            directory = state.directory
+            names = (CSV_NAME, XLSX_NAME, CAMT_NAME, MANIFEST_NAME, SIGNATURE_NAME)
+            _publish([(_partial(directory / n), directory / n) for n in names], directory)
+        self._closed = True
+        self.seconds["manifests"] += time.perf_counter() - began
+        return results
+
+    def abort(self) -> None:
+        """Close and delete every partial file."""
+        for state in self._states:
+            if state.handle is not None:
+                state.handle.close()
+                state.handle = None
+            for path in state.partials():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        self._closed = True
+
+
 def write_statement_csv(
-    path: Path, party: Party, lines: Iterable[ObligationLine], meta: StatementMeta
+    path: Path,
+    party: Party,
+    lines: Iterable[ObligationLine] | Iterable[Chunk] | pd.DataFrame,
+    meta: StatementMeta,
 ) -> StatementTotals:
     """Write only the CSV statement of `party` to `path`, atomically; returns its totals."""
     partial = _partial(path)
     totals = StatementTotals()
+    engine = DetailFrames([party], meta)
     with _cleanup_on_error([partial]):
         with open(partial, "wb") as fh:
             writer = CsvStatementWriter(fh, party, meta)
-            for row in iter_detail_rows(lines, party, meta):
-                totals.add(row)
-                writer.write_row(row)
+
+            def write(pieces: Iterable[tuple[int, pd.DataFrame]]) -> None:
+                for _owner, details in pieces:
+                    totals.add_frame(details)
+                    writer.write_records(detail_records(details, meta.currency))
+
+            for chunk in line_chunks(lines):
+                write(engine.feed(chunk))
+            write(engine.close())
             writer.finish(totals)
         _publish([(partial, path)], path.parent)
     return totals
@@ -101,63 +397,31 @@ def write_statement_csv(
 def write_party_files(
     directory: Path,
     party: Party,
-    lines: Iterable[ObligationLine],
+    lines: Iterable[ObligationLine] | Iterable[Chunk] | pd.DataFrame,
     meta: StatementMeta,
     *,
     signing_key: Ed25519PrivateKey,
     key_id: str,
     expected_net: int | None = None,
     max_rows_per_sheet: int = EXCEL_MAX_ROWS,
+    detail_limit: int = DETAIL_LIMIT,
 ) -> PartyFiles:
-    """Write `party`'s statements, manifest and signature into `directory` in one pass."""
-    directory.mkdir(parents=True, exist_ok=True)
-    finals = [directory / name for name in (CSV_NAME, XLSX_NAME, CAMT_NAME)]
-    csv_partial, xlsx_partial, camt_partial = (_partial(p) for p in finals)
-    manifest_partial = _partial(directory / MANIFEST_NAME)
-    sig_partial = _partial(directory / SIGNATURE_NAME)
-    temps = [csv_partial, xlsx_partial, camt_partial, manifest_partial, sig_partial]
-    totals = StatementTotals()
-    with _cleanup_on_error(temps):
-        entries: IO[bytes]
-        with (
-            open(csv_partial, "wb") as csv_fh,
-            tempfile.TemporaryFile(dir=directory) as entries,
-        ):
-            csv_writer = CsvStatementWriter(csv_fh, party, meta)
-            xlsx_writer = XlsxStatementWriter(party, meta, max_rows_per_sheet=max_rows_per_sheet)
-            camt_writer = Camt053Writer(party, meta, entries)
-            try:
-                for row in iter_detail_rows(lines, party, meta):
-                    totals.add(row)
-                    csv_writer.write_row(row)
-                    xlsx_writer.write_row(row)
-                    camt_writer.write_row(row)
-                if expected_net is not None and totals.net != expected_net:
-                    raise StatementInputError(
-                        f"statement of {party.id} nets {totals.net}, clearing says {expected_net}"
-                    )
-            except BaseException:
-                xlsx_writer.discard()
-                raise
-            body_sha = csv_writer.finish(totals)
-            xlsx_writer.finish(totals, body_sha, xlsx_partial)
-            with open(camt_partial, "wb") as camt_fh:
-                camt_writer.finish(totals, camt_fh)
-        hashes = {final.name: _sha256(_partial(final)) for final in finals}
-        manifest = manifest_bytes(meta.batch_id, party.id, key_id, hashes)
-        manifest_partial.write_bytes(manifest)
-        sig_partial.write_bytes(sign_manifest(manifest, signing_key))
-        _publish(
-            [(_partial(final), final) for final in finals]
-            + [
-                (manifest_partial, directory / MANIFEST_NAME),
-                (sig_partial, directory / SIGNATURE_NAME),
-            ],
-            directory,
-        )
-    return PartyFiles(
-        directory=directory,
-        file_id=statement_file_id(meta, party.id),
-        hashes=MappingProxyType(hashes),
-        totals=totals,
-    )
+    """Write `party`'s statements, manifest and signature into `directory` in one pass.
+
+    `lines`: ObligationLine objects, chunks of them, or frames with LINE_COLUMNS.
+    """
+    with BatchFiles(
+        {party.id: directory},
+        [party],
+        {party.id: meta},
+        signing_key=signing_key,
+        key_id=key_id,
+        detail_limit=detail_limit,
+        max_rows_per_sheet=max_rows_per_sheet,
+    ) as batch:
+        for chunk in line_chunks(lines):
+            batch.feed(chunk)
+        batch.finish_csv()
+        batch.write_formats()
+        nets = None if expected_net is None else {party.id: expected_net}
+        return batch.publish(nets)[party.id]

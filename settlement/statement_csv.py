@@ -5,9 +5,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Sequence
 from datetime import datetime
-from typing import BinaryIO
+from itertools import repeat
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
 
 from settlement.currencies import exponent, format_minor
 from settlement.lines import Party
@@ -75,6 +80,126 @@ TRAILER_FIELDS = (
     "body_sha256",
 )
 _FLUSH_ROWS = 4096
+_SPECIAL = (",", '"', "\r", "\n")
+_STR = np.dtypes.StringDType()
+
+
+def _quote(value: str) -> str:
+    # RFC 4180 as csv.writer writes it (QUOTE_MINIMAL): only fields that need it.
+    if value and any(c in value for c in _SPECIAL):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _quoted(values: Any) -> list[str]:
+    texts: list[str] = values.tolist() if hasattr(values, "tolist") else list(values)
+    joined = "".join(texts)
+    if any(c in joined for c in _SPECIAL):
+        return [_quote(t) for t in texts]
+    return texts
+
+
+def _by_value(values: Any, render: Any) -> list[str]:
+    """render() applied once per distinct value, spread back to every row."""
+    codes, uniques = pd.factorize(values)
+    texts = np.array([render(u) for u in uniques.tolist()] or [""], dtype=object)
+    result: list[str] = texts[codes].tolist()
+    return result
+
+
+def _by_combination(columns: Sequence[Any], render: Any) -> list[str]:
+    """render(*values) once per distinct combination of `columns`, spread back to every row."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for column in columns:
+        codes, uniques = pd.factorize(column)
+        key = key * max(len(uniques), 1) + codes
+        key, _ = pd.factorize(key)
+        key = key.astype(np.int64, copy=False)
+    codes, firsts = np.unique(key, return_index=True)
+    lookup = np.empty(len(codes) or 1, dtype=object)
+    for code, at in zip(codes.tolist(), firsts.tolist(), strict=True):
+        lookup[code] = render(*(column[at] for column in columns))
+    result: list[str] = lookup[key].tolist()
+    return result
+
+
+def money_texts(values: Any, currency: str, *, with_dc: bool = False) -> list[str]:
+    """format_minor of every value (optionally followed by ",C"/",D"), exact, vectorised."""
+    exp = exponent(currency)
+    codes, uniques = pd.factorize(values)
+    if values.dtype != np.int64 or len(uniques) == 0:
+        texts = [format_minor(int(v), currency) for v in uniques.tolist()]
+        if with_dc:
+            texts = [
+                f"{t},{'C' if v >= 0 else 'D'}"
+                for t, v in zip(texts, uniques.tolist(), strict=True)
+            ]
+        return np.array(texts or [""], dtype=object)[codes].tolist()  # type: ignore[no-any-return]
+    u = np.asarray(uniques, dtype=np.int64)
+    negative = u < 0
+    magnitude = np.abs(u).astype(np.uint64)  # |int64 min| fits in uint64
+    text = magnitude.astype(_STR)
+    if exp:
+        text = np.strings.zfill(text, exp + 1)
+        size = np.strings.str_len(text)
+        text = np.strings.add(
+            np.strings.add(np.strings.slice(text, 0, size - exp), "."),
+            np.strings.slice(text, size - exp, size),
+        )
+    text = np.strings.add(np.where(negative, "-", "").astype(_STR), text)
+    if with_dc:
+        text = np.strings.add(text, np.where(u >= 0, ",C", ",D").astype(_STR))
+    return text.astype(object)[codes].tolist()  # type: ignore[no-any-return]
+
+
+def utc_texts(micros: Any) -> list[str]:
+    """ISO 8601 UTC text with microseconds and Z of int64 microseconds since the epoch."""
+    codes, uniques = pd.factorize(micros)
+    texts = np.char.add(
+        np.datetime_as_string(
+            np.asarray(uniques, dtype=np.int64).astype("datetime64[us]"), unit="us"
+        ),
+        "Z",
+    ).astype(object)
+    result: list[str] = texts[codes].tolist() if len(texts) else []
+    return result
+
+
+def detail_records(details: pd.DataFrame, currency: str) -> list[str]:
+    """The D records of a detail frame (settlement.statement.DETAIL_COLUMNS), without CRLF."""
+    if len(details) == 0:
+        return []
+    exponent(currency)
+    gross = details["gross"].to_numpy()
+    fee = details["fee"].to_numpy()
+    net = gross + fee
+
+    middle = _by_combination(
+        [details[c].to_numpy() for c in ("event_type", "counterparty", "program")],
+        lambda e, c, p: f"{_quote(str(e))},{_quote(str(c))},{_quote(str(p))}",
+    )
+    value = _by_combination(
+        [details[c].to_numpy() for c in ("point_value", "point_value_version")],
+        lambda v, n: f"{_quote(str(v))},{_quote(str(n))}",
+    )
+    return list(
+        map(
+            ",".join,
+            zip(
+                repeat("D"),
+                map(str, details["line_no"].tolist()),
+                _quoted(details["reference"].to_numpy()),
+                _quoted(details["original_reference"].to_numpy()),
+                middle,
+                _by_value(details["points"].to_numpy(), str),
+                value,
+                money_texts(gross, currency),
+                money_texts(fee, currency),
+                money_texts(net, currency, with_dc=True),
+                utc_texts(details["booked_at"].to_numpy()),
+            ),
+        )
+    )
 
 
 def window_text(moment: datetime, zone: str) -> str:
@@ -111,6 +236,8 @@ class CsvStatementWriter:
         self._sink = sink
         self._currency = meta.currency
         self._hash = hashlib.sha256()
+        self.file_hash = hashlib.sha256()
+        """SHA-256 of every byte written, trailer included: the manifest's hash of the file."""
         self._buffer = io.StringIO()
         self._csv = csv.writer(self._buffer, lineterminator="\r\n")
         self._pending = 0
@@ -121,10 +248,24 @@ class CsvStatementWriter:
     def _flush(self) -> None:
         data = self._buffer.getvalue().encode("utf-8")
         self._hash.update(data)
+        self.file_hash.update(data)
         self._sink.write(data)
         self._buffer.seek(0)
         self._buffer.truncate()
         self._pending = 0
+
+    def write_records(self, records: list[str]) -> None:
+        """Append D records made by `detail_records`, in order."""
+        if not records:
+            return
+        if self._buffer.tell():
+            self._flush()
+        records.append("")
+        data = "\r\n".join(records).encode("utf-8")
+        records.pop()
+        self._hash.update(data)
+        self.file_hash.update(data)
+        self._sink.write(data)
 
     def write_row(self, row: DetailRow) -> None:
         """Append one detail record."""
@@ -186,7 +327,9 @@ class CsvStatementWriter:
                 body_sha,
             )
         )
-        self._sink.write(self._buffer.getvalue().encode("utf-8"))
+        tail = self._buffer.getvalue().encode("utf-8")
+        self.file_hash.update(tail)
+        self._sink.write(tail)
         self._buffer.seek(0)
         self._buffer.truncate()
         return body_sha

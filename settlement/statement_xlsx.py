@@ -28,6 +28,7 @@ TRAILER_LABELS = (
     "net",
     "points_total",
     "csv_body_sha256",
+    "details_in_workbook",
 )
 
 
@@ -76,8 +77,16 @@ class XlsxStatementWriter:
     """Writes one XLSX statement (write-only openpyxl), splitting details across sheets."""
 
     def __init__(
-        self, party: Party, meta: StatementMeta, *, max_rows_per_sheet: int = EXCEL_MAX_ROWS
+        self,
+        party: Party,
+        meta: StatementMeta,
+        *,
+        max_rows_per_sheet: int = EXCEL_MAX_ROWS,
+        details_omitted: int | None = None,
+        detail_limit: int | None = None,
     ) -> None:
+        """`details_omitted`: the detail count of a statement too large for the workbook; its
+        details are then left out (statement.csv has them) and the Header sheet says so."""
         if not 2 <= max_rows_per_sheet <= EXCEL_MAX_ROWS:
             raise ValueError(f"max_rows_per_sheet must be in 2..{EXCEL_MAX_ROWS}")
         self._exp = exponent(meta.currency)
@@ -92,6 +101,16 @@ class XlsxStatementWriter:
         header = self._wb.create_sheet("Header")
         for label, value in zip(HEADER_FIELDS[1:], header_values(party, meta)[1:], strict=True):
             header.append([label, _text(header, value)])
+        self._omitted = details_omitted
+        if details_omitted is not None:
+            header.append(
+                [
+                    "details",
+                    f"omitted: {details_omitted} detail lines exceed this workbook's limit of "
+                    f"{detail_limit if detail_limit is not None else 'its limit'}; "
+                    "every line is in statement.csv",
+                ]
+            )
         self._sheet: Any = None
         self._sheet_rows = 0
         self._sheets = 0
@@ -145,7 +164,7 @@ class XlsxStatementWriter:
 
     def finish(self, totals: StatementTotals, csv_body_sha256: str, path: Path) -> None:
         """Write summary and trailer sheets and save the workbook to `path`."""
-        if self._sheet is None:
+        if self._sheet is None and self._omitted is None:
             self._sheet = self._wb.create_sheet("Details")
             self._sheet.append(list(DETAIL_FIELDS[1:]))
         summary = self._wb.create_sheet("Summary")
@@ -171,6 +190,7 @@ class XlsxStatementWriter:
             self._money(trailer, totals.net),
             totals.points,
             csv_body_sha256,
+            0 if self._omitted is not None else totals.count,
         ]
         for label, value in zip(TRAILER_LABELS, values, strict=True):
             trailer.append([label, value])

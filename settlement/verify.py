@@ -41,6 +41,9 @@ class _CsvFacts:
     points: int = 0
     body_sha256: str = ""
     summary: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0] * 5))
+    batches: dict[tuple[str, str], list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0])
+    )
 
     @property
     def net(self) -> int:
@@ -122,6 +125,9 @@ def _check_csv(path: Path, errors: list[str]) -> _CsvFacts | None:
                     s[2] += fee
                     s[3] += net
                     s[4] += 1
+                    b = facts.batches[(record[5], record[4])]
+                    b[0] += 1
+                    b[1] += net
                 elif kind == "S":
                     if len(record) != len(SUMMARY_FIELDS):
                         errors.append(f"{name}: summary record {number} has {len(record)} fields")
@@ -224,10 +230,15 @@ def _check_camt(path: Path, facts: _CsvFacts | None, errors: list[str]) -> None:
     cur = facts.currency
     balances: dict[str, int] = {}
     entries = 0
+    batches: list[tuple[str, int, int]] = []
     try:
         for _event, element in iterparse(path):
             if element.tag == f"{_NS}Ntry":
                 entries += 1
+                count = element.findtext(f"{_NS}NtryDtls/{_NS}Btch/{_NS}NbOfTxs")
+                if count is not None:
+                    code = element.findtext(f"{_NS}BkTxCd/{_NS}Prtry/{_NS}Cd") or ""
+                    batches.append((code, int(count), _signed_amount(element, cur)))
                 element.clear()
             elif element.tag == f"{_NS}Bal":
                 code = element.findtext(f"{_NS}Tp/{_NS}CdOrPrtry/{_NS}Cd") or ""
@@ -241,7 +252,15 @@ def _check_camt(path: Path, facts: _CsvFacts | None, errors: list[str]) -> None:
         errors.append(
             f"{path.name}: closing balance {balances.get('CLBD')} differs from CSV net {facts.net}"
         )
-    if entries != facts.count:
+    if batches:
+        # A large statement: one batch entry per (counterparty, event type), in that order.
+        want = [(ev, c, net) for (_cp, ev), (c, net) in sorted(facts.batches.items())]
+        if len(batches) != entries or batches != want:
+            errors.append(
+                f"{path.name}: batch entries do not match the CSV details per counterparty "
+                "and event type"
+            )
+    elif entries != facts.count:
         errors.append(f"{path.name}: {entries} entries, CSV has {facts.count} detail lines")
 
 
@@ -268,8 +287,12 @@ def _check_xlsx(path: Path, facts: _CsvFacts | None, errors: list[str]) -> None:
         return
     finally:
         workbook.close()
-    if detail_rows != facts.count:
-        errors.append(f"{path.name}: {detail_rows} detail rows, CSV has {facts.count}")
+    in_workbook = trailer.get("details_in_workbook", facts.count)
+    if in_workbook not in (facts.count, 0) or detail_rows != in_workbook:
+        errors.append(
+            f"{path.name}: {detail_rows} detail rows ({in_workbook!r} stated), "
+            f"CSV has {facts.count}"
+        )
     stated = {
         "detail_count": facts.count,
         "points_total": facts.points,

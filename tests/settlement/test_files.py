@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -9,20 +10,31 @@ import time
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openpyxl import load_workbook
-from settlement_factories import PLATFORM, days, line, meta, orgs_of, party
+from settlement_factories import PLATFORM, chunked, days, line, meta, orgs_of, party
 
 from settlement.camt053 import validation_errors
 from settlement.currencies import UnknownCurrency
-from settlement.files import CAMT_NAME, CSV_NAME, XLSX_NAME, PartyFiles, write_party_files
-from settlement.lines import ObligationLine, Party
+from settlement.files import (
+    CAMT_NAME,
+    CSV_NAME,
+    XLSX_NAME,
+    BatchFiles,
+    PartyFiles,
+    write_party_files,
+    write_statement_csv,
+)
+from settlement.lines import LineFrameError, ObligationLine, Party, lines_to_frame
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from settlement.netting import clear
-from settlement.statement import StatementInputError
+from settlement.statement import StatementInputError, StatementTotals, iter_detail_rows
+from settlement.statement_csv import CsvStatementWriter
 from settlement.verify import verify_directory
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -298,3 +310,108 @@ def test_generated_days_write_verifiable_folders(
             total += result.totals.net
     platform = Party(PLATFORM.id, PLATFORM.name, "platform", "CNY")
     assert total + positions.get(("CNY", platform.id), 0) == 0
+
+
+def reference_csv(org: str, lines: list[ObligationLine]) -> bytes:
+    """The CSV as the row-by-row writer makes it: the reference for the vectorised path."""
+    buffer = io.BytesIO()
+    cur = lines[0].currency if lines else "CNY"
+    writer = CsvStatementWriter(buffer, party(org, cur), meta(cur))
+    totals = StatementTotals()
+    for row in iter_detail_rows(lines, party(org, cur), meta(cur)):
+        totals.add(row)
+        writer.write_row(row)
+    writer.finish(totals)
+    return buffer.getvalue()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(days(currencies=("CNY",)), st.integers(min_value=1, max_value=9))
+def test_vectorised_csv_is_byte_identical_to_row_by_row(
+    tmp_path: Path, lines: list[ObligationLine], size: int
+) -> None:
+    base = tmp_path / f"run-{time.monotonic_ns()}"
+    orgs = orgs_of(lines) or [PLATFORM.id]
+    frames = [lines_to_frame(chunk) for chunk in chunked(lines, size)]
+    folders = {org: base / org for org in orgs}
+    with BatchFiles(
+        folders,
+        [party(org) for org in orgs],
+        {org: meta() for org in orgs},
+        signing_key=KEY,
+        key_id="k-2026",
+    ) as batch:
+        for frame in frames:
+            batch.feed(frame)
+        batch.finish_csv()
+        batch.write_formats()
+        batch.publish()
+    for org in orgs:
+        want = reference_csv(org, lines)
+        assert (folders[org] / CSV_NAME).read_bytes() == want
+        single = base / "single" / org
+        write_party_files(
+            single, party(org), chunked(lines, size), meta(), signing_key=KEY, key_id="k-2026"
+        )
+        assert folder_bytes(single) == folder_bytes(folders[org])
+        assert verify_directory(folders[org], PUBLIC) == []
+
+
+def test_huge_amounts_take_the_exact_path(tmp_path: Path) -> None:
+    big = 2**62
+    lines = [
+        line("a" * 32, 0, "conversion", "bank-a", "bank-b", big),
+        line("a" * 32, 1, "conversion", "bank-a", "bank-b", big),
+    ]
+    # camt.053 amounts have at most 18 digits: only the CSV can carry this.
+    totals = write_statement_csv(tmp_path / CSV_NAME, party("bank-b"), lines, meta())
+    assert totals.net == 2 * big
+    assert (tmp_path / CSV_NAME).read_bytes() == reference_csv("bank-b", lines)
+
+
+def test_large_statements_keep_every_line_in_the_csv_only(tmp_path: Path) -> None:
+    lines = sample_day()
+    write(tmp_path, PLATFORM.id, lines, detail_limit=2)
+    assert verify_directory(tmp_path, PUBLIC) == []
+    workbook = load_workbook(tmp_path / XLSX_NAME, read_only=True)
+    titles = workbook.sheetnames
+    trailer = {row[0]: row[1] for row in workbook["Trailer"].iter_rows(values_only=True)}
+    header = {row[0]: row[1] for row in workbook["Header"].iter_rows(values_only=True)}
+    workbook.close()
+    assert titles == ["Header", "Summary", "Trailer"]
+    assert trailer["details_in_workbook"] == 0
+    assert trailer["detail_count"] == 6
+    assert "every line is in statement.csv" in str(header["details"])
+    camt = (tmp_path / CAMT_NAME).read_text()
+    assert camt.count("<Ntry>") == 6  # (counterparty, event type) pairs of the platform
+    assert "<Btch><NbOfTxs>" in camt
+    assert "entries=batched;details=6" in camt
+    tampered = camt.replace("<NbOfTxs>1</NbOfTxs>", "<NbOfTxs>2</NbOfTxs>", 1)
+    (tmp_path / CAMT_NAME).write_text(tampered)
+    assert any("batch entries" in e for e in verify_directory(tmp_path, PUBLIC))
+
+
+def test_frames_from_a_reader_with_categories_and_nulls(tmp_path: Path) -> None:
+    lines = sample_day()
+    frame = lines_to_frame(lines)
+    loose = pd.DataFrame(
+        {
+            **{c: frame[c] for c in frame.columns},
+            "payer": frame["payer"].astype("category"),
+            "original_reference": frame["original_reference"].replace("", None),
+            "point_value": [ln.point_value for ln in lines],
+            "point_value_version": pd.array([ln.point_value_version for ln in lines], "Int64"),
+            "points": pd.array([ln.points for ln in lines], "Int64"),
+        }
+    )
+    write_party_files(tmp_path / "a", party("shop-x"), loose, meta(), signing_key=KEY, key_id="k")
+    assert (tmp_path / "a" / CSV_NAME).read_bytes() == reference_csv("shop-x", lines)
+    assert verify_directory(tmp_path / "a", PUBLIC) == []
+    floating = loose.assign(amount=loose["amount"].astype(float))
+    with pytest.raises(LineFrameError, match="floating point"):
+        write_party_files(
+            tmp_path / "b", party("shop-x"), [floating], meta(), signing_key=KEY, key_id="k"
+        )
+    assert not any((tmp_path / "b").iterdir())

@@ -1,0 +1,394 @@
+"""Settlement of one business day on PostgreSQL, against a plain GROUP BY as the reference.
+
+Usage:
+    CLEARING_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \\
+    .venv/bin/python benchmarks/settle_bench.py [--rows 10000000] [--chunk 500000] [--out DIR]
+
+Creates a scratch database next to the admin URL's, loads `--rows` obligations of one day
+(20 issuers, 200 merchants, the platform; fees as lines of their own) into a table shaped like
+the ledger's `obligations`, then times:
+
+- reference: `SELECT currency, payer, payee, event_type, sum(amount), count(*) ... GROUP BY`;
+- ours: COPY of the window's rows in (booked_at, entry_id, seq) order into pandas chunks,
+  clearing + invariants (against the ledger's control totals), CSV statements of every party
+  and the platform, XLSX and camt.053 (policy: settlement.files.DETAIL_LIMIT), manifests signed
+  with an Ed25519 key made for the run. XLSX + camt are timed apart from the rest.
+
+The last line printed is one JSON object with every figure. The scratch database is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from psycopg import sql
+
+from settlement.files import DETAIL_LIMIT, BatchFiles
+from settlement.lines import Party, normalize_frame
+from settlement.netting import Clearer, Totals, check_invariants
+from settlement.statement import StatementMeta
+
+ADMIN_URL = os.environ.get(
+    "CLEARING_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+START = datetime(2026, 3, 1, 16, 0, tzinfo=UTC)  # 2026-03-02 00:00 Asia/Shanghai
+END = START + timedelta(days=1)
+PLATFORM_KEY = "platform"
+
+SCHEMA = """
+CREATE TABLE obligations (
+    entry_id uuid NOT NULL,
+    seq smallint NOT NULL,
+    event_type varchar(40) NOT NULL,
+    payer_org_id uuid NOT NULL,
+    payee_org_id uuid NOT NULL,
+    currency varchar(3) NOT NULL,
+    amount bigint NOT NULL CHECK (amount > 0),
+    program_code varchar(40),
+    points bigint,
+    point_value numeric(24, 12),
+    point_value_version integer,
+    original_entry_id uuid,
+    booked_at timestamptz NOT NULL,
+    PRIMARY KEY (entry_id, seq)
+)
+"""
+# One transaction per tx: its main obligation (seq 0) and its fee (seq 1). tx % 10 picks the
+# kind: 0-5 checkout capture + merchant fee, 6-7 conversion + issuer fee, 8 checkout refund +
+# fee refund, 9 merchant-funded accrual + merchant fee.
+LOAD = """
+INSERT INTO obligations
+SELECT md5('tx' || tx)::uuid, s.seq,
+       CASE WHEN s.seq = 0 THEN
+            CASE WHEN k < 6 THEN 'checkout_capture' WHEN k < 8 THEN 'conversion'
+                 WHEN k = 8 THEN 'checkout_refund' ELSE 'merchant_funded_accrual' END
+       ELSE CASE WHEN k = 8 THEN 'fee_refund' ELSE 'fee' END END,
+       CASE WHEN s.seq = 0 THEN
+            CASE WHEN k < 8 THEN issuer WHEN k = 8 THEN merchant ELSE merchant END
+       ELSE CASE WHEN k = 8 THEN platform WHEN k IN (6, 7) THEN issuer ELSE merchant END END,
+       CASE WHEN s.seq = 0 THEN
+            CASE WHEN k < 6 THEN merchant WHEN k < 8 THEN other WHEN k = 8 THEN issuer
+                 ELSE issuer END
+       ELSE CASE WHEN k = 8 THEN merchant ELSE platform END END,
+       'CNY',
+       CASE WHEN s.seq = 0 THEN pts / 2 + 1 ELSE pts / 2 * 6 / 1000 + 1 END,
+       CASE WHEN s.seq = 0 THEN 'PRG-' || (tx %% 20) END,
+       CASE WHEN s.seq = 0 THEN pts END,
+       CASE WHEN s.seq = 0 THEN 0.005 END,
+       CASE WHEN s.seq = 0 THEN 1 + tx %% 3 END,
+       CASE WHEN k = 8 THEN md5('tx' || greatest(tx - 10, 1))::uuid END,
+       %(start)s::timestamptz + (tx * %(step)s) * interval '1 microsecond'
+FROM (
+    SELECT tx, tx %% 10 AS k, 1 + (tx * 7919) %% 1000000 AS pts,
+           md5('issuer-' || (tx %% 20))::uuid AS issuer,
+           md5('issuer-' || ((tx + 3) %% 20))::uuid AS other,
+           md5('merchant-' || ((tx * 7) %% 200))::uuid AS merchant,
+           md5('platform')::uuid AS platform
+    FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS tx
+) AS t
+CROSS JOIN (VALUES (0), (1)) AS s(seq)
+WHERE tx * 2 + s.seq < %(limit)s
+"""
+STREAM = """
+COPY (
+    SELECT entry_id, seq, original_entry_id, event_type, payer_org_id, payee_org_id, currency,
+           amount, program_code, coalesce(points, 0), point_value, point_value_version,
+           (extract(epoch FROM booked_at) * 1000000)::bigint
+    FROM obligations
+    WHERE currency = 'CNY' AND booked_at >= %(start)s AND booked_at < %(end)s
+    ORDER BY booked_at, entry_id, seq
+) TO STDOUT (FORMAT csv)
+"""
+COLUMNS = [
+    "reference",
+    "seq",
+    "original_reference",
+    "event_type",
+    "payer",
+    "payee",
+    "currency",
+    "amount",
+    "program",
+    "points",
+    "point_value",
+    "point_value_version",
+    "booked_us",
+]
+DTYPES: dict[str, Any] = {
+    "reference": str,
+    "seq": "int64",
+    "original_reference": str,
+    "event_type": "category",
+    "payer": "category",
+    "payee": "category",
+    "currency": "category",
+    "amount": "int64",
+    "program": "category",
+    "points": "int64",
+    "point_value": "category",
+    "point_value_version": "category",
+    "booked_us": "int64",
+}
+GROUP_BY = """
+SELECT currency, payer_org_id, payee_org_id, event_type, sum(amount), count(*)
+FROM obligations
+WHERE currency = 'CNY' AND booked_at >= %(start)s AND booked_at < %(end)s
+GROUP BY currency, payer_org_id, payee_org_id, event_type
+"""
+CONTROL = """
+SELECT currency, sum(amount), count(*), sum(coalesce(points, 0))
+FROM obligations WHERE booked_at >= %(start)s AND booked_at < %(end)s GROUP BY currency
+"""
+
+
+def stream(url: str, chunk: int) -> Iterator[pd.DataFrame]:
+    """The window's lines as canonical frames of `chunk` rows, in settlement order.
+
+    psql (C, its own process: the second core) runs the COPY and pipes CSV into pandas'
+    C parser. psycopg's COPY iterator costs ~10 us per row in Python (one message per row).
+    """
+    query = STREAM.replace("%(start)s", f"'{START.isoformat()}'").replace(
+        "%(end)s", f"'{END.isoformat()}'"
+    )
+    command = ["psql", "--no-psqlrc", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c"]
+    with subprocess.Popen([*command, " ".join(query.split())], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        for frame in pd.read_csv(
+            proc.stdout,
+            header=None,
+            names=COLUMNS,
+            dtype=DTYPES,
+            chunksize=chunk,
+            keep_default_na=False,
+            na_values={"original_reference": [""]},
+        ):
+            frame["booked_at"] = pd.DatetimeIndex(
+                frame.pop("booked_us").to_numpy().astype("datetime64[us]")
+            ).tz_localize(UTC)
+            yield normalize_frame(frame)
+    if proc.returncode:
+        raise SystemExit(f"psql exited with {proc.returncode}")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process and its children, MiB (ru_maxrss is KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return float(max(own, kids)) / 1024
+
+
+def load(conn: psycopg.Connection[Any], rows: int) -> None:
+    """Create and fill the obligations table, in slices (one transaction each)."""
+    conn.execute(SCHEMA)
+    txs = (rows + 1) // 2
+    step = 86_400_000_000 // (txs + 2)
+    per = 1_000_000
+    for lo in range(1, txs + 1, per):
+        conn.execute(
+            LOAD,
+            {
+                "start": START,
+                "step": step,
+                "lo": lo,
+                "hi": min(lo + per - 1, txs),
+                "limit": rows + 2,
+            },
+        )
+    conn.execute("CREATE INDEX ix_obligations_window ON obligations (currency, booked_at)")
+    conn.execute("VACUUM ANALYZE obligations")
+
+
+def org_ids(conn: psycopg.Connection[Any]) -> tuple[str, list[str], list[str]]:
+    """The platform's, issuers' and merchants' ids (md5 uuids, as the loader made them)."""
+    row = conn.execute(
+        "SELECT md5('platform')::uuid::text, "
+        "array(SELECT md5('issuer-' || n)::uuid::text FROM generate_series(0, 19) n), "
+        "array(SELECT md5('merchant-' || n)::uuid::text FROM generate_series(0, 199) n)"
+    ).fetchone()
+    assert row is not None
+    return row[0], list(row[1]), list(row[2])
+
+
+def timed_copy(conn: psycopg.Connection[Any]) -> float:
+    """Seconds to stream the ordered window to nowhere (the server side of streaming)."""
+    began = time.perf_counter()
+    with conn.cursor() as cur, cur.copy(STREAM, {"start": START, "end": END}) as copy:
+        for _block in copy:
+            pass
+    return time.perf_counter() - began
+
+
+def main() -> int:
+    """Run the benchmark; print a table, then one JSON line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--chunk", type=int, default=500_000)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--detail-limit", type=int, default=DETAIL_LIMIT)
+    parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--no-index-study", action="store_true")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="settle-bench-"))
+    scratch = f"settle_bench_{os.getpid()}"
+    admin = psycopg.connect(ADMIN_URL, autocommit=True)
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+    url = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=scratch)
+    figures: dict[str, Any] = {"rows": args.rows, "chunk": args.chunk}
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            began = time.perf_counter()
+            load(conn, args.rows)
+            figures["load_seconds"] = round(time.perf_counter() - began, 2)
+
+            began = time.perf_counter()
+            reference = conn.execute(GROUP_BY, {"start": START, "end": END}).fetchall()
+            figures["group_by_seconds"] = round(time.perf_counter() - began, 2)
+
+            platform_id, issuers, merchants = org_ids(conn)
+            parties = [Party(platform_id, "Points Clearing Platform", "platform", "CNY")]
+            parties += [Party(i, f"Issuer {n}", "issuer", "CNY") for n, i in enumerate(issuers)]
+            parties += [
+                Party(m, f"Merchant {n}", "merchant", "CNY") for n, m in enumerate(merchants)
+            ]
+            metas = {
+                p.id: StatementMeta(
+                    batch_id="bench-CNY-20260302",
+                    settlement_date=date(2026, 3, 2),
+                    window_start=START,
+                    window_end=END,
+                    zone="Asia/Shanghai",
+                    currency="CNY",
+                    generated_at=datetime(2026, 3, 2, 17, 0, tzinfo=UTC),
+                    sequence=1,
+                    previous_file_id=None,
+                )
+                for p in parties
+            }
+            folders = {p.id: out / p.id for p in parties}
+            key = Ed25519PrivateKey.generate()
+
+            t0 = time.perf_counter()
+            control = {
+                str(c): Totals(int(a), int(n), int(p))
+                for c, a, n, p in conn.execute(CONTROL, {"start": START, "end": END})
+            }
+            # The ledger's primary key (entry_id, seq) proves uniqueness: no hash pass.
+            clearer = Clearer(source_unique=True)
+            read = clear_s = 0.0
+            with BatchFiles(
+                folders,
+                parties,
+                metas,
+                signing_key=key,
+                key_id="bench",
+                detail_limit=args.detail_limit,
+            ) as batch:
+                mark = time.perf_counter()
+                for frame in stream(url, args.chunk):
+                    now = time.perf_counter()
+                    read += now - mark
+                    clearer.add(frame)
+                    clear_s += time.perf_counter() - now
+                    batch.feed(frame)
+                    mark = time.perf_counter()
+                read += time.perf_counter() - mark
+                batch.finish_csv()
+                now = time.perf_counter()
+                clearing = clearer.result()
+                errors = check_invariants(clearing, expected=control, platform_id=platform_id)
+                for c, payer, payee, ev, amount, count in reference:
+                    got = clearing.gross.get((c, str(payer), str(payee), ev))
+                    if got is None or (got.amount, got.count) != (int(amount), int(count)):
+                        errors.append(f"gross of {payer}->{payee} {ev} differs from GROUP BY")
+                if len(reference) != len(clearing.gross):
+                    errors.append("gross obligations differ in number from GROUP BY")
+                clear_s += time.perf_counter() - now
+                if errors:
+                    raise SystemExit("invariants broken: " + "; ".join(errors[:5]))
+                t_csv = time.perf_counter()
+                batch.write_formats()
+                t_formats = time.perf_counter()
+                nets = {p.id: clearing.positions.get(("CNY", p.id), 0) for p in parties}
+                files = batch.publish(nets)
+                t_end = time.perf_counter()
+            seconds = dict(batch.seconds)
+            core = (t_csv - t0) + (t_end - t_formats)
+            figures.update(
+                {
+                    "stream_parse_seconds": round(read, 2),
+                    "clear_invariants_seconds": round(clear_s, 2),
+                    "detail_rows_seconds": round(seconds.get("details", 0.0), 2),
+                    "csv_format_write_seconds": round(seconds.get("csv", 0.0), 2),
+                    "manifests_seconds": round(seconds.get("manifests", 0.0), 2),
+                    "settle_seconds": round(core, 2),
+                    "xlsx_seconds": round(seconds.get("xlsx", 0.0), 2),
+                    "camt_seconds": round(seconds.get("camt", 0.0), 2),
+                    "total_seconds": round(t_end - t0, 2),
+                    "rows_per_second": round(args.rows / core),
+                    "ratio": round(core / figures["group_by_seconds"], 2),
+                    "ratio_with_formats": round((t_end - t0) / figures["group_by_seconds"], 2),
+                    "parties": len(parties),
+                    "detail_lines": sum(f.totals.count for f in files.values()),
+                    "csv_bytes": sum(
+                        (f.directory / "statement.csv").stat().st_size for f in files.values()
+                    ),
+                    "platform_net": files[platform_id].totals.net,
+                    "fee_income": clearing.fee_income.get("CNY", 0),
+                }
+            )
+            figures["peak_rss_mib"] = round(peak_rss_mib())
+            if not args.no_index_study:
+                figures["ordered_copy_seconds_window_index"] = round(timed_copy(conn), 2)
+                conn.execute(
+                    "CREATE INDEX ix_obligations_order ON obligations "
+                    "(currency, booked_at, entry_id, seq)"
+                )
+                conn.execute("ANALYZE obligations")
+                figures["ordered_copy_seconds_order_index"] = round(timed_copy(conn), 2)
+    finally:
+        if not args.keep_db:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch))
+            )
+        admin.close()
+        if args.out is None:
+            shutil.rmtree(out, ignore_errors=True)
+    rows = [
+        ("rows", f"{figures['rows']:,}"),
+        ("PostgreSQL GROUP BY (reference)", f"{figures['group_by_seconds']:.1f} s"),
+        ("stream + parse (COPY -> pandas)", f"{figures['stream_parse_seconds']:.1f} s"),
+        ("clear + invariants", f"{figures['clear_invariants_seconds']:.1f} s"),
+        ("detail rows (all parties)", f"{figures['detail_rows_seconds']:.1f} s"),
+        ("CSV format + write + hash", f"{figures['csv_format_write_seconds']:.1f} s"),
+        ("manifests + signatures", f"{figures['manifests_seconds']:.1f} s"),
+        ("settle (CSV + manifests)", f"{figures['settle_seconds']:.1f} s"),
+        ("XLSX (timed apart)", f"{figures['xlsx_seconds']:.1f} s"),
+        ("camt.053 (timed apart)", f"{figures['camt_seconds']:.1f} s"),
+        ("total", f"{figures['total_seconds']:.1f} s"),
+        ("rows/s (settle)", f"{figures['rows_per_second']:,}"),
+        ("ratio settle / GROUP BY", f"{figures['ratio']:.2f}"),
+        ("peak RSS", f"{figures['peak_rss_mib']:,} MiB"),
+    ]
+    for label, value in rows:
+        print(f"{label:<34} {value:>14}")
+    print(json.dumps(figures, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
