@@ -102,7 +102,8 @@ class Obligation(Base):
 
     __tablename__ = "obligations"
     __table_args__ = (
-        Index("ix_obligations_window", "currency", "booked_at"),
+        # Settlement streams a window in (booked_at, entry_id, seq) order straight off this index.
+        Index("ix_obligations_window", "currency", "booked_at", "entry_id", "seq"),
         CheckConstraint("amount > 0", name="amount_positive"),
     )
 

@@ -166,7 +166,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("entry_id", "seq", name=op.f("pk_obligations")),
     )
     with op.batch_alter_table("obligations", schema=None) as batch_op:
-        batch_op.create_index("ix_obligations_window", ["currency", "booked_at"], unique=False)
+        batch_op.create_index(
+            "ix_obligations_window", ["currency", "booked_at", "entry_id", "seq"], unique=False
+        )
 
     op.create_table(
         "postings",
