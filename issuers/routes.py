@@ -28,6 +28,8 @@ from clearing.timeutil import utcnow
 from issuers import keys, service
 from issuers.models import Organisation
 from issuers.schemas import (
+    AccrualBatchCreate,
+    AccrualBatchOut,
     AccrualCreate,
     AccrualOut,
     AccrualReversalCreate,
@@ -36,6 +38,7 @@ from issuers.schemas import (
     MemberLinkCreate,
     MemberLinkOut,
     MemberOut,
+    MemberStatusUpdate,
     OrganisationCreate,
     OrganisationOut,
     OrganisationPatch,
@@ -246,6 +249,19 @@ def get_member(
     return json_response(service.member_view(session, caller, code, external_id, utcnow()))
 
 
+@router.patch("/programs/{code}/members/{external_id}", tags=["members"], response_model=MemberOut)
+def set_member_status(
+    caller: CallerDep,
+    code: CodePath,
+    external_id: ExternalIdPath,
+    req: MemberStatusUpdate,
+    session: SessionDep,
+) -> Response:
+    """Freeze, unfreeze or close one of the caller's members."""
+    service.set_member_status(session, caller, code, external_id, req.status)
+    return json_response(service.member_view(session, caller, code, external_id, utcnow()))
+
+
 @router.get(
     "/programs/{code}/members/{external_id}/statement",
     tags=["members"],
@@ -306,6 +322,15 @@ def accrue(
 ) -> Response:
     """Credit points to a member: by its issuer, or funded by the calling merchant."""
     result, replayed = service.accrue(session, caller, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, result, replayed)
+
+
+@router.post("/accrual-batches", tags=["accruals"], status_code=201, response_model=AccrualBatchOut)
+def accrue_batch(
+    caller: CallerDep, key: IdempotencyKey, req: AccrualBatchCreate, session: SessionDep
+) -> Response:
+    """A partner's bulk file of accruals, posted in one transaction: every line or none."""
+    result, replayed = service.accrue_batch(session, caller, req, utcnow(), key)
     return once_response(session, caller.org_id, key, result, replayed)
 
 

@@ -87,6 +87,11 @@ class MemberOut(Model):
     available: int
 
 
+class MemberStatusUpdate(Model):
+    status: Literal["active", "frozen", "closed"]
+    """Frozen members neither earn nor spend (disputes); closed members are gone for good."""
+
+
 class AccrualCreate(Model):
     program: Code
     external_id: ExternalId

@@ -140,3 +140,31 @@ def test_sdk_refuses_a_response_not_signed_by_the_platform(world: World) -> None
     )
     with pytest.raises(SignatureError):
         bank.programs()
+
+
+def test_bulk_accrual_file_and_member_freeze(world: World) -> None:
+    with world.client(world.bank) as bank, world.client(world.shop) as shop:
+        items = [
+            {"program": "BANK", "external_id": m, "points": 100 + i}
+            for i, m in enumerate(["alice", "bob", "alice"])
+        ]
+        out = bank.request("POST", "/v1/accrual-batches", {"items": items})
+        assert (out["count"], out["points"], len(out["accrual_ids"])) == (3, 303, 3)
+        assert bank.member("BANK", "alice")["balance"] == 202
+
+        bad = [*items, {"program": "BANK", "external_id": "nobody", "points": 1}]
+        with pytest.raises(ApiError) as err:
+            bank.request("POST", "/v1/accrual-batches", {"items": bad})
+        assert (err.value.status, err.value.code) == (404, "not_found")
+        assert bank.member("BANK", "bob")["balance"] == 101
+
+        frozen = bank.request("PATCH", "/v1/programs/BANK/members/alice", {"status": "frozen"})
+        assert frozen["status"] == "frozen"
+        with pytest.raises(ApiError) as err:
+            shop.authorise("BANK", "alice", 100, 100)
+        assert err.value.code == "member_inactive"
+        with pytest.raises(ApiError) as err:
+            shop.request("PATCH", "/v1/programs/BANK/members/alice", {"status": "active"})
+        assert err.value.code == "not_found"
+        bank.request("PATCH", "/v1/programs/BANK/members/alice", {"status": "active"})
+        assert shop.authorise("BANK", "alice", 100, 100)["status"] == "authorised"
