@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -18,7 +19,8 @@ from factories import T0, build_world, member
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.engine import make_url
 
 from clearing.check import check_ledger
 from clearing.db import make_engine, transaction
@@ -61,9 +63,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp())
-        shutil.copyfile(TEMPLATE[0], self.dir / "db.sqlite")
-        self.engine: Engine = make_engine(f"sqlite:///{self.dir / 'db.sqlite'}")
+        url, self.drop = FRESH_DATABASE[0]()
+        self.engine: Engine = make_engine(url)
         self.world = build_world(self.engine)
         for m in MEMBERS:
             member(self.engine, self.world.bank_a, "BANKA", m)
@@ -79,7 +80,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.engine.dispose()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.drop()
 
     def balance(self, m: str) -> int:
         return sum(int(lot[1]) for lot in self.lots[m])  # type: ignore[call-overload]
@@ -255,19 +256,44 @@ class LedgerMachine(RuleBasedStateMachine):
             assert check_ledger(session) == []
 
 
-TEMPLATE: list[Path] = []
+# How the machine gets a fresh, migrated database for each example: set by the test below.
+FRESH_DATABASE: list[Callable[[], tuple[str, Callable[[], None]]]] = []
 
 
-@pytest.fixture
-def template(sqlite_template: Path) -> None:
-    TEMPLATE[:] = [sqlite_template]
+def _fresh_sqlite(template: Path) -> tuple[str, Callable[[], None]]:
+    folder = Path(tempfile.mkdtemp())
+    shutil.copyfile(template, folder / "db.sqlite")
+    return f"sqlite:///{folder / 'db.sqlite'}", lambda: shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.usefixtures("template")
-def test_ledger_matches_model() -> None:
+def _fresh_postgres(admin_url: str, template: str) -> tuple[str, Callable[[], None]]:
+    name = f"clearing_model_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        make_url(admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
+
+
+@pytest.mark.parametrize(("backend", "examples"), [("sqlite", 40), ("postgresql", 12)])
+def test_ledger_matches_model(request: pytest.FixtureRequest, backend: str, examples: int) -> None:
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        FRESH_DATABASE[:] = [lambda: _fresh_sqlite(template)]
+    else:
+        admin_url: str = request.getfixturevalue("pg_admin_url")
+        pg_template: str = request.getfixturevalue("pg_template")
+        FRESH_DATABASE[:] = [lambda: _fresh_postgres(admin_url, pg_template)]
     LedgerMachine.TestCase.settings = settings(
-        max_examples=25,
-        stateful_step_count=25,
+        max_examples=examples,
+        stateful_step_count=30,
         deadline=None,
         suppress_health_check=list(HealthCheck),
     )
