@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
+import multiprocessing
 import os
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -277,11 +279,14 @@ class BatchFiles:
             state.handle = None
         self.seconds["csv"] += time.perf_counter() - began
 
-    def write_formats(self) -> None:
-        """XLSX and camt.053 of every party, from its finished CSV (policy: DETAIL_LIMIT)."""
-        for state in self._states:
+    def write_formats(self, on_party: Callable[[int], None] | None = None) -> None:
+        """XLSX and camt.053 of every party, from its finished CSV (policy: DETAIL_LIMIT);
+        `on_party(n)` after the n-th party's."""
+        for n, state in enumerate(self._states, start=1):
             self._write_xlsx(state)
             self._write_camt(state)
+            if on_party is not None:
+                on_party(n)
 
     def _write_xlsx(self, state: _PartyState) -> None:
         began = time.perf_counter()
@@ -425,3 +430,190 @@ def write_party_files(
         batch.write_formats()
         nets = None if expected_net is None else {party.id: expected_net}
         return batch.publish(nets)[party.id]
+
+
+# ---------------------------------------------------------------------------------------------
+# The files step of a batch: every folder in one pass over the window, optionally split
+# across worker processes.
+
+ChunkSource = Callable[[], Iterable[Chunk]]
+"""Opens the window's lines, sorted, as a fresh iterator of chunks (called once per worker)."""
+
+
+@dataclass(frozen=True)
+class BatchWrite:
+    """What write_batch_folders produced: every party's files and the time per phase."""
+
+    parties: Mapping[str, PartyFiles]
+    seconds: Mapping[str, float]
+    """Phase -> seconds, summed over the workers (they overlap in wall time)."""
+    worker_seconds: tuple[float, ...]
+    """Wall seconds of each worker's share, the first is the calling process's."""
+
+
+def _shares(parties: Sequence[Party], workers: int) -> list[list[Party]]:
+    # The platform's statement holds every line (about half of all detail lines of a batch);
+    # the other parties together hold the other half: two balanced shares. The platform's
+    # goes to the calling process, which also runs the tap (clearing, in the benchmark).
+    platform = [p for p in parties if p.kind == "platform"]
+    others = [p for p in parties if p.kind != "platform"]
+    if workers < 2 or not platform or not others:
+        return [list(parties)]
+    return [platform, others]
+
+
+def _write_share(
+    source: ChunkSource,
+    folders: Mapping[str, Path],
+    parties: Sequence[Party],
+    *,
+    metas: Mapping[str, StatementMeta],
+    signing_key: Ed25519PrivateKey,
+    key_id: str,
+    expected_nets: Mapping[str, int] | None,
+    detail_limit: int,
+    max_rows_per_sheet: int,
+    tap: Callable[[Chunk], None] | None,
+    on_lines: Callable[[int], None] | None,
+    on_party: Callable[[int], None] | None,
+) -> tuple[dict[str, PartyFiles], dict[str, float], float]:
+    began = time.perf_counter()
+    with BatchFiles(
+        folders,
+        parties,
+        metas,
+        signing_key=signing_key,
+        key_id=key_id,
+        detail_limit=detail_limit,
+        max_rows_per_sheet=max_rows_per_sheet,
+    ) as batch:
+        handed = 0
+        chunks = iter(line_chunks(source()))
+        while True:
+            mark = time.perf_counter()
+            chunk = next(chunks, None)
+            batch.seconds["stream"] += time.perf_counter() - mark
+            if chunk is None:
+                break
+            if tap is not None:
+                mark = time.perf_counter()
+                tap(chunk)
+                batch.seconds["tap"] += time.perf_counter() - mark
+            batch.feed(chunk)
+            handed += len(chunk)
+            if on_lines is not None:
+                on_lines(handed)
+        batch.finish_csv()
+        batch.write_formats(on_party)
+        nets = None
+        if expected_nets is not None:
+            nets = {p.id: expected_nets.get(p.id, 0) for p in parties}
+        written = batch.publish(nets)
+        seconds = dict(batch.seconds)
+    # Plain mappings: a worker's result crosses a pipe.
+    plain = {
+        pid: PartyFiles(f.directory, f.file_id, dict(f.hashes), f.totals)
+        for pid, f in written.items()
+    }
+    return plain, seconds, time.perf_counter() - began
+
+
+def _remove_partials(folders: Iterable[Path]) -> None:
+    for folder in folders:
+        if folder.is_dir():
+            for path in folder.glob(".*.partial"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+def write_batch_folders(
+    source: ChunkSource,
+    folders: Mapping[str, Path],
+    parties: Sequence[Party],
+    metas: Mapping[str, StatementMeta],
+    *,
+    signing_key: Ed25519PrivateKey,
+    key_id: str,
+    expected_nets: Mapping[str, int] | None = None,
+    workers: int = 1,
+    detail_limit: int = DETAIL_LIMIT,
+    max_rows_per_sheet: int = EXCEL_MAX_ROWS,
+    tap: Callable[[Chunk], None] | None = None,
+    on_lines: Callable[[int], None] | None = None,
+    on_party: Callable[[int], None] | None = None,
+) -> BatchWrite:
+    """Write every party's folder (statements, manifest, signature) from the batch's lines.
+
+    One pass over `source()` per worker: with `workers` >= 2 the parties are split in two
+    shares (the platform; every other party), each written by its own process from its own
+    stream of the window: the platform's in the calling process, the others' in a forked
+    child. Any other `workers` value writes everything in the calling process.
+    The files do not depend on the split: a statement depends only on its party's lines and
+    meta. `tap` sees every chunk of the calling process's stream (e.g. a Clearer's `add`);
+    `on_lines(n)` is called after n lines were written (calling process), `on_party(n)` after
+    the n-th party's XLSX and camt.053 (in whichever process writes it). When `expected_nets`
+    is given, a party whose statement nets otherwise fails the batch before any file gets
+    its final name in that share. On any failure every partial file is removed (a share that
+    already published keeps its files: callers write into a staging folder, as the service).
+    """
+    shares = _shares(parties, workers)
+    write_share = functools.partial(
+        _write_share,
+        source,
+        folders,
+        metas=metas,
+        signing_key=signing_key,
+        key_id=key_id,
+        expected_nets=expected_nets,
+        detail_limit=detail_limit,
+        max_rows_per_sheet=max_rows_per_sheet,
+        on_party=on_party,
+    )
+    if len(shares) == 1:
+        written, seconds, wall = write_share(parties, tap=tap, on_lines=on_lines)
+        return BatchWrite(MappingProxyType(written), MappingProxyType(seconds), (wall,))
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child_parties = shares[1]
+
+    def child() -> None:
+        receiver.close()
+        try:
+            result: object = (
+                "ok",
+                write_share(child_parties, tap=None, on_lines=None),
+            )
+        except BaseException as exc:  # reported to the parent, which raises
+            result = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            sender.send(result)
+        finally:
+            sender.close()
+
+    process = context.Process(target=child, name="settlement-files", daemon=True)
+    process.start()
+    sender.close()
+    try:
+        written, seconds, wall = write_share(shares[0], tap=tap, on_lines=on_lines)
+        try:
+            status, payload = receiver.recv()
+        except EOFError:
+            status, payload = "error", "the files worker died"
+        process.join()
+        if status != "ok":
+            raise StatementInputError(f"files worker failed: {payload}")
+        child_written, child_seconds, child_wall = payload
+    except BaseException:
+        if process.is_alive():
+            process.kill()
+        process.join()
+        _remove_partials(folders[p.id] for p in child_parties)
+        raise
+    finally:
+        receiver.close()
+    merged = dict(seconds)
+    for name, value in child_seconds.items():
+        merged[name] = merged.get(name, 0.0) + value
+    written.update(child_written)
+    ordered = {p.id: written[p.id] for p in parties}
+    return BatchWrite(MappingProxyType(ordered), MappingProxyType(merged), (wall, child_wall))

@@ -7,7 +7,8 @@ States, each transition committed on its own before the next step starts:
 - open: the batch row exists (id, window, sequence, created_at = the files' generated_at).
 - closing: the ledger's control totals of the window (count, amount, points) are frozen.
 - netted: the lines were streamed and netted, every invariant held, positions are stored.
-- files_written: every party's folder is complete in a staging folder and its hashes stored.
+- files_written: every party's folder is complete in a staging folder and its hashes stored
+  (one pass over the window, files.write_batch_folders, two processes for large batches).
 - published: the staging folder was renamed into place, re-verified, and the batch is final.
 
 A rerun after a crash at any point resumes from the last committed state; every step before
@@ -25,7 +26,7 @@ import os
 import shutil
 import signal
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -43,10 +44,10 @@ from clearing.errors import ClearingError, Conflict, InvalidInput, NotFound
 from clearing.platform_key import load_or_create
 from settlement import repository as repo
 from settlement.currencies import exponent, parse_minor
-from settlement.files import CSV_NAME, write_party_files
+from settlement.files import CSV_NAME, write_batch_folders
 from settlement.lines import Party, PartyKind
 from settlement.lock import runner_lock
-from settlement.manifest import MANIFEST_NAME
+from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from settlement.models import SettlementBatch, SettlementFile, SettlementPosition
 from settlement.netting import Totals, check_invariants, clear
 from settlement.schemas import BatchOut, PositionOut
@@ -142,20 +143,30 @@ def batch_id_of(currency: str, day: date) -> str:
 # fault injection ----------------------------------------------------------------------------
 
 
-def _crash_point(name: str) -> None:
+def _die(batch_pid: int | None = None) -> None:
+    # A files worker takes the batch process down with it: the kill test's "crash".
+    if batch_pid is not None and batch_pid != os.getpid():
+        os.kill(batch_pid, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _crash_point(name: str, batch_pid: int | None = None) -> None:
     if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        _die(batch_pid)
 
 
-def _crash_after_lines(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _crash_after_lines() -> Callable[[int], None] | None:
+    """`lines:<n>`: die once n lines of the window were written into statements."""
     setting = os.environ.get(CRASH_ENV, "")
-    limit = int(setting.removeprefix("lines:")) if setting.startswith("lines:") else None
-    handed = 0
-    for frame in frames:
-        yield frame
-        handed += len(frame)
-        if limit is not None and handed >= limit:
-            os.kill(os.getpid(), signal.SIGKILL)
+    if not setting.startswith("lines:"):
+        return None
+    limit = int(setting.removeprefix("lines:"))
+
+    def check(handed: int) -> None:
+        if handed >= limit:
+            _die()
+
+    return check
 
 
 # running a batch ----------------------------------------------------------------------------
@@ -401,16 +412,47 @@ def _staging(final: Path) -> Path:
     return final.with_name(f".{final.name}.staging")
 
 
+WORKERS_ENV = "CLEARING_SETTLEMENT_WORKERS"
+"""Processes writing a batch's files (1 or 2). Default: 2 from PARALLEL_FROM lines on."""
+PARALLEL_FROM = 200_000
+
+
+def _workers(line_count: int) -> int:
+    setting = os.environ.get(WORKERS_ENV, "").strip()
+    if setting:
+        return 2 if int(setting) >= 2 else 1
+    return 2 if line_count >= PARALLEL_FROM and (os.cpu_count() or 1) >= 2 else 1
+
+
+class _WindowSource:
+    """The window's lines from the repository; a forked worker opens its own connections."""
+
+    def __init__(self, engine: Engine, currency: str, start: datetime, end: datetime) -> None:
+        self.engine = engine
+        self.currency = currency
+        self.start = start
+        self.end = end
+        self.pid = os.getpid()
+
+    def __call__(self) -> Iterator[pd.DataFrame]:
+        if os.getpid() != self.pid:
+            # Connections of the parent's pool are not this process's to use (or close).
+            self.engine.dispose(close=False)
+            self.pid = os.getpid()
+        return repo.iter_window_frames(self.engine, self.currency, self.start, self.end)
+
+
 def _write_files(ctx: _Context) -> str:
-    """Write every party's folder into a staging folder, then record the hashes."""
+    """Write every party's folder into a staging folder in one pass, then record the hashes."""
     with transaction(ctx.engine) as session:
         batch = _batch(session, ctx.batch_id)
         positions = repo.positions(session, batch.id)
         final = batch_directory(ctx.settings, batch)
         start, end = repo.utc(batch.window_start), repo.utc(batch.window_end)
         currency, directory = batch.currency, batch.directory
+        line_count = batch.line_count or 0
         metas = {
-            p.org_id: _meta(batch, p.statement_sequence, p.previous_file_id) for p in positions
+            str(p.org_id): _meta(batch, p.statement_sequence, p.previous_file_id) for p in positions
         }
     staging = _staging(final)
     # Neither folder is published while the batch is not: an earlier attempt's leftovers go.
@@ -419,46 +461,44 @@ def _write_files(ctx: _Context) -> str:
             shutil.rmtree(leftover)
     staging.mkdir(parents=True)
     key = load_or_create(ctx.settings.platform_key_path)
+    batch_pid = os.getpid()
+    parties = [
+        Party(str(p.org_id), p.party_name, cast(PartyKind, p.party_kind), currency)
+        for p in positions
+    ]
+    written = write_batch_folders(
+        _WindowSource(ctx.engine, currency, start, end),
+        {p.id: staging / p.id for p in parties},
+        parties,
+        metas,
+        signing_key=key.private_key,
+        key_id=key.keyid,
+        expected_nets={str(p.org_id): p.net for p in positions},
+        workers=_workers(line_count),
+        on_lines=_crash_after_lines(),
+        on_party=lambda n: _crash_point(f"party:{n}", batch_pid),
+    )
     rows: list[dict[str, object]] = []
-    for n, position in enumerate(positions, start=1):
-        party = Party(
-            str(position.org_id),
-            position.party_name,
-            cast(PartyKind, position.party_kind),
-            currency,
-        )
-        lines = repo.iter_window_frames(
-            ctx.engine,
-            currency,
-            start,
-            end,
-            party=None if position.party_kind == "platform" else position.org_id,
-        )
-        if n == 1:
-            lines = _crash_after_lines(lines)
-        folder = staging / party.id
-        written = write_party_files(
-            folder,
-            party,
-            lines,
-            metas[position.org_id],
-            signing_key=key.private_key,
-            key_id=key.keyid,
-            expected_net=position.net,
-        )
-        for name in sorted([*written.hashes, MANIFEST_NAME, f"{MANIFEST_NAME}.sig"]):
+    for position in positions:
+        party_id = str(position.org_id)
+        result = written.parties[party_id]
+        if result.totals.net != position.net:
+            raise SettlementInvariantBroken(
+                f"statement of {party_id} nets {result.totals.net}, position is {position.net}"
+            )
+        folder = staging / party_id
+        for name in sorted([*result.hashes, MANIFEST_NAME, SIGNATURE_NAME]):
             path = folder / name
             rows.append(
                 {
                     "batch_id": ctx.batch_id,
                     "org_id": position.org_id,
                     "name": name,
-                    "sha256": written.hashes.get(name) or _sha256(path),
+                    "sha256": result.hashes.get(name) or _sha256(path),
                     "size": path.stat().st_size,
-                    "path": f"{directory}/{party.id}/{name}",
+                    "path": f"{directory}/{party_id}/{name}",
                 }
             )
-        _crash_point(f"party:{n}")
     with transaction(ctx.engine) as session:
         session.execute(delete(SettlementFile).where(SettlementFile.batch_id == ctx.batch_id))
         if rows:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shutil
 import subprocess
 import time
 import zipfile
+from collections.abc import Sized
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +29,7 @@ from settlement.files import (
     XLSX_NAME,
     BatchFiles,
     PartyFiles,
+    write_batch_folders,
     write_party_files,
     write_statement_csv,
 )
@@ -357,6 +360,68 @@ def test_vectorised_csv_is_byte_identical_to_row_by_row(
         )
         assert folder_bytes(single) == folder_bytes(folders[org])
         assert verify_directory(folders[org], PUBLIC) == []
+
+
+def count_into(seen: list[int], chunk: Sized) -> None:
+    seen.append(len(chunk))
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(days(currencies=("CNY",)), st.integers(min_value=1, max_value=9))
+def test_two_workers_write_the_same_bytes_as_one(
+    tmp_path: Path, lines: list[ObligationLine], size: int
+) -> None:
+    """The files step split across two processes (platform | other parties) changes no byte."""
+    base = tmp_path / f"run-{time.monotonic_ns()}"
+    orgs = sorted({*orgs_of(lines), PLATFORM.id})
+    parties = [PLATFORM if org == PLATFORM.id else party(org) for org in orgs]
+    metas = {org: meta() for org in orgs}
+    nets = clear([lines]).currency_positions("CNY")
+    trees = {}
+    for workers in (1, 2):
+        folders = {org: base / str(workers) / org for org in orgs}
+        seen: list[int] = []
+        written = write_batch_folders(
+            lambda: chunked(lines, size),
+            folders,
+            parties,
+            metas,
+            signing_key=KEY,
+            key_id="k-2026",
+            expected_nets={org: nets.get(org, 0) for org in orgs},
+            workers=workers,
+            tap=functools.partial(count_into, seen),
+        )
+        assert sum(seen) == len(lines)
+        assert len(written.worker_seconds) == (2 if workers == 2 and len(orgs) > 1 else 1)
+        assert list(written.parties) == orgs
+        for org in orgs:
+            assert written.parties[org].totals.net == nets.get(org, 0)
+            assert verify_directory(folders[org], PUBLIC) == []
+        trees[workers] = {org: folder_bytes(folders[org]) for org in orgs}
+    assert trees[1] == trees[2]
+
+
+def test_a_failing_worker_fails_the_batch_and_leaves_no_files(tmp_path: Path) -> None:
+    lines = sample_day()
+    orgs = sorted({*orgs_of(lines), PLATFORM.id})
+    parties = [PLATFORM if org == PLATFORM.id else party(org) for org in orgs]
+    folders = {org: tmp_path / org for org in orgs}
+    nets = {org: 0 for org in orgs}  # wrong for everyone: both workers refuse to publish
+    with pytest.raises(StatementInputError, match="nets"):
+        write_batch_folders(
+            lambda: [lines],
+            folders,
+            parties,
+            {org: meta() for org in orgs},
+            signing_key=KEY,
+            key_id="k-2026",
+            expected_nets=nets,
+            workers=2,
+        )
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_huge_amounts_take_the_exact_path(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def run_cli(
-    url: str, out: Path, key: Path, crash: str | None = None
+    url: str, out: Path, key: Path, crash: str | None = None, workers: int = 1
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -44,6 +44,7 @@ def run_cli(
         "CLEARING_PLATFORM_KEY": str(key),
         "CLEARING_ZONE": "Asia/Shanghai",
         "CLEARING_CUTOFF": "00:00",
+        "CLEARING_SETTLEMENT_WORKERS": str(workers),
     }
     env.pop("CLEARING_SETTLEMENT_CRASH_AFTER", None)
     if crash is not None:
@@ -68,20 +69,23 @@ def run_cli(
     )
 
 
-def check_kill_and_resume(original: str, copy: str, tmp_path: Path, crash: str) -> None:
+def check_kill_and_resume(
+    original: str, copy: str, tmp_path: Path, crash: str, workers: int = 1
+) -> None:
+    """The reference run writes with one process; the killed run and its rerun with `workers`."""
     key = tmp_path / "keys" / "platform.pem"
     reference = run_cli(copy, tmp_path / "reference", key)
     assert reference.returncode == 0, reference.stderr
-    killed = run_cli(original, tmp_path / "crashed", key, crash)
+    killed = run_cli(original, tmp_path / "crashed", key, crash, workers)
     assert killed.returncode == -9, (killed.returncode, killed.stdout, killed.stderr)
-    resumed = run_cli(original, tmp_path / "crashed", key)
+    resumed = run_cli(original, tmp_path / "crashed", key, workers=workers)
     assert resumed.returncode == 0, resumed.stderr
     assert "published" in resumed.stdout
     expected = tree_bytes(tmp_path / "reference")
     got = tree_bytes(tmp_path / "crashed")
     assert sorted(got) == sorted(expected)
     assert got == expected
-    again = run_cli(original, tmp_path / "crashed", key)
+    again = run_cli(original, tmp_path / "crashed", key, workers=workers)
     assert again.returncode == 0, again.stderr
     assert tree_bytes(tmp_path / "crashed") == expected
     engine = make_engine(original)
@@ -106,6 +110,18 @@ def test_kill_and_resume_sqlite(sqlite_url: str, tmp_path: Path, crash: str) -> 
     check_kill_and_resume(sqlite_url, f"sqlite:///{copy}", tmp_path, crash)
 
 
+@pytest.mark.parametrize("crash", ["lines:3", "party:1", "party:2", "files_written"])
+def test_kill_and_resume_two_workers_sqlite(sqlite_url: str, tmp_path: Path, crash: str) -> None:
+    """The files step in two processes: a worker's crash takes the batch down; same bytes."""
+    engine = make_engine(sqlite_url)
+    book_two_days(engine)
+    engine.dispose()
+    path = Path(make_url(sqlite_url).database or "")
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(path, copy)
+    check_kill_and_resume(sqlite_url, f"sqlite:///{copy}", tmp_path, crash, workers=2)
+
+
 @pytest.fixture
 def pg_copy(pg_url: str, pg_admin_url: str) -> Iterator[tuple[str, str]]:
     engine = make_engine(pg_url)
@@ -126,7 +142,11 @@ def pg_copy(pg_url: str, pg_admin_url: str) -> Iterator[tuple[str, str]]:
         admin.dispose()
 
 
-@pytest.mark.parametrize("crash", ["netted", "lines:5", "files_written"])
-def test_kill_and_resume_postgresql(pg_copy: tuple[str, str], tmp_path: Path, crash: str) -> None:
+@pytest.mark.parametrize(
+    ("crash", "workers"), [("netted", 1), ("lines:5", 1), ("lines:5", 2), ("files_written", 2)]
+)
+def test_kill_and_resume_postgresql(
+    pg_copy: tuple[str, str], tmp_path: Path, crash: str, workers: int
+) -> None:
     original, copy = pg_copy
-    check_kill_and_resume(original, copy, tmp_path, crash)
+    check_kill_and_resume(original, copy, tmp_path, crash, workers)
