@@ -21,20 +21,19 @@ def check_ledger(session: Session) -> list[str]:
         ).all()
     )
     balances = {
-        row.account_id: (int(row.balance), int(row.held), int(row.minimum))
+        row.account_id: (int(row.balance), int(row.held))
         for row in session.execute(
             select(
                 Balance.account_id,
                 func.sum(Balance.balance).label("balance"),
                 func.sum(Balance.held).label("held"),
-                func.min(Balance.balance).label("minimum"),
             ).group_by(Balance.account_id)
         )
     }
     accounts = {account.id: account for account in session.execute(select(Account)).scalars()}
     per_asset: dict[str, int] = defaultdict(int)
     for account_id, account_row in accounts.items():
-        balance, held, _ = balances.get(account_id, (0, 0, 0))
+        balance, held = balances.get(account_id, (0, 0))
         expected = int(posted.get(account_id, 0))
         per_asset[account_row.asset] += balance
         if balance != expected:
@@ -67,7 +66,7 @@ def check_ledger(session: Session) -> list[str]:
     for account_id, account_row in accounts.items():
         if not account_row.floor_zero:
             continue
-        balance, held_now, _ = balances.get(account_id, (0, 0, 0))
+        balance, held_now = balances.get(account_id, (0, 0))
         if int(open_holds.get(account_id) or 0) != held_now:
             errors.append(
                 f"member account {account_row.name}: held {held_now} but open holds sum to {open_holds.get(account_id) or 0}"
