@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
@@ -16,12 +20,14 @@ from clearing.ledger import POSITION, money_asset
 from clearing.models import Account, JournalEntry, Obligation, Posting
 from clearing.timeutil import aware
 from issuers.models import Organisation
-from settlement.lines import LINE_COLUMNS
+from settlement.lines import LINE_COLUMNS, normalize_frame
 from settlement.models import SettlementBatch, SettlementFile, SettlementPosition
 from settlement.netting import Totals
 
 CHUNK_ROWS = 50_000
 """Obligation lines per chunk read from the database: memory stays bounded whatever the day."""
+COPY_CHUNK_ROWS = 500_000
+"""Lines per chunk of the PostgreSQL COPY reader (parsed in C: larger chunks, fewer calls)."""
 
 
 def utc(moment: datetime) -> datetime:
@@ -265,14 +271,37 @@ def iter_window_frames(
     end: datetime,
     *,
     party: uuid.UUID | None = None,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The window's obligation lines (of one party, if given) as frames of at most
     `chunk_rows` rows with the ObligationLine field names as columns, in statement order.
 
-    PostgreSQL streams through a server-side cursor; SQLite steps through its result set. Either
-    way only one chunk is in memory at a time.
+    PostgreSQL (with `psql` on the PATH): `iter_window_frames_copy`, a COPY parsed by pandas'
+    C reader. Otherwise (SQLite): `iter_window_frames_select`. Both give equal frames (same
+    columns, dtypes after normalisation and values), so the files do not depend on the reader.
+    Only one chunk is in memory at a time.
     """
+    if copy_reader_available(engine):
+        return iter_window_frames_copy(
+            engine, currency, start, end, party=party, chunk_rows=chunk_rows or COPY_CHUNK_ROWS
+        )
+    return iter_window_frames_select(
+        engine, currency, start, end, party=party, chunk_rows=chunk_rows or CHUNK_ROWS
+    )
+
+
+def iter_window_frames_select(
+    engine: Engine,
+    currency: str,
+    start: datetime,
+    end: datetime,
+    *,
+    party: uuid.UUID | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The window's lines through SQLAlchemy: PostgreSQL streams through a server-side cursor;
+    SQLite steps through its result set. Rows become Python objects, then frames: ~10x slower
+    than the COPY reader on PostgreSQL."""
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
             _lines_query(currency, start, end, party)
@@ -280,6 +309,200 @@ def iter_window_frames(
         for rows in result.partitions(chunk_rows):
             if rows:
                 yield _frame(rows)
+
+
+# the window through COPY (PostgreSQL) -------------------------------------------------------
+
+_COPY_COLUMNS = (
+    "reference",
+    "seq",
+    "original_reference",
+    "event_type",
+    "payer",
+    "payee",
+    "currency",
+    "amount",
+    "program",
+    "points",
+    "point_value",
+    "point_value_version",
+    "booked_us",
+)
+_COPY_DTYPES: dict[str, Any] = {
+    "reference": str,
+    "seq": "int64",
+    "original_reference": str,
+    # Categories are safe here: event types are names, parties uuids, currencies ISO codes.
+    "event_type": "category",
+    "payer": "category",
+    "payee": "category",
+    "currency": "category",
+    "amount": "int64",
+    # pandas infers the values of a "category" column: a chunk whose point values all look
+    # numeric would get float categories ("0.005" instead of "0.005000000000"; a program code
+    # "007" would become 7). The query prefixes these columns with a letter, so categories stay
+    # text; `_unprefixed` takes the letter off the (few) categories, not off every row. The
+    # text PostgreSQL prints for numeric(24, 12) is the text of the Decimal psycopg builds from
+    # it, which is what the SQLAlchemy reader's frames carry: the files are byte-identical
+    # whichever reader is used.
+    "program": "category",
+    "points": "int64",
+    "point_value": "category",
+    "point_value_version": "category",
+    "booked_us": "int64",
+}
+# libpq connection keywords taken over from the engine URL's query string.
+_LIBPQ_QUERY_KEYS = frozenset(
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "connect_timeout",
+        "application_name",
+        "options",
+        "target_session_attrs",
+        "gssencmode",
+        "channel_binding",
+        "service",
+        "passfile",
+    }
+)
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def copy_reader_available(engine: Engine) -> bool:
+    """Whether the window can be read through psql COPY: PostgreSQL and psql on the PATH."""
+    return engine.dialect.name == "postgresql" and shutil.which("psql") is not None
+
+
+def _psql_command(engine: Engine) -> tuple[list[str], dict[str, str]]:
+    """psql's arguments and environment for the engine's database. The password goes into
+    the child's environment (PGPASSWORD), never onto its command line or into any output."""
+    url = engine.url
+    words = {
+        "host": url.host,
+        "port": None if url.port is None else str(url.port),
+        "user": url.username,
+        "dbname": url.database,
+    }
+    for key, value in url.query.items():
+        if key in _LIBPQ_QUERY_KEYS:
+            words[key] = value if isinstance(value, str) else value[-1]
+    conninfo = " ".join(
+        f"{k}='{_conninfo_quote(v)}'" for k, v in words.items() if v not in (None, "")
+    )
+    env = {**os.environ, "PGCLIENTENCODING": "UTF8"}
+    for name in ("PGOPTIONS", "PGSERVICE"):
+        env.pop(name, None)
+    if url.password is not None:
+        env["PGPASSWORD"] = str(url.password)
+    command = ["psql", "--no-psqlrc", "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", conninfo]
+    return command, env
+
+
+def _conninfo_quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _copy_query(currency: str, start: datetime, end: datetime, party: uuid.UUID | None) -> str:
+    if not _CURRENCY.match(currency):
+        raise ValueError(f"not a currency code: {currency!r}")
+    table = Obligation.__tablename__
+    where = (
+        f"currency = '{currency}' AND booked_at >= '{utc(start).isoformat()}' "
+        f"AND booked_at < '{utc(end).isoformat()}'"
+    )
+    if party is not None:
+        who = uuid.UUID(str(party))
+        where += f" AND (payer_org_id = '{who}' OR payee_org_id = '{who}')"
+    # extract(epoch ...) is numeric (exact) from PostgreSQL 14 on.
+    return (
+        "COPY (SELECT entry_id, seq, original_entry_id, event_type, payer_org_id, payee_org_id, "
+        "currency, amount, 'x' || program_code, coalesce(points, 0), 'x' || point_value, "
+        "'x' || point_value_version, "
+        f"(extract(epoch FROM booked_at) * 1000000)::bigint FROM {table} WHERE {where} "
+        "ORDER BY booked_at, entry_id, seq) TO STDOUT (FORMAT csv)"
+    )
+
+
+_PREFIXED = ("program", "point_value", "point_value_version")
+
+
+def _unprefixed(column: pd.Series) -> pd.Series:
+    """A column the COPY query prefixed with "x" (NULL stays ""), as its values' text."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        return column.astype(object).map(lambda v: v[1:] if v else "")
+    cats = [str(c) for c in column.cat.categories.tolist()]
+    texts = [c[1:] if c else "" for c in cats]
+    if len(set(texts)) == len(texts):
+        return column.cat.rename_categories(texts)
+    # NULL and "" both print as "": one text, two categories; map the codes instead.
+    codes = column.cat.codes.to_numpy()
+    values = np.array([*texts, ""], dtype=object)[np.where(codes < 0, len(texts), codes)]
+    return pd.Series(values, index=column.index, dtype=object)
+
+
+def iter_window_frames_copy(
+    engine: Engine,
+    currency: str,
+    start: datetime,
+    end: datetime,
+    *,
+    party: uuid.UUID | None = None,
+    chunk_rows: int = COPY_CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The window's lines through `psql` COPY (CSV) piped into pandas' C parser, as canonical
+    frames (settlement.lines.normalize_frame) in statement order.
+
+    psql runs in its own process (on a second core), and no row becomes a Python object: the
+    fast reader for PostgreSQL. Connection parameters come from the engine's URL. Frames equal
+    `iter_window_frames_select`'s after normalisation (tested).
+    """
+    command, env = _psql_command(engine)
+    query = _copy_query(currency, start, end, party)
+    proc = subprocess.Popen(
+        [*command, "-c", query], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None
+    finished = False
+    try:
+        try:
+            reader = pd.read_csv(
+                proc.stdout,
+                header=None,
+                names=list(_COPY_COLUMNS),
+                dtype=_COPY_DTYPES,
+                chunksize=chunk_rows,
+                keep_default_na=False,
+                na_values={"original_reference": [""]},
+            )
+            with reader:
+                for frame in reader:
+                    if frame.empty:
+                        continue
+                    for name in _PREFIXED:
+                        frame[name] = _unprefixed(frame[name])
+                    frame["booked_at"] = pd.DatetimeIndex(
+                        frame.pop("booked_us").to_numpy().astype("datetime64[us]")
+                    ).tz_localize(UTC)
+                    yield normalize_frame(frame)
+        except pd.errors.EmptyDataError:
+            pass  # an empty window: psql wrote nothing
+        proc.stdout.close()
+        error = proc.stderr.read() if proc.stderr is not None else b""
+        if proc.wait() != 0:
+            message = error.decode("utf-8", errors="replace").strip()[:2000]
+            raise RuntimeError(f"reading the window through psql failed: {message}")
+        finished = True
+    finally:
+        if not finished and proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 # parties, positions, files ------------------------------------------------------------------

@@ -7,8 +7,13 @@ States, each transition committed on its own before the next step starts:
 - open: the batch row exists (id, window, sequence, created_at = the files' generated_at).
 - closing: the ledger's control totals of the window (count, amount, points) are frozen.
 - netted: the lines were streamed and netted, every invariant held, positions are stored.
-- files_written: every party's folder is complete in a staging folder and its hashes stored
-  (one pass over the window, files.write_batch_folders, two processes for large batches).
+- files_written: every party's folder is complete in a staging folder and its hashes stored.
+
+From closing, one pass over the window (`net_and_write`: files.write_batch_folders, two
+processes for large batches, with the calling process's stream tapped into the Clearer) nets
+the window and writes every folder into the staging folder; after the invariants hold, the
+positions are committed (netted), then the files' hashes (files_written). A batch resumed at
+netted writes the files again from the stored positions (`_write_files`).
 - published: the staging folder was renamed into place, re-verified, and the batch is final.
 
 A rerun after a crash at any point resumes from the last committed state; every step before
@@ -34,7 +39,10 @@ from typing import cast
 from zoneinfo import ZoneInfo
 
 import pandas as pd
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from sqlalchemy import Engine, delete, insert
 from sqlalchemy.orm import Session
 
@@ -44,12 +52,12 @@ from clearing.errors import ClearingError, Conflict, InvalidInput, NotFound
 from clearing.platform_key import load_or_create
 from settlement import repository as repo
 from settlement.currencies import exponent, parse_minor
-from settlement.files import CSV_NAME, write_batch_folders
+from settlement.files import CSV_NAME, BatchWrite, ChunkSource, write_batch_folders
 from settlement.lines import Party, PartyKind
 from settlement.lock import runner_lock
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from settlement.models import SettlementBatch, SettlementFile, SettlementPosition
-from settlement.netting import Totals, check_invariants, clear
+from settlement.netting import Clearer, Clearing, Totals, check_invariants
 from settlement.schemas import BatchOut, PositionOut
 from settlement.statement import StatementMeta, statement_file_id
 from settlement.verify import verify_directory
@@ -192,7 +200,7 @@ def run_batch(
         ctx = _Context(engine, settings, now, batch_id)
         steps = {
             "open": _close,
-            "closing": _net,
+            "closing": _net_and_write,
             "netted": _write_files,
             "files_written": _publish,
         }
@@ -331,8 +339,76 @@ def _close(ctx: _Context) -> str:
     return "closing"
 
 
-def _net(ctx: _Context) -> str:
-    """Stream and net the window's lines; check every invariant; store the positions."""
+@dataclass(frozen=True)
+class NetAndWrite:
+    """What one pass over a window produced: its clearing, every party's files, and every
+    invariant that does not hold (empty: all hold)."""
+
+    clearing: Clearing
+    written: BatchWrite
+    errors: list[str]
+
+
+def net_and_write(
+    source: ChunkSource,
+    folders: dict[str, Path],
+    parties: list[Party],
+    metas: dict[str, StatementMeta],
+    *,
+    signing_key: Ed25519PrivateKey,
+    key_id: str,
+    expected: dict[str, Totals],
+    platform_id: str,
+    workers: int = 1,
+    on_lines: Callable[[int], None] | None = None,
+    on_party: Callable[[int], None] | None = None,
+) -> NetAndWrite:
+    """Net the window and write every party's folder in one pass over `source()`.
+
+    The calling process's stream (which always carries every line: it writes the platform's
+    statement) is tapped into a Clearer; the files go where `folders` says (the service: the
+    batch's staging folder). Then the invariants: netting (positions sum to zero per currency,
+    gross totals equal the lines read, the platform nets its fee income, no anomaly), the lines
+    read equal `expected` (the ledger's control totals), every party with a position has a
+    statement and each statement's net equals its party's position. What `run_batch` runs
+    for its netting and files pass, and what benchmarks/settle_bench.py times.
+    """
+    # The ledger's primary key (entry_id, seq) proves uniqueness: no duplicate-hash pass.
+    clearer = Clearer(source_unique=True)
+    written = write_batch_folders(
+        source,
+        folders,
+        parties,
+        metas,
+        signing_key=signing_key,
+        key_id=key_id,
+        workers=workers,
+        tap=clearer.add,
+        on_lines=on_lines,
+        on_party=on_party,
+    )
+    clearing = clearer.result()
+    errors = check_invariants(clearing, expected=expected, platform_id=platform_id)
+    currencies = {p.currency for p in parties}
+    nets = {p: v for (c, p), v in clearing.positions.items() if c in currencies}
+    errors.extend(
+        f"party {p} nets {v} but has no statement" for p, v in nets.items() if p not in folders
+    )
+    for party in parties:
+        got = written.parties[party.id].totals.net
+        if got != nets.get(party.id, 0):
+            errors.append(
+                f"statement of {party.id} nets {got}, its position is {nets.get(party.id, 0)}"
+            )
+    return NetAndWrite(clearing, written, errors)
+
+
+def _net_and_write(ctx: _Context) -> str:
+    """One pass over the window: net it and write every party's folder into the staging
+    folder; check every invariant; commit the positions (netted), then the files' hashes
+    (files_written). A crash before `netted` is committed leaves only the staging folder,
+    which the rerun deletes and writes again (same bytes); a crash between the two commits
+    resumes at `netted`, which writes the files again from the stored positions."""
     with transaction(ctx.engine) as session:
         batch = _batch(session, ctx.batch_id)
         currency, day = batch.currency, batch.business_date
@@ -340,53 +416,84 @@ def _net(ctx: _Context) -> str:
         ledger_totals = Totals(
             batch.amount_total or 0, batch.line_count or 0, batch.points_total or 0
         )
+        line_count = batch.line_count or 0
+        final = batch_directory(ctx.settings, batch)
+        directory = batch.directory
         platform = repo.platform_organisation(session)
         if platform is None:
             raise PlatformMissing("register the platform organisation first")
         platform_id = platform.id
-    clearing = clear(repo.iter_window_frames(ctx.engine, currency, start, end))
-    errors = check_invariants(
-        clearing,
-        expected={currency: ledger_totals} if ledger_totals.count else {},
-        platform_id=str(platform_id),
-    )
-    nets = {uuid.UUID(p): v for (c, p), v in clearing.positions.items() if c == currency}
-    with transaction(ctx.engine) as session:
-        ledger = repo.ledger_positions(session, currency, start, end)
-        for party_id in sorted(set(nets) | set(ledger), key=str):
-            if nets.get(party_id, 0) != ledger.get(party_id, 0):
-                errors.append(
-                    f"{currency}: {party_id} nets {nets.get(party_id, 0)} but its position "
-                    f"account moved {ledger.get(party_id, 0)} in the window"
-                )
-        parties = set(nets) | {platform_id}
-        orgs = repo.organisations(session, parties)
-        errors.extend(f"party {p} is not a registered organisation" for p in parties - set(orgs))
-        if errors:
-            raise SettlementInvariantBroken("; ".join(errors), errors=errors)
-        batch = _batch(session, ctx.batch_id)
-        for org_id in sorted(parties, key=str):
-            org = orgs[org_id]
+        party_ids = repo.window_parties(session, currency, start, end) | {platform_id}
+        orgs = repo.organisations(session, party_ids)
+        unknown = [f"party {p} is not a registered organisation" for p in party_ids - set(orgs)]
+        if unknown:
+            raise SettlementInvariantBroken("; ".join(unknown), errors=unknown)
+        ordered = sorted(party_ids, key=str)
+        metas: dict[str, StatementMeta] = {}
+        for org_id in ordered:
             previous = repo.last_statement(session, org_id, currency, day)
             sequence = previous.statement_sequence + 1 if previous else 1
-            meta = _meta(batch, sequence, previous.file_id if previous else None)
+            metas[str(org_id)] = _meta(batch, sequence, previous.file_id if previous else None)
+    parties = [
+        Party(str(o), orgs[o].name, cast(PartyKind, orgs[o].kind), currency) for o in ordered
+    ]
+    staging = _fresh_staging(final)
+    key = load_or_create(ctx.settings.platform_key_path)
+    batch_pid = os.getpid()
+    result = net_and_write(
+        _WindowSource(ctx.engine, currency, start, end),
+        {p.id: staging / p.id for p in parties},
+        parties,
+        metas,
+        signing_key=key.private_key,
+        key_id=key.keyid,
+        expected={currency: ledger_totals} if ledger_totals.count else {},
+        platform_id=str(platform_id),
+        workers=_workers(line_count),
+        on_lines=_crash_after_lines(),
+        on_party=lambda n: _crash_point(f"party:{n}", batch_pid),
+    )
+    errors = result.errors
+    nets = {uuid.UUID(p): v for (c, p), v in result.clearing.positions.items() if c == currency}
+    with transaction(ctx.engine) as session:
+        ledger = repo.ledger_positions(session, currency, start, end)
+    for party_id in sorted(set(nets) | set(ledger), key=str):
+        if nets.get(party_id, 0) != ledger.get(party_id, 0):
+            errors.append(
+                f"{currency}: {party_id} nets {nets.get(party_id, 0)} but its position "
+                f"account moved {ledger.get(party_id, 0)} in the window"
+            )
+    if errors:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SettlementInvariantBroken("; ".join(errors[:20]), errors=errors[:100])
+    with transaction(ctx.engine) as session:
+        batch = _batch(session, ctx.batch_id)
+        for org_id in ordered:
+            meta = metas[str(org_id)]
             session.add(
                 SettlementPosition(
                     batch_id=batch.id,
                     org_id=org_id,
-                    party_kind=org.kind,
-                    party_name=org.name,
+                    party_kind=orgs[org_id].kind,
+                    party_name=orgs[org_id].name,
                     net=nets.get(org_id, 0),
-                    statement_sequence=sequence,
+                    statement_sequence=meta.sequence,
                     file_id=statement_file_id(meta, str(org_id)),
                     previous_file_id=meta.previous_file_id,
                 )
             )
-        batch.fee_income = clearing.fee_income.get(currency, 0)
+        batch.fee_income = result.clearing.fee_income.get(currency, 0)
         batch.state = "netted"
         batch.updated_at = ctx.now
     _crash_point("netted")
-    return "netted"
+    rows = _file_rows(
+        ctx.batch_id,
+        staging,
+        directory,
+        [(org_id, nets.get(org_id, 0)) for org_id in ordered],
+        result.written,
+    )
+    return _files_written(ctx, rows)
 
 
 def _meta(batch: SettlementBatch, sequence: int, previous_file_id: str | None) -> StatementMeta:
@@ -443,7 +550,9 @@ class _WindowSource:
 
 
 def _write_files(ctx: _Context) -> str:
-    """Write every party's folder into a staging folder in one pass, then record the hashes."""
+    """Resuming at netted (killed between the two commits of `_net_and_write`): write every
+    party's folder again from the stored positions into a fresh staging folder, in one pass,
+    then record the hashes. Same bytes: the files depend only on the lines and stored values."""
     with transaction(ctx.engine) as session:
         batch = _batch(session, ctx.batch_id)
         positions = repo.positions(session, batch.id)
@@ -454,12 +563,7 @@ def _write_files(ctx: _Context) -> str:
         metas = {
             str(p.org_id): _meta(batch, p.statement_sequence, p.previous_file_id) for p in positions
         }
-    staging = _staging(final)
-    # Neither folder is published while the batch is not: an earlier attempt's leftovers go.
-    for leftover in (staging, final):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    staging.mkdir(parents=True)
+    staging = _fresh_staging(final)
     key = load_or_create(ctx.settings.platform_key_path)
     batch_pid = os.getpid()
     parties = [
@@ -478,27 +582,56 @@ def _write_files(ctx: _Context) -> str:
         on_lines=_crash_after_lines(),
         on_party=lambda n: _crash_point(f"party:{n}", batch_pid),
     )
+    rows = _file_rows(
+        ctx.batch_id, staging, directory, [(p.org_id, p.net) for p in positions], written
+    )
+    return _files_written(ctx, rows)
+
+
+def _fresh_staging(final: Path) -> Path:
+    """An empty staging folder for the batch's files."""
+    staging = _staging(final)
+    # Neither folder is published while the batch is not: an earlier attempt's leftovers go.
+    for leftover in (staging, final):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _file_rows(
+    batch_id: str,
+    staging: Path,
+    directory: str,
+    nets: list[tuple[uuid.UUID, int]],
+    written: BatchWrite,
+) -> list[dict[str, object]]:
+    """The settlement_files rows of every party's folder; each statement nets to its position."""
     rows: list[dict[str, object]] = []
-    for position in positions:
-        party_id = str(position.org_id)
+    for org_id, net in nets:
+        party_id = str(org_id)
         result = written.parties[party_id]
-        if result.totals.net != position.net:
+        if result.totals.net != net:
             raise SettlementInvariantBroken(
-                f"statement of {party_id} nets {result.totals.net}, position is {position.net}"
+                f"statement of {party_id} nets {result.totals.net}, position is {net}"
             )
         folder = staging / party_id
         for name in sorted([*result.hashes, MANIFEST_NAME, SIGNATURE_NAME]):
             path = folder / name
             rows.append(
                 {
-                    "batch_id": ctx.batch_id,
-                    "org_id": position.org_id,
+                    "batch_id": batch_id,
+                    "org_id": org_id,
                     "name": name,
                     "sha256": result.hashes.get(name) or _sha256(path),
                     "size": path.stat().st_size,
                     "path": f"{directory}/{party_id}/{name}",
                 }
             )
+    return rows
+
+
+def _files_written(ctx: _Context, rows: list[dict[str, object]]) -> str:
     with transaction(ctx.engine) as session:
         session.execute(delete(SettlementFile).where(SettlementFile.batch_id == ctx.batch_id))
         if rows:

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from clearing.db import make_engine, transaction
-from settlement.models import SettlementBatch
+from settlement.models import SettlementBatch, SettlementPosition
 
 CLI = [sys.executable, "-c", "from clearing.cli import app; app()"]
 
@@ -78,6 +78,17 @@ def check_kill_and_resume(
     assert reference.returncode == 0, reference.stderr
     killed = run_cli(original, tmp_path / "crashed", key, crash, workers)
     assert killed.returncode == -9, (killed.returncode, killed.stdout, killed.stderr)
+    if crash.startswith(("lines:", "party:")):
+        # Killed inside the pass that nets and writes: nothing committed past closing, nothing
+        # but the staging folder on disk (the rerun deletes it and writes it again).
+        engine = make_engine(original)
+        with transaction(engine) as session:
+            batch = session.execute(select(SettlementBatch)).scalar_one()
+            assert batch.state == "closing"
+            assert session.execute(select(func.count(SettlementPosition.org_id))).scalar() == 0
+        engine.dispose()
+        day = tmp_path / "crashed" / "CNY"
+        assert sorted(p.name for p in day.iterdir()) == [".2026-11-20.staging"]
     resumed = run_cli(original, tmp_path / "crashed", key, workers=workers)
     assert resumed.returncode == 0, resumed.stderr
     assert "published" in resumed.stdout

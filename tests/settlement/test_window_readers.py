@@ -1,0 +1,111 @@
+"""The PostgreSQL COPY reader gives the same frames (and so the same files) as the SQLAlchemy one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from settlement_world import DAY1, DAY2, book_two_days
+from sqlalchemy import Engine, create_engine
+
+from settlement import repository as repo
+from settlement.files import write_batch_folders
+from settlement.lines import LINE_COLUMNS, Party, normalize_frame
+from settlement.service import business_window
+from settlement.statement import StatementMeta
+
+
+def _frame(chunks: list[pd.DataFrame]) -> pd.DataFrame:
+    if not chunks:
+        return normalize_frame(pd.DataFrame({c: [] for c in LINE_COLUMNS}))
+    return pd.concat([normalize_frame(c) for c in chunks], ignore_index=True)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_copy_and_select_readers_give_identical_frames_and_files(
+    pg_engine: Engine, tmp_path: Path
+) -> None:
+    book_two_days(pg_engine)
+    assert repo.copy_reader_available(pg_engine)
+    for day in (DAY1, DAY2):
+        start, end = business_window(day, "Asia/Shanghai", "00:00")
+        fast_chunks = list(repo.iter_window_frames_copy(pg_engine, "CNY", start, end, chunk_rows=3))
+        slow_chunks = list(repo.iter_window_frames_select(pg_engine, "CNY", start, end))
+        fast, slow = _frame(fast_chunks), _frame(slow_chunks)
+        assert len(fast) > 3
+        pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+        assert list(fast.columns) == list(LINE_COLUMNS)
+        assert str(fast["booked_at"].dtype) == "datetime64[us, UTC]"
+        # point_value is the ledger Decimal's text, numeric(24, 12) on PostgreSQL.
+        values = {v for v in fast["point_value"] if v}
+        assert values
+        assert all(len(v.split(".")[1]) == 12 for v in values)
+        # One party's lines.
+        party = fast["payee"].iloc[0]
+        pd.testing.assert_frame_equal(
+            _frame(list(repo.iter_window_frames_copy(pg_engine, "CNY", start, end, party=party))),
+            _frame(list(repo.iter_window_frames_select(pg_engine, "CNY", start, end, party=party))),
+            check_exact=True,
+        )
+    # The files do not depend on the reader.
+    start, end = business_window(DAY1, "Asia/Shanghai", "00:00")
+    lines = _frame(list(repo.iter_window_frames_select(pg_engine, "CNY", start, end)))
+    ids = sorted(set(lines["payer"]) | set(lines["payee"]))
+    parties = [Party(p, f"Party {n}", "merchant", "CNY") for n, p in enumerate(ids)]
+    meta = StatementMeta(
+        batch_id="SB-CNY-20261120",
+        settlement_date=DAY1,
+        window_start=start,
+        window_end=end,
+        zone="Asia/Shanghai",
+        currency="CNY",
+        generated_at=datetime(2026, 11, 21, 1, 0, tzinfo=UTC),
+        sequence=1,
+        previous_file_id=None,
+    )
+    key = Ed25519PrivateKey.generate()
+    readers = {
+        "copy": lambda: repo.iter_window_frames_copy(pg_engine, "CNY", start, end, chunk_rows=2),
+        "select": lambda: repo.iter_window_frames_select(pg_engine, "CNY", start, end),
+    }
+    for name, source in readers.items():
+        write_batch_folders(
+            source,
+            {p.id: tmp_path / name / p.id for p in parties},
+            parties,
+            {p.id: meta for p in parties},
+            signing_key=key,
+            key_id="test",
+        )
+    assert _tree(tmp_path / "copy") == _tree(tmp_path / "select")
+
+
+def test_copy_reader_of_an_empty_window_yields_nothing(pg_engine: Engine) -> None:
+    start = datetime(2001, 1, 1, tzinfo=UTC)
+    end = datetime(2001, 1, 2, tzinfo=UTC)
+    assert list(repo.iter_window_frames_copy(pg_engine, "CNY", start, end)) == []
+
+
+def test_psql_gets_the_password_through_its_environment_only() -> None:
+    engine = create_engine("postgresql+psycopg://clearing:s3cr%27et@db.example:6543/ledger")
+    command, env = repo._psql_command(engine)
+    assert not any("s3cr" in part for part in command)
+    assert env["PGPASSWORD"] == "s3cr'et"
+    assert "host='db.example'" in command[-1]
+    assert "port='6543'" in command[-1]
+    assert "dbname='ledger'" in command[-1]
+    assert "user='clearing'" in command[-1]
+
+
+def test_prefixed_columns_keep_their_text_whatever_pandas_infers() -> None:
+    numeric = pd.Series(["x0.005000000000", "x0.010000000000"], dtype="category")
+    assert repo._unprefixed(numeric).astype(object).tolist() == ["0.005000000000", "0.010000000000"]
+    null_and_empty = pd.Series(["", "x", "x007"], dtype="category")
+    assert repo._unprefixed(null_and_empty).tolist() == ["", "", "007"]
