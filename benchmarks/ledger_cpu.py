@@ -27,7 +27,6 @@ from exchange.schemas import CaptureCreate, CheckoutCreate
 from issuers import service as issuers
 from issuers.schemas import AccrualCreate
 
-
 OUR_PACKAGES = ("clearing", "issuers", "exchange", "settlement", "risk", "reports")
 
 
