@@ -6,7 +6,8 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Header, Query, Request, Response
@@ -16,10 +17,12 @@ from sqlalchemy.orm import Session
 
 from clearing.db import transaction
 from clearing.errors import ClearingError, InvalidInput
+from clearing.idempotency import run_once
 from clearing.models import IdempotencyRecord
 from clearing.schemas import Model
 
 T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
 JSON = "application/json"
 
 
@@ -107,3 +110,18 @@ def decode_cursor(cursor: str, size: int) -> list[str]:
     ):
         raise InvalidInput("invalid cursor", field="after")
     return parts
+
+
+def run_once_response(
+    session: Session,
+    org_id: uuid.UUID,
+    key: str,
+    operation: str,
+    request: Mapping[str, Any],
+    now: datetime,
+    result_type: type[R],
+    action: Callable[[], R],
+) -> Response:
+    """Run a route's action once per Idempotency-Key and answer it (replays byte for byte)."""
+    result, replayed = run_once(session, org_id, key, operation, request, now, result_type, action)
+    return once_response(session, org_id, key, result, replayed)

@@ -8,9 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
 
-from clearing.api import IdempotencyKey, SessionDep, json_response, once_response
+from clearing.api import (
+    IdempotencyKey,
+    SessionDep,
+    json_response,
+    once_response,
+    run_once_response,
+)
 from clearing.auth import CallerDep
-from clearing.idempotency import run_once
 from clearing.timeutil import utcnow
 from exchange import service
 from exchange.schemas import (
@@ -41,7 +46,7 @@ def set_bilateral_rate(
 ) -> Response:
     """Publish a block rate from one of the caller's programs into another program."""
     now = utcnow()
-    result, replayed = run_once(
+    return run_once_response(
         session,
         caller.org_id,
         key,
@@ -51,7 +56,6 @@ def set_bilateral_rate(
         BilateralRateOut,
         lambda: service.set_bilateral_rate(session, caller, req, now),
     )
-    return once_response(session, caller.org_id, key, result, replayed)
 
 
 @router.post("/conversion-quotes", tags=["conversions"], status_code=201, response_model=QuoteOut)
@@ -60,7 +64,7 @@ def quote_conversion(
 ) -> Response:
     """Price a conversion from a member of the caller's program into a linked member."""
     now = utcnow()
-    result, replayed = run_once(
+    return run_once_response(
         session,
         caller.org_id,
         key,
@@ -70,7 +74,6 @@ def quote_conversion(
         QuoteOut,
         lambda: service.quote_conversion(session, caller, req, now),
     )
-    return once_response(session, caller.org_id, key, result, replayed)
 
 
 @router.post("/conversions", tags=["conversions"], status_code=201, response_model=ConversionOut)

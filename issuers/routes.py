@@ -19,10 +19,10 @@ from clearing.api import (
     encode_cursor,
     json_response,
     once_response,
+    run_once_response,
 )
 from clearing.auth import CallerDep, OperatorDep
 from clearing.errors import InvalidInput, NotFound
-from clearing.idempotency import run_once
 from clearing.schemas import Code, ExternalId
 from clearing.timeutil import utcnow
 from issuers import keys, service
@@ -66,7 +66,7 @@ def create_organisation(
 ) -> Response:
     """Onboard an issuer or a merchant (operator only)."""
     now = utcnow()
-    result, replayed = run_once(
+    return run_once_response(
         session,
         caller.org_id,
         key,
@@ -76,7 +76,6 @@ def create_organisation(
         OrganisationOut,
         lambda: service.organisation_out(service.create_organisation(session, req, now)),
     )
-    return once_response(session, caller.org_id, key, result, replayed)
 
 
 @router.get("/organizations/{org_id}", tags=["operator"], response_model=OrganisationOut)
@@ -112,7 +111,7 @@ def add_key(
 ) -> Response:
     """Register a public key (PEM or JWK) for an organisation; rotation adds before revoking."""
     now = utcnow()
-    result, replayed = run_once(
+    return run_once_response(
         session,
         caller.org_id,
         key,
@@ -122,7 +121,6 @@ def add_key(
         keys.ApiKeyOut,
         lambda: keys.add_key(session, org_id, req, now),
     )
-    return once_response(session, caller.org_id, key, result, replayed)
 
 
 @router.get("/organizations/{org_id}/keys", tags=["operator"], response_model=list[keys.ApiKeyOut])
@@ -172,7 +170,7 @@ def create_program(
 ) -> Response:
     """Register the calling issuer's program with its first point value."""
     now = utcnow()
-    result, replayed = run_once(
+    return run_once_response(
         session,
         caller.org_id,
         key,
@@ -182,7 +180,6 @@ def create_program(
         ProgramOut,
         lambda: service.create_program(session, caller, req, now),
     )
-    return once_response(session, caller.org_id, key, result, replayed)
 
 
 @router.post(
@@ -200,7 +197,7 @@ def add_point_value(
 ) -> Response:
     """Publish a new point value of one of the caller's programs, effective now or later."""
     now = utcnow()
-    result, replayed = run_once(
+    return run_once_response(
         session,
         caller.org_id,
         key,
@@ -210,7 +207,6 @@ def add_point_value(
         PointValueOut,
         lambda: service.add_point_value(session, caller, code, req, now),
     )
-    return once_response(session, caller.org_id, key, result, replayed)
 
 
 # members -------------------------------------------------------------------------------------
@@ -228,7 +224,7 @@ def create_member(
 ) -> Response:
     """Enrol a member of one of the caller's programs."""
     now = utcnow()
-    result, replayed = run_once(
+    return run_once_response(
         session,
         caller.org_id,
         key,
@@ -238,7 +234,6 @@ def create_member(
         MemberOut,
         lambda: service.create_member(session, caller, code, req, now),
     )
-    return once_response(session, caller.org_id, key, result, replayed)
 
 
 @router.get("/programs/{code}/members/{external_id}", tags=["members"], response_model=MemberOut)
@@ -300,7 +295,7 @@ def link_members(
 ) -> Response:
     """The target issuer lets its member receive points converted from a source member."""
     now = utcnow()
-    result, replayed = run_once(
+    return run_once_response(
         session,
         caller.org_id,
         key,
@@ -310,7 +305,6 @@ def link_members(
         MemberLinkOut,
         lambda: service.link_members(session, caller, req, now),
     )
-    return once_response(session, caller.org_id, key, result, replayed)
 
 
 # accruals ------------------------------------------------------------------------------------
