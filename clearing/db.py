@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg.types.json import Json
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -23,8 +26,12 @@ from sqlalchemy import (
     event,
     insert,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 NAMING = {
@@ -124,21 +131,112 @@ def transaction(engine: Engine) -> Iterator[Session]:
         yield session
 
 
+Params = Mapping[str, Any]
+_PG_DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+class Sql:
+    """A statement built once, at import: on PostgreSQL it runs straight on the driver, prepared.
+
+    SQLAlchemy's per-execution work (coercion, cache keys, result metadata) costs several times
+    what the database spends on a short ledger statement, so the hot paths compile their
+    statements once and hand them to psycopg. SQLite keeps the ordinary SQLAlchemy path. Rows
+    come back as named tuples on both.
+    """
+
+    __slots__ = ("_columns", "_defaults", "_pg", "statement")
+
+    def __init__(self, statement: Executable, columns: Sequence[str] = ()) -> None:
+        """`columns`: for an INSERT without values, the columns its parameters give."""
+        self.statement = statement
+        self._columns = list(columns)
+        self._pg: str | None = None
+        self._defaults: dict[str, Any] = {}
+
+    def _pg_sql(self) -> str:
+        if self._pg is None:
+            assert isinstance(self.statement, ClauseElement)
+            compiled = self.statement.compile(
+                dialect=_PG_DIALECT, column_keys=self._columns or None
+            )
+            # Literals in the statement (slot = 0, held >= 0) become parameters with a value.
+            self._defaults = {
+                name: bind.effective_value
+                for name, bind in compiled.binds.items()  # type: ignore[attr-defined]
+                if not bind.required
+            }
+            self._pg = str(compiled)
+        return self._pg
+
+    def _params(self, params: Params | None) -> dict[str, Any]:
+        merged = {**self._defaults, **(params or {})}
+        # JSON columns are the only values psycopg does not adapt by itself.
+        return {k: Json(v) if isinstance(v, dict) else v for k, v in merged.items()}
+
+    def rows(self, session: Session, params: Params | None = None) -> list[Any]:
+        """Execute and return every row (none for a statement without RETURNING)."""
+        connection = session.connection()
+        if connection.dialect.name != "postgresql":
+            result = session.execute(self.statement, dict(params or {}))
+            return list(result.all()) if result.returns_rows else []  # type: ignore[attr-defined]
+        raw = connection.connection.driver_connection
+        sql = self._pg_sql()
+        try:
+            with raw.cursor(row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]
+                cursor.execute(sql, self._params(params), prepare=True)
+                return cursor.fetchall() if cursor.description else []
+        except psycopg.Error as error:
+            raise _wrapped(sql, error) from error
+
+    def first(self, session: Session, params: Params | None = None) -> Any | None:
+        """The first row, or None."""
+        found = self.rows(session, params)
+        return found[0] if found else None
+
+    def run_many(self, session: Session, params: Sequence[Params]) -> None:
+        """Execute once per parameter set, without rows back."""
+        if not params:
+            return
+        connection = session.connection()
+        if connection.dialect.name != "postgresql":
+            session.execute(self.statement, [dict(p) for p in params])
+            return
+        raw = connection.connection.driver_connection
+        sql = self._pg_sql()
+        try:
+            with raw.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.executemany(sql, [self._params(p) for p in params])
+        except psycopg.Error as error:
+            raise _wrapped(sql, error) from error
+
+
+def _wrapped(sql: str, error: psycopg.Error) -> StatementError:
+    # The same exception classes as through SQLAlchemy (IntegrityError, OperationalError...),
+    # so callers and the API's error handlers see one behaviour; parameters are never shown.
+    return DBAPIError.instance(sql, None, error, psycopg.Error, hide_parameters=True)
+
+
 COPY_THRESHOLD = 32
+_INSERTS: dict[tuple[str, tuple[str, ...]], Sql] = {}
 
 
 def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert many rows: PostgreSQL's COPY for large sets, an executemany otherwise.
+    """Insert many rows: PostgreSQL's COPY for large sets, a prepared executemany otherwise.
 
     COPY skips per-row statement overhead, which is what makes partner bulk files fast; the
     rows still pass every constraint and trigger of the table.
     """
     if not rows:
         return
-    if len(rows) < COPY_THRESHOLD or not is_postgres(session):
-        session.execute(insert(table), rows)
-        return
     columns = list(rows[0])
+    if len(rows) < COPY_THRESHOLD or not is_postgres(session):
+        # Bounded: one statement per table and column set that the code writes.
+        key = (table.name, tuple(columns))
+        statement = _INSERTS.get(key)
+        if statement is None:
+            statement = _INSERTS[key] = Sql(insert(table), columns)
+        statement.run_many(session, rows)
+        return
     json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
     names = ", ".join(f'"{c}"' for c in columns)
     cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]

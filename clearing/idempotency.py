@@ -8,18 +8,39 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from clearing.db import Sql, is_postgres
 from clearing.errors import IdempotencyConflict, InvalidInput
 from clearing.models import IdempotencyRecord
 
 R = TypeVar("R", bound=BaseModel)
+
+_RECORDS = cast(Table, IdempotencyRecord.__table__)
+_KEY = (_RECORDS.c.org_id == bindparam("b_org"), _RECORDS.c.key == bindparam("b_key"))
+_CLAIM_COLUMNS = ("org_id", "key", "operation", "fingerprint", "status_code", "created_at")
+_CLAIM_PG = Sql(
+    pg_insert(_RECORDS).on_conflict_do_nothing().returning(_RECORDS.c.key), _CLAIM_COLUMNS
+)
+_CLAIM_SQLITE = Sql(
+    sqlite_insert(_RECORDS).on_conflict_do_nothing().returning(_RECORDS.c.key), _CLAIM_COLUMNS
+)
+_FIRST_USE = Sql(
+    select(
+        _RECORDS.c.operation, _RECORDS.c.fingerprint, _RECORDS.c.status_code, _RECORDS.c.result
+    ).where(*_KEY)
+)
+_RECORD = Sql(
+    update(_RECORDS)
+    .where(*_KEY)
+    .values(status_code=bindparam("b_status_code"), result=bindparam("b_result"))
+)
 
 
 @dataclass(frozen=True)
@@ -56,31 +77,18 @@ def claim(
     """
     if not key or len(key) > 200:
         raise InvalidInput("idempotency key must be 1 to 200 characters", field="idempotency_key")
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    inserted = session.execute(
-        insert(IdempotencyRecord)
-        .values(
-            org_id=org_id,
-            key=key,
-            operation=operation,
-            fingerprint=print_,
-            status_code=0,
-            created_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(IdempotencyRecord.key)
-    ).first()
-    if inserted is not None:
+    claim_key = _CLAIM_PG if is_postgres(session) else _CLAIM_SQLITE
+    params = {
+        "org_id": org_id,
+        "key": key,
+        "operation": operation,
+        "fingerprint": print_,
+        "status_code": 0,
+        "created_at": now,
+    }
+    if claim_key.first(session, params) is not None:
         return None
-    row = session.execute(
-        select(
-            IdempotencyRecord.operation,
-            IdempotencyRecord.fingerprint,
-            IdempotencyRecord.status_code,
-            IdempotencyRecord.result,
-        ).where(IdempotencyRecord.org_id == org_id, IdempotencyRecord.key == key)
-    ).one()
+    row = _FIRST_USE.rows(session, {"b_org": org_id, "b_key": key})[0]
     if row.operation != operation or row.fingerprint != print_:
         differing = "operation" if row.operation != operation else "request"
         raise IdempotencyConflict(
@@ -93,10 +101,8 @@ def claim(
 
 def record(session: Session, org_id: uuid.UUID, key: str, status_code: int, body: bytes) -> None:
     """Store the outcome of the request that claimed `key`."""
-    session.execute(
-        update(IdempotencyRecord)
-        .where(IdempotencyRecord.org_id == org_id, IdempotencyRecord.key == key)
-        .values(status_code=status_code, result=body)
+    _RECORD.rows(
+        session, {"b_org": org_id, "b_key": key, "b_status_code": status_code, "b_result": body}
     )
 
 

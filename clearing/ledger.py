@@ -21,7 +21,7 @@ from sqlalchemy import Table, and_, bindparam, func, insert, select, text, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from clearing.db import bulk_insert
+from clearing.db import Sql, bulk_insert
 from clearing.errors import ClearingError, Conflict, InsufficientPoints, InvalidInput, NotFound
 from clearing.ids import new_id
 from clearing.models import (
@@ -154,6 +154,15 @@ class AccountInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenHold:
+    """A hold locked for capture or void."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
 class PostedEntry:
     id: uuid.UUID
     lots_created: tuple[uuid.UUID, ...]
@@ -176,7 +185,8 @@ def register_posting_check(check: PostingCheck) -> None:
 
 
 _BALANCES = cast(Table, Balance.__table__)
-_MEMBER_MOVE = (
+_HOLDS = cast(Table, Hold.__table__)
+_MEMBER_MOVE = Sql(
     update(_BALANCES)
     .where(
         _BALANCES.c.account_id == bindparam("b_account"),
@@ -190,12 +200,17 @@ _MEMBER_MOVE = (
     )
     .returning(_BALANCES.c.balance)
 )
-_SLOT_MOVE = (
+_SLOT_MOVE = Sql(
     update(_BALANCES)
     .where(
         _BALANCES.c.account_id == bindparam("b_account"), _BALANCES.c.slot == bindparam("b_slot")
     )
     .values(balance=_BALANCES.c.balance + bindparam("d_amount"))
+)
+_RELEASE = Sql(
+    update(_BALANCES)
+    .where(_BALANCES.c.account_id == bindparam("b_account"), _BALANCES.c.slot == 0)
+    .values(held=_BALANCES.c.held - bindparam("points"))
 )
 # Beyond this many accounts in one transaction, PostgreSQL moves them in two statements.
 _MANY_BALANCES = 3
@@ -203,20 +218,81 @@ _MOVES = (
     "unnest(CAST(:ids AS uuid[]), CAST(:slots AS smallint[]), CAST(:amounts AS bigint[]),"
     " CAST(:helds AS bigint[])) AS v(account_id, slot, amount, held)"
 )
-_LOCK_MANY = text(
-    f"SELECT 1 FROM balances b JOIN {_MOVES} ON b.account_id = v.account_id AND b.slot = v.slot"
-    " ORDER BY b.account_id, b.slot FOR UPDATE OF b"
+_LOCK_MANY = Sql(
+    text(
+        f"SELECT 1 FROM balances b JOIN {_MOVES} ON b.account_id = v.account_id AND b.slot = v.slot"
+        " ORDER BY b.account_id, b.slot FOR UPDATE OF b"
+    )
 )
 # The member floor is checked on the returned rows (and by the table's CHECK constraint).
-_MOVE_MANY = text(
-    f"UPDATE balances b SET balance = b.balance + v.amount, held = b.held + v.held FROM {_MOVES}"
-    " WHERE b.account_id = v.account_id AND b.slot = v.slot RETURNING b.account_id, b.balance, b.held"
+_MOVE_MANY = Sql(
+    text(
+        "UPDATE balances b SET balance = b.balance + v.amount, held = b.held + v.held"
+        f" FROM {_MOVES} WHERE b.account_id = v.account_id AND b.slot = v.slot"
+        " RETURNING b.account_id, b.balance, b.held"
+    )
 )
 _JOURNAL = cast(Table, JournalEntry.__table__)
 _POSTINGS = cast(Table, Posting.__table__)
 _OBLIGATIONS = cast(Table, Obligation.__table__)
 _LOTS = cast(Table, Lot.__table__)
 _LOT_MOVEMENTS = cast(Table, LotMovement.__table__)
+_OPEN_LOTS = Sql(
+    select(_LOTS.c.id, _LOTS.c.remaining, _LOTS.c.expires_at).where(
+        _LOTS.c.account_id == bindparam("account_id"), _LOTS.c.remaining > 0
+    )
+)
+_EXPIRY_ORDER = (_LOTS.c.expires_at.is_(None), _LOTS.c.expires_at, _LOTS.c.id)
+_RUNNING = (
+    select(
+        _LOTS.c.id,
+        _LOTS.c.remaining,
+        _LOTS.c.expires_at,
+        (func.sum(_LOTS.c.remaining).over(order_by=_EXPIRY_ORDER) - _LOTS.c.remaining).label(
+            "before"
+        ),
+    )
+    .where(_LOTS.c.account_id == bindparam("account_id"), _LOTS.c.remaining > 0)
+    .subquery()
+)
+# Only the lots a debit reaches, expiring first: a member with years of lots reads a few rows.
+_LOTS_TO_TAKE = Sql(
+    select(_RUNNING.c.id, _RUNNING.c.remaining, _RUNNING.c.expires_at)
+    .where(_RUNNING.c.before < bindparam("needed"))
+    .order_by(_RUNNING.c.expires_at.is_(None), _RUNNING.c.expires_at, _RUNNING.c.id)
+)
+_LOT_CHANGE = Sql(
+    update(_LOTS)
+    .where(_LOTS.c.id == bindparam("lot_id"))
+    .values(remaining=_LOTS.c.remaining + bindparam("delta"))
+)
+_PLACE_HOLD = Sql(
+    insert(_HOLDS),
+    (
+        "id",
+        "account_id",
+        "org_id",
+        "points",
+        "status",
+        "captured_points",
+        "created_at",
+        "expires_at",
+    ),
+)
+_LOCK_HOLD = Sql(
+    select(_HOLDS.c.id, _HOLDS.c.account_id, _HOLDS.c.points, _HOLDS.c.status, _HOLDS.c.expires_at)
+    .where(_HOLDS.c.id == bindparam("hold_id"))
+    .with_for_update()
+)
+_CLOSE_HOLD = Sql(
+    update(_HOLDS)
+    .where(_HOLDS.c.id == bindparam("hold_id"))
+    .values(
+        status=bindparam("b_status"),
+        captured_points=bindparam("b_captured"),
+        closed_at=bindparam("b_closed_at", type_=_HOLDS.c.closed_at.type),
+    )
+)
 
 
 class Ledger:
@@ -410,16 +486,16 @@ class Ledger:
         # Fixed lock order (account id, then slot) rules out deadlocks between entries.
         for account_id, slot, amount, held in moves:
             if infos[account_id].floor_zero:
-                row = self.session.execute(
-                    _MEMBER_MOVE, {"b_account": account_id, "d_amount": amount, "d_held": held}
-                ).first()
+                row = _MEMBER_MOVE.first(
+                    self.session, {"b_account": account_id, "d_amount": amount, "d_held": held}
+                )
                 if row is None:
                     raise InsufficientPoints(
                         "not enough available points", needed=-amount if amount < 0 else held
                     )
             else:
-                self.session.execute(
-                    _SLOT_MOVE, {"b_account": account_id, "b_slot": slot, "d_amount": amount}
+                _SLOT_MOVE.rows(
+                    self.session, {"b_account": account_id, "b_slot": slot, "d_amount": amount}
                 )
 
     @staticmethod
@@ -437,9 +513,9 @@ class Ledger:
             "amounts": [m[2] for m in moves],
             "helds": [m[3] for m in moves],
         }
-        self.session.execute(_LOCK_MANY, params)
+        _LOCK_MANY.rows(self.session, params)
         try:
-            rows = self.session.execute(_MOVE_MANY, params).all()
+            rows = _MOVE_MANY.rows(self.session, params)
         except IntegrityError as error:
             if "floor_zero_respected" in str(error.orig):
                 raise InsufficientPoints("not enough available points") from None
@@ -453,12 +529,14 @@ class Ledger:
     def _take_lots(self, leg: Leg) -> list[tuple[uuid.UUID, int]]:
         """Which lots a debit takes: preferred lots first, then those expiring first."""
         needed = -leg.amount
-        query = select(Lot.id, Lot.remaining, Lot.expires_at).where(
-            Lot.account_id == leg.account_id, Lot.remaining > 0
-        )
+        if not leg.prefer_lots:
+            rows = _LOTS_TO_TAKE.rows(
+                self.session, {"account_id": leg.account_id, "needed": needed}
+            )
+        else:
+            rows = _OPEN_LOTS.rows(self.session, {"account_id": leg.account_id})
         if leg.only_lots:
-            query = query.where(Lot.id.in_(leg.prefer_lots))
-        rows = list(self.session.execute(query))
+            rows = [r for r in rows if r.id in leg.prefer_lots]
         preferred = {lot_id: n for n, lot_id in enumerate(leg.prefer_lots)}
         rows.sort(
             key=lambda r: (
@@ -532,32 +610,31 @@ class Ledger:
         """Reserve points on a member account (available = balance - held)."""
         check_amount(points)
         params = {"b_account": account_id, "d_amount": 0, "d_held": points}
-        row = self.session.execute(_MEMBER_MOVE, params).first()
+        row = _MEMBER_MOVE.first(self.session, params)
         # Expired holds are released lazily: only when they stand in the way.
         if row is None and self.release_expired_holds(now, account_id=account_id):
-            row = self.session.execute(_MEMBER_MOVE, params).first()
+            row = _MEMBER_MOVE.first(self.session, params)
         if row is None:
             raise InsufficientPoints("not enough available points", needed=points)
         hold_id = new_id()
-        self.session.execute(
-            insert(Hold).values(
-                id=hold_id,
-                account_id=account_id,
-                org_id=org_id,
-                points=points,
-                status="authorised",
-                captured_points=0,
-                created_at=now,
-                expires_at=expires_at,
-            )
+        _PLACE_HOLD.rows(
+            self.session,
+            {
+                "id": hold_id,
+                "account_id": account_id,
+                "org_id": org_id,
+                "points": points,
+                "status": "authorised",
+                "captured_points": 0,
+                "created_at": now,
+                "expires_at": expires_at,
+            },
         )
         return hold_id
 
-    def open_hold(self, hold_id: uuid.UUID, now: datetime) -> Hold:
+    def open_hold(self, hold_id: uuid.UUID, now: datetime) -> OpenHold:
         """The hold, locked, if it can still be captured or voided."""
-        hold = self.session.execute(
-            select(Hold).where(Hold.id == hold_id).with_for_update()
-        ).scalar_one_or_none()
+        hold = _LOCK_HOLD.first(self.session, {"hold_id": hold_id})
         if hold is None:
             raise NotFound("unknown hold")
         if hold.status != "authorised":
@@ -566,28 +643,22 @@ class Ledger:
             raise HoldExpired(
                 "hold expired; its points are released", expired_at=hold.expires_at.isoformat()
             )
-        return hold
+        return OpenHold(hold.id, hold.account_id, hold.points)
 
-    def close_hold(self, hold: Hold, status: str, now: datetime, captured: int = 0) -> None:
+    def close_hold(self, hold: OpenHold, status: str, now: datetime, captured: int = 0) -> None:
         """Mark a hold captured or voided; the caller's entry (or this) releases its points."""
-        self.session.execute(
-            update(Hold)
-            .where(Hold.id == hold.id)
-            .values(status=status, captured_points=captured, closed_at=now)
+        _CLOSE_HOLD.rows(
+            self.session,
+            {"hold_id": hold.id, "b_status": status, "b_captured": captured, "b_closed_at": now},
         )
-        hold.status = status
 
-    def void_hold(self, hold: Hold, now: datetime) -> None:
+    def void_hold(self, hold: OpenHold, now: datetime) -> None:
         """Release all points of an open hold."""
         self._release(hold.account_id, hold.points)
         self.close_hold(hold, "voided", now)
 
     def _release(self, account_id: uuid.UUID, points: int) -> None:
-        self.session.execute(
-            update(Balance)
-            .where(Balance.account_id == account_id, Balance.slot == 0)
-            .values(held=Balance.held - points)
-        )
+        _RELEASE.rows(self.session, {"b_account": account_id, "points": points})
 
     def release_expired_holds(
         self, now: datetime, account_id: uuid.UUID | None = None, limit: int = 1000
@@ -743,11 +814,8 @@ class _LotWriter:
             bulk_insert(session, _LOTS, self.new_lots)
             self.new_lots = []
         if self.changes:
-            session.execute(
-                update(_LOTS)
-                .where(_LOTS.c.id == bindparam("lot_id"))
-                .values(remaining=_LOTS.c.remaining + bindparam("delta")),
-                [{"lot_id": k, "delta": v} for k, v in self.changes.items() if v],
+            _LOT_CHANGE.run_many(
+                session, [{"lot_id": k, "delta": v} for k, v in self.changes.items() if v]
             )
             self.changes = defaultdict(int)
         if self.movements:
