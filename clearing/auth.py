@@ -1,41 +1,64 @@
-"""Who sent this request: RFC 9421 verification, the database nonce store, key to organisation."""
+"""Who sent this request: RFC 9421 verification, the database nonce store, key to organisation.
+
+Per request, on PostgreSQL, one statement in its own committed transaction: it checks that the
+key is still active with the PEM we verified against, reads the owner's status and burns the
+nonce. Parsed public keys are cached by key id (a key id is the key's thumbprint, so a key never
+changes), but never their status: revocation is read from the database on every request.
+"""
 
 from __future__ import annotations
 
 import secrets
+import threading
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import Depends, Request
-from sqlalchemy import Engine, delete, select, tuple_
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    Result,
+    Row,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from clearing.context import Caller
-from clearing.db import transaction
 from clearing.errors import Forbidden
 from clearing.models import SeenNonce
 from clearing.signatures import (
     NonceReplayed,
+    SignatureError,
     SignatureMalformed,
+    SignedMessage,
+    UnknownKey,
     load_public_key,
-    verify_request,
+    parse_signed_request,
 )
 from clearing.timeutil import utcnow
-from issuers.keys import active_key
-from issuers.models import Organisation
+from issuers.models import ApiKey, Organisation
 
 MAX_SKEW = 300
 """Seconds a signature's ``created`` may differ from the server clock, either way."""
 NONCE_RETENTION = timedelta(seconds=2 * MAX_SKEW)
 """A nonce first seen at t can come back signed with created <= t + skew, valid until + skew."""
 MAX_NONCE = 128
+MAX_KEYID = 100
 PRUNE_ONE_IN = 64
 PRUNE_BATCH = 1000
+KEY_CACHE_SIZE = 1024
 
 
 class OrganisationSuspended(Forbidden):
@@ -48,6 +71,184 @@ class OperatorOnly(Forbidden):
     title = "Operator key required"
 
 
+# --------------------------------------------------------------------------- statements
+
+_KEYS = cast(Table, ApiKey.__table__)
+_ORGS = cast(Table, Organisation.__table__)
+_NONCES = cast(Table, SeenNonce.__table__)
+_SEEN_AT = bindparam("seen_at", type_=_NONCES.c.seen_at.type)
+
+_ACTIVE_PEM = select(_KEYS.c.public_key_pem).where(
+    _KEYS.c.keyid == bindparam("keyid"), _KEYS.c.status == "active"
+)
+"""The PEM of an active key."""
+
+_OWNER = (
+    select(_KEYS.c.keyid, _ORGS.c.id.label("org_id"), _ORGS.c.kind, _ORGS.c.status)
+    .join_from(_KEYS, _ORGS, _ORGS.c.id == _KEYS.c.org_id)
+    .where(
+        _KEYS.c.keyid == bindparam("keyid"),
+        _KEYS.c.status == "active",
+        _KEYS.c.public_key_pem == bindparam("pem"),
+    )
+)
+"""The owner of a key that is active and still the key we verified against."""
+
+_owner = _OWNER.cte("owner")
+_burnt = (
+    pg_insert(_NONCES)
+    .from_select(
+        ["keyid", "nonce", "seen_at"],
+        select(_owner.c.keyid, bindparam("nonce", type_=_NONCES.c.nonce.type), _SEEN_AT),
+    )
+    .on_conflict_do_nothing()
+    .returning(_NONCES.c.nonce)
+    .cte("burnt")
+)
+_BURN_PG = select(
+    _owner.c.org_id,
+    _owner.c.kind,
+    _owner.c.status,
+    exists(select(_burnt.c.nonce)).label("fresh"),
+)
+"""PostgreSQL, one round trip: the owner of the key, and whether its nonce was new (now burnt)."""
+
+_INSERT_NONCE_SQLITE = sqlite_insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce)
+
+_old = select(_NONCES.c.keyid, _NONCES.c.nonce).where(
+    _NONCES.c.seen_at < bindparam("cutoff", type_=_NONCES.c.seen_at.type)
+)
+_PRUNE = delete(_NONCES).where(
+    tuple_(_NONCES.c.keyid, _NONCES.c.nonce).in_(_old.limit(PRUNE_BATCH))
+)
+# Two pruners never wait on (or deadlock over) the same rows.
+_PRUNE_PG = delete(_NONCES).where(
+    tuple_(_NONCES.c.keyid, _NONCES.c.nonce).in_(
+        _old.with_for_update(skip_locked=True).limit(PRUNE_BATCH)
+    )
+)
+
+
+def _is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def _committed(engine: Engine, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
+    """Run one statement in its own committed transaction; its first row, if it returns rows."""
+    if _is_postgres(engine):
+        # Autocommit: the statement is its own transaction, without BEGIN and COMMIT round trips.
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            return _first(conn.execute(statement, params))
+    with engine.begin() as conn:
+        return _first(conn.execute(statement, params))
+
+
+def _first(result: Result[Any]) -> Row[Any] | None:
+    return result.first() if result.returns_rows else None
+
+
+# --------------------------------------------------------------------------- keys
+
+
+class _KeyCache:
+    """Parsed public keys by key id, each with the PEM it was parsed from; bounded."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, keyid: str) -> tuple[str, Ed25519PublicKey] | None:
+        return self._keys.get(keyid)
+
+    def load(self, keyid: str, pem: str) -> Ed25519PublicKey:
+        cached = self._keys.get(keyid)
+        if cached is not None and cached[0] == pem:
+            return cached[1]
+        key = load_public_key(pem)
+        with self._lock:
+            while len(self._keys) >= self._size:
+                del self._keys[next(iter(self._keys))]
+            self._keys[keyid] = (pem, key)
+        return key
+
+    def forget(self, keyid: str) -> None:
+        with self._lock:
+            self._keys.pop(keyid, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+
+_key_cache = _KeyCache(KEY_CACHE_SIZE)
+
+
+def _active_pem(engine: Engine, keyid: str) -> str | None:
+    if len(keyid) > MAX_KEYID:
+        return None
+    row = _committed(engine, _ACTIVE_PEM, {"keyid": keyid})
+    return None if row is None else str(row.public_key_pem)
+
+
+def _verified_pem(engine: Engine, signed: SignedMessage, now: int, *, use_cache: bool) -> str:
+    """Verify the signature under the key id's active key; the PEM of that key."""
+    if use_cache:
+        cached = _key_cache.get(signed.keyid)
+        if cached is not None:
+            try:
+                signed.verify(cached[1], now=now, max_skew=MAX_SKEW)
+            except SignatureError:
+                pass  # the database decides: an unknown or revoked key is reported as such first
+            else:
+                return cached[0]
+    pem = _active_pem(engine, signed.keyid)
+    key = None if pem is None else _key_cache.load(signed.keyid, pem)
+    signed.verify(key, now=now, max_skew=MAX_SKEW)  # UnknownKey when there is none
+    assert pem is not None
+    return pem
+
+
+# --------------------------------------------------------------------------- nonces
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    org_id: uuid.UUID
+    kind: str
+    status: str
+    fresh: bool
+    """Whether the nonce was new (it is burnt now either way)."""
+
+
+def _burn(engine: Engine, keyid: str, pem: str, nonce: str, now: datetime) -> _Owner | None:
+    """Burn the nonce if the key is active and ``pem``; the key's owner, None if it is not."""
+    params = {"keyid": keyid, "pem": pem, "nonce": nonce, "seen_at": now}
+    if _is_postgres(engine):
+        row = _committed(engine, _BURN_PG, params)
+        return None if row is None else _Owner(row.org_id, row.kind, row.status, bool(row.fresh))
+    with engine.begin() as conn:
+        return _burn_in(conn, params)
+
+
+def _burn_in(conn: Connection, params: Mapping[str, Any]) -> _Owner | None:
+    owner = conn.execute(_OWNER, params).first()
+    if owner is None:
+        return None
+    inserted = conn.execute(_INSERT_NONCE_SQLITE, params).first()
+    return _Owner(owner.org_id, owner.kind, owner.status, inserted is not None)
+
+
+def prune_nonces(engine: Engine, now: datetime) -> None:
+    """Forget nonces too old to be replayed, a bounded batch at a time."""
+    statement = _PRUNE_PG if _is_postgres(engine) else _PRUNE
+    _committed(engine, statement, {"cutoff": now - NONCE_RETENTION})
+
+
+# --------------------------------------------------------------------------- requests
+
+
 def authenticate(
     engine: Engine,
     method: str,
@@ -56,58 +257,36 @@ def authenticate(
     body: bytes,
     now: datetime,
 ) -> Caller:
-    """Verify a signed request and burn its nonce; return the organisation that signed it."""
-    # Its own transaction, committed before the request's work: a request that then fails must
-    # not leave its nonce reusable, or a declined payment could be replayed once it would pass.
-    with transaction(engine) as session:
-        owner: list[Organisation] = []
+    """Verify a signed request and burn its nonce; return the organisation that signed it.
 
-        def resolve(keyid: str) -> Ed25519PublicKey | None:
-            found = active_key(session, keyid)
-            if found is None:
-                return None
-            owner.append(found[1])
-            return load_public_key(found[0].public_key_pem)
-
-        verified = verify_request(
-            method, url, headers, body, resolve, now=int(now.timestamp()), max_skew=MAX_SKEW
-        )
-        org = owner[0]
-        nonce = verified.nonce or ""
-        if not 1 <= len(nonce) <= MAX_NONCE:
-            raise SignatureMalformed(f"signature nonce must be 1 to {MAX_NONCE} characters")
-        record_nonce(session, verified.keyid, nonce, now)
-        if org.status != "active":
-            raise OrganisationSuspended(f"organisation is {org.status}")
-        return Caller(org.id, org.kind)
-
-
-def record_nonce(session: Session, keyid: str, nonce: str, now: datetime) -> None:
-    """Remember a nonce for a key; raise NonceReplayed if it was seen inside the window."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    inserted = session.execute(
-        insert(SeenNonce)
-        .values(keyid=keyid, nonce=nonce, seen_at=now)
-        .on_conflict_do_nothing()
-        .returning(SeenNonce.nonce)
-    ).first()
-    if inserted is None:
+    The nonce is burnt in its own transaction, committed before the request's work: a request
+    that then fails must not leave its nonce reusable, or a declined payment could be replayed
+    once it would pass. Only a request whose signature verified burns a nonce.
+    """
+    signed = parse_signed_request(method, url, headers, body)
+    keyid = signed.keyid
+    nonce = signed.nonce or ""
+    timestamp = int(now.timestamp())
+    nonce_ok = 1 <= len(nonce) <= MAX_NONCE
+    # Errors keep their order: unknown key, clock, signature, digest, nonce, replay, status.
+    pem = _verified_pem(engine, signed, timestamp, use_cache=nonce_ok)
+    if not nonce_ok:
+        raise SignatureMalformed(f"signature nonce must be 1 to {MAX_NONCE} characters")
+    owner = _burn(engine, keyid, pem, nonce, now)
+    if owner is None:
+        # Revoked since we parsed it: the database, not the cache, says so.
+        _key_cache.forget(keyid)
+        pem = _verified_pem(engine, signed, timestamp, use_cache=False)
+        owner = _burn(engine, keyid, pem, nonce, now)
+        if owner is None:
+            raise UnknownKey("the signature keyid is not a known key")
+    if not owner.fresh:
         raise NonceReplayed("this signature nonce was already used with this key")
     if secrets.randbelow(PRUNE_ONE_IN) == 0:
-        prune_nonces(session, now)
-
-
-def prune_nonces(session: Session, now: datetime) -> None:
-    """Forget nonces too old to be replayed, a bounded batch at a time."""
-    old = select(SeenNonce.keyid, SeenNonce.nonce).where(SeenNonce.seen_at < now - NONCE_RETENTION)
-    if session.get_bind().dialect.name == "postgresql":
-        # Two pruners never wait on (or deadlock over) the same rows.
-        old = old.with_for_update(skip_locked=True)
-    session.execute(
-        delete(SeenNonce).where(
-            tuple_(SeenNonce.keyid, SeenNonce.nonce).in_(old.limit(PRUNE_BATCH))
-        )
-    )
+        prune_nonces(engine, now)
+    if owner.status != "active":
+        raise OrganisationSuspended(f"organisation is {owner.status}")
+    return Caller(owner.org_id, owner.kind)
 
 
 def target_uri(request: Request) -> str:

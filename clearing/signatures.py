@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from http_sfv.dictionary import Dictionary
-from http_sfv.item import InnerList, Item
+from http_sfv.item import InnerList, Item, ser_bare_item
 from http_sfv.list import List
 
 from clearing.errors import ClearingError, InvalidInput
@@ -54,10 +54,12 @@ __all__ = [
     "SignatureInvalid",
     "SignatureMalformed",
     "SignatureMissing",
+    "SignedMessage",
     "UnknownKey",
     "VerifiedSignature",
     "content_digest",
     "load_public_key",
+    "parse_signed_request",
     "public_jwk",
     "request_signature_base",
     "response_signature_base",
@@ -98,6 +100,19 @@ _OBS_FOLD = re.compile(r"\r\n[ \t]+")
 # inside field values.
 _BASE_VALUE = re.compile(r"[\t\x20-\x7e]*")
 _FIELD_PARAMS = frozenset({"sf", "key", "bs", "req"})
+# RFC 8941 grammar pieces for the fast paths below, which handle the shapes we and our partners
+# send and leave everything else to http_sfv (which they agree with, byte for byte).
+_SF_STRING_CHARS = re.compile(r"[\x20-\x7e]*")
+_SF_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
+_SF_MAX_INT = 999_999_999_999_999
+_FAST_STRING = r'"[\x20\x21\x23-\x5b\x5d-\x7e]*"'  # an sf-string without escapes
+_FAST_BYTES_MEMBER = re.compile(r"([a-z*][a-z0-9_\-.*]*)=:([A-Za-z0-9+/=]*):")
+_FAST_INNER_LIST_MEMBER = re.compile(
+    rf"([a-z*][a-z0-9_\-.*]*)=\(((?:{_FAST_STRING}(?: {_FAST_STRING})*)?)\)"
+    rf"((?:;[a-z*][a-z0-9_\-.*]*=(?:-?[0-9]{{1,15}}|{_FAST_STRING}))*)"
+)
+_FAST_ITEM = re.compile(r'"([^"]*)"')
+_FAST_PARAM = re.compile(r';([^=]+)=(?:"([^"]*)"|(-?[0-9]+))')
 
 
 # --------------------------------------------------------------------------- errors
@@ -168,19 +183,109 @@ class _BadComponent(Exception):
     """A component identifier is not acceptable whatever the message."""
 
 
+# --------------------------------------------------------------------------- structured fields
+
+# http_sfv serialises by checking every character in a generator: most of the CPU of signing and
+# verifying. These produce the same text for the bare item types a signature uses (strings,
+# integers, booleans, byte sequences) and hand any other type to http_sfv.
+
+
+def _parse_dict(value: str) -> Dictionary:
+    """Parse a Dictionary field value; ValueError (or UnicodeEncodeError) when invalid.
+
+    A single byte-sequence member (Signature, Content-Digest) or a single inner list of plain
+    strings with integer or string parameters (Signature-Input) is read with one regular
+    expression; anything else goes through http_sfv's parser, which reads these the same way.
+    """
+    match = _FAST_BYTES_MEMBER.fullmatch(value)
+    if match is not None:
+        try:
+            data = base64.standard_b64decode(match[2])
+        except binascii.Error:
+            pass
+        else:
+            return Dictionary({match[1]: data})
+    else:
+        match = _FAST_INNER_LIST_MEMBER.fullmatch(value)
+        if match is not None:
+            covered = InnerList(_FAST_ITEM.findall(match[2]))
+            for name, text, number in _FAST_PARAM.findall(match[3]):
+                covered.params[name] = int(number) if number else text
+            return Dictionary({match[1]: covered})
+    parsed = Dictionary()
+    parsed.parse(value.encode("ascii"))
+    return parsed
+
+
+def _ser_bare(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        if not _SF_STRING_CHARS.fullmatch(value):
+            raise ValueError("String contains disallowed characters")
+        if '"' in value or "\\" in value:
+            value = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{value}"'
+    if kind is int:
+        if not -_SF_MAX_INT <= value <= _SF_MAX_INT:
+            raise ValueError("Input is out of Integer range.")
+        return str(value)
+    if kind is bool:
+        return "?1" if value else "?0"
+    if kind is bytes:
+        return f":{base64.b64encode(value).decode('ascii')}:"
+    return str(ser_bare_item(value))
+
+
+def _ser_key(key: str) -> str:
+    if not _SF_KEY.fullmatch(key):
+        raise ValueError("Key contains disallowed characters")
+    return key
+
+
+def _ser_params(params: Mapping[str, Any]) -> str:
+    if not params:
+        return ""
+    return "".join(
+        f";{_ser_key(k)}" if v is True else f";{_ser_key(k)}={_ser_bare(v)}"
+        for k, v in params.items()
+    )
+
+
+def _ser_item(item: Item) -> str:
+    return _ser_bare(item.value) + _ser_params(item.params)
+
+
+def _ser_member(member: Item | InnerList) -> str:
+    if isinstance(member, Item):
+        return _ser_item(member)
+    if isinstance(member, InnerList):
+        return f"({' '.join(_ser_member(i) for i in member)}){_ser_params(member.params)}"
+    return str(member)
+
+
+def _ser_dictionary(members: Mapping[str, Item | InnerList]) -> str:
+    if not members:
+        raise ValueError("No contents; field should not be emitted")
+    return ", ".join(
+        _ser_key(k) + _ser_params(m.params)
+        if isinstance(m, Item) and m.value is True
+        else f"{_ser_key(k)}={_ser_member(m)}"
+        for k, m in members.items()
+    )
+
+
 # --------------------------------------------------------------------------- digests
 
 
 def content_digest(body: bytes) -> str:
     """The RFC 9530 Content-Digest field value of ``body`` with sha-256."""
-    return str(Dictionary({"sha-256": hashlib.sha256(body).digest()}))
+    return f"sha-256=:{base64.b64encode(hashlib.sha256(body).digest()).decode('ascii')}:"
 
 
 def verify_digest(value: str, body: bytes) -> None:
     """Raise DigestMismatch unless every known member of a Content-Digest value matches ``body``."""
-    parsed = Dictionary()
     try:
-        parsed.parse(value.encode("ascii"))
+        parsed = _parse_dict(value)
     except (ValueError, UnicodeEncodeError):
         raise DigestMismatch("Content-Digest is not a valid structured field") from None
     checked = 0
@@ -258,7 +363,9 @@ class _Fields:
         self._lines: dict[str, list[str]] = {}
         items = headers.items() if isinstance(headers, Mapping) else headers
         for name, value in items:
-            normalised = _OBS_FOLD.sub(" ", value).strip(" \t")
+            if "\n" in value:
+                value = _OBS_FOLD.sub(" ", value)
+            normalised = value.strip(" \t")
             self._lines.setdefault(name.lower(), []).append(normalised)
 
     def lines(self, name: str) -> list[str] | None:
@@ -450,7 +557,7 @@ def _identity(component: Item) -> tuple[Any, frozenset[tuple[str, Any]]]:
 
 
 def _display(component: Item) -> str:
-    return str(component.value) + str(component.params)
+    return str(component.value) + _ser_params(component.params)
 
 
 def _build_base(message: _Message, covered: InnerList) -> str:
@@ -468,8 +575,8 @@ def _build_base(message: _Message, covered: InnerList) -> str:
             if not _BASE_VALUE.fullmatch(value):
                 name = str(component.value)
                 raise _Unresolvable(f'covered component "{name}" has invalid characters')
-            lines.append(f"{component}: {value}")
-    lines.append(f'"@signature-params": {covered}')
+            lines.append(f"{_ser_item(component)}: {value}")
+    lines.append(f'"@signature-params": {_ser_member(covered)}')
     return "\n".join(lines)
 
 
@@ -489,8 +596,8 @@ def _sign(
     base = _build_base(message, covered)
     signature = private_key.sign(base.encode("ascii"))
     return {
-        "Signature-Input": str(Dictionary({label: covered})),
-        "Signature": str(Dictionary({label: signature})),
+        "Signature-Input": _ser_dictionary({label: covered}),
+        "Signature": _ser_dictionary({label: Item(signature)}),
     }
 
 
@@ -589,12 +696,10 @@ class _Candidate:
 
 
 def _parse_dictionary(value: str) -> Dictionary:
-    parsed = Dictionary()
     try:
-        parsed.parse(value.encode("ascii"))
+        return _parse_dict(value)
     except (ValueError, UnicodeEncodeError):
         raise SignatureMalformed("Signature-Input or Signature is not a valid dictionary") from None
-    return parsed
 
 
 def _signature_headers(fields: _Fields) -> tuple[Dictionary, Dictionary]:
@@ -670,45 +775,75 @@ def _crypto_verify(message: _Message, candidate: _Candidate, key: Ed25519PublicK
     verify_signature_base(key, base, candidate.signature)
 
 
-def _verify(
-    message: _Message,
-    body: bytes,
-    resolve_key: Callable[[str], Ed25519PublicKey | None],
-    *,
-    now: int,
-    max_skew: int,
-    policy: _Policy,
-) -> VerifiedSignature:
-    inputs, signatures = _signature_headers(message.fields)
-    candidate = _select(inputs, signatures, policy)
-    params = candidate.covered.params
-    keyid: str = params["keyid"]
-    key = resolve_key(keyid)
-    if key is None:
-        raise UnknownKey("the signature keyid is not a known key")
-    created: int = params["created"]
-    if abs(now - created) > max_skew:
-        raise ClockSkew(
-            f"signature created time differs from server time by more than {max_skew} s",
-            server_time=now,
+class SignedMessage:
+    """A signature chosen under our policy, its key not yet known nor checked.
+
+    ``parse_signed_request`` makes one; ``verify`` does the rest. Split so that a caller can look
+    the key up (and burn the nonce) in the same database round trip.
+    """
+
+    __slots__ = ("_body", "_candidate", "_message", "keyid", "nonce")
+
+    def __init__(self, message: _Message, body: bytes, candidate: _Candidate) -> None:
+        self._message = message
+        self._body = body
+        self._candidate = candidate
+        params = candidate.covered.params
+        self.keyid: str = params["keyid"]
+        self.nonce: str | None = params.get("nonce")
+
+    def verify(
+        self, key: Ed25519PublicKey | None, *, now: int, max_skew: int = 300
+    ) -> VerifiedSignature:
+        """Check, in this order: a known key, the time window, the signature, the body digest."""
+        if key is None:
+            raise UnknownKey("the signature keyid is not a known key")
+        candidate = self._candidate
+        params = candidate.covered.params
+        created: int = params["created"]
+        if abs(now - created) > max_skew:
+            raise ClockSkew(
+                f"signature created time differs from server time by more than {max_skew} s",
+                server_time=now,
+            )
+        expires: int | None = params.get("expires")
+        if expires is not None and expires < now:
+            raise SignatureExpired("signature has expired")
+        # Cryptography before the digest: an unauthenticated sender learns nothing about the body.
+        _crypto_verify(self._message, candidate, key)
+        digest = self._message.fields.get("content-digest")
+        if digest is not None:
+            verify_digest(digest, self._body)
+        return VerifiedSignature(
+            label=candidate.label,
+            keyid=self.keyid,
+            nonce=self.nonce,
+            created=created,
+            expires=expires,
+            tag=params.get("tag"),
+            components=tuple(_display(c) for c in candidate.covered if isinstance(c, Item)),
         )
-    expires: int | None = params.get("expires")
-    if expires is not None and expires < now:
-        raise SignatureExpired("signature has expired")
-    # Cryptography before the digest: an unauthenticated sender learns nothing about the body.
-    _crypto_verify(message, candidate, key)
-    digest = message.fields.get("content-digest")
-    if digest is not None:
-        verify_digest(digest, body)
-    return VerifiedSignature(
-        label=candidate.label,
-        keyid=keyid,
-        nonce=params.get("nonce"),
-        created=created,
-        expires=expires,
-        tag=params.get("tag"),
-        components=tuple(_display(c) for c in candidate.covered if isinstance(c, Item)),
-    )
+
+
+def _signed(message: _Message, body: bytes, policy: _Policy) -> SignedMessage:
+    inputs, signatures = _signature_headers(message.fields)
+    return SignedMessage(message, body, _select(inputs, signatures, policy))
+
+
+def _request_policy(body: bytes) -> _Policy:
+    required = ("@method", "@target-uri") + (("content-digest", "content-type") if body else ())
+    return _Policy(required=required, require_nonce=True)
+
+
+def parse_signed_request(
+    method: str, url: str, headers: Mapping[str, str], body: bytes
+) -> SignedMessage:
+    """The signature of a request that our policy accepts, to verify once its key is found.
+
+    Raises SignatureMissing or SignatureMalformed, as ``verify_request`` would before it asks
+    for the key.
+    """
+    return _signed(_request_message(method, url, headers), body, _request_policy(body))
 
 
 def verify_request(
@@ -722,15 +857,8 @@ def verify_request(
     max_skew: int = 300,
 ) -> VerifiedSignature:
     """Verify a signed request under our policy; nonce replay is left to the caller."""
-    required = ("@method", "@target-uri") + (("content-digest", "content-type") if body else ())
-    return _verify(
-        _request_message(method, url, headers),
-        body,
-        resolve_key,
-        now=now,
-        max_skew=max_skew,
-        policy=_Policy(required=required, require_nonce=True),
-    )
+    signed = parse_signed_request(method, url, headers, body)
+    return signed.verify(resolve_key(signed.keyid), now=now, max_skew=max_skew)
 
 
 def verify_response(
@@ -750,14 +878,8 @@ def verify_response(
         required.append("content-type")
     if body:
         required.append("content-digest")
-    return _verify(
-        message,
-        body,
-        resolve_key,
-        now=now,
-        max_skew=max_skew,
-        policy=_Policy(required=tuple(required), require_nonce=False),
-    )
+    signed = _signed(message, body, _Policy(required=tuple(required), require_nonce=False))
+    return signed.verify(resolve_key(signed.keyid), now=now, max_skew=max_skew)
 
 
 # --------------------------------------------------------------------------- low level

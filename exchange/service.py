@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from clearing.context import Caller
+from clearing.db import Sql
 from clearing.errors import Conflict, Forbidden, InvalidInput, NotFound
 from clearing.idempotency import run_once
 from clearing.ids import new_id
@@ -40,9 +43,11 @@ from exchange.schemas import (
     RefundCreate,
     RefundOut,
 )
-from issuers.models import Member, MemberLink, Organisation, Program
+from issuers.models import Member, MemberLink, Program
 from issuers.service import (
     CurrencyMismatch,
+    Party,
+    ProgramRef,
     active_member,
     active_organisation,
     active_program,
@@ -52,6 +57,82 @@ from issuers.service import (
     point_value_at,
     program_by_code,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutState:
+    """A checkout row as the rules read and change it (the columns of `Checkout`, in order)."""
+
+    id: uuid.UUID
+    merchant_id: uuid.UUID
+    member_id: uuid.UUID
+    hold_id: uuid.UUID
+    currency: str
+    order_total: int
+    points_amount: int
+    points: int
+    point_value: Decimal
+    point_value_version: int
+    fee_rate: Decimal
+    status: str
+    captured_amount: int
+    captured_points: int
+    fee_amount: int
+    refunded_amount: int
+    refunded_points: int
+    refunded_fee: int
+    capture_entry_id: uuid.UUID | None
+    reference: str | None
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutParties:
+    """Who a checkout involves, read with it."""
+
+    external_id: str
+    member_account_id: uuid.UUID
+    program_id: uuid.UUID
+    program_code: str
+    issuer_id: uuid.UUID
+
+
+_CHECKOUTS = cast(Table, Checkout.__table__)
+_MEMBERS = cast(Table, Member.__table__)
+_PROGRAMS = cast(Table, Program.__table__)
+_CHANGING = (
+    "status",
+    "captured_amount",
+    "captured_points",
+    "fee_amount",
+    "refunded_amount",
+    "refunded_points",
+    "refunded_fee",
+    "capture_entry_id",
+)
+_NEW_CHECKOUT = Sql(insert(_CHECKOUTS), [f.name for f in fields(CheckoutState)])
+_SAVE_CHECKOUT = Sql(
+    update(_CHECKOUTS)
+    .where(_CHECKOUTS.c.id == bindparam("b_id"))
+    .values({c: bindparam(f"b_{c}", type_=_CHECKOUTS.c[c].type) for c in _CHANGING})
+)
+_OWN_CHECKOUT_QUERY = (
+    select(
+        *[_CHECKOUTS.c[f.name] for f in fields(CheckoutState)],
+        _MEMBERS.c.external_id.label("member_external_id"),
+        _MEMBERS.c.account_id.label("member_account_id"),
+        _PROGRAMS.c.id.label("program_ref_id"),
+        _PROGRAMS.c.code.label("program_code"),
+        _PROGRAMS.c.issuer_id.label("program_issuer_id"),
+    )
+    .join(_MEMBERS, _MEMBERS.c.id == _CHECKOUTS.c.member_id)
+    .join(_PROGRAMS, _PROGRAMS.c.id == _MEMBERS.c.program_id)
+    .where(_CHECKOUTS.c.id == bindparam("b_id"))
+    .where(_CHECKOUTS.c.merchant_id == bindparam("b_merchant"))
+)
+_OWN_CHECKOUT = Sql(_OWN_CHECKOUT_QUERY)
+_LOCK_OWN_CHECKOUT = Sql(_OWN_CHECKOUT_QUERY.with_for_update(of=_CHECKOUTS))
 
 QUOTE_TTL = timedelta(seconds=120)
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
@@ -97,7 +178,7 @@ class CheckoutNotCaptured(Conflict):
     title = "Checkout is not captured"
 
 
-def _same_currency(a: Organisation, b: Organisation) -> str:
+def _same_currency(a: Party, b: Party) -> str:
     if a.currency != b.currency:
         raise CurrencyMismatch(
             f"{a.name} settles in {a.currency} and {b.name} in {b.currency}; "
@@ -154,7 +235,7 @@ def set_bilateral_rate(
 
 
 def _bilateral_rate_at(
-    session: Session, source: Program, target: Program, at: datetime
+    session: Session, source: Program | ProgramRef, target: Program | ProgramRef, at: datetime
 ) -> BilateralRate | None:
     return session.execute(
         select(BilateralRate)
@@ -402,7 +483,7 @@ def _authorise(
     points = arithmetic.points_for_amount(req.points_amount, value.value, currency)
     ttl = timedelta(seconds=req.ttl_seconds) if req.ttl_seconds else hold_ttl
     hold_id = Ledger(session).place_hold(member.account_id, points, merchant.id, now, now + ttl)
-    checkout = Checkout(
+    checkout = CheckoutState(
         id=new_id(),
         merchant_id=merchant.id,
         member_id=member.id,
@@ -413,7 +494,7 @@ def _authorise(
         points=points,
         point_value=value.value,
         point_value_version=value.version,
-        fee_rate=merchant_fee_rate(session, merchant, program),
+        fee_rate=merchant_fee_rate(session, merchant, program.id),
         status="authorised",
         captured_amount=0,
         captured_points=0,
@@ -421,16 +502,18 @@ def _authorise(
         refunded_amount=0,
         refunded_points=0,
         refunded_fee=0,
+        capture_entry_id=None,
         reference=req.reference,
         created_at=now,
         expires_at=now + ttl,
     )
-    session.add(checkout)
-    session.flush()
+    _NEW_CHECKOUT.rows(session, asdict(checkout))
     return _checkout_out(checkout, program.code, member.external_id, now)
 
 
-def _checkout_out(checkout: Checkout, program: str, external_id: str, now: datetime) -> CheckoutOut:
+def _checkout_out(
+    checkout: CheckoutState, program: str, external_id: str, now: datetime
+) -> CheckoutOut:
     status = checkout.status
     if status == "authorised" and aware(checkout.expires_at) <= now:
         status = "expired"
@@ -459,26 +542,33 @@ def _checkout_out(checkout: Checkout, program: str, external_id: str, now: datet
 
 def _own_checkout(
     session: Session, caller: Caller, checkout_id: uuid.UUID, lock: bool = True
-) -> tuple[Checkout, Member, Program]:
-    query = (
-        select(Checkout, Member, Program)
-        .join(Member, Member.id == Checkout.member_id)
-        .join(Program, Program.id == Member.program_id)
-        .where(Checkout.id == checkout_id, Checkout.merchant_id == caller.org_id)
-    )
-    found = session.execute(query.with_for_update(of=Checkout) if lock else query).first()
-    if found is None:
+) -> tuple[CheckoutState, CheckoutParties]:
+    statement = _LOCK_OWN_CHECKOUT if lock else _OWN_CHECKOUT
+    row = statement.first(session, {"b_id": checkout_id, "b_merchant": caller.org_id})
+    if row is None:
         raise NotFound("unknown checkout")
-    checkout, member, program = found
-    return checkout, member, program
+    checkout = CheckoutState(*(getattr(row, f.name) for f in fields(CheckoutState)))
+    return checkout, CheckoutParties(
+        row.member_external_id,
+        row.member_account_id,
+        row.program_ref_id,
+        row.program_code,
+        row.program_issuer_id,
+    )
+
+
+def _save(session: Session, checkout: CheckoutState) -> None:
+    _SAVE_CHECKOUT.rows(
+        session, {f"b_{c}": getattr(checkout, c) for c in _CHANGING} | {"b_id": checkout.id}
+    )
 
 
 def get_checkout(
     session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime
 ) -> CheckoutOut:
     """A checkout of the calling merchant."""
-    checkout, member, program = _own_checkout(session, caller, checkout_id, lock=False)
-    return _checkout_out(checkout, program.code, member.external_id, now)
+    checkout, parties = _own_checkout(session, caller, checkout_id, lock=False)
+    return _checkout_out(checkout, parties.program_code, parties.external_id, now)
 
 
 def capture(
@@ -505,7 +595,7 @@ def capture(
 def _capture(
     session: Session, caller: Caller, checkout_id: uuid.UUID, req: CaptureCreate, now: datetime
 ) -> CheckoutOut:
-    checkout, member, program = _own_checkout(session, caller, checkout_id)
+    checkout, parties = _own_checkout(session, caller, checkout_id)
     ledger = Ledger(session)
     hold = ledger.open_hold(checkout.hold_id, now)
     amount = checkout.points_amount if req.amount is None else req.amount
@@ -519,7 +609,7 @@ def _capture(
         else arithmetic.points_for_amount(amount, checkout.point_value, checkout.currency)
     )
     fee = arithmetic.fee(amount, checkout.fee_rate)
-    issuer_id = program.issuer_id
+    issuer_id = parties.issuer_id
     obligations = [
         ObligationDraft(
             event_type="checkout_capture",
@@ -527,7 +617,7 @@ def _capture(
             payee_org_id=checkout.merchant_id,
             currency=checkout.currency,
             amount=amount,
-            program_code=program.code,
+            program_code=parties.program_code,
             points=points,
             point_value=checkout.point_value,
             point_value_version=checkout.point_value_version,
@@ -541,7 +631,7 @@ def _capture(
                 payee_org_id=platform(session).id,
                 currency=checkout.currency,
                 amount=fee,
-                program_code=program.code,
+                program_code=parties.program_code,
             )
         )
     posted = ledger.post(
@@ -550,21 +640,29 @@ def _capture(
             org_id=caller.org_id,
             booked_at=now,
             legs=[
-                Leg(member.account_id, -points, held=-hold.points),
-                Leg(ledger.account_id(points_asset(program.code), REDEEMED, program.id), points),
+                Leg(parties.member_account_id, -points, held=-hold.points),
+                Leg(
+                    ledger.account_id(
+                        points_asset(parties.program_code), REDEEMED, parties.program_id
+                    ),
+                    points,
+                ),
             ],
             obligations=obligations,
             memo={"checkout": str(checkout.id)},
         )
     )
     ledger.close_hold(hold, "captured", now, captured=points)
-    checkout.status = "captured"
-    checkout.captured_amount = amount
-    checkout.captured_points = points
-    checkout.fee_amount = fee
-    checkout.capture_entry_id = posted.id
-    session.flush()
-    return _checkout_out(checkout, program.code, member.external_id, now)
+    checkout = replace(
+        checkout,
+        status="captured",
+        captured_amount=amount,
+        captured_points=points,
+        fee_amount=fee,
+        capture_entry_id=posted.id,
+    )
+    _save(session, checkout)
+    return _checkout_out(checkout, parties.program_code, parties.external_id, now)
 
 
 def void(
@@ -584,12 +682,12 @@ def void(
 
 
 def _void(session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime) -> CheckoutOut:
-    checkout, member, program = _own_checkout(session, caller, checkout_id)
+    checkout, parties = _own_checkout(session, caller, checkout_id)
     ledger = Ledger(session)
     ledger.void_hold(ledger.open_hold(checkout.hold_id, now), now)
-    checkout.status = "voided"
-    session.flush()
-    return _checkout_out(checkout, program.code, member.external_id, now)
+    checkout = replace(checkout, status="voided")
+    _save(session, checkout)
+    return _checkout_out(checkout, parties.program_code, parties.external_id, now)
 
 
 def refund(
@@ -616,7 +714,7 @@ def refund(
 def _refund(
     session: Session, caller: Caller, checkout_id: uuid.UUID, req: RefundCreate, now: datetime
 ) -> RefundOut:
-    checkout, member, program = _own_checkout(session, caller, checkout_id)
+    checkout, parties = _own_checkout(session, caller, checkout_id)
     if checkout.status != "captured" or checkout.capture_entry_id is None:
         raise CheckoutNotCaptured(f"checkout is {checkout.status}; only captured checkouts refund")
     remaining = checkout.captured_amount - checkout.refunded_amount
@@ -636,10 +734,10 @@ def _refund(
         ObligationDraft(
             event_type="checkout_refund",
             payer_org_id=checkout.merchant_id,
-            payee_org_id=program.issuer_id,
+            payee_org_id=parties.issuer_id,
             currency=checkout.currency,
             amount=req.amount,
-            program_code=program.code,
+            program_code=parties.program_code,
             points=points,
             point_value=checkout.point_value,
             point_value_version=checkout.point_value_version,
@@ -653,14 +751,17 @@ def _refund(
                 payee_org_id=checkout.merchant_id,
                 currency=checkout.currency,
                 amount=fee_back,
-                program_code=program.code,
+                program_code=parties.program_code,
             )
         )
     legs: list[Leg] = []
     if points > 0:
         legs = [
-            Leg(ledger.account_id(points_asset(program.code), REDEEMED, program.id), -points),
-            Leg(member.account_id, points, restore_from=checkout.capture_entry_id),
+            Leg(
+                ledger.account_id(points_asset(parties.program_code), REDEEMED, parties.program_id),
+                -points,
+            ),
+            Leg(parties.member_account_id, points, restore_from=checkout.capture_entry_id),
         ]
     posted = ledger.post(
         EntryDraft(
@@ -673,10 +774,13 @@ def _refund(
             memo={"checkout": str(checkout.id)},
         )
     )
-    checkout.refunded_amount = total_after
-    checkout.refunded_points += points
-    checkout.refunded_fee += fee_back
-    session.flush()
+    checkout = replace(
+        checkout,
+        refunded_amount=total_after,
+        refunded_points=checkout.refunded_points + points,
+        refunded_fee=checkout.refunded_fee + fee_back,
+    )
+    _save(session, checkout)
     return RefundOut(
         checkout_id=checkout.id,
         entry_id=posted.id,

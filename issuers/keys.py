@@ -90,15 +90,3 @@ def list_keys(session: Session, org_id: uuid.UUID) -> list[ApiKeyOut]:
         select(ApiKey).where(ApiKey.org_id == org_id).order_by(ApiKey.created_at, ApiKey.keyid)
     ).scalars()
     return [key_out(k) for k in keys]
-
-
-def active_key(session: Session, keyid: str) -> tuple[ApiKey, Organisation] | None:
-    """An active key with its organisation, or None when unknown or revoked."""
-    if len(keyid) > 100:
-        return None
-    row = session.execute(
-        select(ApiKey, Organisation)
-        .join(Organisation, Organisation.id == ApiKey.org_id)
-        .where(ApiKey.keyid == keyid, ApiKey.status == "active")
-    ).first()
-    return None if row is None else (row[0], row[1])

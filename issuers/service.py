@@ -5,15 +5,16 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from clearing.context import Caller
-from clearing.db import bulk_insert
+from clearing.db import Sql, bulk_insert
 from clearing.errors import Conflict, Forbidden, InactiveParty, InvalidInput, NotFound
 from clearing.idempotency import run_once
 from clearing.ids import new_id
@@ -106,6 +107,94 @@ class AccrualOverReversed(Conflict):
 # organisations -------------------------------------------------------------------------------
 
 
+# What the operations read of organisations, programs, point values and members: plain values
+# from one prebuilt statement each (`clearing.db.Sql`), not ORM objects, on the hot paths.
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """An organisation as the rules read it."""
+
+    id: uuid.UUID
+    kind: str
+    name: str
+    currency: str
+    status: str
+    default_fee_rate: Decimal | None
+    conversion_fee_rate: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramRef:
+    """A program as the rules read it."""
+
+    id: uuid.UUID
+    code: str
+    issuer_id: uuid.UUID
+    status: str
+    expiry_months: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRef:
+    """A point value version."""
+
+    version: int
+    value: Decimal
+    effective_from: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRef:
+    """A member as the rules read it."""
+
+    id: uuid.UUID
+    program_id: uuid.UUID
+    external_id: str
+    status: str
+    account_id: uuid.UUID
+
+
+_ORGS = cast(Table, Organisation.__table__)
+_PROGRAMS = cast(Table, Program.__table__)
+_VALUES = cast(Table, PointValue.__table__)
+_MEMBERS = cast(Table, Member.__table__)
+_PARTY_COLUMNS = [_ORGS.c[f.name] for f in fields(Party)]
+_PARTY = Sql(select(*_PARTY_COLUMNS).where(_ORGS.c.id == bindparam("b_org")))
+_PLATFORM = Sql(select(*_PARTY_COLUMNS).where(_ORGS.c.kind == "platform"))
+_PROGRAM_AND_ISSUER = Sql(
+    select(
+        *[_PROGRAMS.c[f.name] for f in fields(ProgramRef)],
+        *[_ORGS.c[f.name].label(f"issuer_org_{f.name}") for f in fields(Party)],
+    )
+    .join(_ORGS, _ORGS.c.id == _PROGRAMS.c.issuer_id)
+    .where(_PROGRAMS.c.code == bindparam("b_code"))
+)
+_VALUE_AT = Sql(
+    select(_VALUES.c.version, _VALUES.c.value, _VALUES.c.effective_from)
+    .where(_VALUES.c.program_id == bindparam("b_program"))
+    .where(_VALUES.c.effective_from <= bindparam("b_at", type_=_VALUES.c.effective_from.type))
+    .order_by(_VALUES.c.version.desc())
+    .limit(1)
+)
+_MEMBER = Sql(
+    select(*[_MEMBERS.c[f.name] for f in fields(MemberRef)]).where(
+        _MEMBERS.c.program_id == bindparam("b_program"),
+        _MEMBERS.c.external_id == bindparam("b_external"),
+    )
+)
+_TERM = Sql(
+    select(MerchantTerm.__table__.c.fee_rate).where(
+        MerchantTerm.__table__.c.merchant_id == bindparam("b_merchant"),
+        MerchantTerm.__table__.c.program_id == bindparam("b_program"),
+    )
+)
+
+
+def _party(row: Any, prefix: str = "") -> Party:
+    return Party(*(getattr(row, prefix + f.name) for f in fields(Party)))
+
+
 def organisation_out(org: Organisation) -> OrganisationOut:
     """The public view of an organisation."""
     return OrganisationOut(
@@ -173,22 +262,23 @@ def update_organisation(
     return org
 
 
-def active_organisation(session: Session, org_id: uuid.UUID) -> Organisation:
+def active_organisation(session: Session, org_id: uuid.UUID) -> Party:
     """An organisation that may act now."""
-    org = session.get(Organisation, org_id)
-    if org is None:
+    row = _PARTY.first(session, {"b_org": org_id})
+    if row is None:
         raise NotFound("unknown organisation")
+    org = _party(row)
     if org.status != "active":
         raise OrganisationInactive(f"organisation {org.name} is {org.status}")
     return org
 
 
-def platform(session: Session) -> Organisation:
+def platform(session: Session) -> Party:
     """The platform organisation (central counterparty and fee earner)."""
-    org = session.execute(select(Organisation).where(Organisation.kind == "platform")).scalar()
-    if org is None:
+    row = _PLATFORM.first(session)
+    if row is None:
         raise NotFound("the platform organisation is not registered yet")
-    return org
+    return _party(row)
 
 
 def set_merchant_term(
@@ -215,15 +305,11 @@ def set_merchant_term(
     return term
 
 
-def merchant_fee_rate(session: Session, merchant: Organisation, program: Program) -> Decimal:
+def merchant_fee_rate(session: Session, merchant: Party, program_id: uuid.UUID) -> Decimal:
     """The merchant's fee rate for a program's points: its term, else its default."""
-    rate = session.execute(
-        select(MerchantTerm.fee_rate).where(
-            MerchantTerm.merchant_id == merchant.id, MerchantTerm.program_id == program.id
-        )
-    ).scalar()
-    if rate is not None:
-        return rate
+    row = _TERM.first(session, {"b_merchant": merchant.id, "b_program": program_id})
+    if row is not None:
+        return cast(Decimal, row.fee_rate)
     return merchant.default_fee_rate or Decimal("0")
 
 
@@ -246,16 +332,13 @@ def own_program(session: Session, caller: Caller, code: str) -> Program:
     return program
 
 
-def active_program(session: Session, code: str) -> tuple[Program, Organisation]:
+def active_program(session: Session, code: str) -> tuple[ProgramRef, Party]:
     """A program and its issuer, both active."""
-    found = session.execute(
-        select(Program, Organisation)
-        .join(Organisation, Organisation.id == Program.issuer_id)
-        .where(Program.code == code)
-    ).first()
-    if found is None:
+    row = _PROGRAM_AND_ISSUER.first(session, {"b_code": code})
+    if row is None:
         raise NotFound(f"unknown program {code}")
-    program, issuer = found
+    program = ProgramRef(*(getattr(row, f.name) for f in fields(ProgramRef)))
+    issuer = _party(row, "issuer_org_")
     if program.status != "active":
         raise ProgramInactive(f"program {code} is {program.status}")
     if issuer.status != "active":
@@ -327,17 +410,12 @@ def list_programs(
     return [program_out(session, p, now) for p in session.execute(query).scalars()]
 
 
-def point_value_at(session: Session, program_id: uuid.UUID, at: datetime) -> PointValue:
+def point_value_at(session: Session, program_id: uuid.UUID, at: datetime) -> ValueRef:
     """The point value version in force at `at`."""
-    value = session.execute(
-        select(PointValue)
-        .where(PointValue.program_id == program_id, PointValue.effective_from <= at)
-        .order_by(PointValue.version.desc())
-        .limit(1)
-    ).scalar()
-    if value is None:
+    row = _VALUE_AT.first(session, {"b_program": program_id, "b_at": at})
+    if row is None:
         raise NotFound("program has no point value in force")
-    return value
+    return ValueRef(row.version, row.value, aware(row.effective_from))
 
 
 def add_point_value(
@@ -413,22 +491,23 @@ def create_member(
     )
 
 
-def member_of(session: Session, program: Program, external_id: str) -> Member:
+def member_of(session: Session, program: Program | ProgramRef, external_id: str) -> MemberRef:
     """A member of a program by the issuer's external id."""
-    member = session.execute(
-        select(Member).where(Member.program_id == program.id, Member.external_id == external_id)
-    ).scalar()
-    if member is None:
+    row = _MEMBER.first(session, {"b_program": program.id, "b_external": external_id})
+    if row is None:
         raise NotFound(f"unknown member {external_id}")
-    return member
+    return MemberRef(*(getattr(row, f.name) for f in fields(MemberRef)))
 
 
-def active_member(session: Session, program: Program, external_id: str) -> Member:
+def active_member(session: Session, program: Program | ProgramRef, external_id: str) -> MemberRef:
     """A member that may earn and spend."""
-    member = member_of(session, program, external_id)
+    return _must_be_active(member_of(session, program, external_id))
+
+
+def _must_be_active(member: MemberRef) -> MemberRef:
     if member.status != "active":
         raise MemberInactive(
-            f"member {external_id} is {member.status}", member_status=member.status
+            f"member {member.external_id} is {member.status}", member_status=member.status
         )
     return member
 
@@ -593,7 +672,7 @@ def _post_accruals(
     if funder.kind not in ("issuer", "merchant"):
         raise Forbidden("only issuers and merchants fund accruals")
     ledger = Ledger(session)
-    programs: dict[str, tuple[Program, Organisation, PointValue, uuid.UUID]] = {}
+    programs: dict[str, tuple[ProgramRef, Party, ValueRef, uuid.UUID]] = {}
     for code in dict.fromkeys(item.program for item in items):
         program, issuer = active_program(session, code)
         if funder.kind == "issuer" and program.issuer_id != funder.id:
@@ -682,31 +761,32 @@ def _post_accruals(
 
 
 def _active_members(
-    session: Session, wanted: Sequence[tuple[Program, str]]
-) -> dict[tuple[uuid.UUID, str], Member]:
+    session: Session, wanted: Sequence[tuple[ProgramRef, str]]
+) -> dict[tuple[uuid.UUID, str], MemberRef]:
     """Members by (program id, external id), all of which must exist and be active."""
+    if len(wanted) == 1:
+        program, external_id = wanted[0]
+        return {(program.id, external_id): active_member(session, program, external_id)}
     by_program: dict[uuid.UUID, set[str]] = defaultdict(set)
     for program, external_id in wanted:
         by_program[program.id].add(external_id)
-    found: dict[tuple[uuid.UUID, str], Member] = {}
+    found: dict[tuple[uuid.UUID, str], MemberRef] = {}
+    columns = [_MEMBERS.c[f.name] for f in fields(MemberRef)]
     for program_id, externals in by_program.items():
         ids = sorted(externals)
         for start in range(0, len(ids), 5000):
             for row in session.execute(
-                select(Member).where(
-                    Member.program_id == program_id,
-                    Member.external_id.in_(ids[start : start + 5000]),
+                select(*columns).where(
+                    _MEMBERS.c.program_id == program_id,
+                    _MEMBERS.c.external_id.in_(ids[start : start + 5000]),
                 )
-            ).scalars():
-                found[(program_id, row.external_id)] = row
+            ):
+                found[(program_id, row.external_id)] = MemberRef(*row)
     for program, external_id in wanted:
         member = found.get((program.id, external_id))
         if member is None:
             raise NotFound(f"unknown member {external_id}")
-        if member.status != "active":
-            raise MemberInactive(
-                f"member {external_id} is {member.status}", member_status=member.status
-            )
+        _must_be_active(member)
     return found
 
 
