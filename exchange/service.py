@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import cast
@@ -49,9 +49,8 @@ from issuers.service import (
     Party,
     ProgramRef,
     active_member,
-    active_organisation,
     active_program,
-    merchant_fee_rate,
+    member_context,
     own_program,
     platform,
     point_value_at,
@@ -473,13 +472,13 @@ def _authorise(
 ) -> CheckoutOut:
     if caller.kind != "merchant":
         raise Forbidden("only merchants take checkouts")
-    merchant = active_organisation(session, caller.org_id)
-    program, issuer = active_program(session, req.program)
-    currency = _same_currency(merchant, issuer)
+    context = member_context(session, caller.org_id, req.program, req.external_id, now)
+    merchant, program = context.caller, context.program
+    currency = _same_currency(merchant, context.issuer)
     if req.points_amount > req.order_total:
         raise InvalidInput("points_amount cannot exceed order_total", field="points_amount")
-    member = active_member(session, program, req.external_id)
-    value = point_value_at(session, program.id, now)
+    member = context.active_member()
+    value = context.point_value()
     points = arithmetic.points_for_amount(req.points_amount, value.value, currency)
     ttl = timedelta(seconds=req.ttl_seconds) if req.ttl_seconds else hold_ttl
     hold_id = Ledger(session).place_hold(member.account_id, points, merchant.id, now, now + ttl)
@@ -494,7 +493,7 @@ def _authorise(
         points=points,
         point_value=value.value,
         point_value_version=value.version,
-        fee_rate=merchant_fee_rate(session, merchant, program.id),
+        fee_rate=context.merchant_fee_rate(),
         status="authorised",
         captured_amount=0,
         captured_points=0,
@@ -507,7 +506,7 @@ def _authorise(
         created_at=now,
         expires_at=now + ttl,
     )
-    _NEW_CHECKOUT.rows(session, asdict(checkout))
+    _NEW_CHECKOUT.rows(session, {f.name: getattr(checkout, f.name) for f in fields(checkout)})
     return _checkout_out(checkout, program.code, member.external_id, now)
 
 

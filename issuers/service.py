@@ -183,11 +183,47 @@ _MEMBER = Sql(
         _MEMBERS.c.external_id == bindparam("b_external"),
     )
 )
-_TERM = Sql(
-    select(MerchantTerm.__table__.c.fee_rate).where(
-        MerchantTerm.__table__.c.merchant_id == bindparam("b_merchant"),
-        MerchantTerm.__table__.c.program_id == bindparam("b_program"),
+
+
+_ISSUERS = _ORGS.alias("issuer")
+_TERMS = cast(Table, MerchantTerm.__table__)
+_VERSIONS = _VALUES.alias("versions")
+_IN_FORCE = (
+    select(func.max(_VERSIONS.c.version))
+    .where(_VERSIONS.c.program_id == _PROGRAMS.c.id)
+    .where(_VERSIONS.c.effective_from <= bindparam("b_at", type_=_VALUES.c.effective_from.type))
+    .correlate(_PROGRAMS)
+    .scalar_subquery()
+)
+_MEMBER_CONTEXT = Sql(
+    select(
+        *_PARTY_COLUMNS,
+        *[_PROGRAMS.c[f.name].label(f"p_{f.name}") for f in fields(ProgramRef)],
+        *[_ISSUERS.c[f.name].label(f"i_{f.name}") for f in fields(Party)],
+        _VALUES.c.version.label("v_version"),
+        _VALUES.c.value.label("v_value"),
+        _VALUES.c.effective_from.label("v_effective_from"),
+        *[_MEMBERS.c[f.name].label(f"m_{f.name}") for f in fields(MemberRef)],
+        _TERMS.c.fee_rate.label("t_fee_rate"),
     )
+    .select_from(
+        _ORGS.outerjoin(_PROGRAMS, _PROGRAMS.c.code == bindparam("b_code"))
+        .outerjoin(_ISSUERS, _ISSUERS.c.id == _PROGRAMS.c.issuer_id)
+        .outerjoin(
+            _VALUES, and_(_VALUES.c.program_id == _PROGRAMS.c.id, _VALUES.c.version == _IN_FORCE)
+        )
+        .outerjoin(
+            _MEMBERS,
+            and_(
+                _MEMBERS.c.program_id == _PROGRAMS.c.id,
+                _MEMBERS.c.external_id == bindparam("b_external"),
+            ),
+        )
+        .outerjoin(
+            _TERMS, and_(_TERMS.c.merchant_id == _ORGS.c.id, _TERMS.c.program_id == _PROGRAMS.c.id)
+        )
+    )
+    .where(_ORGS.c.id == bindparam("b_org"))
 )
 
 
@@ -267,7 +303,10 @@ def active_organisation(session: Session, org_id: uuid.UUID) -> Party:
     row = _PARTY.first(session, {"b_org": org_id})
     if row is None:
         raise NotFound("unknown organisation")
-    org = _party(row)
+    return _must_act(_party(row))
+
+
+def _must_act(org: Party) -> Party:
     if org.status != "active":
         raise OrganisationInactive(f"organisation {org.name} is {org.status}")
     return org
@@ -305,14 +344,6 @@ def set_merchant_term(
     return term
 
 
-def merchant_fee_rate(session: Session, merchant: Party, program_id: uuid.UUID) -> Decimal:
-    """The merchant's fee rate for a program's points: its term, else its default."""
-    row = _TERM.first(session, {"b_merchant": merchant.id, "b_program": program_id})
-    if row is not None:
-        return cast(Decimal, row.fee_rate)
-    return merchant.default_fee_rate or Decimal("0")
-
-
 # programs and point values -------------------------------------------------------------------
 
 
@@ -337,13 +368,83 @@ def active_program(session: Session, code: str) -> tuple[ProgramRef, Party]:
     row = _PROGRAM_AND_ISSUER.first(session, {"b_code": code})
     if row is None:
         raise NotFound(f"unknown program {code}")
-    program = ProgramRef(*(getattr(row, f.name) for f in fields(ProgramRef)))
-    issuer = _party(row, "issuer_org_")
+    return _program_may_run(_program(row), _party(row, "issuer_org_"))
+
+
+def _program(row: Any, prefix: str = "") -> ProgramRef:
+    return ProgramRef(*(getattr(row, prefix + f.name) for f in fields(ProgramRef)))
+
+
+def _program_may_run(program: ProgramRef, issuer: Party) -> tuple[ProgramRef, Party]:
     if program.status != "active":
-        raise ProgramInactive(f"program {code} is {program.status}")
-    if issuer.status != "active":
-        raise OrganisationInactive(f"organisation {issuer.name} is {issuer.status}")
+        raise ProgramInactive(f"program {program.code} is {program.status}")
+    _must_act(issuer)
     return program, issuer
+
+
+@dataclass(frozen=True, slots=True)
+class MemberContext:
+    """What one operation on a member reads before it writes, fetched in one statement: the
+    calling organisation and the program with its issuer (both checked active), and the
+    member, the point value in force and the caller's fee term, checked when asked for."""
+
+    caller: Party
+    program: ProgramRef
+    issuer: Party
+    external_id: str
+    value: ValueRef | None
+    member: MemberRef | None
+    fee_term: Decimal | None
+
+    def active_member(self) -> MemberRef:
+        """The member, which must exist and be active."""
+        if self.member is None:
+            raise NotFound(f"unknown member {self.external_id}")
+        return _must_be_active(self.member)
+
+    def point_value(self) -> ValueRef:
+        """The point value version in force."""
+        if self.value is None:
+            raise NotFound("program has no point value in force")
+        return self.value
+
+    def merchant_fee_rate(self) -> Decimal:
+        """The calling merchant's fee rate for the program: its term, else its default."""
+        if self.fee_term is not None:
+            return self.fee_term
+        return self.caller.default_fee_rate or Decimal("0")
+
+
+def member_context(
+    session: Session, org_id: uuid.UUID, code: str, external_id: str, at: datetime
+) -> MemberContext:
+    """The context of an operation by organisation `org_id` on a member of program `code`."""
+    row = _MEMBER_CONTEXT.first(
+        session, {"b_org": org_id, "b_code": code, "b_external": external_id, "b_at": at}
+    )
+    if row is None:
+        raise NotFound("unknown organisation")
+    caller = _must_act(_party(row))
+    if row.p_id is None:
+        raise NotFound(f"unknown program {code}")
+    program, issuer = _program_may_run(_program(row, "p_"), _party(row, "i_"))
+    return MemberContext(
+        caller=caller,
+        program=program,
+        issuer=issuer,
+        external_id=external_id,
+        value=(
+            None
+            if row.v_version is None
+            else ValueRef(row.v_version, row.v_value, aware(row.v_effective_from))
+        ),
+        member=(
+            None
+            if row.m_id is None
+            else MemberRef(*(getattr(row, "m_" + f.name) for f in fields(MemberRef)))
+        ),
+        fee_term=row.t_fee_rate,
+    )
 
 
 def create_program(
@@ -668,23 +769,27 @@ def _post_accruals(
     session: Session, caller: Caller, items: Sequence[AccrualCreate], now: datetime
 ) -> list[AccrualOut]:
     """Accruals of one funder: each its own entry and lot, posted together."""
-    funder = active_organisation(session, caller.org_id)
-    if funder.kind not in ("issuer", "merchant"):
-        raise Forbidden("only issuers and merchants fund accruals")
     ledger = Ledger(session)
     programs: dict[str, tuple[ProgramRef, Party, ValueRef, uuid.UUID]] = {}
-    for code in dict.fromkeys(item.program for item in items):
-        program, issuer = active_program(session, code)
-        if funder.kind == "issuer" and program.issuer_id != funder.id:
-            raise NotFound(f"unknown program {code}")
-        if funder.kind == "merchant" and funder.currency != issuer.currency:
-            raise CurrencyMismatch(
-                f"merchant settles in {funder.currency}, program {code} in {issuer.currency};"
-                " no currency rate exists between them",
-            )
-        issued = ledger.account_id(points_asset(code), ISSUED, program.id)
-        programs[code] = (program, issuer, point_value_at(session, program.id, now), issued)
-    members = _active_members(session, [(programs[i.program][0], i.external_id) for i in items])
+    if len(items) == 1:
+        # A single accrual reads everything it needs in one statement.
+        item = items[0]
+        context = member_context(session, caller.org_id, item.program, item.external_id, now)
+        funder = _may_fund(context.caller)
+        _may_fund_in(funder, context.program, context.issuer)
+        issued = ledger.account_id(points_asset(item.program), ISSUED, context.program.id)
+        value = context.point_value()
+        programs[item.program] = (context.program, context.issuer, value, issued)
+        members = {(context.program.id, item.external_id): context.active_member()}
+    else:
+        funder = _may_fund(active_organisation(session, caller.org_id))
+        for code in dict.fromkeys(item.program for item in items):
+            program, issuer = active_program(session, code)
+            _may_fund_in(funder, program, issuer)
+            issued = ledger.account_id(points_asset(code), ISSUED, program.id)
+            programs[code] = (program, issuer, point_value_at(session, program.id, now), issued)
+        wanted = [(programs[i.program][0], i.external_id) for i in items]
+        members = _active_members(session, wanted)
     drafts: list[EntryDraft] = []
     results: list[AccrualOut] = []
     for item in items:
@@ -758,6 +863,22 @@ def _post_accruals(
         ],
     )
     return results
+
+
+def _may_fund(funder: Party) -> Party:
+    if funder.kind not in ("issuer", "merchant"):
+        raise Forbidden("only issuers and merchants fund accruals")
+    return funder
+
+
+def _may_fund_in(funder: Party, program: ProgramRef, issuer: Party) -> None:
+    if funder.kind == "issuer" and program.issuer_id != funder.id:
+        raise NotFound(f"unknown program {program.code}")
+    if funder.kind == "merchant" and funder.currency != issuer.currency:
+        raise CurrencyMismatch(
+            f"merchant settles in {funder.currency}, program {program.code} in"
+            f" {issuer.currency}; no currency rate exists between them",
+        )
 
 
 def _active_members(
