@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -170,9 +171,18 @@ def setup(url: str, workers: int) -> Setup:
     return Setup(url, (str(bank.id), "issuer"), [(str(m.id), "merchant") for m in merchants])
 
 
-def _single_worker(args: tuple[Setup, int, float, bool, mp.Queue]) -> None:  # type: ignore[type-arg]
+Job = tuple[Setup, int, float, bool, Any, Any]
+
+
+def _start(seconds: float, ready: Any) -> float:
+    """Wait until every worker is ready, then run for `seconds`: returns the deadline."""
+    ready.wait()
+    return time.perf_counter() + seconds
+
+
+def _single_worker(args: Job) -> None:
     """One worker: accrual, authorise, capture in a loop, one transaction each."""
-    conf, worker, deadline, hot, queue = args
+    conf, worker, seconds, hot, ready, queue = args
     from clearing.context import Caller
     from clearing.db import make_engine, transaction
     from exchange import service as exchange
@@ -185,6 +195,7 @@ def _single_worker(args: tuple[Setup, int, float, bool, mp.Queue]) -> None:  # t
     merchants = [Caller(uuid.UUID(m), "merchant") for m, _ in conf.merchants]
     latencies: dict[str, list[float]] = {"accrual": [], "authorise": [], "capture": []}
     n = 0
+    deadline = _start(seconds, ready)
     start = time.perf_counter()
     while time.perf_counter() < deadline:
         ext = f"w{worker}-m{n % MEMBERS_PER_WORKER}"
@@ -222,9 +233,9 @@ def _single_worker(args: tuple[Setup, int, float, bool, mp.Queue]) -> None:  # t
     engine.dispose()
 
 
-def _batch_worker(args: tuple[Setup, int, float, bool, mp.Queue]) -> None:  # type: ignore[type-arg]
+def _batch_worker(args: Job) -> None:
     """One worker posting bulk accrual files of FILE_LINES lines, one transaction per file."""
-    conf, worker, deadline, _, queue = args
+    conf, worker, seconds, _, ready, queue = args
     from clearing.context import Caller
     from clearing.db import make_engine, transaction
     from issuers import service as issuers
@@ -241,6 +252,7 @@ def _batch_worker(args: tuple[Setup, int, float, bool, mp.Queue]) -> None:  # ty
     req = AccrualBatchCreate(items=items)
     ops = 0
     latencies: list[float] = []
+    deadline = _start(seconds, ready)
     start = time.perf_counter()
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
@@ -257,10 +269,11 @@ def run_phase(
 ) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    # Workers start, import and connect before the clock starts, then run until the deadline.
-    deadline = time.perf_counter() + seconds + 3.0
+    # Workers start, import and connect, then all start the clock together.
+    ready = ctx.Barrier(workers)
     procs = [
-        ctx.Process(target=target, args=((conf, w, deadline, hot, queue),)) for w in range(workers)
+        ctx.Process(target=target, args=((conf, w, seconds, hot, ready, queue),))
+        for w in range(workers)
     ]
     for p in procs:
         p.start()

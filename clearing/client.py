@@ -132,7 +132,7 @@ class PartnerClient:
     def _verify(self, response: httpx.Response, keys: Mapping[str, Ed25519PublicKey]) -> None:
         verify_response(
             response.status_code,
-            dict(response.headers),
+            response.headers.multi_items(),
             response.content,
             keys.get,
             now=int(time.time()),
@@ -157,7 +157,11 @@ class PartnerClient:
         if method == "POST":
             # One key per logical call, reused by every retry of it: the platform applies it once.
             headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
-        url = self._http.build_request(method, path, params=params).url
+        # Built once: the URL it resolves is the one we sign; each attempt only re-signs it.
+        prepared = self._http.build_request(
+            method, path, params=params, headers=headers, content=content
+        )
+        url = str(prepared.url)
         attempt = 0
         while True:
             # Each attempt is a new signature with a fresh nonce, so retries are not replays.
@@ -165,16 +169,15 @@ class PartnerClient:
                 self._key,
                 self.keyid,
                 method,
-                str(url),
+                url,
                 headers,
                 content,
                 created=int(time.time()),
                 nonce=secrets.token_urlsafe(16),
             )
+            prepared.headers.update(signed)
             try:
-                response = self._http.request(
-                    method, url, headers={**headers, **signed}, content=content
-                )
+                response = self._http.send(prepared)
             except httpx.TransportError:
                 if attempt >= self.retries:
                     raise

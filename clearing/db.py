@@ -7,9 +7,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Json
 from sqlalchemy import (
@@ -27,7 +28,7 @@ from sqlalchemy import (
     insert,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.sql import Executable
@@ -179,12 +180,14 @@ class Sql:
         if connection.dialect.name != "postgresql":
             result = session.execute(self.statement, dict(params or {}))
             return list(result.all()) if result.returns_rows else []  # type: ignore[attr-defined]
-        raw = connection.connection.driver_connection
+        cursor = _cursor(connection)
         sql = self._pg_sql()
         try:
-            with raw.cursor(row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]
-                cursor.execute(sql, self._params(params), prepare=True)
-                return cursor.fetchall() if cursor.description else []
+            cursor.execute(sql, self._params(params), prepare=True)
+            outcome = cursor.pgresult
+            if outcome is None or outcome.status != pq.ExecStatus.TUPLES_OK:
+                return []
+            return cursor.fetchall()
         except psycopg.Error as error:
             raise _wrapped(sql, error) from error
 
@@ -201,13 +204,21 @@ class Sql:
         if connection.dialect.name != "postgresql":
             session.execute(self.statement, [dict(p) for p in params])
             return
-        raw = connection.connection.driver_connection
         sql = self._pg_sql()
         try:
-            with raw.cursor() as cursor:  # type: ignore[union-attr]
-                cursor.executemany(sql, [self._params(p) for p in params])
+            _cursor(connection).executemany(sql, [self._params(p) for p in params])
         except psycopg.Error as error:
             raise _wrapped(sql, error) from error
+
+
+def _cursor(connection: Connection) -> psycopg.Cursor[Any]:
+    """One cursor per pooled connection, kept with it (a new cursor costs as much as a query)."""
+    pooled = connection.connection
+    cursor = pooled.info.get("clearing_cursor")
+    if cursor is None or cursor.closed:
+        raw = cast(psycopg.Connection[Any], pooled.driver_connection)
+        cursor = pooled.info["clearing_cursor"] = raw.cursor(row_factory=namedtuple_row)
+    return cast(psycopg.Cursor[Any], cursor)
 
 
 def _wrapped(sql: str, error: psycopg.Error) -> StatementError:

@@ -8,6 +8,7 @@ checkouts to one merchant do not queue behind one row.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections import defaultdict
@@ -18,10 +19,10 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from clearing.db import Sql, bulk_insert
+from clearing.db import Sql, bulk_insert, is_postgres
 from clearing.errors import ClearingError, Conflict, InsufficientPoints, InvalidInput, NotFound
 from clearing.ids import new_id
 from clearing.models import (
@@ -383,57 +384,14 @@ class Ledger:
         infos = self.info(leg.account_id for _, legs in prepared for leg in legs)
         for draft, legs in prepared:
             self._check(draft, legs, infos)
-        self._move_balances([leg for _, legs in prepared for leg in legs], infos)
-        bulk_insert(
-            self.session,
-            _JOURNAL,
-            [
-                {
-                    "id": d.id,
-                    "kind": d.kind,
-                    "org_id": d.org_id,
-                    "booked_at": d.booked_at,
-                    "reverses_id": d.reverses_id,
-                    "memo": d.memo,
-                }
-                for d in drafts
-            ],
-        )
-        postings = [
-            {
-                "entry_id": draft.id,
-                "leg": n,
-                "account_id": leg.account_id,
-                "asset": infos[leg.account_id].asset,
-                "amount": leg.amount,
-            }
-            for draft, legs in prepared
-            for n, leg in enumerate(legs)
-            if leg.amount != 0
-        ]
-        if postings:
-            bulk_insert(self.session, _POSTINGS, postings)
-        obligations = [
-            {
-                "entry_id": draft.id,
-                "seq": n,
-                "event_type": ob.event_type,
-                "payer_org_id": ob.payer_org_id,
-                "payee_org_id": ob.payee_org_id,
-                "currency": ob.currency,
-                "amount": ob.amount,
-                "program_code": ob.program_code,
-                "points": ob.points,
-                "point_value": ob.point_value,
-                "point_value_version": ob.point_value_version,
-                "original_entry_id": draft.reverses_id,
-                "booked_at": draft.booked_at,
-            }
-            for draft in drafts
-            for n, ob in enumerate(draft.obligations)
-        ]
-        if obligations:
-            bulk_insert(self.session, _OBLIGATIONS, obligations)
+        moves = self._moves([leg for _, legs in prepared for leg in legs], infos)
+        journal, postings, obligations = _entry_rows(prepared, infos)
+        if is_postgres(self.session) and _server_can_post(prepared, infos):
+            return self._post_on_server(prepared, infos, moves, journal, postings, obligations)
+        self._move_balances(moves, infos)
+        bulk_insert(self.session, _JOURNAL, journal)
+        bulk_insert(self.session, _POSTINGS, postings)
+        bulk_insert(self.session, _OBLIGATIONS, obligations)
         lots = _LotWriter(self)
         posted = [PostedEntry(draft.id, lots.move(draft, legs, infos)) for draft, legs in prepared]
         lots.flush()
@@ -470,16 +428,61 @@ class Ledger:
         for check in _CHECKS:
             check(self.session, draft)
 
-    def _move_balances(self, legs: Sequence[Leg], infos: dict[uuid.UUID, AccountInfo]) -> None:
+    def _post_on_server(
+        self,
+        prepared: list[tuple[EntryDraft, list[Leg]]],
+        infos: dict[uuid.UUID, AccountInfo],
+        moves: list[Move],
+        journal: list[dict[str, Any]],
+        postings: list[dict[str, Any]],
+        obligations: list[dict[str, Any]],
+    ) -> list[PostedEntry]:
+        """The same posting in one round trip: `ledger_post` (migration 0004) applies it."""
+        lots: list[dict[str, Any]] = []
+        takes: dict[tuple[uuid.UUID, uuid.UUID], int] = defaultdict(int)
+        posted: list[PostedEntry] = []
+        for draft, legs in prepared:
+            created: list[uuid.UUID] = []
+            for leg in legs:
+                if not infos[leg.account_id].floor_zero or leg.amount == 0:
+                    continue
+                if leg.lot is not None and leg.amount > 0:
+                    lots.append(_new_lot(draft, leg))
+                    created.append(lots[-1]["id"])
+                else:
+                    takes[(draft.id, leg.account_id)] -= leg.amount
+            posted.append(PostedEntry(draft.id, tuple(created)))
+        payload = {
+            "moves": [{"a": a, "s": s, "d": d, "h": h} for a, s, d, h in moves],
+            "entries": journal,
+            "postings": postings,
+            "obligations": obligations,
+            "lots": lots,
+            "takes": [{"entry_id": e, "account_id": a, "points": n} for (e, a), n in takes.items()],
+        }
+        try:
+            _LEDGER_POST.rows(self.session, {"payload": json.dumps(payload, default=str)})
+        except DBAPIError as error:
+            if "floor_zero_respected" in str(error.orig):
+                raise _insufficient(moves, infos) from None
+            if getattr(error.orig, "sqlstate", None) == "CL001":
+                raise LedgerImbalance("lots do not cover the balance of a member account") from None
+            raise
+        return posted
+
+    def _moves(self, legs: Sequence[Leg], infos: dict[uuid.UUID, AccountInfo]) -> list[Move]:
+        """Balance changes summed per account, in lock order, each on one slot."""
         deltas: dict[uuid.UUID, list[int]] = defaultdict(lambda: [0, 0])
         for leg in legs:
             deltas[leg.account_id][0] += leg.amount
             deltas[leg.account_id][1] += leg.held
-        moves = [
+        return [
             (account_id, self._slot(infos[account_id]), amount, held)
             for account_id, (amount, held) in sorted(deltas.items())
             if amount or held
         ]
+
+    def _move_balances(self, moves: list[Move], infos: dict[uuid.UUID, AccountInfo]) -> None:
         if len(moves) > _MANY_BALANCES and self.session.get_bind().dialect.name == "postgresql":
             self._move_many_balances(moves, infos)
             return
@@ -503,9 +506,7 @@ class Ledger:
         # Spreading a hot account over slots lets concurrent entries update different rows.
         return 0 if info.slots == 1 else random.randrange(info.slots)
 
-    def _move_many_balances(
-        self, moves: list[tuple[uuid.UUID, int, int, int]], infos: dict[uuid.UUID, AccountInfo]
-    ) -> None:
+    def _move_many_balances(self, moves: list[Move], infos: dict[uuid.UUID, AccountInfo]) -> None:
         """Two statements for any number of accounts: lock them in order, then move them."""
         params = {
             "ids": [m[0] for m in moves],
@@ -770,22 +771,8 @@ class _LotWriter:
             if not infos[leg.account_id].floor_zero or leg.amount == 0:
                 continue
             if leg.lot is not None and leg.amount > 0:
-                lot_id = new_id()
-                created.append(lot_id)
-                self.new_lots.append(
-                    {
-                        "id": lot_id,
-                        "account_id": leg.account_id,
-                        "entry_id": draft.id,
-                        "source": leg.lot.source,
-                        "funding_org_id": leg.lot.funding_org_id,
-                        "source_program": leg.lot.source_program,
-                        "earned_at": draft.booked_at,
-                        "expires_at": leg.lot.expires_at,
-                        "points": leg.amount,
-                        "remaining": leg.amount,
-                    }
-                )
+                self.new_lots.append(_new_lot(draft, leg) | {"remaining": leg.amount})
+                created.append(self.new_lots[-1]["id"])
                 # A new lot's creation is its `points`; movements record later changes.
                 continue
             self.flush()
@@ -821,3 +808,101 @@ class _LotWriter:
         if self.movements:
             bulk_insert(session, _LOT_MOVEMENTS, self.movements)
             self.movements = []
+
+
+Move = tuple[uuid.UUID, int, int, int]
+"""A balance change: account, slot, amount, held."""
+
+_LEDGER_POST = Sql(text("SELECT ledger_post(CAST(:payload AS jsonb))"))
+
+
+def _server_can_post(
+    prepared: list[tuple[EntryDraft, list[Leg]]], infos: dict[uuid.UUID, AccountInfo]
+) -> bool:
+    """Whether `ledger_post` does exactly what the Python engine would.
+
+    It takes lots earliest-expiring first for a single entry; give-backs, preferred lots and
+    batches whose debits could read lots created earlier in the same batch stay in Python.
+    """
+    debited: set[uuid.UUID] = set()
+    credited: set[uuid.UUID] = set()
+    for _, legs in prepared:
+        for leg in legs:
+            if leg.restore_from is not None or leg.prefer_lots:
+                return False
+            if infos[leg.account_id].floor_zero:
+                (debited if leg.amount < 0 else credited).add(leg.account_id)
+    return not debited or (len(prepared) == 1 and not debited & credited)
+
+
+def _insufficient(moves: list[Move], infos: dict[uuid.UUID, AccountInfo]) -> InsufficientPoints:
+    for account_id, _, amount, held in moves:
+        if infos[account_id].floor_zero and (amount < 0 or held > 0):
+            return InsufficientPoints(
+                "not enough available points", needed=-amount if amount < 0 else held
+            )
+    return InsufficientPoints("not enough available points")
+
+
+def _new_lot(draft: EntryDraft, leg: Leg) -> dict[str, Any]:
+    assert leg.lot is not None
+    return {
+        "id": new_id(),
+        "account_id": leg.account_id,
+        "entry_id": draft.id,
+        "source": leg.lot.source,
+        "funding_org_id": leg.lot.funding_org_id,
+        "source_program": leg.lot.source_program,
+        "earned_at": draft.booked_at,
+        "expires_at": leg.lot.expires_at,
+        "points": leg.amount,
+    }
+
+
+def _entry_rows(
+    prepared: list[tuple[EntryDraft, list[Leg]]], infos: dict[uuid.UUID, AccountInfo]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Journal, posting and obligation rows of the entries, as both engines write them."""
+    journal = [
+        {
+            "id": d.id,
+            "kind": d.kind,
+            "org_id": d.org_id,
+            "booked_at": d.booked_at,
+            "reverses_id": d.reverses_id,
+            "memo": d.memo,
+        }
+        for d, _ in prepared
+    ]
+    postings = [
+        {
+            "entry_id": draft.id,
+            "leg": n,
+            "account_id": leg.account_id,
+            "asset": infos[leg.account_id].asset,
+            "amount": leg.amount,
+        }
+        for draft, legs in prepared
+        for n, leg in enumerate(legs)
+        if leg.amount != 0
+    ]
+    obligations = [
+        {
+            "entry_id": draft.id,
+            "seq": n,
+            "event_type": ob.event_type,
+            "payer_org_id": ob.payer_org_id,
+            "payee_org_id": ob.payee_org_id,
+            "currency": ob.currency,
+            "amount": ob.amount,
+            "program_code": ob.program_code,
+            "points": ob.points,
+            "point_value": ob.point_value,
+            "point_value_version": ob.point_value_version,
+            "original_entry_id": draft.reverses_id,
+            "booked_at": draft.booked_at,
+        }
+        for draft, _ in prepared
+        for n, ob in enumerate(draft.obligations)
+    ]
+    return journal, postings, obligations

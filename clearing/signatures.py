@@ -425,7 +425,9 @@ def _request_message(method: str, url: str, headers: Mapping[str, str]) -> _Mess
 
 
 def _response_message(
-    status: int, headers: Mapping[str, str], request: RequestContext | None
+    status: int,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    request: RequestContext | None,
 ) -> _Message:
     req = (
         None if request is None else _request_message(request.method, request.url, request.headers)
@@ -863,7 +865,7 @@ def verify_request(
 
 def verify_response(
     status: int,
-    headers: Mapping[str, str],
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
     body: bytes,
     resolve_key: Callable[[str], Ed25519PublicKey | None],
     *,
@@ -871,7 +873,10 @@ def verify_response(
     max_skew: int = 300,
     request: RequestContext | None = None,
 ) -> VerifiedSignature:
-    """Verify a signed response under our policy (``request`` resolves ``;req`` components)."""
+    """Verify a signed response under our policy (``request`` resolves ``;req`` components).
+
+    ``headers`` may be a mapping or the (name, value) pairs as received.
+    """
     message = _response_message(status, headers, request)
     required = ["@status"]
     if message.fields.get("content-type") is not None:
