@@ -5,6 +5,8 @@ Creates a database from CLEARING_BENCH_DATABASE_URL (admin URL, default
 postgresql://postgres@127.0.0.1:5432/test), drops it afterwards. Each operation is one of: an
 accrual, or a checkout (authorise then capture, two requests). The reference runs the same
 operations by calling the services directly from 8 worker processes, one transaction each.
+The clients are the SDK (signing every request, verifying every response) on the same cores as
+the server, so their CPU per request is reported next to the server's.
 The last line printed is one JSON object with every figure.
 """
 
@@ -144,7 +146,10 @@ def reference_worker(
 
 
 def api_worker(base: str, world: dict[str, Any], worker: int, seconds: float, out: Any) -> None:
-    """One client: signed requests over HTTP with keep-alive, responses verified."""
+    """One client: signed requests over HTTP with keep-alive, responses verified.
+
+    Puts its latencies and the CPU seconds it spent sending them.
+    """
 
     def client(who: str) -> PartnerClient:
         _, keyid, raw = world[who]
@@ -156,6 +161,7 @@ def api_worker(base: str, world: dict[str, Any], worker: int, seconds: float, ou
     members = _members(world, worker, 1)
     latencies: list[float] = []
     n = 0
+    cpu = time.process_time()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         m = members[n % len(members)]
@@ -169,7 +175,27 @@ def api_worker(base: str, world: dict[str, Any], worker: int, seconds: float, ou
             merchant.capture(checkout["id"])
             latencies += [t1 - t0, time.perf_counter() - t1]
         n += 1
-    out.put(latencies)
+    out.put((latencies, time.process_time() - cpu))
+
+
+def _tree_cpu(pid: int) -> float | None:
+    """CPU seconds used so far by a process and its children (Linux /proc; None elsewhere)."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # After the command: state, ppid, ..., utime (14th field) and stime (15th).
+            if int(entry.name) == pid or int(fields[1]) == pid:
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+    except (OSError, ValueError):
+        return None
 
 
 def _free_port() -> int:
@@ -255,10 +281,13 @@ def main() -> None:
             f"API: uvicorn x{args.workers} workers, {args.clients} clients, {args.seconds:.0f} s",
             flush=True,
         )
+        server_cpu = _tree_cpu(server.pid)
         started = time.perf_counter()
-        lists = _run(api_worker, [(base, world, w, args.seconds) for w in range(args.clients)])
+        results = _run(api_worker, [(base, world, w, args.seconds) for w in range(args.clients)])
         elapsed = time.perf_counter() - started
-        latencies = sorted(x for lst in lists for x in lst)
+        server_cpu_end = _tree_cpu(server.pid)
+        latencies = sorted(x for lst, _ in results for x in lst)
+        client_cpu = sum(cpu for _, cpu in results)
         api_rate = len(latencies) / args.seconds
         quantiles = statistics.quantiles(latencies, n=100)
         figures = {
@@ -273,13 +302,25 @@ def main() -> None:
             "ledger_ops_per_s": round(ledger_rate, 1),
             "ratio": round(api_rate / ledger_rate, 3),
             "target_ratio": 0.5,
+            "target_p50_ms": 50,
             "target_p99_ms": 50,
             "ratio_met": api_rate / ledger_rate >= 0.5,
+            "p50_met": quantiles[49] * 1000 < 50,
             "p99_met": quantiles[98] * 1000 < 50,
+            "client_cpu_ms_per_req": round(client_cpu / len(latencies) * 1000, 2),
+            "server_cpu_ms_per_req": (
+                None
+                if server_cpu is None or server_cpu_end is None
+                else round((server_cpu_end - server_cpu) / len(latencies) * 1000, 2)
+            ),
             "wall_s": round(elapsed, 2),
         }
         print(f"API {api_rate:.0f} req/s, p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
         print(f"ledger {ledger_rate:.0f} op/s; ratio {figures['ratio']}")
+        print(
+            f"CPU per request: clients {figures['client_cpu_ms_per_req']} ms, "
+            f"server {figures['server_cpu_ms_per_req']} ms"
+        )
         print(json.dumps(figures))
     finally:
         if server is not None:

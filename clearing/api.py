@@ -6,14 +6,16 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
+import anyio
 from fastapi import Depends, Header, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from clearing.db import transaction
 from clearing.errors import ClearingError, InvalidInput
@@ -32,10 +34,23 @@ class IdempotencyKeyMissing(ClearingError):
     title = "Idempotency-Key header required"
 
 
-def db_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed if the route returns, rolled back if it raises."""
-    with transaction(request.app.state.engine) as session:
+async def db_session(request: Request) -> AsyncIterator[Session]:
+    """One transaction per request: committed if the route returns, rolled back if it raises.
+
+    Opening it does no I/O (the session connects at its first statement), so it opens on the
+    event loop; only its end, the commit or rollback, takes a worker thread. That end is shielded
+    from cancellation: a client that disconnects never leaves a connection checked out.
+    """
+    scope = transaction(request.app.state.engine)
+    session = scope.__enter__()
+    try:
         yield session
+    except BaseException as error:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(scope.__exit__, type(error), error, error.__traceback__)
+        raise
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(scope.__exit__, None, None, None)
 
 
 async def idempotency_key(

@@ -206,7 +206,11 @@ class Sql:
             return
         sql = self._pg_sql()
         try:
-            _cursor(connection).executemany(sql, [self._params(p) for p in params])
+            if len(params) == 1:
+                # executemany enters pipeline mode: worth it for many rows, not for one.
+                _cursor(connection).execute(sql, self._params(params[0]), prepare=True)
+            else:
+                _cursor(connection).executemany(sql, [self._params(p) for p in params])
         except psycopg.Error as error:
             raise _wrapped(sql, error) from error
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import threading
 import time
 import uuid
@@ -28,8 +28,10 @@ def new_id() -> uuid.UUID:
                 _counter = 0
             ms = _last_ms
         else:
-            _last_ms, _counter = ms, int.from_bytes(os.urandom(1), "big")
+            _last_ms, _counter = ms, random.getrandbits(8)
         counter = _counter
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    # Uniqueness comes from the time and the counter; rand_b only spreads ids across processes
+    # (the random module reseeds in a forked child), so it need not cost a system call per id.
+    rand_b = random.getrandbits(62)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
     return uuid.UUID(int=value)

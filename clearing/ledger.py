@@ -155,6 +155,27 @@ class AccountInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldState:
+    """A hold as read (and locked) by whoever captures or voids it."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    points: int
+    status: str
+    expires_at: datetime
+
+    def open_at(self, now: datetime) -> OpenHold:
+        """The hold, if it can still be captured or voided at `now`."""
+        if self.status != "authorised":
+            raise HoldNotOpen(f"hold is {self.status}", hold_status=self.status)
+        if aware(self.expires_at) <= now:
+            raise HoldExpired(
+                "hold expired; its points are released", expired_at=self.expires_at.isoformat()
+            )
+        return OpenHold(self.id, self.account_id, self.points)
+
+
+@dataclass(frozen=True, slots=True)
 class OpenHold:
     """A hold locked for capture or void."""
 
@@ -635,16 +656,12 @@ class Ledger:
 
     def open_hold(self, hold_id: uuid.UUID, now: datetime) -> OpenHold:
         """The hold, locked, if it can still be captured or voided."""
-        hold = _LOCK_HOLD.first(self.session, {"hold_id": hold_id})
-        if hold is None:
+        row = _LOCK_HOLD.first(self.session, {"hold_id": hold_id})
+        if row is None:
             raise NotFound("unknown hold")
-        if hold.status != "authorised":
-            raise HoldNotOpen(f"hold is {hold.status}", hold_status=hold.status)
-        if aware(hold.expires_at) <= now:
-            raise HoldExpired(
-                "hold expired; its points are released", expired_at=hold.expires_at.isoformat()
-            )
-        return OpenHold(hold.id, hold.account_id, hold.points)
+        return HoldState(row.id, row.account_id, row.points, row.status, row.expires_at).open_at(
+            now
+        )
 
     def close_hold(self, hold: OpenHold, status: str, now: datetime, captured: int = 0) -> None:
         """Mark a hold captured or voided; the caller's entry (or this) releases its points."""

@@ -21,12 +21,14 @@ from clearing.ledger import (
     CONVERTED_OUT,
     REDEEMED,
     EntryDraft,
+    HoldState,
     Ledger,
     Leg,
     LotSpec,
     ObligationDraft,
     points_asset,
 )
+from clearing.models import Hold
 from clearing.timeutil import add_months, aware
 from exchange import arithmetic
 from exchange.models import BilateralRate, Checkout, ConversionQuote
@@ -43,7 +45,7 @@ from exchange.schemas import (
     RefundCreate,
     RefundOut,
 )
-from issuers.models import Member, MemberLink, Program
+from issuers.models import Member, MemberLink, Organisation, Program
 from issuers.service import (
     CurrencyMismatch,
     Party,
@@ -95,9 +97,13 @@ class CheckoutParties:
     program_id: uuid.UUID
     program_code: str
     issuer_id: uuid.UUID
+    platform_id: uuid.UUID | None
+    hold: HoldState
 
 
 _CHECKOUTS = cast(Table, Checkout.__table__)
+_HOLDS = cast(Table, Hold.__table__)
+_ORGS = cast(Table, Organisation.__table__)
 _MEMBERS = cast(Table, Member.__table__)
 _PROGRAMS = cast(Table, Program.__table__)
 _CHANGING = (
@@ -124,14 +130,22 @@ _OWN_CHECKOUT_QUERY = (
         _PROGRAMS.c.id.label("program_ref_id"),
         _PROGRAMS.c.code.label("program_code"),
         _PROGRAMS.c.issuer_id.label("program_issuer_id"),
+        select(_ORGS.c.id)
+        .where(_ORGS.c.kind == "platform")
+        .limit(1)
+        .scalar_subquery()
+        .label("platform_id"),
+        *[_HOLDS.c[f.name].label(f"h_{f.name}") for f in fields(HoldState)],
     )
     .join(_MEMBERS, _MEMBERS.c.id == _CHECKOUTS.c.member_id)
     .join(_PROGRAMS, _PROGRAMS.c.id == _MEMBERS.c.program_id)
+    .join(_HOLDS, _HOLDS.c.id == _CHECKOUTS.c.hold_id)
     .where(_CHECKOUTS.c.id == bindparam("b_id"))
     .where(_CHECKOUTS.c.merchant_id == bindparam("b_merchant"))
 )
 _OWN_CHECKOUT = Sql(_OWN_CHECKOUT_QUERY)
-_LOCK_OWN_CHECKOUT = Sql(_OWN_CHECKOUT_QUERY.with_for_update(of=_CHECKOUTS))
+# The hold is locked with its checkout: capture and void change both.
+_LOCK_OWN_CHECKOUT = Sql(_OWN_CHECKOUT_QUERY.with_for_update(of=[_CHECKOUTS, _HOLDS]))
 
 QUOTE_TTL = timedelta(seconds=120)
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
@@ -553,7 +567,13 @@ def _own_checkout(
         row.program_ref_id,
         row.program_code,
         row.program_issuer_id,
+        row.platform_id,
+        HoldState(*(getattr(row, f"h_{f.name}") for f in fields(HoldState))),
     )
+
+
+def _platform_id(session: Session, parties: CheckoutParties) -> uuid.UUID:
+    return parties.platform_id or platform(session).id  # the latter says it is missing
 
 
 def _save(session: Session, checkout: CheckoutState) -> None:
@@ -596,7 +616,7 @@ def _capture(
 ) -> CheckoutOut:
     checkout, parties = _own_checkout(session, caller, checkout_id)
     ledger = Ledger(session)
-    hold = ledger.open_hold(checkout.hold_id, now)
+    hold = parties.hold.open_at(now)
     amount = checkout.points_amount if req.amount is None else req.amount
     if amount > checkout.points_amount:
         raise CaptureExceedsHold(
@@ -627,7 +647,7 @@ def _capture(
             ObligationDraft(
                 event_type="fee",
                 payer_org_id=checkout.merchant_id,
-                payee_org_id=platform(session).id,
+                payee_org_id=_platform_id(session, parties),
                 currency=checkout.currency,
                 amount=fee,
                 program_code=parties.program_code,
@@ -683,7 +703,7 @@ def void(
 def _void(session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime) -> CheckoutOut:
     checkout, parties = _own_checkout(session, caller, checkout_id)
     ledger = Ledger(session)
-    ledger.void_hold(ledger.open_hold(checkout.hold_id, now), now)
+    ledger.void_hold(parties.hold.open_at(now), now)
     checkout = replace(checkout, status="voided")
     _save(session, checkout)
     return _checkout_out(checkout, parties.program_code, parties.external_id, now)
@@ -746,7 +766,7 @@ def _refund(
         obligations.append(
             ObligationDraft(
                 event_type="fee_refund",
-                payer_org_id=platform(session).id,
+                payer_org_id=_platform_id(session, parties),
                 payee_org_id=checkout.merchant_id,
                 currency=checkout.currency,
                 amount=fee_back,
