@@ -178,24 +178,49 @@ def api_worker(base: str, world: dict[str, Any], worker: int, seconds: float, ou
     out.put((latencies, time.process_time() - cpu))
 
 
-def _tree_cpu(pid: int) -> float | None:
-    """CPU seconds used so far by a process and its children (Linux /proc; None elsewhere)."""
+def _cpu_snapshot() -> dict[int, tuple[int, str, float]] | None:
+    """Every process: (parent pid, command line, CPU seconds so far); None without Linux /proc."""
     try:
         tick = os.sysconf("SC_CLK_TCK")
-        total = 0
+        snapshot: dict[int, tuple[int, str, float]] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, UnicodeDecodeError):
                 continue
             # After the command: state, ppid, ..., utime (14th field) and stime (15th).
-            if int(entry.name) == pid or int(fields[1]) == pid:
-                total += int(fields[11]) + int(fields[12])
-        return total / tick
+            cpu = (int(stat[11]) + int(stat[12])) / tick
+            snapshot[int(entry.name)] = (int(stat[1]), command, cpu)
+        return snapshot
     except (OSError, ValueError):
         return None
+
+
+def _cpu_used(
+    before: dict[int, tuple[int, str, float]] | None,
+    after: dict[int, tuple[int, str, float]] | None,
+    server: int,
+    database: str,
+) -> tuple[float | None, float | None]:
+    """CPU seconds between two snapshots: of the server (uvicorn and its workers), and of the
+    PostgreSQL backends serving the benchmark's database."""
+    if before is None or after is None:
+        return None, None
+    server_cpu = database_cpu = 0.0
+    for pid, (ppid, command, cpu) in after.items():
+        used = cpu - (before[pid][2] if pid in before else 0.0)
+        if server in (pid, ppid):
+            server_cpu += used
+        elif command.startswith("postgres:") and f" {database} " in command:
+            database_cpu += used
+    return server_cpu, database_cpu
+
+
+def _per_request(seconds: float | None, requests: int) -> float | None:
+    return None if seconds is None else round(seconds / requests * 1000, 2)
 
 
 def _free_port() -> int:
@@ -281,11 +306,11 @@ def main() -> None:
             f"API: uvicorn x{args.workers} workers, {args.clients} clients, {args.seconds:.0f} s",
             flush=True,
         )
-        server_cpu = _tree_cpu(server.pid)
+        before = _cpu_snapshot()
         started = time.perf_counter()
         results = _run(api_worker, [(base, world, w, args.seconds) for w in range(args.clients)])
         elapsed = time.perf_counter() - started
-        server_cpu_end = _tree_cpu(server.pid)
+        server_cpu, database_cpu = _cpu_used(before, _cpu_snapshot(), server.pid, name)
         latencies = sorted(x for lst, _ in results for x in lst)
         client_cpu = sum(cpu for _, cpu in results)
         api_rate = len(latencies) / args.seconds
@@ -308,18 +333,16 @@ def main() -> None:
             "p50_met": quantiles[49] * 1000 < 50,
             "p99_met": quantiles[98] * 1000 < 50,
             "client_cpu_ms_per_req": round(client_cpu / len(latencies) * 1000, 2),
-            "server_cpu_ms_per_req": (
-                None
-                if server_cpu is None or server_cpu_end is None
-                else round((server_cpu_end - server_cpu) / len(latencies) * 1000, 2)
-            ),
+            "server_cpu_ms_per_req": _per_request(server_cpu, len(latencies)),
+            "database_cpu_ms_per_req": _per_request(database_cpu, len(latencies)),
             "wall_s": round(elapsed, 2),
         }
         print(f"API {api_rate:.0f} req/s, p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
         print(f"ledger {ledger_rate:.0f} op/s; ratio {figures['ratio']}")
         print(
             f"CPU per request: clients {figures['client_cpu_ms_per_req']} ms, "
-            f"server {figures['server_cpu_ms_per_req']} ms"
+            f"server {figures['server_cpu_ms_per_req']} ms, "
+            f"database {figures['database_cpu_ms_per_req']} ms"
         )
         print(json.dumps(figures))
     finally:

@@ -141,7 +141,18 @@ class EntryDraft:
     obligations: Sequence[ObligationDraft] = ()
     reverses_id: uuid.UUID | None = None
     memo: dict[str, Any] = field(default_factory=dict)
+    closes_hold: HoldClose | None = None
+    """The hold this entry settles (a capture), closed in the same posting."""
     id: uuid.UUID = field(default_factory=new_id)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldClose:
+    """How an entry closes a hold: its new status and the points it captured."""
+
+    hold_id: uuid.UUID
+    status: str
+    captured: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +312,18 @@ _PLACE_HOLD = Sql(
         "expires_at",
     ),
 )
+# On PostgreSQL the reservation and the hold row are one statement (one round trip).
+_RESERVE_AND_HOLD = Sql(
+    text(
+        "WITH reserved AS (UPDATE balances SET held = held + :points"
+        " WHERE account_id = :account_id AND slot = 0 AND balance >= held + :points"
+        " RETURNING account_id)"
+        " INSERT INTO holds (id, account_id, org_id, points, status, captured_points,"
+        " created_at, expires_at)"
+        " SELECT :id, account_id, :org_id, :points, :status, :captured_points, :created_at,"
+        " :expires_at FROM reserved RETURNING id"
+    )
+)
 _LOCK_HOLD = Sql(
     select(_HOLDS.c.id, _HOLDS.c.account_id, _HOLDS.c.points, _HOLDS.c.status, _HOLDS.c.expires_at)
     .where(_HOLDS.c.id == bindparam("hold_id"))
@@ -416,6 +439,9 @@ class Ledger:
         lots = _LotWriter(self)
         posted = [PostedEntry(draft.id, lots.move(draft, legs, infos)) for draft, legs in prepared]
         lots.flush()
+        for draft in drafts:
+            if draft.closes_hold is not None:
+                self._close(draft.closes_hold, draft.booked_at)
         return posted
 
     def _legs(self, draft: EntryDraft) -> list[Leg]:
@@ -480,6 +506,16 @@ class Ledger:
             "obligations": obligations,
             "lots": lots,
             "takes": [{"entry_id": e, "account_id": a, "points": n} for (e, a), n in takes.items()],
+            "closed_holds": [
+                {
+                    "id": d.closes_hold.hold_id,
+                    "status": d.closes_hold.status,
+                    "captured": d.closes_hold.captured,
+                    "closed_at": d.booked_at,
+                }
+                for d, _ in prepared
+                if d.closes_hold is not None
+            ],
         }
         try:
             _LEDGER_POST.rows(self.session, {"payload": json.dumps(payload, default=str)})
@@ -631,28 +667,33 @@ class Ledger:
     ) -> uuid.UUID:
         """Reserve points on a member account (available = balance - held)."""
         check_amount(points)
-        params = {"b_account": account_id, "d_amount": 0, "d_held": points}
-        row = _MEMBER_MOVE.first(self.session, params)
+        hold = {
+            "id": new_id(),
+            "account_id": account_id,
+            "org_id": org_id,
+            "points": points,
+            "status": "authorised",
+            "captured_points": 0,
+            "created_at": now,
+            "expires_at": expires_at,
+        }
+        placed = self._reserve(hold)
         # Expired holds are released lazily: only when they stand in the way.
-        if row is None and self.release_expired_holds(now, account_id=account_id):
-            row = _MEMBER_MOVE.first(self.session, params)
-        if row is None:
+        if not placed and self.release_expired_holds(now, account_id=account_id):
+            placed = self._reserve(hold)
+        if not placed:
             raise InsufficientPoints("not enough available points", needed=points)
-        hold_id = new_id()
-        _PLACE_HOLD.rows(
-            self.session,
-            {
-                "id": hold_id,
-                "account_id": account_id,
-                "org_id": org_id,
-                "points": points,
-                "status": "authorised",
-                "captured_points": 0,
-                "created_at": now,
-                "expires_at": expires_at,
-            },
-        )
-        return hold_id
+        return cast(uuid.UUID, hold["id"])
+
+    def _reserve(self, hold: dict[str, Any]) -> bool:
+        """Hold the points if they are available, and record the hold; False if they are not."""
+        if is_postgres(self.session):
+            return _RESERVE_AND_HOLD.first(self.session, hold) is not None
+        move = {"b_account": hold["account_id"], "d_amount": 0, "d_held": hold["points"]}
+        if _MEMBER_MOVE.first(self.session, move) is None:
+            return False
+        _PLACE_HOLD.rows(self.session, hold)
+        return True
 
     def open_hold(self, hold_id: uuid.UUID, now: datetime) -> OpenHold:
         """The hold, locked, if it can still be captured or voided."""
@@ -663,17 +704,21 @@ class Ledger:
             now
         )
 
-    def close_hold(self, hold: OpenHold, status: str, now: datetime, captured: int = 0) -> None:
-        """Mark a hold captured or voided; the caller's entry (or this) releases its points."""
+    def _close(self, close: HoldClose, now: datetime) -> None:
         _CLOSE_HOLD.rows(
             self.session,
-            {"hold_id": hold.id, "b_status": status, "b_captured": captured, "b_closed_at": now},
+            {
+                "hold_id": close.hold_id,
+                "b_status": close.status,
+                "b_captured": close.captured,
+                "b_closed_at": now,
+            },
         )
 
     def void_hold(self, hold: OpenHold, now: datetime) -> None:
-        """Release all points of an open hold."""
+        """Release all points of an open hold and mark it voided."""
         self._release(hold.account_id, hold.points)
-        self.close_hold(hold, "voided", now)
+        self._close(HoldClose(hold.id, "voided", 0), now)
 
     def _release(self, account_id: uuid.UUID, points: int) -> None:
         _RELEASE.rows(self.session, {"b_account": account_id, "points": points})

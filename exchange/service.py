@@ -21,6 +21,7 @@ from clearing.ledger import (
     CONVERTED_OUT,
     REDEEMED,
     EntryDraft,
+    HoldClose,
     HoldState,
     Ledger,
     Leg,
@@ -669,9 +670,9 @@ def _capture(
             ],
             obligations=obligations,
             memo={"checkout": str(checkout.id)},
+            closes_hold=HoldClose(hold.id, "captured", points),
         )
     )
-    ledger.close_hold(hold, "captured", now, captured=points)
     checkout = replace(
         checkout,
         status="captured",

@@ -18,8 +18,8 @@ depends_on = None
 # controls, which balance slot, new lot ids. This function only applies that decision, in the
 # same order and with the same locks as the Python engine, so that a posting costs one round trip:
 # balances are locked in (account, slot) order, moved (the balances' CHECK constraint refuses a
-# member below zero), then journal, postings, obligations and new lots are inserted and debits
-# take lots, earliest expiring first. Every table keeps its constraints and triggers, including the
+# member below zero), then journal, postings, obligations and new lots are inserted, debits
+# take lots, earliest expiring first, and a capture's hold is closed. Every table keeps its constraints and triggers, including the
 # deferred zero-sum trigger on postings.
 LEDGER_POST = """
 CREATE FUNCTION ledger_post(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
@@ -79,6 +79,10 @@ BEGIN
                 USING ERRCODE = 'CL001';
         END IF;
     END LOOP;
+    UPDATE holds h SET status = c.status, captured_points = c.captured, closed_at = c.closed_at
+        FROM jsonb_to_recordset(p->'closed_holds')
+            AS c(id uuid, status text, captured bigint, closed_at timestamptz)
+        WHERE h.id = c.id;
 END $$;
 """
 
