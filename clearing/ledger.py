@@ -8,7 +8,6 @@ checkouts to one merchant do not queue behind one row.
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from collections import defaultdict
@@ -18,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
@@ -518,7 +518,8 @@ class Ledger:
             ],
         }
         try:
-            _LEDGER_POST.rows(self.session, {"payload": json.dumps(payload, default=str)})
+            document = orjson.dumps(payload, default=_decimal_text).decode()
+            _LEDGER_POST.rows(self.session, {"payload": document})
         except DBAPIError as error:
             if "floor_zero_respected" in str(error.orig):
                 raise _insufficient(moves, infos) from None
@@ -895,6 +896,13 @@ def _server_can_post(
             if infos[leg.account_id].floor_zero:
                 (debited if leg.amount < 0 else credited).add(leg.account_id)
     return not debited or (len(prepared) == 1 and not debited & credited)
+
+
+def _decimal_text(value: object) -> str:
+    # orjson writes ids, times and integers itself; exact decimals go as text, never as floats.
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def _insufficient(moves: list[Move], infos: dict[uuid.UUID, AccountInfo]) -> InsufficientPoints:

@@ -790,12 +790,16 @@ def _post_accruals(
             programs[code] = (program, issuer, point_value_at(session, program.id, now), issued)
         wanted = [(programs[i.program][0], i.external_id) for i in items]
         members = _active_members(session, wanted)
+    expiry = {
+        program.id: add_months(now, program.expiry_months) if program.expiry_months else None
+        for program, _, _, _ in programs.values()
+    }
     drafts: list[EntryDraft] = []
     results: list[AccrualOut] = []
     for item in items:
         program, issuer, value, issued = programs[item.program]
         member = members[(program.id, item.external_id)]
-        expires_at = add_months(now, program.expiry_months) if program.expiry_months else None
+        expires_at = expiry[program.id]
         owed = 0
         obligations: list[ObligationDraft] = []
         if funder.kind == "merchant":
