@@ -34,4 +34,8 @@ def new_id() -> uuid.UUID:
     # (the random module reseeds in a forked child), so it need not cost a system call per id.
     rand_b = random.getrandbits(62)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
-    return uuid.UUID(int=value)
+    # UUID(int=...) re-validates what is valid by construction; bulk files make millions of ids.
+    made = object.__new__(uuid.UUID)
+    object.__setattr__(made, "int", value)
+    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
