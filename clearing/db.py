@@ -26,6 +26,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, make_url
@@ -153,6 +154,17 @@ class Sql:
         self._columns = list(columns)
         self._pg: str | None = None
         self._defaults: dict[str, Any] = {}
+
+    @classmethod
+    def composed(cls, template: str, *parts: Sql) -> Sql:
+        """A PostgreSQL-only statement that embeds compiled statements: `{0}`, `{1}`... in
+        `template` are replaced by the parts, whose parameter names must not collide."""
+        composite = cls(text(""))
+        composite._pg = template.format(*(part._pg_sql() for part in parts))
+        for part in parts:
+            assert not composite._defaults.keys() & part._defaults.keys()
+            composite._defaults.update(part._defaults)
+        return composite
 
     def _pg_sql(self) -> str:
         if self._pg is None:

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from clearing.db import Sql, is_postgres
+from clearing.db import Params, Sql, is_postgres
 from clearing.errors import IdempotencyConflict, InvalidInput
 from clearing.models import IdempotencyRecord
 
@@ -75,10 +75,18 @@ def claim(
     The claim row is inserted first: a concurrent request with the same key waits on it until
     the first transaction ends, then sees the committed outcome, so a key is applied once.
     """
+    claim_key = _CLAIM_PG if is_postgres(session) else _CLAIM_SQLITE
+    if claim_key.first(session, _claim_params(org_id, key, operation, print_, now)) is not None:
+        return None
+    return _first_use(session, org_id, key, operation, print_)
+
+
+def _claim_params(
+    org_id: uuid.UUID, key: str, operation: str, print_: str, now: datetime
+) -> dict[str, Any]:
     if not key or len(key) > 200:
         raise InvalidInput("idempotency key must be 1 to 200 characters", field="idempotency_key")
-    claim_key = _CLAIM_PG if is_postgres(session) else _CLAIM_SQLITE
-    params = {
+    return {
         "org_id": org_id,
         "key": key,
         "operation": operation,
@@ -86,8 +94,12 @@ def claim(
         "status_code": 0,
         "created_at": now,
     }
-    if claim_key.first(session, params) is not None:
-        return None
+
+
+def _first_use(
+    session: Session, org_id: uuid.UUID, key: str, operation: str, print_: str
+) -> Replay:
+    """The outcome of the first request under a key this request could not claim."""
     row = _FIRST_USE.rows(session, {"b_org": org_id, "b_key": key})[0]
     if row.operation != operation or row.fingerprint != print_:
         differing = "operation" if row.operation != operation else "request"
@@ -124,3 +136,54 @@ def run_once(
     result = action()
     record(session, org_id, key, status_code, result.model_dump_json().encode())
     return result, False
+
+
+def run_once_reading(
+    session: Session,
+    org_id: uuid.UUID,
+    key: str,
+    operation: str,
+    request: Mapping[str, Any],
+    now: datetime,
+    result_type: type[R],
+    read: Sql,
+    read_params: Params,
+    action: Callable[[Any | None], R],
+    status_code: int = 201,
+) -> tuple[R, bool]:
+    """`run_once` for an action whose first step is the query `read`: the action gets its first
+    row (or None). On PostgreSQL the query travels with the key's claim, in one round trip."""
+    print_ = fingerprint(operation, request)
+    params = _claim_params(org_id, key, operation, print_, now)
+    if is_postgres(session):
+        row = _claiming(read).first(session, {**params, **read_params})
+        assert row is not None
+        if not row.clearing_claimed:
+            replay = _first_use(session, org_id, key, operation, print_)
+            return result_type.model_validate_json(replay.body), True
+        result = action(row if row.clearing_found else None)
+    else:
+        if _CLAIM_SQLITE.first(session, params) is None:
+            replay = _first_use(session, org_id, key, operation, print_)
+            return result_type.model_validate_json(replay.body), True
+        result = action(read.first(session, read_params))
+    record(session, org_id, key, status_code, result.model_dump_json().encode())
+    return result, False
+
+
+_CLAIMING: dict[Sql, Sql] = {}
+
+
+def _claiming(read: Sql) -> Sql:
+    """The claim and `read` as one statement: one row, whether the key was claimed, and the
+    first row of `read` if any (its columns are null and `clearing_found` is null if none)."""
+    composed = _CLAIMING.get(read)
+    if composed is None:
+        composed = _CLAIMING[read] = Sql.composed(
+            "WITH claim AS ({0}) SELECT (SELECT count(*) FROM claim) AS clearing_claimed, r.*"
+            " FROM (SELECT 1) AS one LEFT JOIN"
+            " (SELECT true AS clearing_found, q.* FROM ({1}) AS q LIMIT 1) AS r ON true",
+            _CLAIM_PG,
+            read,
+        )
+    return composed

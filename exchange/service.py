@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from clearing.context import Caller
 from clearing.db import Sql
 from clearing.errors import Conflict, Forbidden, InvalidInput, NotFound
-from clearing.idempotency import run_once
+from clearing.idempotency import run_once, run_once_reading
 from clearing.ids import new_id
 from clearing.ledger import (
     CONVERTED_IN,
@@ -53,7 +53,8 @@ from issuers.service import (
     ProgramRef,
     active_member,
     active_program,
-    member_context,
+    member_context_of,
+    member_context_read,
     own_program,
     platform,
     point_value_at,
@@ -470,7 +471,8 @@ def authorise(
     hold_ttl: timedelta = DEFAULT_HOLD_TTL,
 ) -> tuple[CheckoutOut, bool]:
     """Hold the points for the part of an order paid with points."""
-    return run_once(
+    read, params = member_context_read(caller.org_id, req.program, req.external_id, now)
+    return run_once_reading(
         session,
         caller.org_id,
         idempotency_key,
@@ -478,16 +480,23 @@ def authorise(
         req.model_dump(mode="json"),
         now,
         CheckoutOut,
-        lambda: _authorise(session, caller, req, now, hold_ttl),
+        read,
+        params,
+        lambda row: _authorise(session, caller, req, now, hold_ttl, row),
     )
 
 
 def _authorise(
-    session: Session, caller: Caller, req: CheckoutCreate, now: datetime, hold_ttl: timedelta
+    session: Session,
+    caller: Caller,
+    req: CheckoutCreate,
+    now: datetime,
+    hold_ttl: timedelta,
+    row: Any | None,
 ) -> CheckoutOut:
     if caller.kind != "merchant":
         raise Forbidden("only merchants take checkouts")
-    context = member_context(session, caller.org_id, req.program, req.external_id, now)
+    context = member_context_of(row, req.program, req.external_id)
     merchant, program = context.caller, context.program
     currency = _same_currency(merchant, context.issuer)
     if req.points_amount > req.order_total:
@@ -554,11 +563,12 @@ def _checkout_out(
     )
 
 
-def _own_checkout(
-    session: Session, caller: Caller, checkout_id: uuid.UUID, lock: bool = True
-) -> tuple[CheckoutState, CheckoutParties]:
-    statement = _LOCK_OWN_CHECKOUT if lock else _OWN_CHECKOUT
-    row = statement.first(session, {"b_id": checkout_id, "b_merchant": caller.org_id})
+def _checkout_key(caller: Caller, checkout_id: uuid.UUID) -> dict[str, Any]:
+    return {"b_id": checkout_id, "b_merchant": caller.org_id}
+
+
+def _checkout_of(row: Any | None) -> tuple[CheckoutState, CheckoutParties]:
+    """A checkout of the caller and who it involves, from a row of `_OWN_CHECKOUT`."""
     if row is None:
         raise NotFound("unknown checkout")
     checkout = CheckoutState(*(getattr(row, f.name) for f in fields(CheckoutState)))
@@ -587,7 +597,9 @@ def get_checkout(
     session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime
 ) -> CheckoutOut:
     """A checkout of the calling merchant."""
-    checkout, parties = _own_checkout(session, caller, checkout_id, lock=False)
+    checkout, parties = _checkout_of(
+        _OWN_CHECKOUT.first(session, _checkout_key(caller, checkout_id))
+    )
     return _checkout_out(checkout, parties.program_code, parties.external_id, now)
 
 
@@ -600,7 +612,7 @@ def capture(
     idempotency_key: str,
 ) -> tuple[CheckoutOut, bool]:
     """Capture an authorised checkout, fully or partly, once; the rest of the hold is released."""
-    return run_once(
+    return run_once_reading(
         session,
         caller.org_id,
         idempotency_key,
@@ -608,14 +620,20 @@ def capture(
         {"checkout": str(checkout_id), **req.model_dump(mode="json")},
         now,
         CheckoutOut,
-        lambda: _capture(session, caller, checkout_id, req, now),
+        _LOCK_OWN_CHECKOUT,
+        _checkout_key(caller, checkout_id),
+        lambda row: _capture(session, caller, _checkout_of(row), req, now),
     )
 
 
 def _capture(
-    session: Session, caller: Caller, checkout_id: uuid.UUID, req: CaptureCreate, now: datetime
+    session: Session,
+    caller: Caller,
+    own: tuple[CheckoutState, CheckoutParties],
+    req: CaptureCreate,
+    now: datetime,
 ) -> CheckoutOut:
-    checkout, parties = _own_checkout(session, caller, checkout_id)
+    checkout, parties = own
     ledger = Ledger(session)
     hold = parties.hold.open_at(now)
     amount = checkout.points_amount if req.amount is None else req.amount
@@ -689,7 +707,7 @@ def void(
     session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime, idempotency_key: str
 ) -> tuple[CheckoutOut, bool]:
     """Release the hold of an authorised checkout."""
-    return run_once(
+    return run_once_reading(
         session,
         caller.org_id,
         idempotency_key,
@@ -697,12 +715,16 @@ def void(
         {"checkout": str(checkout_id)},
         now,
         CheckoutOut,
-        lambda: _void(session, caller, checkout_id, now),
+        _LOCK_OWN_CHECKOUT,
+        _checkout_key(caller, checkout_id),
+        lambda row: _void(session, _checkout_of(row), now),
     )
 
 
-def _void(session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime) -> CheckoutOut:
-    checkout, parties = _own_checkout(session, caller, checkout_id)
+def _void(
+    session: Session, own: tuple[CheckoutState, CheckoutParties], now: datetime
+) -> CheckoutOut:
+    checkout, parties = own
     ledger = Ledger(session)
     ledger.void_hold(parties.hold.open_at(now), now)
     checkout = replace(checkout, status="voided")
@@ -719,7 +741,7 @@ def refund(
     idempotency_key: str,
 ) -> tuple[RefundOut, bool]:
     """Give points back after capture, in full or in part, never more than captured in total."""
-    return run_once(
+    return run_once_reading(
         session,
         caller.org_id,
         idempotency_key,
@@ -727,14 +749,20 @@ def refund(
         {"checkout": str(checkout_id), **req.model_dump(mode="json")},
         now,
         RefundOut,
-        lambda: _refund(session, caller, checkout_id, req, now),
+        _LOCK_OWN_CHECKOUT,
+        _checkout_key(caller, checkout_id),
+        lambda row: _refund(session, caller, _checkout_of(row), req, now),
     )
 
 
 def _refund(
-    session: Session, caller: Caller, checkout_id: uuid.UUID, req: RefundCreate, now: datetime
+    session: Session,
+    caller: Caller,
+    own: tuple[CheckoutState, CheckoutParties],
+    req: RefundCreate,
+    now: datetime,
 ) -> RefundOut:
-    checkout, parties = _own_checkout(session, caller, checkout_id)
+    checkout, parties = own
     if checkout.status != "captured" or checkout.capture_entry_id is None:
         raise CheckoutNotCaptured(f"checkout is {checkout.status}; only captured checkouts refund")
     remaining = checkout.captured_amount - checkout.refunded_amount

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from clearing.context import Caller
 from clearing.db import Sql, bulk_insert
 from clearing.errors import Conflict, Forbidden, InactiveParty, InvalidInput, NotFound
-from clearing.idempotency import run_once
+from clearing.idempotency import run_once, run_once_reading
 from clearing.ids import new_id
 from clearing.ledger import (
     CONVERTED_IN,
@@ -419,9 +419,19 @@ def member_context(
     session: Session, org_id: uuid.UUID, code: str, external_id: str, at: datetime
 ) -> MemberContext:
     """The context of an operation by organisation `org_id` on a member of program `code`."""
-    row = _MEMBER_CONTEXT.first(
-        session, {"b_org": org_id, "b_code": code, "b_external": external_id, "b_at": at}
-    )
+    read, params = member_context_read(org_id, code, external_id, at)
+    return member_context_of(read.first(session, params), code, external_id)
+
+
+def member_context_read(
+    org_id: uuid.UUID, code: str, external_id: str, at: datetime
+) -> tuple[Sql, dict[str, Any]]:
+    """The query that reads a member context, to run now or to send with an idempotency claim."""
+    return _MEMBER_CONTEXT, {"b_org": org_id, "b_code": code, "b_external": external_id, "b_at": at}
+
+
+def member_context_of(row: Any | None, code: str, external_id: str) -> MemberContext:
+    """The member context in a row of `member_context_read`, checked as `member_context` does."""
     if row is None:
         raise NotFound("unknown organisation")
     caller = _must_act(_party(row))
@@ -723,7 +733,13 @@ def accrue(
     session: Session, caller: Caller, req: AccrualCreate, now: datetime, idempotency_key: str
 ) -> tuple[AccrualOut, bool]:
     """Credit points to a member, funded by the issuer or by the calling merchant."""
-    return run_once(
+    read, params = member_context_read(caller.org_id, req.program, req.external_id, now)
+
+    def run(row: Any | None) -> AccrualOut:
+        context = member_context_of(row, req.program, req.external_id)
+        return _post_accruals(session, caller, [req], now, context)[0]
+
+    return run_once_reading(
         session,
         caller.org_id,
         idempotency_key,
@@ -731,12 +747,10 @@ def accrue(
         req.model_dump(mode="json"),
         now,
         AccrualOut,
-        lambda: _accrue(session, caller, req, now),
+        read,
+        params,
+        run,
     )
-
-
-def _accrue(session: Session, caller: Caller, req: AccrualCreate, now: datetime) -> AccrualOut:
-    return _post_accruals(session, caller, [req], now)[0]
 
 
 def accrue_batch(
@@ -766,7 +780,11 @@ def accrue_batch(
 
 
 def _post_accruals(
-    session: Session, caller: Caller, items: Sequence[AccrualCreate], now: datetime
+    session: Session,
+    caller: Caller,
+    items: Sequence[AccrualCreate],
+    now: datetime,
+    context: MemberContext | None = None,
 ) -> list[AccrualOut]:
     """Accruals of one funder: each its own entry and lot, posted together."""
     ledger = Ledger(session)
@@ -774,7 +792,8 @@ def _post_accruals(
     if len(items) == 1:
         # A single accrual reads everything it needs in one statement.
         item = items[0]
-        context = member_context(session, caller.org_id, item.program, item.external_id, now)
+        if context is None:
+            context = member_context(session, caller.org_id, item.program, item.external_id, now)
         funder = _may_fund(context.caller)
         _may_fund_in(funder, context.program, context.issuer)
         issued = ledger.account_id(points_asset(item.program), ISSUED, context.program.id)
