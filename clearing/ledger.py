@@ -343,9 +343,11 @@ _CLOSE_HOLD = Sql(
 class Ledger:
     """Posting and reading on one session; the caller owns the transaction."""
 
-    def __init__(self, session: Session, balance_slots: int = 8) -> None:
+    def __init__(self, session: Session, balance_slots: int = 8, on_server: bool = True) -> None:
+        """`on_server=False` keeps PostgreSQL on the portable engine (tests compare the two)."""
         self.session = session
         self.balance_slots = balance_slots
+        self.on_server = on_server
 
     # accounts -------------------------------------------------------------------------------
 
@@ -430,7 +432,7 @@ class Ledger:
             self._check(draft, legs, infos)
         moves = self._moves([leg for _, legs in prepared for leg in legs], infos)
         journal, postings, obligations = _entry_rows(prepared, infos)
-        if is_postgres(self.session) and _server_can_post(prepared, infos):
+        if self.on_server and is_postgres(self.session) and _server_can_post(prepared, infos):
             return self._post_on_server(prepared, infos, moves, journal, postings, obligations)
         self._move_balances(moves, infos)
         bulk_insert(self.session, _JOURNAL, journal)
