@@ -41,16 +41,16 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     event loop; only its end, the commit or rollback, takes a worker thread. That end is shielded
     from cancellation: a client that disconnects never leaves a connection checked out.
     """
-    scope = transaction(request.app.state.engine)
-    session = scope.__enter__()
+    unit = transaction(request.app.state.engine)
+    session = unit.__enter__()
     try:
         yield session
     except BaseException as error:
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(scope.__exit__, type(error), error, error.__traceback__)
+            await run_in_threadpool(unit.__exit__, type(error), error, error.__traceback__)
         raise
     with anyio.CancelScope(shield=True):
-        await run_in_threadpool(scope.__exit__, None, None, None)
+        await run_in_threadpool(unit.__exit__, None, None, None)
 
 
 async def idempotency_key(

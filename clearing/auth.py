@@ -1,9 +1,10 @@
 """Who sent this request: RFC 9421 verification, the database nonce store, key to organisation.
 
-Per request, on PostgreSQL, one statement in its own committed transaction: it checks that the
-key is still active with the PEM we verified against, reads the owner's status and burns the
-nonce. Parsed public keys are cached by key id (a key id is the key's thumbprint, so a key never
-changes), but never their status: revocation is read from the database on every request.
+Per request, once the signature has verified, one statement in its own committed transaction
+(on PostgreSQL one round trip, in autocommit) checks that the key is still active with the PEM
+we verified against, reads its organisation and burns the nonce. Parsed public keys are cached
+by key id (a key id is the key's thumbprint, so the key behind it never changes), but never
+their status: revocation is read from the database on every request.
 """
 
 from __future__ import annotations
@@ -220,10 +221,6 @@ class _KeyCache:
         with self._lock:
             self._keys.pop(keyid, None)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._keys.clear()
-
 
 _key_cache = _KeyCache(KEY_CACHE_SIZE)
 
@@ -266,7 +263,7 @@ class _Owner:
 
 
 def _burn(engine: Engine, keyid: str, pem: str, nonce: str, now: datetime) -> _Owner | None:
-    """Burn the nonce if the key is active and ``pem``; the key's owner, None if it is not."""
+    """Burn the nonce if the key is still active with this PEM: its owner; None if it is not."""
     params = {"keyid": keyid, "pem": pem, "nonce": nonce, "seen_at": now}
     if _is_postgres(engine):
         row = _BURN_STATEMENT.first(engine, params)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import pq
@@ -235,6 +238,19 @@ def _cursor(connection: Connection) -> psycopg.Cursor[Any]:
         raw = cast(psycopg.Connection[Any], pooled.driver_connection)
         cursor = pooled.info["clearing_cursor"] = raw.cursor(row_factory=namedtuple_row)
     return cast(psycopg.Cursor[Any], cursor)
+
+
+T = TypeVar("T")
+
+
+@functools.cache
+def _getter(cls: type[Any], prefix: str) -> Callable[[Any], tuple[Any, ...]]:
+    return operator.attrgetter(*(prefix + f.name for f in dataclasses.fields(cls)))
+
+
+def row_to(cls: type[T], row: Any, prefix: str = "") -> T:
+    """The dataclass `cls` made of a row's columns named like its fields (after `prefix`)."""
+    return cls(*_getter(cast(Any, cls), prefix)(row))
 
 
 def _wrapped(sql: str, error: psycopg.Error) -> StatementError:

@@ -12,7 +12,7 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from clearing.context import Caller
-from clearing.db import Sql
+from clearing.db import Sql, row_to
 from clearing.errors import Conflict, Forbidden, InvalidInput, NotFound
 from clearing.idempotency import run_once, run_once_reading
 from clearing.ids import new_id
@@ -118,7 +118,8 @@ _CHANGING = (
     "refunded_fee",
     "capture_entry_id",
 )
-_NEW_CHECKOUT = Sql(insert(_CHECKOUTS), [f.name for f in fields(CheckoutState)])
+_CHECKOUT_NAMES = tuple(f.name for f in fields(CheckoutState))
+_NEW_CHECKOUT = Sql(insert(_CHECKOUTS), _CHECKOUT_NAMES)
 _SAVE_CHECKOUT = Sql(
     update(_CHECKOUTS)
     .where(_CHECKOUTS.c.id == bindparam("b_id"))
@@ -530,7 +531,7 @@ def _authorise(
         created_at=now,
         expires_at=now + ttl,
     )
-    _NEW_CHECKOUT.rows(session, {f.name: getattr(checkout, f.name) for f in fields(checkout)})
+    _NEW_CHECKOUT.rows(session, {name: getattr(checkout, name) for name in _CHECKOUT_NAMES})
     return _checkout_out(checkout, program.code, member.external_id, now)
 
 
@@ -571,7 +572,7 @@ def _checkout_of(row: Any | None) -> tuple[CheckoutState, CheckoutParties]:
     """A checkout of the caller and who it involves, from a row of `_OWN_CHECKOUT`."""
     if row is None:
         raise NotFound("unknown checkout")
-    checkout = CheckoutState(*(getattr(row, f.name) for f in fields(CheckoutState)))
+    checkout = row_to(CheckoutState, row)
     return checkout, CheckoutParties(
         row.member_external_id,
         row.member_account_id,
@@ -579,7 +580,7 @@ def _checkout_of(row: Any | None) -> tuple[CheckoutState, CheckoutParties]:
         row.program_code,
         row.program_issuer_id,
         row.platform_id,
-        HoldState(*(getattr(row, f"h_{f.name}") for f in fields(HoldState))),
+        row_to(HoldState, row, "h_"),
     )
 
 

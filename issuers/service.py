@@ -14,7 +14,7 @@ from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from clearing.context import Caller
-from clearing.db import Sql, bulk_insert
+from clearing.db import Sql, bulk_insert, row_to
 from clearing.errors import Conflict, Forbidden, InactiveParty, InvalidInput, NotFound
 from clearing.idempotency import run_once, run_once_reading
 from clearing.ids import new_id
@@ -228,7 +228,7 @@ _MEMBER_CONTEXT = Sql(
 
 
 def _party(row: Any, prefix: str = "") -> Party:
-    return Party(*(getattr(row, prefix + f.name) for f in fields(Party)))
+    return row_to(Party, row, prefix)
 
 
 def organisation_out(org: Organisation) -> OrganisationOut:
@@ -372,7 +372,7 @@ def active_program(session: Session, code: str) -> tuple[ProgramRef, Party]:
 
 
 def _program(row: Any, prefix: str = "") -> ProgramRef:
-    return ProgramRef(*(getattr(row, prefix + f.name) for f in fields(ProgramRef)))
+    return row_to(ProgramRef, row, prefix)
 
 
 def _program_may_run(program: ProgramRef, issuer: Party) -> tuple[ProgramRef, Party]:
@@ -448,11 +448,7 @@ def member_context_of(row: Any | None, code: str, external_id: str) -> MemberCon
             if row.v_version is None
             else ValueRef(row.v_version, row.v_value, aware(row.v_effective_from))
         ),
-        member=(
-            None
-            if row.m_id is None
-            else MemberRef(*(getattr(row, "m_" + f.name) for f in fields(MemberRef)))
-        ),
+        member=(None if row.m_id is None else row_to(MemberRef, row, "m_")),
         fee_term=row.t_fee_rate,
     )
 
@@ -607,7 +603,7 @@ def member_of(session: Session, program: Program | ProgramRef, external_id: str)
     row = _MEMBER.first(session, {"b_program": program.id, "b_external": external_id})
     if row is None:
         raise NotFound(f"unknown member {external_id}")
-    return MemberRef(*(getattr(row, f.name) for f in fields(MemberRef)))
+    return row_to(MemberRef, row)
 
 
 def active_member(session: Session, program: Program | ProgramRef, external_id: str) -> MemberRef:
