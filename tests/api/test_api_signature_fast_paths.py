@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 from http_sfv.dictionary import Dictionary
 from http_sfv.item import InnerList, Item
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from clearing import signatures
 
