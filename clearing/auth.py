@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 
-import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import Depends, Request
-from psycopg.rows import namedtuple_row
 from sqlalchemy import (
     Connection,
     Engine,
-    Executable,
     Table,
     bindparam,
     delete,
@@ -32,14 +29,12 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.elements import ClauseElement
 from starlette.concurrency import run_in_threadpool
 
 from clearing.context import Caller
+from clearing.db import Sql
 from clearing.errors import Forbidden
 from clearing.models import SeenNonce
 from clearing.signatures import (
@@ -80,7 +75,6 @@ class OperatorOnly(Forbidden):
 _KEYS = cast(Table, ApiKey.__table__)
 _ORGS = cast(Table, Organisation.__table__)
 _NONCES = cast(Table, SeenNonce.__table__)
-_PG_DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
 _SEEN_AT = bindparam("seen_at", type_=_NONCES.c.seen_at.type)
 
 _ACTIVE_PEM = select(_KEYS.c.public_key_pem).where(
@@ -138,58 +132,10 @@ def _is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-class _Statement:
-    """A statement built once; on PostgreSQL compiled once and run prepared on the driver.
-
-    Each run is its own committed transaction. On PostgreSQL that is one statement in autocommit:
-    one round trip, without BEGIN and COMMIT, and without SQLAlchemy's per-execution work.
-    """
-
-    __slots__ = ("_defaults", "_sql", "statement")
-
-    def __init__(self, statement: ClauseElement) -> None:
-        self.statement = statement
-        compiled = statement.compile(dialect=_PG_DIALECT)
-        self._sql = str(compiled)
-        # Literals of the statement ('active', the LIMIT) are parameters with a value.
-        self._defaults = {
-            name: bind.effective_value
-            for name, bind in compiled.binds.items()  # type: ignore[attr-defined]
-            if not bind.required
-        }
-
-    def first(self, engine: Engine, params: Mapping[str, Any]) -> Any | None:
-        """Run in a transaction of its own; the first row (a named tuple), if any."""
-        if not _is_postgres(engine):
-            with engine.begin() as conn:
-                result = conn.execute(cast(Executable, self.statement), dict(params))
-                return result.first() if result.returns_rows else None
-        pooled = engine.raw_connection()
-        driver = cast(psycopg.Connection[Any], pooled.driver_connection)
-        try:
-            driver.autocommit = True
-            try:
-                with driver.cursor(row_factory=namedtuple_row) as cursor:
-                    cursor.execute(self._sql, {**self._defaults, **params}, prepare=True)
-                    return cursor.fetchone() if cursor.description else None
-            finally:
-                if not driver.broken:
-                    driver.autocommit = False
-        except psycopg.Error as error:
-            if driver.broken:
-                pooled.invalidate()
-            # The exception classes SQLAlchemy raises (OperationalError is a 503), no parameters.
-            raise DBAPIError.instance(
-                self._sql, None, error, psycopg.Error, hide_parameters=True
-            ) from error
-        finally:
-            pooled.close()
-
-
-_ACTIVE_PEM_STATEMENT = _Statement(_ACTIVE_PEM)
-_BURN_STATEMENT = _Statement(_BURN_PG)
-_PRUNE_STATEMENT = _Statement(_PRUNE)
-_PRUNE_PG_STATEMENT = _Statement(_PRUNE_PG)
+_ACTIVE_PEM_STATEMENT = Sql(_ACTIVE_PEM)
+_BURN_STATEMENT = Sql(_BURN_PG)
+_PRUNE_STATEMENT = Sql(_PRUNE)
+_PRUNE_PG_STATEMENT = Sql(_PRUNE_PG)
 
 
 # --------------------------------------------------------------------------- keys
@@ -228,7 +174,7 @@ _key_cache = _KeyCache(KEY_CACHE_SIZE)
 def _active_pem(engine: Engine, keyid: str) -> str | None:
     if len(keyid) > MAX_KEYID:
         return None
-    row = _ACTIVE_PEM_STATEMENT.first(engine, {"keyid": keyid})
+    row = _ACTIVE_PEM_STATEMENT.first_committed(engine, {"keyid": keyid})
     return None if row is None else str(row.public_key_pem)
 
 
@@ -266,7 +212,7 @@ def _burn(engine: Engine, keyid: str, pem: str, nonce: str, now: datetime) -> _O
     """Burn the nonce if the key is still active with this PEM: its owner; None if it is not."""
     params = {"keyid": keyid, "pem": pem, "nonce": nonce, "seen_at": now}
     if _is_postgres(engine):
-        row = _BURN_STATEMENT.first(engine, params)
+        row = _BURN_STATEMENT.first_committed(engine, params)
         return None if row is None else _Owner(row.org_id, row.kind, row.status, bool(row.fresh))
     with engine.begin() as conn:
         return _burn_in(conn, params)
@@ -283,7 +229,7 @@ def _burn_in(conn: Connection, params: Mapping[str, Any]) -> _Owner | None:
 def prune_nonces(engine: Engine, now: datetime) -> None:
     """Forget nonces too old to be replayed, a bounded batch at a time."""
     statement = _PRUNE_PG_STATEMENT if _is_postgres(engine) else _PRUNE_STATEMENT
-    statement.first(engine, {"cutoff": now - NONCE_RETENTION})
+    statement.first_committed(engine, {"cutoff": now - NONCE_RETENTION})
 
 
 # --------------------------------------------------------------------------- requests

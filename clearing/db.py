@@ -211,6 +211,35 @@ class Sql:
         found = self.rows(session, params)
         return found[0] if found else None
 
+    def first_committed(self, engine: Engine, params: Params) -> Any | None:
+        """Run in a transaction of its own and return the first row, if any. On PostgreSQL that
+        is one statement in autocommit: one round trip, without BEGIN and COMMIT."""
+        if engine.dialect.name != "postgresql":
+            with engine.begin() as conn:
+                result = conn.execute(self.statement, dict(params))
+                return result.first() if result.returns_rows else None
+        pooled = engine.raw_connection()
+        driver = cast(psycopg.Connection[Any], pooled.driver_connection)
+        sql = self._pg_sql()
+        try:
+            driver.autocommit = True
+            try:
+                with driver.cursor(row_factory=namedtuple_row) as cursor:
+                    cursor.execute(sql, self._params(params), prepare=True)
+                    outcome = cursor.pgresult
+                    if outcome is None or outcome.status != pq.ExecStatus.TUPLES_OK:
+                        return None
+                    return cursor.fetchone()
+            finally:
+                if not driver.broken:
+                    driver.autocommit = False
+        except psycopg.Error as error:
+            if driver.broken:
+                pooled.invalidate()
+            raise _wrapped(sql, error) from error
+        finally:
+            pooled.close()
+
     def run_many(self, session: Session, params: Sequence[Params]) -> None:
         """Execute once per parameter set, without rows back."""
         if not params:

@@ -143,3 +143,18 @@ def signed(
         method, path, headers={**all_headers, **added}, content=content
     )
     return response
+
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: object, status: int, code: str) -> dict[str, object]:
+    """The response is a signed problem+json with this status and code."""
+    assert hasattr(response, "status_code")
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    assert response.headers["content-type"] == PROBLEM  # type: ignore[attr-defined]
+    assert "signature" in response.headers  # type: ignore[attr-defined]
+    body: dict[str, object] = response.json()  # type: ignore[attr-defined]
+    assert body["code"] == code
+    assert body["status"] == status
+    return body

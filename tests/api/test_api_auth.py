@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from api_support import BASE, Party, World, make_settings, public_pem, signed
+from api_support import BASE, Party, World, assert_problem, make_settings, public_pem, signed
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from http_message_signatures import HTTPMessageSigner, HTTPMessageVerifier, MappingKeyResolver
 from http_message_signatures.algorithms import ED25519
@@ -21,20 +21,6 @@ from starlette.testclient import TestClient
 from clearing.app import create_app
 from clearing.client import ApiError
 from clearing.signatures import load_public_key, public_jwk, sign_request, verify_response
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response: object, status: int, code: str) -> dict[str, object]:
-    """The response is a signed problem+json with this status and code."""
-    assert hasattr(response, "status_code")
-    assert response.status_code == status, response.text  # type: ignore[attr-defined]
-    assert response.headers["content-type"] == PROBLEM  # type: ignore[attr-defined]
-    assert "signature" in response.headers  # type: ignore[attr-defined]
-    body: dict[str, object] = response.json()  # type: ignore[attr-defined]
-    assert body["code"] == code
-    assert body["status"] == status
-    return body
 
 
 def test_unsigned_request_is_signature_missing(world: World, http: TestClient) -> None:

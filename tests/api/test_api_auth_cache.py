@@ -7,11 +7,10 @@ import time
 from datetime import timedelta
 
 import pytest
-from api_support import Party, World, public_pem, signed
+from api_support import Party, World, assert_problem, public_pem, signed
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
-from test_api_auth import assert_problem
 
 from clearing import auth
 from clearing.db import transaction
