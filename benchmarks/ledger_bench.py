@@ -8,6 +8,10 @@
 (c) the hot-account case: (a) again with every checkout at one merchant.
 The reference is pgbench's TPC-B with the same client count, scale = clients (as pgbench's
 documentation advises). Prints a table, then one JSON line with every figure and ratio.
+It also prints the CPU each side spends per operation: the client's (the worker processes) and
+the server's (each worker's PostgreSQL backend, from /proc), against the server's CPU per TPC-B
+transaction (the machine's busy time during pgbench less pgbench's own), which says how much
+database work one operation is compared to the reference.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
@@ -64,8 +69,34 @@ def _drop_db(name: str) -> None:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def pgbench(seconds: int, clients: int) -> float:
-    """TPC-B transactions per second on a scratch database of the same server."""
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid`, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy, from /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _backend_pid(engine: Engine) -> int:
+    """The PostgreSQL backend of a one-connection engine (the pool keeps that connection)."""
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def pgbench(seconds: int, clients: int) -> tuple[float, float]:
+    """TPC-B transactions per second on a scratch database of the same server, and the
+    server's CPU milliseconds per transaction (the machine's busy time less pgbench's own)."""
     name = f"clearing_pgbench_{os.getpid()}"
     url = make_url(_create_db(name))
     env = {
@@ -81,6 +112,7 @@ def pgbench(seconds: int, clients: int) -> float:
             capture_output=True,
             env=env,
         )
+        busy, client = _machine_busy(), _children_cpu()
         out = subprocess.run(
             [
                 "pgbench",
@@ -98,11 +130,14 @@ def pgbench(seconds: int, clients: int) -> float:
             text=True,
             env=env,
         ).stdout
+        server_cpu = (_machine_busy() - busy) - (_children_cpu() - client)
     finally:
         _drop_db(name)
-    match = re.search(r"tps = ([0-9.]+)", out)
-    assert match, out
-    return float(match.group(1))
+    tps = re.search(r"tps = ([0-9.]+)", out)
+    done = re.search(r"number of transactions actually processed: ([0-9]+)", out)
+    assert tps, out
+    assert done, out
+    return float(tps.group(1)), server_cpu / int(done.group(1)) * 1000
 
 
 def setup(url: str, workers: int) -> Setup:
@@ -191,12 +226,13 @@ def _single_worker(args: Job) -> None:
     from issuers.schemas import AccrualCreate
 
     engine = make_engine(conf.url, pool_size=1, max_overflow=0)
+    backend = _backend_pid(engine)
     issuer = Caller(uuid.UUID(conf.issuer[0]), "issuer")
     merchants = [Caller(uuid.UUID(m), "merchant") for m, _ in conf.merchants]
     latencies: dict[str, list[float]] = {"accrual": [], "authorise": [], "capture": []}
     n = 0
     deadline = _start(seconds, ready)
-    start = time.perf_counter()
+    start, cpu, server = time.perf_counter(), time.process_time(), _proc_cpu(backend)
     while time.perf_counter() < deadline:
         ext = f"w{worker}-m{n % MEMBERS_PER_WORKER}"
         merchant = merchants[0] if hot else merchants[(worker * 7 + n) % MERCHANTS]
@@ -229,7 +265,15 @@ def _single_worker(args: Job) -> None:
         latencies["authorise"].append(t2 - t1)
         latencies["capture"].append(t3 - t2)
         n += 1
-    queue.put((n * 3, time.perf_counter() - start, latencies))
+    queue.put(
+        (
+            n * 3,
+            time.perf_counter() - start,
+            latencies,
+            time.process_time() - cpu,
+            _proc_cpu(backend) - server,
+        )
+    )
     engine.dispose()
 
 
@@ -242,6 +286,7 @@ def _batch_worker(args: Job) -> None:
     from issuers.schemas import AccrualBatchCreate, AccrualCreate
 
     engine = make_engine(conf.url, pool_size=1, max_overflow=0)
+    backend = _backend_pid(engine)
     issuer = Caller(uuid.UUID(conf.issuer[0]), "issuer")
     items = [
         AccrualCreate(
@@ -253,14 +298,22 @@ def _batch_worker(args: Job) -> None:
     ops = 0
     latencies: list[float] = []
     deadline = _start(seconds, ready)
-    start = time.perf_counter()
+    start, cpu, server = time.perf_counter(), time.process_time(), _proc_cpu(backend)
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
         with transaction(engine) as s:
             issuers.accrue_batch(s, issuer, req, datetime.now(UTC), uuid.uuid4().hex)
         latencies.append(time.perf_counter() - t0)
         ops += FILE_LINES
-    queue.put((ops, time.perf_counter() - start, {"file": latencies}))
+    queue.put(
+        (
+            ops,
+            time.perf_counter() - start,
+            {"file": latencies},
+            time.process_time() - cpu,
+            _proc_cpu(backend) - server,
+        )
+    )
     engine.dispose()
 
 
@@ -283,10 +336,15 @@ def run_phase(
     ops = sum(r[0] for r in results)
     elapsed = max(r[1] for r in results)
     merged: dict[str, list[float]] = {}
-    for _, _, lat in results:
+    for _, _, lat, _, _ in results:
         for k, v in lat.items():
             merged.setdefault(k, []).extend(v)
-    figures = {"ops_per_s": ops / elapsed, "ops": float(ops)}
+    figures = {
+        "ops_per_s": ops / elapsed,
+        "ops": float(ops),
+        "client_cpu_ms_per_op": sum(r[3] for r in results) / ops * 1000,
+        "server_cpu_ms_per_op": sum(r[4] for r in results) / ops * 1000,
+    }
     for k, v in merged.items():
         v.sort()
         figures[f"{k}_p50_ms"] = statistics.median(v) * 1000
@@ -303,7 +361,7 @@ def main() -> None:
     url = _create_db(name)
     try:
         conf = setup(url, args.workers)
-        reference = pgbench(args.seconds, args.workers)
+        reference, reference_cpu = pgbench(args.seconds, args.workers)
         single = run_phase(conf, args.workers, args.seconds, _single_worker)
         batched = run_phase(conf, args.workers, args.seconds, _batch_worker)
         hot = run_phase(conf, args.workers, args.seconds, _single_worker, hot=True)
@@ -327,6 +385,12 @@ def main() -> None:
         "workers": args.workers,
         "seconds": args.seconds,
         "pgbench_tps": round(reference, 1),
+        "pgbench_server_cpu_ms_per_txn": round(reference_cpu, 3),
+        "cpu_ms_per_op": {
+            f"{phase}_{side}": round(d[f"{side}_cpu_ms_per_op"], 3)
+            for phase, d in (("a", single), ("b", batched), ("c", hot))
+            for side in ("client", "server")
+        },
         "a_single_ops_per_s": round(single["ops_per_s"], 1),
         "a_ratio_to_pgbench": round(single["ops_per_s"] / reference, 3),
         "a_target": 0.5,
@@ -356,6 +420,16 @@ def main() -> None:
         f"{'(c) hot merchant ops/s':<28}{hot['ops_per_s']:>14.1f}{figures['c_ratio_to_a']:>10}{'>=0.5':>9}"
     )
     print(f"{'peak RSS MiB':<28}{peak_mib:>14.1f}")
+    # What bounds (a): the database's own CPU per operation against its CPU per TPC-B transaction.
+    print(f"{'CPU ms per op (server)':<28}{'TPC-B':>9}{'a':>9}{'b':>9}{'c':>9}")
+    print(
+        f"{'':<28}{reference_cpu:>9.3f}{single['server_cpu_ms_per_op']:>9.3f}"
+        f"{batched['server_cpu_ms_per_op']:>9.3f}{hot['server_cpu_ms_per_op']:>9.3f}"
+    )
+    print(
+        f"{'CPU ms per op (client)':<28}{'':>9}{single['client_cpu_ms_per_op']:>9.3f}"
+        f"{batched['client_cpu_ms_per_op']:>9.3f}{hot['client_cpu_ms_per_op']:>9.3f}"
+    )
     print(f"{'ledger check errors':<28}{len(errors):>14}")
     print(json.dumps(figures, sort_keys=True))
 
