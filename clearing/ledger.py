@@ -324,11 +324,6 @@ _RESERVE_AND_HOLD = Sql(
         " :expires_at FROM reserved RETURNING id"
     )
 )
-_LOCK_HOLD = Sql(
-    select(_HOLDS.c.id, _HOLDS.c.account_id, _HOLDS.c.points, _HOLDS.c.status, _HOLDS.c.expires_at)
-    .where(_HOLDS.c.id == bindparam("hold_id"))
-    .with_for_update()
-)
 _CLOSE_HOLD = Sql(
     update(_HOLDS)
     .where(_HOLDS.c.id == bindparam("hold_id"))
@@ -697,15 +692,6 @@ class Ledger:
             return False
         _PLACE_HOLD.rows(self.session, hold)
         return True
-
-    def open_hold(self, hold_id: uuid.UUID, now: datetime) -> OpenHold:
-        """The hold, locked, if it can still be captured or voided."""
-        row = _LOCK_HOLD.first(self.session, {"hold_id": hold_id})
-        if row is None:
-            raise NotFound("unknown hold")
-        return HoldState(row.id, row.account_id, row.points, row.status, row.expires_at).open_at(
-            now
-        )
 
     def _close(self, close: HoldClose, now: datetime) -> None:
         _CLOSE_HOLD.rows(
