@@ -131,11 +131,7 @@ def run_once(
 ) -> tuple[R, bool]:
     """Run `action` once per key: returns its result and whether it was a replay."""
     replay = claim(session, org_id, key, operation, fingerprint(operation, request), now)
-    if replay is not None:
-        return result_type.model_validate_json(replay.body), True
-    result = action()
-    record(session, org_id, key, status_code, result.model_dump_json().encode())
-    return result, False
+    return _outcome(session, org_id, key, status_code, result_type, replay, action)
 
 
 def run_once_reading(
@@ -154,19 +150,33 @@ def run_once_reading(
     """`run_once` for an action whose first step is the query `read`: the action gets its first
     row (or None). On PostgreSQL the query travels with the key's claim, in one round trip."""
     print_ = fingerprint(operation, request)
-    params = _claim_params(org_id, key, operation, print_, now)
     if is_postgres(session):
+        params = _claim_params(org_id, key, operation, print_, now)
         row = _claiming(read).first(session, {**params, **read_params})
         assert row is not None
-        if not row.clearing_claimed:
-            replay = _first_use(session, org_id, key, operation, print_)
-            return result_type.model_validate_json(replay.body), True
-        result = action(row if row.clearing_found else None)
+        replay = (
+            None if row.clearing_claimed else _first_use(session, org_id, key, operation, print_)
+        )
+        found = row if row.clearing_found else None
     else:
-        if _CLAIM_SQLITE.first(session, params) is None:
-            replay = _first_use(session, org_id, key, operation, print_)
-            return result_type.model_validate_json(replay.body), True
-        result = action(read.first(session, read_params))
+        replay = claim(session, org_id, key, operation, print_, now)
+        found = None if replay is not None else read.first(session, read_params)
+    return _outcome(session, org_id, key, status_code, result_type, replay, lambda: action(found))
+
+
+def _outcome(
+    session: Session,
+    org_id: uuid.UUID,
+    key: str,
+    status_code: int,
+    result_type: type[R],
+    replay: Replay | None,
+    action: Callable[[], R],
+) -> tuple[R, bool]:
+    """The first request's stored result, or the action's, stored under the key."""
+    if replay is not None:
+        return result_type.model_validate_json(replay.body), True
+    result = action()
     record(session, org_id, key, status_code, result.model_dump_json().encode())
     return result, False
 
