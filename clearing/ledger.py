@@ -35,9 +35,8 @@ from clearing.models import (
     Obligation,
     Posting,
 )
+from clearing.money import MAX_AMOUNT, AmountOutOfRange
 from clearing.timeutil import aware
-
-MAX_AMOUNT = 2**63 - 1
 
 # System account roles of a points asset, owned by the program's issuer.
 ISSUED = "issued"  # debited when points are created by accrual
@@ -81,13 +80,13 @@ def account_name(asset: str, role: str, owner: uuid.UUID) -> str:
 
 
 def check_amount(value: object, what: str = "points", *, allow_zero: bool = False) -> int:
-    """A positive whole number that fits in 64 bits, or InvalidInput."""
+    """A positive whole number that one operation may carry, or a 4xx problem."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{what} must be a whole number", field=what)
     if value < 0 or (value == 0 and not allow_zero):
         raise InvalidInput(f"{what} must be positive", field=what)
     if value > MAX_AMOUNT:
-        raise InvalidInput(f"{what} must fit in 64 bits", field=what)
+        raise AmountOutOfRange(f"{what} must be at most {MAX_AMOUNT}", field=what, limit=MAX_AMOUNT)
     return value
 
 
@@ -459,7 +458,9 @@ class Ledger:
         totals: dict[str, int] = defaultdict(int)
         for leg in legs:
             if abs(leg.amount) > MAX_AMOUNT or abs(leg.held) > MAX_AMOUNT:
-                raise InvalidInput("amount must fit in 64 bits", field="amount")
+                raise AmountOutOfRange(
+                    f"amount must be at most {MAX_AMOUNT}", field="amount", limit=MAX_AMOUNT
+                )
             info = infos[leg.account_id]
             totals[info.asset] += leg.amount
             if info.floor_zero and leg.amount > 0 and leg.lot is None and leg.restore_from is None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clearing.ledger import MAX_AMOUNT
+from clearing.money import MAX_AMOUNT
 
 Points = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT, description="Whole points")]
 MinorUnits = Annotated[

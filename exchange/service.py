@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from clearing import money
 from clearing.context import Caller
 from clearing.db import Sql, row_to
 from clearing.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -31,7 +32,6 @@ from clearing.ledger import (
 )
 from clearing.models import Hold
 from clearing.timeutil import add_months, aware
-from exchange import arithmetic
 from exchange.models import BilateralRate, Checkout, ConversionQuote
 from exchange.schemas import (
     BilateralRateCreate,
@@ -297,11 +297,11 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
                 source_block=bilateral.source_block,
                 min_source_points=bilateral.min_source_points,
             )
-        points_in = arithmetic.blocks_converted(
+        points_in = money.blocks_converted(
             req.points, bilateral.source_block, bilateral.target_block
         )
     else:
-        points_in = arithmetic.converted_points(
+        points_in = money.converted_points(
             req.points, source_value.value, target_value.value, fee_rate
         )
     if points_in <= 0:
@@ -322,8 +322,8 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
         target_value_version=target_value.version,
         bilateral_version=bilateral.version if bilateral else None,
         fee_rate=fee_rate,
-        fee_amount=arithmetic.conversion_fee(req.points, source_value.value, fee_rate, currency),
-        settlement_amount=arithmetic.value_of_points(points_in, target_value.value, currency),
+        fee_amount=money.conversion_fee(req.points, source_value.value, fee_rate, currency),
+        settlement_amount=money.value_owed_for_points(points_in, target_value.value, currency),
         valid_until=now + QUOTE_TTL,
         created_at=now,
     )
@@ -504,7 +504,7 @@ def _authorise(
         raise InvalidInput("points_amount cannot exceed order_total", field="points_amount")
     member = context.active_member()
     value = context.point_value()
-    points = arithmetic.points_for_amount(req.points_amount, value.value, currency)
+    points = money.points_for_amount(req.points_amount, value.value, currency)
     ttl = timedelta(seconds=req.ttl_seconds) if req.ttl_seconds else hold_ttl
     hold_id = Ledger(session).place_hold(member.account_id, points, merchant.id, now, now + ttl)
     checkout = CheckoutState(
@@ -645,9 +645,9 @@ def _capture(
     points = (
         checkout.points
         if amount == checkout.points_amount
-        else arithmetic.points_for_amount(amount, checkout.point_value, checkout.currency)
+        else money.points_for_amount(amount, checkout.point_value, checkout.currency)
     )
-    fee = arithmetic.fee(amount, checkout.fee_rate)
+    fee = money.fee(amount, checkout.fee_rate)
     issuer_id = parties.issuer_id
     obligations = [
         ObligationDraft(
@@ -771,11 +771,11 @@ def _refund(
         raise RefundExceedsCapture("cannot refund more than was captured", refundable=remaining)
     total_after = checkout.refunded_amount + req.amount
     points = (
-        arithmetic.cumulative_share(checkout.captured_points, total_after, checkout.captured_amount)
+        money.cumulative_share(checkout.captured_points, total_after, checkout.captured_amount)
         - checkout.refunded_points
     )
     fee_back = (
-        arithmetic.cumulative_share(checkout.fee_amount, total_after, checkout.captured_amount)
+        money.cumulative_share(checkout.fee_amount, total_after, checkout.captured_amount)
         - checkout.refunded_fee
     )
     ledger = Ledger(session)

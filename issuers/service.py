@@ -35,14 +35,14 @@ from clearing.ledger import (
     points_asset,
 )
 from clearing.models import JournalEntry, Obligation, Posting
-from clearing.timeutil import add_months, aware
-from exchange.arithmetic import (
+from clearing.money import (
     check_fee_rate,
     check_rate,
     cumulative_share,
     exponent,
-    value_of_points,
+    value_owed_for_points,
 )
+from clearing.timeutil import add_months, aware
 from issuers.models import (
     Accrual,
     Member,
@@ -818,7 +818,7 @@ def _post_accruals(
         owed = 0
         obligations: list[ObligationDraft] = []
         if funder.kind == "merchant":
-            owed = value_of_points(item.points, value.value, issuer.currency)
+            owed = value_owed_for_points(item.points, value.value, issuer.currency)
             if owed > 0:
                 obligations.append(
                     ObligationDraft(

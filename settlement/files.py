@@ -24,8 +24,8 @@ from typing import IO, BinaryIO
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from clearing.money import exponent, parse_minor
 from settlement.camt053 import Camt053Writer
-from settlement.currencies import exponent, parse_minor
 from settlement.lines import ObligationLine, Party
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME, manifest_bytes, sign_manifest
 from settlement.statement import (

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from settlement.currencies import is_known_currency
+from clearing.money import is_known_currency
 from settlement.lines import EVENT_TYPES, ObligationLine, ensure_frame, lines_to_frame
 
 __all__ = ["Clearer", "Clearing", "Gross", "Totals", "check_invariants", "clear", "lines_to_frame"]

@@ -49,9 +49,9 @@ from sqlalchemy.orm import Session
 from clearing.config import Settings
 from clearing.db import transaction
 from clearing.errors import ClearingError, Conflict, InvalidInput, NotFound
+from clearing.money import exponent, parse_minor
 from clearing.platform_key import load_or_create
 from settlement import repository as repo
-from settlement.currencies import exponent, parse_minor
 from settlement.files import CSV_NAME, BatchWrite, ChunkSource, write_batch_folders
 from settlement.lines import Party, PartyKind
 from settlement.lock import runner_lock

@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from clearing.errors import InvalidInput
-from settlement.currencies import exponent
+from clearing.money import exponent
 from settlement.lines import (
     FEE_EVENT_TYPES,
     LINE_COLUMNS,

@@ -22,10 +22,10 @@ from sqlalchemy import Engine
 from clearing.config import Settings
 from clearing.db import make_engine, transaction
 from clearing.errors import ClearingError
+from clearing.money import is_known_currency
 from clearing.tasks import expire_due
 from clearing.timeutil import utcnow
 from settlement import repository as repo
-from settlement.currencies import is_known_currency
 from settlement.lock import BatchRunning
 from settlement.schemas import BatchOut
 from settlement.service import business_date_of, parse_cutoff, run_batch

@@ -22,11 +22,11 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
+from clearing import money
 from clearing.check import check_ledger
 from clearing.db import make_engine, transaction
 from clearing.errors import ClearingError
 from clearing.ledger import POSITION, Ledger, expire_due_lots, money_asset
-from exchange import arithmetic
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
 from issuers import service as issuers
@@ -121,13 +121,13 @@ class LedgerMachine(RuleBasedStateMachine):
             )
         self.lots[m].append([self.now.replace(year=self.now.year + 1), points])
         if funded:
-            owed = arithmetic.value_of_points(points, VALUE, "CNY")
+            owed = money.value_owed_for_points(points, VALUE, "CNY")
             self.position["shop"] -= owed
             self.position["issuer"] += owed
 
     @rule(target=checkouts, m=st.sampled_from(MEMBERS), amount=st.integers(1, 3000))
     def authorise(self, m: str, amount: int) -> object:
-        points = arithmetic.points_for_amount(amount, VALUE, "CNY")
+        points = money.points_for_amount(amount, VALUE, "CNY")
         try:
             with transaction(self.engine) as session:
                 out, _ = exchange.authorise(
@@ -167,12 +167,10 @@ class LedgerMachine(RuleBasedStateMachine):
             assert error.code in ("hold_expired", "hold_not_open")
             return None
         assert c.epoch == self.epoch
-        points = (
-            c.points if amount == c.amount else arithmetic.points_for_amount(amount, VALUE, "CNY")
-        )
+        points = c.points if amount == c.amount else money.points_for_amount(amount, VALUE, "CNY")
         self.held[c.member] -= c.points
         c.taken = self.take(c.member, points)
-        fee = arithmetic.fee(amount, FEE)
+        fee = money.fee(amount, FEE)
         self.position["issuer"] -= amount
         self.position["shop"] += amount - fee
         self.position["platform"] += fee
@@ -213,10 +211,9 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         total = c.refunded + amount
         points = (
-            arithmetic.cumulative_share(c.captured_points, total, c.captured_amount)
-            - c.refunded_points
+            money.cumulative_share(c.captured_points, total, c.captured_amount) - c.refunded_points
         )
-        fee_back = arithmetic.cumulative_share(c.fee, total, c.captured_amount) - c.refunded_fee
+        fee_back = money.cumulative_share(c.fee, total, c.captured_amount) - c.refunded_fee
         c.refunded, c.refunded_points, c.refunded_fee = (
             total,
             c.refunded_points + points,

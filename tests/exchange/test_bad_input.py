@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from clearing.db import transaction
 from clearing.errors import ClearingError
-from clearing.ledger import MAX_AMOUNT
 from clearing.models import Hold, IdempotencyRecord, JournalEntry
+from clearing.money import MAX_AMOUNT
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate
 from issuers import service as issuers
@@ -133,11 +133,13 @@ def test_bad_input_is_refused_and_writes_nothing(engine: Engine, case: str) -> N
     assert counts(engine) == before
 
 
-@pytest.mark.parametrize("points", [0, -1, 2**63, "10", 1.5, True])
-def test_points_must_be_positive_64_bit_integers(points: object) -> None:
+@pytest.mark.parametrize("points", [0, -1, 10**15, 2**63, "10", 1.5, True])
+def test_points_must_be_positive_and_below_10_to_the_15(points: object) -> None:
     with pytest.raises(ValidationError):
         AccrualCreate(program="BANKA", external_id="alice", points=points)
-    assert MAX_AMOUNT == 2**63 - 1
+    assert (
+        AccrualCreate(program="BANKA", external_id="alice", points=MAX_AMOUNT).points == 10**15 - 1
+    )
 
 
 @pytest.mark.parametrize("value", ["0", "-0.005", "NaN", "Infinity"])

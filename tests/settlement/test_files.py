@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from openpyxl import load_workbook
 from settlement_factories import PLATFORM, chunked, days, line, meta, orgs_of, party
 
+from clearing.money import UnknownCurrency
 from settlement.camt053 import validation_errors
-from settlement.currencies import UnknownCurrency
 from settlement.files import (
     CAMT_NAME,
     CSV_NAME,
