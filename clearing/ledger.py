@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -35,7 +36,7 @@ from clearing.models import (
     Obligation,
     Posting,
 )
-from clearing.money import MAX_AMOUNT, AmountOutOfRange
+from clearing.money import BALANCE_LIMIT, MAX_AMOUNT, AmountOutOfRange
 from clearing.timeutil import aware
 
 # System account roles of a points asset, owned by the program's issuer.
@@ -427,8 +428,10 @@ class Ledger:
         moves = self._moves([leg for _, legs in prepared for leg in legs], infos)
         journal, postings, obligations = _entry_rows(prepared, infos)
         if self.on_server and is_postgres(self.session) and _server_can_post(prepared, infos):
-            return self._post_on_server(prepared, infos, moves, journal, postings, obligations)
-        self._move_balances(moves, infos)
+            with _balances_in_range():
+                return self._post_on_server(prepared, infos, moves, journal, postings, obligations)
+        with _balances_in_range():
+            self._move_balances(moves, infos)
         bulk_insert(self.session, _JOURNAL, journal)
         bulk_insert(self.session, _POSTINGS, postings)
         bulk_insert(self.session, _OBLIGATIONS, obligations)
@@ -532,6 +535,14 @@ class Ledger:
         for leg in legs:
             deltas[leg.account_id][0] += leg.amount
             deltas[leg.account_id][1] += leg.held
+        for amount, held in deltas.values():
+            # Checked here, in exact integers, so that no sum of a bulk file reaches the database
+            # as a number its 64-bit columns cannot hold.
+            if abs(amount) > BALANCE_LIMIT or abs(held) > BALANCE_LIMIT:
+                raise AmountOutOfRange(
+                    f"this posting would move one balance by more than {BALANCE_LIMIT}",
+                    limit=BALANCE_LIMIT,
+                )
         return [
             (account_id, self._slot(infos[account_id]), amount, held)
             for account_id, (amount, held) in sorted(deltas.items())
@@ -965,3 +976,17 @@ def _entry_rows(
         for n, ob in enumerate(draft.obligations)
     ]
     return journal, postings, obligations
+
+
+@contextmanager
+def _balances_in_range() -> Iterator[None]:
+    """A balance the posting would take beyond +/- BALANCE_LIMIT is a 4xx, never a 500."""
+    try:
+        yield
+    except DBAPIError as error:
+        message = str(error.orig)
+        if "balance_in_range" in message or getattr(error.orig, "sqlstate", None) == "22003":
+            raise AmountOutOfRange(
+                f"this posting would take a balance beyond {BALANCE_LIMIT}", limit=BALANCE_LIMIT
+            ) from None
+        raise

@@ -56,6 +56,12 @@ class Balance(Base):
         CheckConstraint(
             "NOT floor_zero OR (held >= 0 AND balance >= held)", name="floor_zero_respected"
         ),
+        # clearing.money.BALANCE_LIMIT: eight slots of an account still sum inside 64 bits.
+        CheckConstraint(
+            "balance BETWEEN -1000000000000000000 AND 1000000000000000000"
+            " AND held BETWEEN 0 AND 1000000000000000000",
+            name="balance_in_range",
+        ),
     )
 
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), primary_key=True)

@@ -308,6 +308,9 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
         raise ConversionTooSmall(
             "these points convert to less than one point of the target program"
         )
+    settlement_amount = money.value_owed_for_points(points_in, target_value.value, currency)
+    if settlement_amount <= 0:
+        raise ConversionTooSmall("these points are worth less than one minor unit")
     quote = ConversionQuote(
         id=new_id(),
         org_id=caller.org_id,
@@ -323,7 +326,7 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
         bilateral_version=bilateral.version if bilateral else None,
         fee_rate=fee_rate,
         fee_amount=money.conversion_fee(req.points, source_value.value, fee_rate, currency),
-        settlement_amount=money.value_owed_for_points(points_in, target_value.value, currency),
+        settlement_amount=settlement_amount,
         valid_until=now + QUOTE_TTL,
         created_at=now,
     )

@@ -818,21 +818,22 @@ def _post_accruals(
         owed = 0
         obligations: list[ObligationDraft] = []
         if funder.kind == "merchant":
+            # Rounded up: every line owes at least one minor unit, so no split of a file into
+            # many small lines owes less than the whole (clearing.money).
             owed = value_owed_for_points(item.points, value.value, issuer.currency)
-            if owed > 0:
-                obligations.append(
-                    ObligationDraft(
-                        event_type="merchant_funded_accrual",
-                        payer_org_id=funder.id,
-                        payee_org_id=issuer.id,
-                        currency=issuer.currency,
-                        amount=owed,
-                        program_code=program.code,
-                        points=item.points,
-                        point_value=value.value,
-                        point_value_version=value.version,
-                    )
+            obligations.append(
+                ObligationDraft(
+                    event_type="merchant_funded_accrual",
+                    payer_org_id=funder.id,
+                    payee_org_id=issuer.id,
+                    currency=issuer.currency,
+                    amount=owed,
+                    program_code=program.code,
+                    points=item.points,
+                    point_value=value.value,
+                    point_value_version=value.version,
                 )
+            )
         draft = EntryDraft(
             kind="accrual",
             org_id=funder.id,

@@ -64,9 +64,9 @@ def test_merchant_funded_accrual_owes_issuer_value(engine: Engine) -> None:
     w = build_world(engine)
     member(engine, w.bank_a, "BANKA", "alice")
     out = accrue(engine, w.shop, "BANKA", "alice", 333)
-    # 333 points x 0.005 CNY = 1.665 CNY = 166.5 fen, half-even -> 166
-    assert out.amount_owed == 166
-    assert obligations(engine) == [("merchant_funded_accrual", 166)]
+    # 333 points x 0.005 CNY = 1.665 CNY = 166.5 fen; the funder's debt rounds up -> 167
+    assert out.amount_owed == 167
+    assert obligations(engine) == [("merchant_funded_accrual", 167)]
     assert_clean(engine)
 
 
@@ -79,23 +79,24 @@ def test_checkout_points_plus_cash_capture_and_partial_refund(engine: Engine) ->
     assert (auth.points, auth.cash_amount, auth.status) == (6002, 6999, "authorised")
     assert balance(engine, w.bank_a, "BANKA", "alice") == (10_000, 3998)
     done = capture(engine, w.shop, auth.id)
-    assert (done.status, done.captured_points, done.fee_amount) == ("captured", 6002, 18)
+    # 0.6% of 3001 fen = 18.006 fen; the fee rounds up against its payer -> 19
+    assert (done.status, done.captured_points, done.fee_amount) == ("captured", 6002, 19)
     assert balance(engine, w.bank_a, "BANKA", "alice") == (3998, 3998)
     with transaction(engine) as session:
         first, _ = exchange.refund(session, w.shop, auth.id, RefundCreate(amount=1000), T0, key())
         second, _ = exchange.refund(session, w.shop, auth.id, RefundCreate(amount=2001), T0, key())
     # cumulative shares: refunds add back to exactly what was captured
     assert first.points + second.points == 6002
-    assert first.fee_returned + second.fee_returned == 18
+    assert first.fee_returned + second.fee_returned == 19
     assert balance(engine, w.bank_a, "BANKA", "alice") == (10_000, 10_000)
     with transaction(engine) as session, pytest.raises(ClearingError) as err:
         exchange.refund(session, w.shop, auth.id, RefundCreate(amount=1), T0, key())
     assert err.value.code == "refund_exceeds_capture"
     assert obligations(engine) == [
         ("checkout_capture", 3001),
-        ("fee", 18),
+        ("fee", 19),
         ("checkout_refund", 1000),
-        ("fee_refund", 5),
+        ("fee_refund", 6),  # floor(19 x 1000 / 3001): what is given back rounds down
         ("checkout_refund", 2001),
         ("fee_refund", 13),
     ]
@@ -159,8 +160,8 @@ def test_conversion_value_based_and_bilateral(engine: Engine) -> None:
     out = convert(engine, w.bank_a, ("BANKA", "alice"), ("MOBILE", "13800000000"), 1001)
     # floor(1001 x 0.005 x 0.99 / 0.002) = floor(2477.475) = 2477
     assert out.points_in == 2477
-    assert out.settlement_amount == 495  # 2477 x 0.2 fen = 495.4 -> 495
-    assert out.fee_amount == 5  # 1% of 500.5 fen = 5.005 -> 5
+    assert out.settlement_amount == 496  # 2477 x 0.2 fen = 495.4, owed by A: up -> 496
+    assert out.fee_amount == 6  # 1% of 500.5 fen = 5.005, owed to the platform: up -> 6
     assert balance(engine, w.carrier, "MOBILE", "13800000000") == (2477, 2477)
     assert balance(engine, w.bank_a, "BANKA", "alice") == (8999, 8999)
 
@@ -247,7 +248,7 @@ def test_accrual_reversal_returns_merchant_funding(engine: Engine) -> None:
 
     w = build_world(engine)
     member(engine, w.bank_a, "BANKA", "alice")
-    out = accrue(engine, w.shop, "BANKA", "alice", 1001)  # 500.5 fen -> 500 (half-even)
+    out = accrue(engine, w.shop, "BANKA", "alice", 1001)  # 500.5 fen -> 501 (the funder's debt rounds up)
     with transaction(engine) as session:
         r1, _ = issuers.reverse_accrual(
             session, w.shop, out.id, AccrualReversalCreate(points=500), T0, key()

@@ -28,8 +28,8 @@ def test_bulk_accruals_post_each_line_as_its_own_entry(engine: Engine) -> None:
     with transaction(engine) as session:
         out, replayed = issuers.accrue_batch(session, w.shop, req, T0, "file-1")
     assert (out.count, out.points, replayed) == (4, 441, False)
-    # each line's value is rounded on its own: 50 + 166.5->166 + 3.5->4 + 0.5->0
-    assert out.amount_owed == 50 + 166 + 4 + 0
+    # each line's value is rounded up on its own: 50 + 166.5->167 + 3.5->4 + 0.5->1
+    assert out.amount_owed == 50 + 167 + 4 + 1
     assert balance(engine, w.bank_a, "BANKA", "a") == (107, 107)
     with transaction(engine) as session:
         again, replayed = issuers.accrue_batch(session, w.shop, req, T0, "file-1")
