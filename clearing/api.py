@@ -73,7 +73,10 @@ async def idempotency_key(
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 IdempotencyKey = Annotated[str, Depends(idempotency_key)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
-After = Annotated[str | None, Query(max_length=200, description="Cursor from `next`")]
+After = Annotated[
+    str | None,
+    Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$", description="Cursor from `next`"),
+]
 
 
 def json_response(result: BaseModel, status_code: int = 200) -> Response:
@@ -121,7 +124,7 @@ def decode_cursor(cursor: str, size: int) -> list[str]:
     if (
         not isinstance(parts, list)
         or len(parts) != size
-        or not all(isinstance(p, str) for p in parts)
+        or not all(isinstance(p, str) and p.isprintable() for p in parts)
     ):
         raise InvalidInput("invalid cursor", field="after")
     return parts

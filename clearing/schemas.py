@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 from typing import Annotated
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from clearing.money import MAX_AMOUNT
 
@@ -17,7 +19,38 @@ Rate = Annotated[Decimal, Field(gt=0, max_digits=24, decimal_places=12)]
 FeeRate = Annotated[Decimal, Field(ge=0, lt=1, max_digits=12, decimal_places=8)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
-ExternalId = Annotated[str, Field(min_length=1, max_length=100)]
+# A partner's own id of its member: readable back by path (no "/", no leading "."), printable
+# ASCII only, so that it never needs escaping in a URL, a file or a log line.
+ExternalId = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+=~-]{0,99}$",
+        description="The issuer's own id of its member: letters, digits and . _ : @ + = ~ -",
+    ),
+]
+# Free text (names, references): any script, but no control characters (NUL among them), which
+# PostgreSQL cannot store and which forge lines in logs and files.
+_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=_PRINTABLE)]
+Reference = Annotated[str, Field(min_length=1, max_length=100, pattern=_PRINTABLE)]
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _known_zone(value: str) -> str:
+    if value not in _zones():
+        raise ValueError(f"unknown IANA time zone {value!r}")
+    return value
+
+
+Zone = Annotated[
+    str,
+    Field(max_length=64, description="IANA time zone of the party's business dates and cut-offs"),
+    AfterValidator(_known_zone),
+]
 
 
 class Model(BaseModel):

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+from clearing.errors import InvalidInput
+
+EFFECTIVE_HORIZON = timedelta(days=366)
+"""How far ahead a published value or rate may take effect: later ones would block every
+version published in between (versions take effect in order)."""
 
 
 def utcnow() -> datetime:
@@ -22,3 +28,12 @@ def add_months(value: datetime, months: int) -> datetime:
     year, month = value.year + index // 12, index % 12 + 1
     day = min(value.day, calendar.monthrange(year, month)[1])
     return value.replace(year=year, month=month, day=day)
+
+
+def within_horizon(at: datetime, now: datetime, field: str = "effective_from") -> datetime:
+    """`at`, if it is no later than EFFECTIVE_HORIZON after `now`; else InvalidInput."""
+    if at > now + EFFECTIVE_HORIZON:
+        raise InvalidInput(
+            f"{field} may be at most {EFFECTIVE_HORIZON.days} days ahead", field=field
+        )
+    return at

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from pydantic import Field
 
-from clearing.schemas import Code, ExternalId, MinorUnits, Model, Points
+from clearing.schemas import Code, ExternalId, MinorUnits, Model, Points, Reference
 
 
 class BilateralRateCreate(Model):
@@ -76,7 +76,7 @@ class CheckoutCreate(Model):
     order_total: MinorUnits
     points_amount: MinorUnits
     """The part of the order paid with points; the rest is paid in cash."""
-    reference: str | None = Field(default=None, max_length=100)
+    reference: Reference | None = None
     ttl_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
 
 

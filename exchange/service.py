@@ -31,7 +31,7 @@ from clearing.ledger import (
     points_asset,
 )
 from clearing.models import Hold
-from clearing.timeutil import add_months, aware
+from clearing.timeutil import add_months, aware, within_horizon
 from exchange.models import BilateralRate, Checkout, ConversionQuote
 from exchange.schemas import (
     BilateralRateCreate,
@@ -215,7 +215,7 @@ def set_bilateral_rate(
     target = program_by_code(session, req.target_program)
     if req.min_source_points < req.source_block:
         raise InvalidInput("the minimum must be at least one block", field="min_source_points")
-    effective = aware(req.effective_from) if req.effective_from else now
+    effective = within_horizon(aware(req.effective_from) if req.effective_from else now, now)
     if effective < now:
         raise InvalidInput("a rate cannot take effect in the past", field="effective_from")
     latest = session.execute(

@@ -9,14 +9,25 @@ from typing import Literal
 
 from pydantic import Field
 
-from clearing.schemas import Code, Currency, ExternalId, FeeRate, Model, Points, Rate
+from clearing.schemas import (
+    Code,
+    Currency,
+    ExternalId,
+    FeeRate,
+    Model,
+    Name,
+    Points,
+    Rate,
+    Reference,
+    Zone,
+)
 
 
 class OrganisationCreate(Model):
     kind: Literal["platform", "issuer", "merchant"]
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     currency: Currency
-    zone: str = "Asia/Shanghai"
+    zone: Zone = "Asia/Shanghai"
     conversion_fee_rate: FeeRate | None = None
     default_fee_rate: FeeRate | None = None
 
@@ -45,7 +56,7 @@ class MerchantTermSet(Model):
 
 class ProgramCreate(Model):
     code: Code
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     point_value: Rate
     expiry_months: int | None = Field(default=None, ge=1, le=1200)
 
@@ -96,7 +107,7 @@ class AccrualCreate(Model):
     program: Code
     external_id: ExternalId
     points: Points
-    reference: str | None = Field(default=None, max_length=100)
+    reference: Reference | None = None
 
 
 class AccrualOut(Model):

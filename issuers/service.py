@@ -42,7 +42,7 @@ from clearing.money import (
     exponent,
     value_owed_for_points,
 )
-from clearing.timeutil import add_months, aware
+from clearing.timeutil import add_months, aware, within_horizon
 from issuers.models import (
     Accrual,
     Member,
@@ -531,7 +531,7 @@ def add_point_value(
     """Publish a new point value version, effective now or later; history never changes."""
     program = own_program(session, caller, code)
     check_rate(req.value, "value")
-    effective = aware(req.effective_from) if req.effective_from else now
+    effective = within_horizon(aware(req.effective_from) if req.effective_from else now, now)
     if effective < now:
         raise PointValueHistory("a point value cannot take effect in the past")
     latest = session.execute(

@@ -248,7 +248,9 @@ def test_accrual_reversal_returns_merchant_funding(engine: Engine) -> None:
 
     w = build_world(engine)
     member(engine, w.bank_a, "BANKA", "alice")
-    out = accrue(engine, w.shop, "BANKA", "alice", 1001)  # 500.5 fen -> 501 (the funder's debt rounds up)
+    out = accrue(
+        engine, w.shop, "BANKA", "alice", 1001
+    )  # 500.5 fen -> 501 (the funder's debt rounds up)
     with transaction(engine) as session:
         r1, _ = issuers.reverse_accrual(
             session, w.shop, out.id, AccrualReversalCreate(points=500), T0, key()
