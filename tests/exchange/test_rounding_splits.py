@@ -215,19 +215,24 @@ class Day:
         )
         return out
 
-    def checkout(self, code: str, external_id: str, amount: int) -> CheckoutOut:
-        """The shop authorises `amount` minor units of points and captures them."""
+    def checkout(self, code: str, external_id: str, amount: int, over: int = 0) -> CheckoutOut:
+        """The shop captures `amount` minor units of points, of `amount + over` authorised."""
         shop = self.world.shop
+        authorised = amount + over
         auth, _ = exchange.authorise(
             self.session,
             shop,
             CheckoutCreate(
-                program=code, external_id=external_id, order_total=amount, points_amount=amount
+                program=code,
+                external_id=external_id,
+                order_total=authorised,
+                points_amount=authorised,
             ),
             T0,
             key(),
         )
-        out, _ = exchange.capture(self.session, shop, auth.id, CaptureCreate(), T0, key())
+        capture = CaptureCreate(amount=amount if over else None)
+        out, _ = exchange.capture(self.session, shop, auth.id, capture, T0, key())
         return out
 
     def convert(
@@ -292,6 +297,7 @@ def test_no_split_of_accruals_reversals_checkouts_or_refunds_beats_the_whole(
         spend=split_of(st.one_of(st.integers(1, 40), st.integers(1, 20_000))),
         steps=st.lists(st.integers(1, 50), min_size=1, max_size=20),
         one_fen_refunds=st.booleans(),
+        over=st.sampled_from([0, 0, 1, 7]),
     )
     def check(
         value: Decimal,
@@ -300,9 +306,10 @@ def test_no_split_of_accruals_reversals_checkouts_or_refunds_beats_the_whole(
         spend: tuple[int, list[int]],
         steps: list[int],
         one_fen_refunds: bool,
+        over: int,
     ) -> None:
         with day.example() as d:
-            check_example(d, value, fee_rate, accrual, spend, steps, one_fen_refunds)
+            check_example(d, value, fee_rate, accrual, spend, steps, one_fen_refunds, over)
 
     def check_example(
         d: Day,
@@ -312,6 +319,7 @@ def test_no_split_of_accruals_reversals_checkouts_or_refunds_beats_the_whole(
         spend: tuple[int, list[int]],
         steps: list[int],
         one_fen_refunds: bool,
+        over: int,
     ) -> None:
         code = d.program(value, fee_rate)
         whole_member, split_member = d.member(d.world.bank_a, code), d.member(d.world.bank_a, code)
@@ -338,8 +346,9 @@ def test_no_split_of_accruals_reversals_checkouts_or_refunds_beats_the_whole(
         if money.points_for_amount(amount, value, "CNY") > points:
             return
         single = d.checkout(code, whole_member, amount)
-        if sum(money.points_for_amount(p, value, "CNY") for p in parts) <= points:
-            pieces = [d.checkout(code, split_member, p) for p in parts]
+        # each piece a partial capture of a larger authorisation when `over` is drawn
+        if sum(money.points_for_amount(p + over, value, "CNY") for p in parts) <= points:
+            pieces = [d.checkout(code, split_member, p, over) for p in parts]
             assert sum(p.captured_points for p in pieces) >= single.captured_points
             assert sum(p.fee_amount for p in pieces) >= single.fee_amount
             assert sum(p.captured_amount for p in pieces) == single.captured_amount
