@@ -78,6 +78,9 @@ class CheckoutCreate(Model):
     """The part of the order paid with points; the rest is paid in cash."""
     reference: str | None = Field(default=None, max_length=100)
     ttl_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    payment_token: str | None = Field(default=None, min_length=1, max_length=200)
+    """The member's consent: a payment token minted by the program's issuer for this member.
+    Required unless the issuer trusts the merchant to check out without one."""
 
 
 class CaptureCreate(Model):

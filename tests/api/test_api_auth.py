@@ -216,7 +216,8 @@ def test_operator_sets_fees_and_terms(world: World) -> None:
     with world.client(world.bank) as bank:
         bank.accrue("BANK", "alice", 1000)
     with world.client(world.shop) as shop:
-        checkout = shop.authorise("BANK", "alice", 1000, 1000)
+        token = world.payment_token()
+        checkout = shop.authorise("BANK", "alice", 1000, 1000, payment_token=token)
         assert Decimal(checkout["fee_rate"]) == Decimal("0.01")
 
 
