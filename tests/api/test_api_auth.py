@@ -146,7 +146,13 @@ def test_nonce_replay_is_refused_across_two_app_instances(
 
 
 def test_a_failed_request_still_burns_its_nonce(world: World, http: TestClient) -> None:
-    body = {"program": "BANK", "external_id": "alice", "order_total": 100, "points_amount": 100}
+    body = {
+        "program": "BANK",
+        "external_id": "alice",
+        "order_total": 100,
+        "points_amount": 100,
+        "payment_token": world.payment_token(),
+    }
     declined = signed(http, world.shop, "POST", "/v1/checkouts", body, nonce="declined")
     assert_problem(declined, 409, "insufficient_points")
     with world.client(world.bank) as bank:
