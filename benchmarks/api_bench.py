@@ -41,8 +41,15 @@ from clearing.timeutil import utcnow
 from exchange.schemas import CaptureCreate, CheckoutCreate
 from exchange.service import authorise, capture
 from issuers.keys import ApiKeyCreate, add_key
-from issuers.schemas import AccrualCreate, MemberCreate, OrganisationCreate, ProgramCreate
+from issuers.schemas import (
+    AccrualCreate,
+    MemberCreate,
+    MerchantTrustSet,
+    OrganisationCreate,
+    ProgramCreate,
+)
 from issuers.service import accrue, create_member, create_organisation, create_program
+from issuers.tokens import set_merchant_trust
 
 PROGRAM = "BENCH"
 MEMBERS_PER_CLIENT = 50
@@ -82,6 +89,10 @@ def setup(url: str, clients: int) -> dict[str, Any]:
         icaller = Caller(issuer.id, "issuer")
         create_program(
             s, icaller, ProgramCreate(code=PROGRAM, name="Bench", point_value=Decimal("0.01")), now
+        )
+        # Trusted: the bench compares a signed checkout with the bare ledger, token-free on both.
+        set_merchant_trust(
+            s, icaller, PROGRAM, merchant.id, MerchantTrustSet(checkout_without_token=True)
         )
     members = [f"m{n}" for n in range(2 * clients * MEMBERS_PER_CLIENT)]
     with transaction(engine) as s:

@@ -238,8 +238,10 @@ class PartnerClient:
         points_amount: int,
         reference: str | None = None,
         idempotency_key: str | None = None,
+        payment_token: str | None = None,
     ) -> dict[str, Any]:
-        """Authorise a checkout paying ``points_amount`` (minor units) of the order with points."""
+        """Authorise a checkout paying ``points_amount`` (minor units) of the order with points,
+        with the member's payment token (unless the issuer trusts us without one)."""
         body: dict[str, Any] = {
             "program": program,
             "external_id": external_id,
@@ -248,6 +250,8 @@ class PartnerClient:
         }
         if reference is not None:
             body["reference"] = reference
+        if payment_token is not None:
+            body["payment_token"] = payment_token
         return dict(self.request("POST", "/v1/checkouts", body, idempotency_key=idempotency_key))
 
     def capture(
@@ -297,7 +301,58 @@ class PartnerClient:
         body = {"quote_id": quote_id}
         return dict(self.request("POST", "/v1/conversions", body, idempotency_key=idempotency_key))
 
+    def payment_token(
+        self,
+        program: str,
+        external_id: str,
+        ttl_seconds: int | None = None,
+        max_amount: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Mint a one-time payment token for one of our members (``["token"]`` is the code)."""
+        body: dict[str, Any] = {}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        if max_amount is not None:
+            body["max_amount"] = max_amount
+        path = f"{self._member_path(program, external_id)}/payment-tokens"
+        return dict(self.request("POST", path, body, idempotency_key=idempotency_key))
+
+    def link_token(
+        self,
+        program: str,
+        external_id: str,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Mint a one-time link token for one of our members, for another issuer to link with."""
+        body: dict[str, Any] = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+        path = f"{self._member_path(program, external_id)}/link-tokens"
+        return dict(self.request("POST", path, body, idempotency_key=idempotency_key))
+
+    def link(
+        self,
+        source_program: str,
+        source_external_id: str,
+        target_program: str,
+        target_external_id: str,
+        link_token: str,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Link one of our members to a source member, with the source issuer's link token."""
+        body = {
+            "source_program": source_program,
+            "source_external_id": source_external_id,
+            "target_program": target_program,
+            "target_external_id": target_external_id,
+            "link_token": link_token,
+        }
+        return dict(self.request("POST", "/v1/member-links", body, idempotency_key=idempotency_key))
+
+    @staticmethod
+    def _member_path(program: str, external_id: str) -> str:
+        return f"/v1/programs/{urlquote(program, safe='')}/members/{urlquote(external_id, safe='')}"
+
     def member(self, program: str, external_id: str) -> dict[str, Any]:
         """Balance, held and available points of one of our members."""
-        path = f"/v1/programs/{urlquote(program, safe='')}/members/{urlquote(external_id, safe='')}"
-        return dict(self.request("GET", path))
+        return dict(self.request("GET", self._member_path(program, external_id)))

@@ -212,25 +212,20 @@ def _business_day(p: _Parties) -> None:
     p["market"].accrue("JNBONUS", "JN-7002", 1_250)
 
     # Conversions: bank card points into mobile points (value-based), mobile into bank (block rate).
-    def link(target: str, source: tuple[str, str], dest: tuple[str, str]) -> None:
-        p[target].request(
-            "POST",
-            "/v1/member-links",
-            {
-                "source_program": source[0],
-                "source_external_id": source[1],
-                "target_program": dest[0],
-                "target_external_id": dest[1],
-            },
-        )
+    def link(
+        target: str, source_issuer: str, source: tuple[str, str], dest: tuple[str, str]
+    ) -> None:
+        # The member's consent: the source issuer mints a link code, the target issuer uses it.
+        token = p[source_issuer].link_token(source[0], source[1])["token"]
+        p[target].link(source[0], source[1], dest[0], dest[1], token)
 
     def convert(issuer: str, source: tuple[str, str], dest: tuple[str, str], points: int) -> None:
         quote = p[issuer].quote(source[0], source[1], dest[0], dest[1], points)
         p[issuer].convert(quote["id"])
 
-    link("carrier", ("HXCARD", "HX-0001"), ("PRMPTS", "13800138000"))
+    link("carrier", "bank_a", ("HXCARD", "HX-0001"), ("PRMPTS", "13800138000"))
     convert("bank_a", ("HXCARD", "HX-0001"), ("PRMPTS", "13800138000"), 40_000)
-    link("bank_b", ("PRMPTS", "13900139000"), ("JNBONUS", "JN-7001"))
+    link("bank_b", "carrier", ("PRMPTS", "13900139000"), ("JNBONUS", "JN-7001"))
     p["carrier"].request(
         "POST",
         "/v1/bilateral-rates",
@@ -244,19 +239,23 @@ def _business_day(p: _Parties) -> None:
     )
     convert("carrier", ("PRMPTS", "13900139000"), ("JNBONUS", "JN-7001"), 20_000)
 
-    # Checkouts: full capture, points plus cash with partial capture, a void, a refund.
+    # Checkouts: full capture, points plus cash with partial capture, a void, a refund. Each
+    # is paid with a one-time payment code the member's issuer mints (shown in its app).
+    issuer_of = {"HXCARD": "bank_a", "JNBONUS": "bank_b", "PRMPTS": "carrier"}
+
+    def pay(merchant: str, program: str, member: str, total: int, points: int) -> str:
+        token = p[issuer_of[program]].payment_token(program, member)["token"]
+        out = p[merchant].authorise(program, member, total, points, payment_token=token)
+        return str(out["id"])
+
     market, coffee = p["market"], p["coffee"]
-    groceries = market.authorise("HXCARD", "HX-0001", 25_800, 25_800, reference="till-3")
-    market.capture(groceries["id"])
-    latte = coffee.authorise("JNBONUS", "JN-7001", 3_600, 2_000)
-    coffee.capture(latte["id"], 1_800)
-    cancelled = market.authorise("PRMPTS", "13800138000", 9_900, 9_900)
-    market.void(cancelled["id"])
-    phone = market.authorise("PRMPTS", "13800138000", 15_000, 12_000)
-    market.capture(phone["id"])
-    market.refund(phone["id"], 4_000)
-    cake = coffee.authorise("HXCARD", "HX-0002", 3_200, 3_200)
-    coffee.capture(cake["id"])
+    market.capture(pay("market", "HXCARD", "HX-0001", 25_800, 25_800))
+    coffee.capture(pay("coffee", "JNBONUS", "JN-7001", 3_600, 2_000), 1_800)
+    market.void(pay("market", "PRMPTS", "13800138000", 9_900, 9_900))
+    phone = pay("market", "PRMPTS", "13800138000", 15_000, 12_000)
+    market.capture(phone)
+    market.refund(phone, 4_000)
+    coffee.capture(pay("coffee", "HXCARD", "HX-0002", 3_200, 3_200))
 
 
 def _report(engine: Engine, console: Console, now: datetime) -> None:

@@ -31,6 +31,13 @@ ExternalId = Annotated[
 # Free text (names, references): any script, but no control characters (NUL among them), which
 # PostgreSQL cannot store and which forge lines in logs and files.
 _PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+MemberToken = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_-]{1,200}$",
+        description="A payment or link token as the member hands it over (checked by its hash)",
+    ),
+]
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=_PRINTABLE)]
 Reference = Annotated[str, Field(min_length=1, max_length=100, pattern=_PRINTABLE)]
 

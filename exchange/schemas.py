@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from pydantic import Field
 
-from clearing.schemas import Code, ExternalId, MinorUnits, Model, Points, Reference
+from clearing.schemas import Code, ExternalId, MemberToken, MinorUnits, Model, Points, Reference
 
 
 class BilateralRateCreate(Model):
@@ -78,6 +78,9 @@ class CheckoutCreate(Model):
     """The part of the order paid with points; the rest is paid in cash."""
     reference: Reference | None = None
     ttl_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    payment_token: MemberToken | None = None
+    """The member's consent: a payment token minted by the program's issuer for this member.
+    Required unless the issuer trusts the merchant to check out without one."""
 
 
 class CaptureCreate(Model):

@@ -53,13 +53,14 @@ from issuers.service import (
     ProgramRef,
     active_member,
     active_program,
-    member_context_of,
-    member_context_read,
+    checkout_context_of,
+    checkout_context_read,
     own_program,
     platform,
     point_value_at,
     program_by_code,
 )
+from issuers.tokens import checkout_member, token_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,14 +279,20 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
         raise InvalidInput("source and target programs must differ", field="target_program")
     currency = _same_currency(source_issuer, target_issuer)
     source = active_member(session, source_program, req.source_external_id)
-    target = active_member(session, target_program, req.target_external_id)
+    # Found only through a link: to the source issuer, a target member that does not exist and
+    # one not linked to its member are the same answer.
     linked = session.execute(
-        select(MemberLink.id).where(
-            MemberLink.source_member_id == source.id, MemberLink.target_member_id == target.id
+        select(Member.id)
+        .join(MemberLink, MemberLink.target_member_id == Member.id)
+        .where(
+            MemberLink.source_member_id == source.id,
+            Member.program_id == target_program.id,
+            Member.external_id == req.target_external_id,
         )
     ).first()
     if linked is None:
         raise MemberNotLinked("the target issuer has not linked this member to the source member")
+    target = active_member(session, target_program, req.target_external_id)
     source_value = point_value_at(session, source_program.id, now)
     target_value = point_value_at(session, target_program.id, now)
     fee_rate = platform(session).conversion_fee_rate or Decimal(0)
@@ -474,8 +481,11 @@ def authorise(
     idempotency_key: str,
     hold_ttl: timedelta = DEFAULT_HOLD_TTL,
 ) -> tuple[CheckoutOut, bool]:
-    """Hold the points for the part of an order paid with points."""
-    read, params = member_context_read(caller.org_id, req.program, req.external_id, now)
+    """Hold the points for the part of an order paid with points, with the member's consent."""
+    presented = None if req.payment_token is None else token_hash(req.payment_token)
+    read, params = checkout_context_read(
+        caller.org_id, req.program, req.external_id, presented, now
+    )
     return run_once_reading(
         session,
         caller.org_id,
@@ -500,13 +510,16 @@ def _authorise(
 ) -> CheckoutOut:
     if caller.kind != "merchant":
         raise Forbidden("only merchants take checkouts")
-    context = member_context_of(row, req.program, req.external_id)
+    checkout_context = checkout_context_of(row, req.program, req.external_id)
+    context = checkout_context.member
     merchant, program = context.caller, context.program
     currency = _same_currency(merchant, context.issuer)
     if req.points_amount > req.order_total:
         raise InvalidInput("points_amount cannot exceed order_total", field="points_amount")
-    member = context.active_member()
     value = context.point_value()
+    member = checkout_member(
+        session, checkout_context, req.payment_token is not None, req.points_amount, now
+    )
     points = money.points_for_amount(req.points_amount, value.value, currency)
     ttl = timedelta(seconds=req.ttl_seconds) if req.ttl_seconds else hold_ttl
     hold_id = Ledger(session).place_hold(member.account_id, points, merchant.id, now, now + ttl)

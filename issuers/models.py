@@ -6,7 +6,19 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clearing.db import Base, ExactDecimal
@@ -15,6 +27,7 @@ from clearing.models import UTCDateTime
 ORG_KINDS = ("platform", "issuer", "merchant")
 ORG_STATUSES = ("active", "suspended")
 MEMBER_STATUSES = ("active", "frozen", "closed")
+TOKEN_PURPOSES = ("payment", "link")
 
 
 class Organisation(Base):
@@ -66,7 +79,8 @@ class PointValue(Base):
 
 
 class MerchantTerm(Base):
-    """A merchant's fee rate for one program's points at checkout."""
+    """A merchant's terms for one program's points at checkout: its fee rate (set by the
+    operator) and whether the program's issuer lets it check out without a payment token."""
 
     __tablename__ = "merchant_terms"
     __table_args__ = (UniqueConstraint("merchant_id", "program_id"),)
@@ -74,7 +88,12 @@ class MerchantTerm(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     merchant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
     program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
-    fee_rate: Mapped[Decimal] = mapped_column(ExactDecimal(12, 8))
+    fee_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal(12, 8), default=None)
+    """None: the merchant's default fee rate (a term may exist only to record the issuer's trust)."""
+    checkout_without_token: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    """Set by the issuer only: the merchant may spend members' points without their consent."""
 
 
 class Member(Base):
@@ -101,6 +120,32 @@ class MemberLink(Base):
     source_member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
     target_member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MemberToken(Base):
+    """A one-time, short-lived token an issuer mints for its member: the member's consent to one
+    checkout (purpose payment) or to one link of another issuer's member to it (purpose link)."""
+
+    __tablename__ = "member_tokens"
+    __table_args__ = (
+        CheckConstraint("purpose IN ('payment', 'link')", name="purpose_known"),
+        Index("ix_member_tokens_member_id", "member_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(12))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    """SHA-256 (hex) of the token; the token itself is never stored."""
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    max_amount: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Payment only: the most a checkout may pay with points, minor units of the issuer's currency."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    used_by_org_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organisations.id"), default=None
+    )
+    """The merchant (payment) or target issuer (link) that used it."""
 
 
 class Accrual(Base):

@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.orm import Session
 
 from clearing.api import (
+    JSON,
     After,
     IdempotencyKey,
     Limit,
@@ -25,7 +26,7 @@ from clearing.auth import CallerDep, OperatorDep
 from clearing.errors import InvalidInput, NotFound
 from clearing.schemas import Code, ExternalId
 from clearing.timeutil import utcnow
-from issuers import keys, service
+from issuers import keys, service, tokens
 from issuers.models import Organisation
 from issuers.schemas import (
     AccrualBatchCreate,
@@ -34,15 +35,20 @@ from issuers.schemas import (
     AccrualOut,
     AccrualReversalCreate,
     AccrualReversalOut,
+    LinkTokenCreate,
     MemberCreate,
     MemberLinkCreate,
     MemberLinkOut,
     MemberOut,
     MemberStatusUpdate,
+    MemberTokenOut,
+    MerchantTrustOut,
+    MerchantTrustSet,
     OrganisationCreate,
     OrganisationOut,
     OrganisationPatch,
     OrganisationUpdate,
+    PaymentTokenCreate,
     PointValueCreate,
     PointValueOut,
     ProgramCreate,
@@ -303,8 +309,77 @@ def link_members(
         req.model_dump(mode="json"),
         now,
         MemberLinkOut,
-        lambda: service.link_members(session, caller, req, now),
+        lambda: tokens.link_members(session, caller, req, now),
     )
+
+
+@router.post(
+    "/programs/{code}/members/{external_id}/payment-tokens",
+    tags=["members"],
+    status_code=201,
+    response_model=MemberTokenOut,
+)
+def mint_payment_token(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    external_id: ExternalIdPath,
+    req: PaymentTokenCreate,
+    session: SessionDep,
+    request: Request,
+) -> Response:
+    """Mint a one-time payment token for one of the caller's members (their consent to pay)."""
+    secret = tokens.token_secret(request.app.state.platform_key.private_key)
+    out, replayed = tokens.mint_payment_token(
+        session, caller, code, external_id, req, utcnow(), key, secret
+    )
+    return _token_response(out, replayed)
+
+
+@router.post(
+    "/programs/{code}/members/{external_id}/link-tokens",
+    tags=["members"],
+    status_code=201,
+    response_model=MemberTokenOut,
+)
+def mint_link_token(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    external_id: ExternalIdPath,
+    req: LinkTokenCreate,
+    session: SessionDep,
+    request: Request,
+) -> Response:
+    """Mint a one-time link token for one of the caller's members (their consent to a link)."""
+    secret = tokens.token_secret(request.app.state.platform_key.private_key)
+    out, replayed = tokens.mint_link_token(
+        session, caller, code, external_id, req, utcnow(), key, secret
+    )
+    return _token_response(out, replayed)
+
+
+def _token_response(out: MemberTokenOut, replayed: bool) -> Response:
+    # The stored result lacks the token, so a replay is rebuilt rather than sent as stored; the
+    # token is derived again, so the replay is still the first answer byte for byte.
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(out.model_dump_json().encode(), 201, headers=headers, media_type=JSON)
+
+
+@router.patch(
+    "/programs/{code}/merchants/{merchant_id}",
+    tags=["programs"],
+    response_model=MerchantTrustOut,
+)
+def set_merchant_trust(
+    caller: CallerDep,
+    code: CodePath,
+    merchant_id: uuid.UUID,
+    req: MerchantTrustSet,
+    session: SessionDep,
+) -> Response:
+    """Let a merchant check out the program's points without payment tokens, or stop it."""
+    return json_response(tokens.set_merchant_trust(session, caller, code, merchant_id, req))
 
 
 # accruals ------------------------------------------------------------------------------------

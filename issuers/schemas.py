@@ -14,6 +14,8 @@ from clearing.schemas import (
     Currency,
     ExternalId,
     FeeRate,
+    MemberToken,
+    MinorUnits,
     Model,
     Name,
     Points,
@@ -152,6 +154,8 @@ class MemberLinkCreate(Model):
     source_external_id: ExternalId
     target_program: Code
     target_external_id: ExternalId
+    link_token: MemberToken
+    """The source member's consent: a link token minted by the source program's issuer."""
 
 
 class MemberLinkOut(Model):
@@ -174,3 +178,42 @@ class OrganisationPatch(OrganisationUpdate):
     """PATCH /organizations/{id}: status, fee rates and a merchant's per-program terms at once."""
 
     terms: list[MerchantTermSet] | None = Field(default=None, max_length=100)
+
+
+class PaymentTokenCreate(Model):
+    ttl_seconds: int | None = Field(default=None, ge=10, le=900)
+    """Lifetime of the token; default 180 s (a payment code on the member's phone)."""
+    max_amount: MinorUnits | None = None
+    """The most one checkout may pay with points, in minor units; default no limit."""
+
+
+class LinkTokenCreate(Model):
+    ttl_seconds: int | None = Field(default=None, ge=10, le=3600)
+    """Lifetime of the token; default 600 s."""
+
+
+class MemberTokenIssued(Model):
+    """What is kept of a minted token (as the idempotent result): everything but the token."""
+
+    id: uuid.UUID
+    purpose: str
+    program: str
+    external_id: str
+    expires_at: datetime
+    max_amount: int | None
+
+
+class MemberTokenOut(MemberTokenIssued):
+    token: str
+    """Shown once to the member (e.g. as a QR code); the platform keeps only its SHA-256."""
+
+
+class MerchantTrustSet(Model):
+    checkout_without_token: bool
+    """True: this merchant may spend the program's members' points without a payment token."""
+
+
+class MerchantTrustOut(Model):
+    program: str
+    merchant_id: uuid.UUID
+    checkout_without_token: bool

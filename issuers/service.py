@@ -46,7 +46,7 @@ from clearing.timeutil import add_months, aware, within_horizon
 from issuers.models import (
     Accrual,
     Member,
-    MemberLink,
+    MemberToken,
     MerchantTerm,
     Organisation,
     PointValue,
@@ -60,8 +60,6 @@ from issuers.schemas import (
     AccrualReversalCreate,
     AccrualReversalOut,
     MemberCreate,
-    MemberLinkCreate,
-    MemberLinkOut,
     MemberOut,
     MerchantTermSet,
     OrganisationCreate,
@@ -195,7 +193,7 @@ _IN_FORCE = (
     .correlate(_PROGRAMS)
     .scalar_subquery()
 )
-_MEMBER_CONTEXT = Sql(
+_MEMBER_CONTEXT_QUERY = (
     select(
         *_PARTY_COLUMNS,
         *[_PROGRAMS.c[f.name].label(f"p_{f.name}") for f in fields(ProgramRef)],
@@ -224,6 +222,26 @@ _MEMBER_CONTEXT = Sql(
         )
     )
     .where(_ORGS.c.id == bindparam("b_org"))
+)
+_MEMBER_CONTEXT = Sql(_MEMBER_CONTEXT_QUERY)
+_TOKENS = cast(Table, MemberToken.__table__)
+# A checkout reads the member context, the issuer's trust in the merchant and the presented
+# payment token (by its hash, bound to the member) in the same one statement.
+_CHECKOUT_CONTEXT = Sql(
+    _MEMBER_CONTEXT_QUERY.add_columns(
+        _TERMS.c.checkout_without_token.label("t_trusted"),
+        _TOKENS.c.id.label("k_id"),
+        _TOKENS.c.expires_at.label("k_expires_at"),
+        _TOKENS.c.used_at.label("k_used_at"),
+        _TOKENS.c.max_amount.label("k_max_amount"),
+    ).outerjoin(
+        _TOKENS,
+        and_(
+            _TOKENS.c.token_hash == bindparam("b_token"),
+            _TOKENS.c.member_id == _MEMBERS.c.id,
+            _TOKENS.c.purpose == "payment",
+        ),
+    )
 )
 
 
@@ -451,6 +469,52 @@ def member_context_of(row: Any | None, code: str, external_id: str) -> MemberCon
         member=(None if row.m_id is None else row_to(MemberRef, row, "m_")),
         fee_term=row.t_fee_rate,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRef:
+    """A payment token presented at checkout, as stored (never the token itself)."""
+
+    id: uuid.UUID
+    expires_at: datetime
+    used_at: datetime | None
+    max_amount: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutContext:
+    """A member context with what decides the member's consent to a checkout."""
+
+    member: MemberContext
+    trusted: bool
+    """The issuer lets the calling merchant check out without a payment token."""
+    token: TokenRef | None
+    """The presented payment token, if it is one of this member's."""
+
+
+def checkout_context_read(
+    org_id: uuid.UUID, code: str, external_id: str, token_hash: str | None, at: datetime
+) -> tuple[Sql, dict[str, Any]]:
+    """The query that reads a checkout's context: member context, trust and payment token."""
+    _, params = member_context_read(org_id, code, external_id, at)
+    return _CHECKOUT_CONTEXT, {**params, "b_token": token_hash}
+
+
+def checkout_context_of(row: Any | None, code: str, external_id: str) -> CheckoutContext:
+    """The checkout context in a row of `checkout_context_read`."""
+    context = member_context_of(row, code, external_id)
+    assert row is not None
+    token = (
+        None
+        if row.k_id is None
+        else TokenRef(
+            row.k_id,
+            aware(row.k_expires_at),
+            None if row.k_used_at is None else aware(row.k_used_at),
+            row.k_max_amount,
+        )
+    )
+    return CheckoutContext(context, bool(row.t_trusted), token)
 
 
 def create_program(
@@ -691,35 +755,6 @@ def statement(
         )
         for row in session.execute(query)
     ]
-
-
-def link_members(
-    session: Session, caller: Caller, req: MemberLinkCreate, now: datetime
-) -> MemberLinkOut:
-    """The target issuer lets one of its members receive points converted from a source member."""
-    target_program = own_program(session, caller, req.target_program)
-    target = member_of(session, target_program, req.target_external_id)
-    source = member_of(
-        session, program_by_code(session, req.source_program), req.source_external_id
-    )
-    link = session.execute(
-        select(MemberLink).where(
-            MemberLink.source_member_id == source.id, MemberLink.target_member_id == target.id
-        )
-    ).scalar()
-    if link is None:
-        link = MemberLink(
-            id=new_id(), source_member_id=source.id, target_member_id=target.id, created_at=now
-        )
-        session.add(link)
-        session.flush()
-    return MemberLinkOut(
-        id=link.id,
-        source_program=req.source_program,
-        source_external_id=req.source_external_id,
-        target_program=req.target_program,
-        target_external_id=req.target_external_id,
-    )
 
 
 # accruals ------------------------------------------------------------------------------------

@@ -21,17 +21,24 @@ from exchange.schemas import (
     QuoteCreate,
 )
 from issuers import service as issuers
+from issuers import tokens
 from issuers.schemas import (
     AccrualCreate,
     AccrualOut,
+    LinkTokenCreate,
     MemberCreate,
     MemberLinkCreate,
     MerchantTermSet,
+    MerchantTrustSet,
     OrganisationCreate,
+    PaymentTokenCreate,
     ProgramCreate,
 )
 
 T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
+TOKEN_SECRET = b"tests: the secret member tokens are derived under"
+MINT = "mint"
+"""`authorise(..., token=MINT)`: the program's issuer mints a payment token for the checkout."""
 
 
 def key() -> str:
@@ -136,8 +143,12 @@ def authorise(
     amount: int,
     now: datetime = T0,
     total: int | None = None,
+    token: str | None = MINT,
 ) -> CheckoutOut:
-    """Authorise a checkout paying `amount` minor units with points."""
+    """Authorise a checkout paying `amount` minor units with points, by default with a payment
+    token the program's issuer mints for the member just before."""
+    if token == MINT:
+        token = payment_token(engine, issuer_of(engine, code), code, external_id, now)
     with transaction(engine) as session:
         out, _ = exchange.authorise(
             session,
@@ -147,11 +158,63 @@ def authorise(
                 external_id=external_id,
                 order_total=total or amount,
                 points_amount=amount,
+                payment_token=token,
             ),
             now,
             key(),
         )
         return out
+
+
+def issuer_of(engine: Engine, code: str) -> Caller:
+    """The issuer of a program."""
+    with transaction(engine) as session:
+        return Caller(issuers.program_by_code(session, code).issuer_id, "issuer")
+
+
+def payment_token(
+    engine: Engine,
+    issuer: Caller,
+    code: str,
+    external_id: str,
+    now: datetime = T0,
+    ttl_seconds: int | None = None,
+    max_amount: int | None = None,
+) -> str:
+    """The issuer mints a payment token for its member."""
+    with transaction(engine) as session:
+        out, _ = tokens.mint_payment_token(
+            session,
+            issuer,
+            code,
+            external_id,
+            PaymentTokenCreate(ttl_seconds=ttl_seconds, max_amount=max_amount),
+            now,
+            key(),
+            TOKEN_SECRET,
+        )
+        return out.token
+
+
+def link_token(
+    engine: Engine, issuer: Caller, code: str, external_id: str, now: datetime = T0
+) -> str:
+    """The source issuer mints a link token for its member."""
+    with transaction(engine) as session:
+        out, _ = tokens.mint_link_token(
+            session, issuer, code, external_id, LinkTokenCreate(), now, key(), TOKEN_SECRET
+        )
+        return out.token
+
+
+def trust(
+    engine: Engine, issuer: Caller, code: str, merchant: Caller, trusted: bool = True
+) -> None:
+    """The issuer lets a merchant check out its program's points without a payment token."""
+    with transaction(engine) as session:
+        tokens.set_merchant_trust(
+            session, issuer, code, merchant.org_id, MerchantTrustSet(checkout_without_token=trusted)
+        )
 
 
 def capture(
@@ -176,9 +239,11 @@ def link(
     target: tuple[str, str],
     now: datetime = T0,
 ) -> None:
-    """The target issuer links its member to a source member."""
+    """The target issuer links its member to a source member, with a link token the source
+    program's issuer mints for it."""
+    token = link_token(engine, issuer_of(engine, source[0]), source[0], source[1], now)
     with transaction(engine) as session:
-        issuers.link_members(
+        tokens.link_members(
             session,
             target_issuer,
             MemberLinkCreate(
@@ -186,6 +251,7 @@ def link(
                 source_external_id=source[1],
                 target_program=target[0],
                 target_external_id=target[1],
+                link_token=token,
             ),
             now,
         )

@@ -59,6 +59,12 @@ class World:
     shop: Party
     other_shop: Party
 
+    def payment_token(self, program: str = "BANK", external_id: str = "alice") -> str:
+        """A payment token the program's issuer mints for its member (the member's consent)."""
+        issuer = self.bank if program == "BANK" else self.telco
+        with self.client(issuer) as client:
+            return str(client.payment_token(program, external_id)["token"])
+
     def client(self, party: Party) -> PartnerClient:
         """An SDK client for ``party`` talking to the app in-process."""
         return PartnerClient(

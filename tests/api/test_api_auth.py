@@ -146,7 +146,13 @@ def test_nonce_replay_is_refused_across_two_app_instances(
 
 
 def test_a_failed_request_still_burns_its_nonce(world: World, http: TestClient) -> None:
-    body = {"program": "BANK", "external_id": "alice", "order_total": 100, "points_amount": 100}
+    body = {
+        "program": "BANK",
+        "external_id": "alice",
+        "order_total": 100,
+        "points_amount": 100,
+        "payment_token": world.payment_token(),
+    }
     declined = signed(http, world.shop, "POST", "/v1/checkouts", body, nonce="declined")
     assert_problem(declined, 409, "insufficient_points")
     with world.client(world.bank) as bank:
@@ -216,7 +222,8 @@ def test_operator_sets_fees_and_terms(world: World) -> None:
     with world.client(world.bank) as bank:
         bank.accrue("BANK", "alice", 1000)
     with world.client(world.shop) as shop:
-        checkout = shop.authorise("BANK", "alice", 1000, 1000)
+        token = world.payment_token()
+        checkout = shop.authorise("BANK", "alice", 1000, 1000, payment_token=token)
         assert Decimal(checkout["fee_rate"]) == Decimal("0.01")
 
 

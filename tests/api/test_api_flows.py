@@ -16,7 +16,10 @@ def test_accrue_checkout_capture_refund_and_conversion(world: World) -> None:
         assert accrual["points"] == 1000
         assert bank.member("BANK", "alice")["available"] == 1000
 
-        checkout = shop.authorise("BANK", "alice", order_total=800, points_amount=500)
+        token = bank.payment_token("BANK", "alice")["token"]
+        checkout = shop.authorise(
+            "BANK", "alice", order_total=800, points_amount=500, payment_token=token
+        )
         assert checkout["status"] == "authorised"
         assert checkout["points"] == 500  # 5.00 CNY at 0.01 per point
         assert bank.member("BANK", "alice")["held"] == 500
@@ -35,7 +38,8 @@ def test_accrue_checkout_capture_refund_and_conversion(world: World) -> None:
             "available": 800,
         }
 
-        voided = shop.void(shop.authorise("BANK", "alice", 100, 100)["id"])
+        token = bank.payment_token("BANK", "alice")["token"]
+        voided = shop.void(shop.authorise("BANK", "alice", 100, 100, payment_token=token)["id"])
         assert voided["status"] == "voided"
 
         funded = shop.accrue("BANK", "bob", 200)
@@ -43,16 +47,8 @@ def test_accrue_checkout_capture_refund_and_conversion(world: World) -> None:
         assert funded["amount_owed"] == 200  # 200 points at 0.01 CNY = 2.00 CNY = 200 fen
 
     with world.client(world.telco) as telco, world.client(world.bank) as bank:
-        telco.request(
-            "POST",
-            "/v1/member-links",
-            {
-                "source_program": "BANK",
-                "source_external_id": "alice",
-                "target_program": "TEL",
-                "target_external_id": "carol",
-            },
-        )
+        link_token = bank.link_token("BANK", "alice")["token"]
+        telco.link("BANK", "alice", "TEL", "carol", link_token)
         quote = bank.quote("BANK", "alice", "TEL", "carol", 100)
         assert quote["points_in"] == 200
         done = bank.convert(quote["id"])
@@ -92,9 +88,10 @@ def test_programs_list_is_paginated_for_anyone_signed(world: World) -> None:
 
 
 def test_service_errors_are_problem_json(world: World) -> None:
+    token = world.payment_token()
     with world.client(world.shop) as shop:
         with pytest.raises(ApiError) as error:
-            shop.authorise("BANK", "alice", order_total=100, points_amount=100)
+            shop.authorise("BANK", "alice", order_total=100, points_amount=100, payment_token=token)
         assert error.value.status == 409
         assert error.value.code == "insufficient_points"
         assert error.value.problem["type"].endswith("/insufficient_points")
@@ -158,13 +155,21 @@ def test_bulk_accrual_file_and_member_freeze(world: World) -> None:
         assert (err.value.status, err.value.code) == (404, "not_found")
         assert bank.member("BANK", "bob")["balance"] == 101
 
+        # Minted while alice is active: once consent is shown, her state may be told.
+        token = world.payment_token()
         frozen = bank.request("PATCH", "/v1/programs/BANK/members/alice", {"status": "frozen"})
         assert frozen["status"] == "frozen"
         with pytest.raises(ApiError) as err:
-            shop.authorise("BANK", "alice", 100, 100)
+            shop.authorise("BANK", "alice", 100, 100, payment_token=token)
+        assert err.value.code == "member_inactive"
+        with pytest.raises(ApiError) as err:
+            bank.payment_token("BANK", "alice")
         assert err.value.code == "member_inactive"
         with pytest.raises(ApiError) as err:
             shop.request("PATCH", "/v1/programs/BANK/members/alice", {"status": "active"})
         assert err.value.code == "not_found"
         bank.request("PATCH", "/v1/programs/BANK/members/alice", {"status": "active"})
-        assert shop.authorise("BANK", "alice", 100, 100)["status"] == "authorised"
+        token = world.payment_token()
+        assert (
+            shop.authorise("BANK", "alice", 100, 100, payment_token=token)["status"] == "authorised"
+        )

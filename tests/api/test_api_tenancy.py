@@ -36,7 +36,7 @@ def test_merchants_only_touch_their_own_checkouts_and_funded_accruals(world: Wor
     with world.client(world.bank) as bank:
         bank.accrue("BANK", "alice", 1000)
     with world.client(world.shop) as shop, world.client(world.other_shop) as other:
-        checkout = shop.authorise("BANK", "alice", 500, 500)
+        checkout = shop.authorise("BANK", "alice", 500, 500, payment_token=world.payment_token())
         not_found(other.checkout, checkout["id"])
         not_found(other.capture, checkout["id"])
         not_found(other.void, checkout["id"])

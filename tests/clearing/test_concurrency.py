@@ -8,7 +8,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from factories import T0, World, accrue, authorise, balance, build_world, key, member
+from factories import (
+    T0,
+    World,
+    accrue,
+    authorise,
+    balance,
+    build_world,
+    key,
+    member,
+    payment_token,
+)
 from sqlalchemy import Engine, func, select
 
 from clearing.check import check_ledger
@@ -54,6 +64,7 @@ def test_no_double_spend_when_many_checkouts_hit_one_member(pg_engine: Engine) -
     w = build_world(pg_engine)
     member(pg_engine, w.bank_a, "BANKA", "alice")
     accrue(pg_engine, w.bank_a, "BANKA", "alice", 1000)
+    tokens = [payment_token(pg_engine, w.bank_a, "BANKA", "alice") for _ in range(WORKERS)]
 
     def buy(i: int) -> str:
         with transaction(pg_engine) as session:
@@ -61,7 +72,11 @@ def test_no_double_spend_when_many_checkouts_hit_one_member(pg_engine: Engine) -
                 session,
                 w.shop,
                 CheckoutCreate(
-                    program="BANKA", external_id="alice", order_total=100, points_amount=100
+                    program="BANKA",
+                    external_id="alice",
+                    order_total=100,
+                    points_amount=100,
+                    payment_token=tokens[i],
                 ),
                 T0,
                 key(),
@@ -83,6 +98,7 @@ def test_holds_captures_voids_and_refunds_interleaved_on_one_member(pg_engine: E
     member(pg_engine, w.bank_b, "BANKB", "bob")
     accrue(pg_engine, w.bank_b, "BANKB", "bob", 10_000)
     checkouts = [authorise(pg_engine, w.cafe, "BANKB", "bob", 500).id for _ in range(8)]
+    tokens = [payment_token(pg_engine, w.bank_b, "BANKB", "bob") for _ in range(WORKERS)]
 
     def act(i: int) -> str:
         checkout = checkouts[i % 8]
@@ -97,7 +113,11 @@ def test_holds_captures_voids_and_refunds_interleaved_on_one_member(pg_engine: E
                 session,
                 w.cafe,
                 CheckoutCreate(
-                    program="BANKB", external_id="bob", order_total=700, points_amount=700
+                    program="BANKB",
+                    external_id="bob",
+                    order_total=700,
+                    points_amount=700,
+                    payment_token=tokens[i],
                 ),
                 T0,
                 key(),

@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from factories import T0, build_world, member
+from factories import T0, build_world, member, payment_token
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
@@ -128,13 +128,18 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(target=checkouts, m=st.sampled_from(MEMBERS), amount=st.integers(1, 3000))
     def authorise(self, m: str, amount: int) -> object:
         points = money.points_for_amount(amount, VALUE, "CNY")
+        token = payment_token(self.engine, self.world.bank_a, "BANKA", m, self.now)
         try:
             with transaction(self.engine) as session:
                 out, _ = exchange.authorise(
                     session,
                     self.world.shop,
                     CheckoutCreate(
-                        program="BANKA", external_id=m, order_total=amount, points_amount=amount
+                        program="BANKA",
+                        external_id=m,
+                        order_total=amount,
+                        points_amount=amount,
+                        payment_token=token,
                     ),
                     self.now,
                     next(self.keys),

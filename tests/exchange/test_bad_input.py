@@ -6,7 +6,18 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from factories import T0, World, accrue, authorise, build_world, key, member, org
+from factories import (
+    T0,
+    TOKEN_SECRET,
+    World,
+    accrue,
+    authorise,
+    build_world,
+    key,
+    member,
+    org,
+    payment_token,
+)
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -18,9 +29,11 @@ from clearing.money import MAX_AMOUNT
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate
 from issuers import service as issuers
+from issuers import tokens
 from issuers.schemas import (
     AccrualCreate,
     OrganisationUpdate,
+    PaymentTokenCreate,
     PointValueCreate,
     ProgramCreate,
 )
@@ -36,6 +49,14 @@ def counts(engine: Engine) -> tuple[int, int, int]:
 
 def accrual(program: str, external_id: str, points: int = 10) -> AccrualCreate:
     return AccrualCreate(program=program, external_id=external_id, points=points)
+
+
+def token(session: Session, w: World, external_id: str = "alice") -> str:
+    """A payment token Bank A mints for its member, in the transaction that is refused."""
+    out, _ = tokens.mint_payment_token(
+        session, w.bank_a, "BANKA", external_id, PaymentTokenCreate(), T0, key(), TOKEN_SECRET
+    )
+    return out.token
 
 
 CASES: dict[str, tuple[str, Callable[[Session, World], object]]] = {
@@ -65,7 +86,37 @@ CASES: dict[str, tuple[str, Callable[[Session, World], object]]] = {
             s,
             w.shop,
             CheckoutCreate(
-                program="BANKA", external_id="alice", order_total=10_000, points_amount=10_000
+                program="BANKA",
+                external_id="alice",
+                order_total=10_000,
+                points_amount=10_000,
+                payment_token=token(s, w),
+            ),
+            T0,
+            key(),
+        ),
+    ),
+    "no payment token": (
+        "consent_required",
+        lambda s, w: exchange.authorise(
+            s,
+            w.shop,
+            CheckoutCreate(program="BANKA", external_id="alice", order_total=10, points_amount=10),
+            T0,
+            key(),
+        ),
+    ),
+    "frozen member's token": (
+        "member_inactive",
+        lambda s, w: exchange.authorise(
+            s,
+            w.shop,
+            CheckoutCreate(
+                program="BANKA",
+                external_id="frozen",
+                order_total=10,
+                points_amount=10,
+                payment_token=w.programs["frozen_token"].kind,
             ),
             T0,
             key(),
@@ -118,6 +169,8 @@ def test_bad_input_is_refused_and_writes_nothing(engine: Engine, case: str) -> N
     member(engine, w.bank_a, "BANKA", "alice")
     member(engine, w.bank_a, "BANKA", "frozen")
     accrue(engine, w.bank_a, "BANKA", "alice", 100)
+    frozen_token = payment_token(engine, w.bank_a, "BANKA", "frozen")
+    w.programs["frozen_token"] = type(w.shop)(w.bank_a.org_id, frozen_token)
     with transaction(engine) as session:
         issuers.set_member_status(session, w.bank_a, "BANKA", "frozen", "frozen")
         issuers.update_organisation(session, w.cafe.org_id, OrganisationUpdate(status="suspended"))

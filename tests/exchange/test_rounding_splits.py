@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from decimal import Decimal
 
 import pytest
-from factories import T0, World, build_world, key
+from factories import T0, TOKEN_SECRET, World, build_world, key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
@@ -36,14 +36,17 @@ from exchange.schemas import (
     RefundCreate,
 )
 from issuers import service as issuers
+from issuers import tokens
 from issuers.schemas import (
     AccrualBatchCreate,
     AccrualCreate,
     AccrualOut,
     AccrualReversalCreate,
+    LinkTokenCreate,
     MemberCreate,
     MemberLinkCreate,
     MerchantTermSet,
+    PaymentTokenCreate,
     ProgramCreate,
 )
 
@@ -219,6 +222,16 @@ class Day:
         """The shop captures `amount` minor units of points, of `amount + over` authorised."""
         shop = self.world.shop
         authorised = amount + over
+        token, _ = tokens.mint_payment_token(
+            self.session,
+            self.world.bank_a,
+            code,
+            external_id,
+            PaymentTokenCreate(),
+            T0,
+            key(),
+            TOKEN_SECRET,
+        )
         auth, _ = exchange.authorise(
             self.session,
             shop,
@@ -227,6 +240,7 @@ class Day:
                 external_id=external_id,
                 order_total=authorised,
                 points_amount=authorised,
+                payment_token=token.token,
             ),
             T0,
             key(),
@@ -239,7 +253,17 @@ class Day:
         self, source: tuple[str, str], target: tuple[str, str], points: int
     ) -> ConversionOut:
         target_issuer = self.world.programs[target[0]]
-        issuers.link_members(
+        token, _ = tokens.mint_link_token(
+            self.session,
+            self.world.bank_a,
+            source[0],
+            source[1],
+            LinkTokenCreate(),
+            T0,
+            key(),
+            TOKEN_SECRET,
+        )
+        tokens.link_members(
             self.session,
             target_issuer,
             MemberLinkCreate(
@@ -247,6 +271,7 @@ class Day:
                 source_external_id=source[1],
                 target_program=target[0],
                 target_external_id=target[1],
+                link_token=token.token,
             ),
             T0,
         )
