@@ -27,6 +27,7 @@ from clearing.check import check_ledger
 from clearing.db import make_engine, transaction
 from clearing.errors import ClearingError
 from clearing.ledger import POSITION, Ledger, expire_due_lots, money_asset
+from clearing.timeutil import add_months
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
 from issuers import service as issuers
@@ -119,7 +120,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.now,
                 next(self.keys),
             )
-        self.lots[m].append([self.now.replace(year=self.now.year + 1), points])
+        self.lots[m].append([add_months(self.now, 12), points])
         if funded:
             owed = money.value_owed_for_points(points, VALUE, "CNY")
             self.position["shop"] -= owed
