@@ -125,23 +125,39 @@ def _is_json(content_type: str | None) -> bool:
 # --------------------------------------------------------------------------- middleware
 
 
-def _header_lines(scope: Scope, name: bytes) -> list[bytes]:
-    return [value for key, value in scope["headers"] if key.lower() == name]
+_WATCHED = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"idempotency-key",
+        b"content-digest",
+        b"content-type",
+    }
+)
 
 
-def _declared_length(scope: Scope) -> int | None:
-    lines = _header_lines(scope, b"content-length")
-    if not lines:
+def _watched_lines(scope: Scope) -> dict[bytes, list[bytes]]:
+    """The lines of the headers the gates look at, in one pass (ASGI names are lower case)."""
+    lines: dict[bytes, list[bytes]] = {}
+    for key, value in scope["headers"]:
+        if key in _WATCHED:
+            lines.setdefault(key, []).append(value)
+    return lines
+
+
+def _declared_length(lines: dict[bytes, list[bytes]]) -> int | None:
+    given = lines.get(b"content-length")
+    if given is None:
         return None
-    if len(lines) > 1 or not lines[0].strip().isdigit():
+    if len(given) > 1 or not given[0].strip().isdigit():
         raise ContentLengthMismatch("Content-Length must be given once, as a number")
-    return int(lines[0])
+    return int(given[0])
 
 
-def _check_idempotency_key(scope: Scope) -> None:
-    lines = _header_lines(scope, b"idempotency-key")
+def _check_idempotency_key(lines: dict[bytes, list[bytes]]) -> None:
+    given = lines.get(b"idempotency-key", [])
     # A proxy may join repeated lines with a comma; a key of ours never holds one.
-    if len(lines) > 1 or any(b"," in line for line in lines):
+    if len(given) > 1 or any(b"," in line for line in given):
         raise IdempotencyKeyRepeated("the Idempotency-Key header must be given exactly once")
 
 
@@ -214,10 +230,11 @@ class Ingress:
         method: str = scope["method"]
         path: str = scope["path"]
         limit = self.bulk_limit if (method, path) in BULK_ROUTES else self.limit
-        declared = _declared_length(scope)
+        lines = _watched_lines(scope)
+        declared = _declared_length(lines)
         if declared is not None and declared > limit:
             raise BodyTooLarge(f"the body exceeds {limit} bytes", limit=limit)
-        chunked = bool(_header_lines(scope, b"transfer-encoding"))
+        chunked = b"transfer-encoding" in lines
         digest: BodyDigest | None = None
         if path.startswith("/v1/") and path not in OPEN_PATHS:
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
@@ -231,13 +248,12 @@ class Ingress:
                 has_body=chunked or bool(declared),
             )
             if method == "POST":
-                _check_idempotency_key(scope)
-            digest_lines = _header_lines(scope, b"content-digest")
-            if digest_lines:
-                digest = BodyDigest(b", ".join(digest_lines).decode("latin-1"))
+                _check_idempotency_key(lines)
+            if b"content-digest" in lines:
+                digest = BodyDigest(b", ".join(lines[b"content-digest"]).decode("latin-1"))
         raw = await _read(receive, limit, None if chunked else (declared or 0), digest)
         body = ReadBody(raw)
-        content_type = _header_lines(scope, b"content-type")
+        content_type = lines.get(b"content-type")
         if raw and _is_json(content_type[0].decode("latin-1") if content_type else None):
             if len(raw) <= INLINE_BYTES:
                 body.parsed = parse_json(raw)
