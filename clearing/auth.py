@@ -248,14 +248,12 @@ def authenticate(
     *,
     has_body: bool,
 ) -> Caller:
-    """Verify a signed request's head and burn its nonce; return the organisation that signed it.
-
-    The body is not needed: its Content-Digest is checked by the caller as it streams in, so
-    nothing of an unauthenticated request's body is ever read. The nonce is burnt in its own
-    transaction, committed before the request's work: a request that then fails must not leave
-    its nonce reusable, or a declined payment could be replayed once it would pass. Only a
-    request whose signature verified burns a nonce.
-    """
+    """Verify a signed request's head and burn its nonce; return the organisation that signed it."""
+    # No body: the caller checks its Content-Digest as it streams in, so nothing of an
+    # unauthenticated request's body is ever read. The nonce is burnt in its own transaction,
+    # committed before the request's work: a request that then fails must not leave its nonce
+    # reusable, or a declined payment could be replayed once it would pass. Only a request
+    # whose signature verified burns a nonce.
     signed = parse_signed_head(method, url, headers, has_body=has_body)
     keyid = signed.keyid
     nonce = signed.nonce or ""

@@ -308,11 +308,9 @@ class IngressRoute(APIRoute):
 
 
 def adopt(router: APIRouter) -> None:
-    """Make every route of ``router`` take its body from ``Ingress``, before it is included.
-
-    The domain routers are plain ``APIRouter()``s; their routes are switched here, in one
-    place, rather than asking every domain to pass ``route_class``.
-    """
+    """Make every route of ``router`` take its body from ``Ingress``; call before including it."""
+    # The domain routers are plain APIRouter()s: their routes are switched here, in one place,
+    # rather than each domain passing route_class (FastAPI builds handlers at inclusion).
     for route in router.routes:
         if type(route) is APIRoute:
             route.__class__ = IngressRoute

@@ -652,10 +652,7 @@ def sign_request(
     expires: int | None = None,
     tag: str | None = None,
 ) -> dict[str, str]:
-    """Sign a request; return the Content-Digest (if body), Signature-Input, Signature to add.
-
-    An ``Idempotency-Key`` among ``headers`` is covered, as the platform requires of a POST.
-    """
+    """Sign a request; return the Content-Digest (if body), Signature-Input, Signature to add."""
     components = ["@method", "@target-uri"]
     added: dict[str, str] = {}
     all_headers: Iterable[tuple[str, str]] = headers.items()
@@ -665,6 +662,7 @@ def sign_request(
         added["Content-Digest"] = content_digest(body)
         all_headers = _with_digest(headers, added["Content-Digest"])
         components += ["content-digest", "content-type"]
+    # The platform requires it of a POST: nobody between client and server may re-key a request.
     if _Fields(headers).get("idempotency-key") is not None:
         components.append("idempotency-key")
     params: dict[str, int | str] = {"created": created}
@@ -689,10 +687,8 @@ def sign_response(
     label: str = "sig1",
     digest: str | None = None,
 ) -> dict[str, str]:
-    """Sign a response; return the Content-Digest, Signature-Input and Signature to add.
-
-    ``digest``, when given, is the Content-Digest of a body not in hand (streamed from disk).
-    """
+    """Sign a response; return the Content-Digest, Signature-Input and Signature to add."""
+    # A ``digest`` given is that of a body not in hand (a file streamed from disk).
     if digest is None:
         digest = content_digest(body)
     fields = _Fields(_with_digest(headers, digest))
@@ -840,10 +836,8 @@ class SignedMessage:
     def verify(
         self, key: Ed25519PublicKey | None, *, now: int, max_skew: int = 300
     ) -> VerifiedSignature:
-        """Check, in this order: a known key, the time window, the signature, the body digest.
-
-        The digest is left to the caller when the message was parsed without its body.
-        """
+        """Check, in this order: a known key, the time window, the signature, the body digest."""
+        # Without its body (``parse_signed_head``) the digest is the caller's to check.
         if key is None:
             raise UnknownKey("the signature keyid is not a known key")
         candidate = self._candidate
@@ -903,8 +897,7 @@ def parse_signed_head(
     *,
     has_body: bool,
 ) -> SignedMessage:
-    """As ``parse_signed_request`` before the body is read: ``verify`` then skips the digest,
-    which the caller checks (``BodyDigest``) while the body streams in."""
+    """As ``parse_signed_request``, from the head alone; the caller checks the body's digest."""
     message = _Message(_Fields(headers), method=method, target=_Target.parse(url))
     return _signed(message, None, _request_policy(message, has_body))
 
