@@ -1,6 +1,8 @@
 """Signed partner API throughput on PostgreSQL, against the ledger's own rate as the reference.
 
 Usage: .venv/bin/python benchmarks/api_bench.py [--clients 8] [--seconds 10] [--workers N]
+Then a probe: 4 unsigned 18 MB uploads at once, timed to their refusal (with the bytes the
+server had taken by then), while GET /v1/platform/keys is timed alongside them.
 Creates a database from CLEARING_BENCH_DATABASE_URL (admin URL, default
 postgresql://postgres@127.0.0.1:5432/test), drops it afterwards. Each operation is one of: an
 accrual, or a checkout (authorise then capture, two requests). The reference runs the same
@@ -16,17 +18,20 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import select
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, text
@@ -189,6 +194,72 @@ def api_worker(base: str, world: dict[str, Any], worker: int, seconds: float, ou
     out.put((latencies, time.process_time() - cpu))
 
 
+def _unsigned_upload(port: int, size: int) -> tuple[float, int]:
+    """Seconds until an unsigned upload of ``size`` bytes is answered, and the bytes sent by then."""
+    head = (
+        "POST /v1/accrual-batches HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
+    item = b'{"program":"BENCH","external_id":"m0","points":1},'
+    tail = b'{"program":"BENCH","external_id":"m0","points":1}]}'
+    lines = (size - 10 - len(tail)) // len(item)
+    body = b'{"items":[' + item * lines + tail
+    body += b" " * (size - len(body))  # valid JSON of exactly ``size`` bytes: parsing is the cost
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        started = time.perf_counter()
+        sock.sendall(head)
+        while True:
+            readable, writable, _ = select.select([sock], [sock] if sent < size else [], [], 30)
+            if readable:
+                sock.recv(65536)
+                return time.perf_counter() - started, sent
+            if not writable:
+                return time.perf_counter() - started, sent
+            try:
+                sent += sock.send(body[sent : sent + 65536])
+            except OSError:
+                return time.perf_counter() - started, sent
+
+
+def stall_probe(base: str, port: int, uploads: int = 4, size: int = 18_000_000) -> dict[str, Any]:
+    """Refusal time of unsigned uploads, and the keys endpoint's latency meanwhile."""
+    refusals: list[tuple[float, int]] = []
+    keys: list[float] = []
+    done = threading.Event()
+    warm = threading.Event()
+
+    def upload() -> None:
+        refusals.append(_unsigned_upload(port, size))
+
+    def poll_keys() -> None:
+        with httpx.Client(base_url=base) as http:
+            while not done.is_set():
+                started = time.perf_counter()
+                http.get("/v1/platform/keys").raise_for_status()
+                keys.append(time.perf_counter() - started)
+                warm.set()
+
+    poller = threading.Thread(target=poll_keys)
+    poller.start()
+    warm.wait(30)
+    keys.clear()  # the warm-up request opened the connection; only those during uploads count
+    threads = [threading.Thread(target=upload) for _ in range(uploads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    poller.join()
+    return {
+        "unsigned_upload_bytes": size,
+        "unsigned_refusal_max_ms": round(max(t for t, _ in refusals) * 1000, 1),
+        "unsigned_bytes_sent_max": max(n for _, n in refusals),
+        "keys_during_uploads_max_ms": round(max(keys) * 1000, 1) if keys else None,
+        "keys_during_uploads": len(keys),
+    }
+
+
 def _cpu_snapshot() -> dict[int, tuple[int, str, float]] | None:
     """Every process: (parent pid, command line, CPU seconds so far); None without Linux /proc."""
     try:
@@ -347,6 +418,7 @@ def main() -> None:
             "server_cpu_ms_per_req": _per_request(server_cpu, len(latencies)),
             "database_cpu_ms_per_req": _per_request(database_cpu, len(latencies)),
             "wall_s": round(elapsed, 2),
+            **stall_probe(base, port),
         }
         print(f"API {api_rate:.0f} req/s, p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
         print(f"ledger {ledger_rate:.0f} op/s; ratio {figures['ratio']}")
@@ -354,6 +426,11 @@ def main() -> None:
             f"CPU per request: clients {figures['client_cpu_ms_per_req']} ms, "
             f"server {figures['server_cpu_ms_per_req']} ms, "
             f"database {figures['database_cpu_ms_per_req']} ms"
+        )
+        print(
+            f"unsigned {figures['unsigned_upload_bytes']} B uploads x4: refused within "
+            f"{figures['unsigned_refusal_max_ms']} ms, {figures['unsigned_bytes_sent_max']} B sent; "
+            f"GET /v1/platform/keys meanwhile at most {figures['keys_during_uploads_max_ms']} ms"
         )
         print(json.dumps(figures))
     finally:

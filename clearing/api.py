@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
 import anyio
@@ -16,6 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from clearing.db import transaction
 from clearing.errors import ClearingError, InvalidInput
@@ -26,6 +29,8 @@ from clearing.schemas import Model
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)
 JSON = "application/json"
+KNOWN_DIGEST = "clearing.content_digest"
+"""Key of a response start message carrying the body's Content-Digest, known before the body."""
 
 
 class IdempotencyKeyMissing(ClearingError):
@@ -143,3 +148,46 @@ def run_once_response(
     """Run a route's action once per Idempotency-Key and answer it (replays byte for byte)."""
     result, replayed = run_once(session, org_id, key, operation, request, now, result_type, action)
     return once_response(session, org_id, key, result, replayed)
+
+
+class DigestedFileResponse(Response):
+    """A file streamed from disk under a SHA-256 known in advance (a manifest's): the response is
+    signed from that hash before the body goes out, so memory stays flat whatever the size.
+
+    The file is hashed as it is sent; the last chunk is held back until the hash is known, and a
+    file that no longer matches is cut short rather than delivered whole under a false digest.
+    """
+
+    chunk_size = 64 << 10
+
+    def __init__(
+        self, path: Path, sha256: str, size: int, media_type: str, headers: Mapping[str, str]
+    ) -> None:
+        super().__init__(status_code=200, headers=headers, media_type=media_type)
+        self.path = path
+        self.sha256 = sha256
+        self.size = size
+        self.digest = f"sha-256=:{base64.b64encode(bytes.fromhex(sha256)).decode('ascii')}:"
+        # Response computed a length for its empty body; ours is the file's.
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.raw_headers.append((b"content-length", str(size).encode("ascii")))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hasher = hashlib.sha256()
+        async with await anyio.open_file(self.path, "rb") as file:
+            chunk = await file.read(self.chunk_size)
+            start = {"type": "http.response.start", "status": self.status_code}
+            await send({**start, "headers": self.raw_headers, KNOWN_DIGEST: self.digest})
+            sent = 0
+            while True:
+                following = await file.read(self.chunk_size)
+                hasher.update(chunk)
+                sent += len(chunk)
+                if not following and (hasher.hexdigest() != self.sha256 or sent != self.size):
+                    raise RuntimeError(f"{self.path.name} differs from its manifest")
+                await send(
+                    {"type": "http.response.body", "body": chunk, "more_body": bool(following)}
+                )
+                if not following:
+                    return
+                chunk = following

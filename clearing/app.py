@@ -16,9 +16,11 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clearing.api import KNOWN_DIGEST
 from clearing.config import Settings
 from clearing.db import make_engine
 from clearing.errors import ClearingError
+from clearing.ingress import Ingress, adopt
 from clearing.platform_key import PlatformKey, load_or_create
 from clearing.routes import router as platform_router
 from clearing.signatures import sign_response
@@ -106,38 +108,22 @@ def _unexpected(scope: Scope, exc: Exception) -> tuple[int, list[tuple[bytes, by
 class SignedResponses:
     """ASGI middleware: signs every response with the platform key (RFC 9421), errors included.
 
-    It buffers the response (ours are small JSON documents) because Content-Digest covers the
-    whole body, and turns any exception that escaped the app into a signed problem+json.
+    It buffers a response (ours are small JSON documents) because Content-Digest covers the
+    whole body, and turns any exception that escaped the app into a signed problem+json. A
+    response whose start message carries ``KNOWN_DIGEST`` (a file whose hash a manifest holds)
+    is signed from that digest and its body streamed through, never held.
     """
 
     def __init__(self, app: ASGIApp, key: PlatformKey) -> None:
         self.app = app
         self.key = key
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start: Message | None = None
-        chunks: list[bytes] = []
-
-        async def buffer(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-
-        try:
-            await self.app(scope, receive, buffer)
-            if start is None:
-                raise RuntimeError("the application sent no response")
-            status: int = start["status"]
-            headers: list[tuple[bytes, bytes]] = list(start.get("headers", []))
-            body = b"".join(chunks)
-        except Exception as exc:
-            status, headers, body = _unexpected(scope, exc)
+    def _signed(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, digest: str | None
+    ) -> list[tuple[bytes, bytes]]:
         headers = [(k, v) for k, v in headers if k.lower() != b"content-digest"]
+        if not any(k.lower() == b"x-content-type-options" for k, _ in headers):
+            headers.append((b"x-content-type-options", b"nosniff"))
         fields = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
         signed = sign_response(
             self.key.private_key,
@@ -146,8 +132,49 @@ class SignedResponses:
             fields,
             body,
             created=int(utcnow().timestamp()),
+            digest=digest,
         )
-        headers += [(k.lower().encode(), v.encode("latin-1")) for k, v in signed.items()]
+        return headers + [(k.lower().encode(), v.encode("latin-1")) for k, v in signed.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        streaming = False
+        chunks: list[bytes] = []
+
+        async def relay(message: Message) -> None:
+            nonlocal start, streaming
+            if message["type"] == "http.response.start":
+                digest = message.get(KNOWN_DIGEST)
+                if digest is None:
+                    start = message
+                    return
+                streaming = True
+                status: int = message["status"]
+                headers = self._signed(status, list(message.get("headers", [])), b"", digest)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+            elif message["type"] == "http.response.body":
+                if streaming:
+                    await send(message)
+                else:
+                    chunks.append(message.get("body", b""))
+
+        try:
+            await self.app(scope, receive, relay)
+            if streaming:
+                return
+            if start is None:
+                raise RuntimeError("the application sent no response")
+            status: int = start["status"]
+            headers: list[tuple[bytes, bytes]] = list(start.get("headers", []))
+            body = b"".join(chunks)
+        except Exception as exc:
+            if streaming:
+                raise  # the head is out: all that is left is to cut the body short
+            status, headers, body = _unexpected(scope, exc)
+        headers = self._signed(status, headers, body, None)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -182,10 +209,11 @@ def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
     app.add_exception_handler(ClearingError, _clearing_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.include_router(platform_router)
-    app.include_router(issuers_router)
-    app.include_router(exchange_router)
-    app.include_router(settlement_router)
+    for router in (platform_router, issuers_router, exchange_router, settlement_router):
+        adopt(router)
+        app.include_router(router)
+    # Added first, so it runs inside SignedResponses: its refusals are signed too.
+    app.add_middleware(Ingress, settings=settings, engine=engine)
     app.add_middleware(SignedResponses, key=key)
     return app
 

@@ -1,6 +1,8 @@
 """Who sent this request: RFC 9421 verification, the database nonce store, key to organisation.
 
-Per request, once the signature has verified, one statement in its own committed transaction
+The signature is verified from the request's head alone, before a byte of its body is read
+(``clearing.ingress`` then checks the Content-Digest while the body streams in). Per request,
+once the signature has verified, one statement in its own committed transaction
 (on PostgreSQL one round trip, in autocommit) checks that the key is still active with the PEM
 we verified against, reads its organisation and burns the nonce. Parsed public keys are cached
 by key id (a key id is the key's thumbprint, so the key behind it never changes), but never
@@ -12,7 +14,7 @@ from __future__ import annotations
 import secrets
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
@@ -31,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from clearing.context import Caller
 from clearing.db import Sql
@@ -41,12 +43,12 @@ from clearing.signatures import (
     NonceReplayed,
     SignatureError,
     SignatureMalformed,
+    SignatureMissing,
     SignedMessage,
     UnknownKey,
     load_public_key,
-    parse_signed_request,
+    parse_signed_head,
 )
-from clearing.timeutil import utcnow
 from issuers.models import ApiKey, Organisation
 
 MAX_SKEW = 300
@@ -58,6 +60,8 @@ MAX_KEYID = 100
 PRUNE_ONE_IN = 64
 PRUNE_BATCH = 1000
 KEY_CACHE_SIZE = 1024
+CALLER = "clearing.caller"
+"""Scope key under which the ingress middleware leaves the verified Caller for the routes."""
 
 
 class OrganisationSuspended(Forbidden):
@@ -239,22 +243,24 @@ def authenticate(
     engine: Engine,
     method: str,
     url: str,
-    headers: Mapping[str, str],
-    body: bytes,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
     now: datetime,
+    *,
+    has_body: bool,
 ) -> Caller:
-    """Verify a signed request and burn its nonce; return the organisation that signed it.
-
-    The nonce is burnt in its own transaction, committed before the request's work: a request
-    that then fails must not leave its nonce reusable, or a declined payment could be replayed
-    once it would pass. Only a request whose signature verified burns a nonce.
-    """
-    signed = parse_signed_request(method, url, headers, body)
+    """Verify a signed request's head and burn its nonce; return the organisation that signed it."""
+    # No body: the caller checks its Content-Digest as it streams in, so nothing of an
+    # unauthenticated request's body is ever read. The nonce is burnt in its own transaction,
+    # committed before the request's work: a request that then fails must not leave its nonce
+    # reusable, or a declined payment could be replayed once it would pass. Only a request
+    # whose signature verified burns a nonce.
+    signed = parse_signed_head(method, url, headers, has_body=has_body)
     keyid = signed.keyid
     nonce = signed.nonce or ""
     timestamp = int(now.timestamp())
     nonce_ok = 1 <= len(nonce) <= MAX_NONCE
-    # Errors keep their order: unknown key, clock, signature, digest, nonce, replay, status.
+    # Errors keep their order: unknown key, clock, signature, nonce, replay, status; the digest
+    # comes last, once the body has been read.
     pem = _verified_pem(engine, signed, timestamp, use_cache=nonce_ok)
     if not nonce_ok:
         raise SignatureMalformed(f"signature nonce must be 1 to {MAX_NONCE} characters")
@@ -275,28 +281,24 @@ def authenticate(
     return Caller(owner.org_id, owner.kind)
 
 
-def target_uri(request: Request) -> str:
+def target_uri(scope: Scope) -> str:
     """The request's URL as the client sent it: path and query still percent-encoded."""
     # scope["path"] is decoded; the signature covers the encoded form the client wrote.
-    raw: bytes | None = request.scope.get("raw_path")
+    request = Request(scope)
+    raw: bytes | None = scope.get("raw_path")
     path = raw.split(b"?", 1)[0].decode("latin-1") if raw else request.url.path
-    query = request.scope.get("query_string", b"").decode("latin-1")
+    query = scope.get("query_string", b"").decode("latin-1")
     origin = f"{request.url.scheme}://{request.url.netloc}"
     return f"{origin}{path}?{query}" if query else f"{origin}{path}"
 
 
 async def current_caller(request: Request) -> Caller:
-    """FastAPI dependency: the verified organisation behind a signed request."""
-    body = await request.body()
-    return await run_in_threadpool(
-        authenticate,
-        request.app.state.engine,
-        request.method,
-        target_uri(request),
-        request.headers,
-        body,
-        utcnow(),
-    )
+    """FastAPI dependency: the organisation the ingress middleware verified for this request."""
+    caller = request.scope.get(CALLER)
+    if not isinstance(caller, Caller):
+        # A route reached without the middleware (an app assembled without it) serves nobody.
+        raise SignatureMissing("Signature-Input and Signature headers are required")
+    return caller
 
 
 async def operator(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:

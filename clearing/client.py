@@ -156,6 +156,7 @@ class PartnerClient:
             headers["Content-Type"] = "application/json"
         if method == "POST":
             # One key per logical call, reused by every retry of it: the platform applies it once.
+            # sign_request covers it, as the platform requires: nobody in between can re-key it.
             headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
         # Built once: the URL it resolves is the one we sign; each attempt only re-signs it.
         prepared = self._http.build_request(

@@ -19,6 +19,10 @@ class Settings:
     balance_slots: int
     platform_key_path: Path = Path("var/keys/platform.pem")
     """PEM file of the platform's own Ed25519 signing key (created on first use, mode 0600)."""
+    max_body_bytes: int = 1 << 20
+    """Largest request body accepted, in bytes (a larger one is refused with 413)."""
+    max_bulk_body_bytes: int = 64 << 20
+    """Largest body of the bulk accrual-file route, in bytes."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -34,4 +38,6 @@ class Settings:
             platform_key_path=Path(
                 os.environ.get("CLEARING_PLATFORM_KEY", str(var / "keys" / "platform.pem"))
             ),
+            max_body_bytes=int(os.environ.get("CLEARING_MAX_BODY_BYTES", str(1 << 20))),
+            max_bulk_body_bytes=int(os.environ.get("CLEARING_MAX_BULK_BODY_BYTES", str(64 << 20))),
         )

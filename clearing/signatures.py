@@ -8,7 +8,8 @@ labels that do not satisfy it (e.g. another party's RSA signature) are ignored. 
 the error of the first label is raised.
 
 - requests must cover ``@method`` and ``@target-uri``, and when the body is non-empty also
-  ``content-digest`` and ``content-type``; responses must cover ``@status``, and ``content-type``
+  ``content-digest`` and ``content-type``; a POST carrying an ``Idempotency-Key`` must cover it
+  too (``idempotency_key_unsigned`` otherwise), so that a replayed body cannot be re-keyed; responses must cover ``@status``, and ``content-type``
   when the response has one, and ``content-digest`` when the body is non-empty;
 - ``created`` and ``keyid`` are required (and ``nonce`` for requests); ``alg``, when present,
   must be ``ed25519``;
@@ -44,8 +45,10 @@ from clearing.errors import ClearingError, InvalidInput
 
 __all__ = [
     "STRUCTURED_FIELD_TYPES",
+    "BodyDigest",
     "ClockSkew",
     "DigestMismatch",
+    "IdempotencyKeyUnsigned",
     "InvalidPublicKey",
     "NonceReplayed",
     "RequestContext",
@@ -59,6 +62,7 @@ __all__ = [
     "VerifiedSignature",
     "content_digest",
     "load_public_key",
+    "parse_signed_head",
     "parse_signed_request",
     "public_jwk",
     "request_signature_base",
@@ -90,7 +94,7 @@ STRUCTURED_FIELD_TYPES: dict[str, str] = {
     "want-repr-digest": "dictionary",
 }
 
-_DIGESTS: dict[str, Callable[[bytes], Any]] = {
+_DIGESTS: dict[str, Callable[[], Any]] = {
     "sha-256": hashlib.sha256,
     "sha-512": hashlib.sha512,
 }
@@ -168,6 +172,11 @@ class NonceReplayed(SignatureError):
 class DigestMismatch(SignatureError):
     code = "digest_mismatch"
     title = "Content-Digest does not match the body"
+
+
+class IdempotencyKeyUnsigned(SignatureMalformed):
+    code = "idempotency_key_unsigned"
+    title = "Idempotency-Key not covered by the signature"
 
 
 class InvalidPublicKey(InvalidInput):
@@ -282,24 +291,44 @@ def content_digest(body: bytes) -> str:
     return f"sha-256=:{base64.b64encode(hashlib.sha256(body).digest()).decode('ascii')}:"
 
 
+class BodyDigest:
+    """A Content-Digest checked while the body streams in: ``update`` each chunk, then ``verify``."""
+
+    __slots__ = ("_checks",)
+
+    def __init__(self, value: str) -> None:
+        try:
+            parsed = _parse_dict(value)
+        except (ValueError, UnicodeEncodeError):
+            raise DigestMismatch("Content-Digest is not a valid structured field") from None
+        self._checks: list[tuple[str, bytes, Any]] = []
+        for algorithm, member in parsed.items():
+            hasher = _DIGESTS.get(algorithm)
+            if hasher is None:
+                continue
+            if not isinstance(member, Item) or not isinstance(member.value, bytes):
+                raise DigestMismatch(f"Content-Digest {algorithm} member is not a byte sequence")
+            self._checks.append((algorithm, member.value, hasher()))
+        if not self._checks:
+            raise DigestMismatch("Content-Digest has no sha-256 or sha-512 member")
+
+    def update(self, chunk: bytes) -> None:
+        """Feed the next chunk of the body."""
+        for _, _, state in self._checks:
+            state.update(chunk)
+
+    def verify(self) -> None:
+        """Raise DigestMismatch unless every known member matches the body fed so far."""
+        for algorithm, expected, state in self._checks:
+            if not hmac.compare_digest(expected, state.digest()):
+                raise DigestMismatch(f"Content-Digest {algorithm} does not match the body")
+
+
 def verify_digest(value: str, body: bytes) -> None:
     """Raise DigestMismatch unless every known member of a Content-Digest value matches ``body``."""
-    try:
-        parsed = _parse_dict(value)
-    except (ValueError, UnicodeEncodeError):
-        raise DigestMismatch("Content-Digest is not a valid structured field") from None
-    checked = 0
-    for algorithm, member in parsed.items():
-        hasher = _DIGESTS.get(algorithm)
-        if hasher is None:
-            continue
-        if not isinstance(member, Item) or not isinstance(member.value, bytes):
-            raise DigestMismatch(f"Content-Digest {algorithm} member is not a byte sequence")
-        if not hmac.compare_digest(member.value, hasher(body).digest()):
-            raise DigestMismatch(f"Content-Digest {algorithm} does not match the body")
-        checked += 1
-    if not checked:
-        raise DigestMismatch("Content-Digest has no sha-256 or sha-512 member")
+    digest = BodyDigest(value)
+    digest.update(body)
+    digest.verify()
 
 
 # --------------------------------------------------------------------------- keys
@@ -633,6 +662,9 @@ def sign_request(
         added["Content-Digest"] = content_digest(body)
         all_headers = _with_digest(headers, added["Content-Digest"])
         components += ["content-digest", "content-type"]
+    # The platform requires it of a POST: nobody between client and server may re-key a request.
+    if _Fields(headers).get("idempotency-key") is not None:
+        components.append("idempotency-key")
     params: dict[str, int | str] = {"created": created}
     if expires is not None:
         params["expires"] = expires
@@ -653,9 +685,12 @@ def sign_response(
     *,
     created: int,
     label: str = "sig1",
+    digest: str | None = None,
 ) -> dict[str, str]:
     """Sign a response; return the Content-Digest, Signature-Input and Signature to add."""
-    digest = content_digest(body)
+    # A ``digest`` given is that of a body not in hand (a file streamed from disk).
+    if digest is None:
+        digest = content_digest(body)
     fields = _Fields(_with_digest(headers, digest))
     components = ["@status"]
     # A bodiless response (204, 304) may have no Content-Type; it is covered whenever present.
@@ -688,6 +723,8 @@ class VerifiedSignature:
 class _Policy:
     required: tuple[str, ...]
     require_nonce: bool
+    idempotency_key: bool = False
+    """Whether ``idempotency-key`` must be covered too (a POST that carries one)."""
 
 
 @dataclass(frozen=True)
@@ -752,6 +789,8 @@ def _check_policy(candidate: _Candidate, policy: _Policy) -> None:
     uncovered = [name for name in policy.required if not _covers(candidate.covered, name)]
     if uncovered:
         raise SignatureMalformed(f"signature must cover: {', '.join(uncovered)}")
+    if policy.idempotency_key and not _covers(candidate.covered, "idempotency-key"):
+        raise IdempotencyKeyUnsigned("signature must cover the Idempotency-Key of a POST")
 
 
 def _select(inputs: Dictionary, signatures: Dictionary, policy: _Policy) -> _Candidate:
@@ -786,7 +825,7 @@ class SignedMessage:
 
     __slots__ = ("_body", "_candidate", "_message", "keyid", "nonce")
 
-    def __init__(self, message: _Message, body: bytes, candidate: _Candidate) -> None:
+    def __init__(self, message: _Message, body: bytes | None, candidate: _Candidate) -> None:
         self._message = message
         self._body = body
         self._candidate = candidate
@@ -798,6 +837,7 @@ class SignedMessage:
         self, key: Ed25519PublicKey | None, *, now: int, max_skew: int = 300
     ) -> VerifiedSignature:
         """Check, in this order: a known key, the time window, the signature, the body digest."""
+        # Without its body (``parse_signed_head``) the digest is the caller's to check.
         if key is None:
             raise UnknownKey("the signature keyid is not a known key")
         candidate = self._candidate
@@ -814,7 +854,7 @@ class SignedMessage:
         # Cryptography before the digest: an unauthenticated sender learns nothing about the body.
         _crypto_verify(self._message, candidate, key)
         digest = self._message.fields.get("content-digest")
-        if digest is not None:
+        if digest is not None and self._body is not None:
             verify_digest(digest, self._body)
         return VerifiedSignature(
             label=candidate.label,
@@ -827,14 +867,15 @@ class SignedMessage:
         )
 
 
-def _signed(message: _Message, body: bytes, policy: _Policy) -> SignedMessage:
+def _signed(message: _Message, body: bytes | None, policy: _Policy) -> SignedMessage:
     inputs, signatures = _signature_headers(message.fields)
     return SignedMessage(message, body, _select(inputs, signatures, policy))
 
 
-def _request_policy(body: bytes) -> _Policy:
-    required = ("@method", "@target-uri") + (("content-digest", "content-type") if body else ())
-    return _Policy(required=required, require_nonce=True)
+def _request_policy(message: _Message, has_body: bool) -> _Policy:
+    required = ("@method", "@target-uri") + (("content-digest", "content-type") if has_body else ())
+    keyed = message.method == "POST" and message.fields.get("idempotency-key") is not None
+    return _Policy(required=required, require_nonce=True, idempotency_key=keyed)
 
 
 def parse_signed_request(
@@ -845,7 +886,20 @@ def parse_signed_request(
     Raises SignatureMissing or SignatureMalformed, as ``verify_request`` would before it asks
     for the key.
     """
-    return _signed(_request_message(method, url, headers), body, _request_policy(body))
+    message = _request_message(method, url, headers)
+    return _signed(message, body, _request_policy(message, bool(body)))
+
+
+def parse_signed_head(
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    *,
+    has_body: bool,
+) -> SignedMessage:
+    """As ``parse_signed_request``, from the head alone; the caller checks the body's digest."""
+    message = _Message(_Fields(headers), method=method, target=_Target.parse(url))
+    return _signed(message, None, _request_policy(message, has_body))
 
 
 def verify_request(

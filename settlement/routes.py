@@ -9,7 +9,15 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from clearing.api import After, Limit, Page, SessionDep, decode_cursor, encode_cursor
+from clearing.api import (
+    After,
+    DigestedFileResponse,
+    Limit,
+    Page,
+    SessionDep,
+    decode_cursor,
+    encode_cursor,
+)
 from clearing.auth import CallerDep
 from clearing.config import Settings
 from clearing.context import Caller
@@ -123,11 +131,15 @@ def download_file(
     if not path.is_file():
         raise SettlementFileNotFound("no such file")
     suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
-    return Response(
-        path.read_bytes(),
+    return DigestedFileResponse(
+        path,
+        row.sha256,
+        row.size,
         media_type=CONTENT_TYPES.get(suffix, "application/octet-stream"),
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',
             "X-Content-SHA256": row.sha256,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
         },
     )

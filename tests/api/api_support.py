@@ -134,6 +134,7 @@ def signed(
         all_headers["Idempotency-Key"] = (
             str(uuid.uuid4()) if idempotency_key == "auto" else idempotency_key
         )
+    # sign_request covers the Idempotency-Key too, as the platform requires of a POST.
     added = sign_request(
         party.key,
         party.keyid,

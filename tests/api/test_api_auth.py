@@ -290,7 +290,13 @@ def test_request_signed_by_http_message_signatures_is_accepted(
         created=datetime.datetime.now(tz=datetime.UTC),
         nonce=uuid.uuid4().hex,
         label="lib",
-        covered_component_ids=("@method", "@target-uri", "content-digest", "content-type"),
+        covered_component_ids=(
+            "@method",
+            "@target-uri",
+            "content-digest",
+            "content-type",
+            "idempotency-key",
+        ),
         body=body,
     )
     response = http.post("/v1/accruals", headers=request.headers, content=body)
