@@ -16,6 +16,7 @@ from clearing.money import format_minor
 from settlement.lines import Party
 from settlement.statement import (
     DetailRow,
+    StatementInputError,
     StatementMeta,
     StatementTotals,
     decimal_text,
@@ -29,6 +30,21 @@ NAMESPACE = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"
 XSD_PACKAGE = "camt053"
 XSD_RESOURCE = "xsd/camt.053.001.08.xsd"
 PROPRIETARY_ISSUER = "PCS"
+CAMT_MAX = 10**18 - 1
+"""The largest minor-unit magnitude a camt.053 amount holds: its amounts and sums are decimals of
+at most 18 digits, whatever the currency's exponent."""
+
+
+class CamtAmountTooLarge(StatementInputError):
+    code = "camt_amount_too_large"
+    title = "An amount is too large for camt.053"
+
+
+def split_amount(value: int, parts: int) -> list[int]:
+    """`value` in `parts` pieces of the same sign that differ by at most one and add up to it."""
+    quotient, remainder = divmod(abs(value), parts)
+    sign = -1 if value < 0 else 1
+    return [sign * (quotient + (1 if i < remainder else 0)) for i in range(parts)]
 
 
 @lru_cache(maxsize=1)
@@ -61,6 +77,11 @@ def _t(value: str) -> str:
     return escape(value)
 
 
+def _sum(minor: int, currency: str) -> str:
+    # Sums are optional in TxsSummry; one past CAMT_MAX is left out (statement.csv has it).
+    return f"<Sum>{format_minor(minor, currency)}</Sum>" if abs(minor) <= CAMT_MAX else ""
+
+
 def _cd(minor: int) -> str:
     return "CRDT" if minor >= 0 else "DBIT"
 
@@ -76,8 +97,14 @@ class Camt053Writer:
         self._value_date = meta.settlement_date.isoformat()
         self._batches: list[int] = []
         """Signed net of every batch entry written (batched statements only)."""
+        self._refs: list[int] = []
 
     def _amt(self, minor: int) -> str:
+        if abs(minor) > CAMT_MAX:
+            raise CamtAmountTooLarge(
+                f"camt.053 of {self._party.id}: {format_minor(minor, self._cur)} {self._cur} "
+                f"exceeds the 18 digits an ISO 20022 amount may have"
+            )
         return f'<Amt Ccy="{self._cur}">{format_minor(abs(minor), self._cur)}</Amt>'
 
     def write_row(self, row: DetailRow) -> None:
@@ -128,15 +155,47 @@ class Camt053Writer:
     def write_batch(
         self, counterparty: str, event_type: str, count: int, gross: int, fee: int, net: int
     ) -> None:
-        """Append one batch Ntry: every detail of one counterparty and event type, summed."""
+        """Append one batch Ntry: every detail of one counterparty and event type, summed.
+
+        A sum past CAMT_MAX goes out as consecutive entries `B<n>.1`, `B<n>.2`... that add up
+        to it (count, gross, fee and net each), every amount within the 18 digits allowed."""
+        ref = len(self._refs) + 1
+        self._refs.append(ref)
+        # Each piece's net is its gross plus its fee: both halves stay within CAMT_MAX / 2 + 1.
+        pieces = (abs(gross) + abs(fee)) // (CAMT_MAX // 2) + 1
+        if pieces == 1:
+            self._batch_entry(f"B{ref}", counterparty, event_type, count, gross, fee)
+            return
+        for i, (c, g, f) in enumerate(
+            zip(
+                split_amount(count, pieces),
+                split_amount(gross, pieces),
+                split_amount(fee, pieces),
+                strict=True,
+            ),
+            start=1,
+        ):
+            self._batch_entry(f"B{ref}.{i}", counterparty, event_type, c, g, f, (i, pieces))
+
+    def _batch_entry(
+        self,
+        ntry_ref: str,
+        counterparty: str,
+        event_type: str,
+        count: int,
+        gross: int,
+        fee: int,
+        part: tuple[int, int] | None = None,
+    ) -> None:
+        net = gross + fee
         self._batches.append(net)
-        ref = len(self._batches)
         info = (
             f"counterparty={counterparty};event_type={event_type};details={count};"
-            "lines=statement.csv"
+            + ("" if part is None else f"part={part[0]}/{part[1]};")
+            + "lines=statement.csv"
         )
         parts = [
-            f"<Ntry><NtryRef>B{ref}</NtryRef>",
+            f"<Ntry><NtryRef>{ntry_ref}</NtryRef>",
             self._amt(net),
             f"<CdtDbtInd>{_cd(net)}</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>",
             f"<BookgDt><Dt>{self._value_date}</Dt></BookgDt>",
@@ -206,13 +265,13 @@ class Camt053Writer:
             balance("CLBD", net),
             "<TxsSummry><TtlNtries>",
             f"<NbOfNtries>{count}</NbOfNtries>",
-            f"<Sum>{format_minor(credits + debits, cur)}</Sum>",
+            _sum(credits + debits, cur),
             f"<TtlNetNtry><Amt>{format_minor(abs(net), cur)}</Amt>",
             f"<CdtDbtInd>{_cd(net)}</CdtDbtInd></TtlNetNtry></TtlNtries>",
             f"<TtlCdtNtries><NbOfNtries>{credit_count}</NbOfNtries>",
-            f"<Sum>{format_minor(credits, cur)}</Sum></TtlCdtNtries>",
+            f"{_sum(credits, cur)}</TtlCdtNtries>",
             f"<TtlDbtNtries><NbOfNtries>{count - credit_count}</NbOfNtries>",
-            f"<Sum>{format_minor(debits, cur)}</Sum></TtlDbtNtries>",
+            f"{_sum(debits, cur)}</TtlDbtNtries>",
             "</TxsSummry>\n",
         ]
         out.write("".join(head).encode("utf-8"))

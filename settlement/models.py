@@ -4,23 +4,60 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Date,
+    Dialect,
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 from clearing.db import Base
 from clearing.models import UTCDateTime
+
+TOTAL_DIGITS = 38
+"""Decimal digits of a stored total: a day of 2^31 obligations of 10^15 each sums to 25 digits."""
+
+
+class WideInt(TypeDecorator[int]):
+    """An integer total wider than bigint: NUMERIC(38, 0) on PostgreSQL; decimal text on SQLite,
+    whose NUMERIC turns an integer past 2^63 into a float."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(TOTAL_DIGITS + 2))
+        return dialect.type_descriptor(Numeric(TOTAL_DIGITS, 0, asdecimal=True))
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> object:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return str(int(value))
+        return int(value)
+
+    def process_result_value(self, value: object, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, int | Decimal):
+            return int(value)
+        return int(str(value))
+
 
 BATCH_STATES = ("open", "closing", "netted", "files_written", "published")
 """The only order a batch moves in; each step is committed on its own."""
@@ -62,11 +99,11 @@ class SettlementBatch(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     line_count: Mapped[int | None] = mapped_column(BigInteger, default=None)
     """Obligations the ledger holds in the window (frozen when closing)."""
-    amount_total: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    amount_total: Mapped[int | None] = mapped_column(WideInt, default=None)
     """Sum of their amounts, minor units of `currency`."""
-    points_total: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    points_total: Mapped[int | None] = mapped_column(WideInt, default=None)
     """Sum of their points (whole points, all programs)."""
-    fee_income: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    fee_income: Mapped[int | None] = mapped_column(WideInt, default=None)
     """The platform's fees less fee refunds, minor units."""
     directory: Mapped[str] = mapped_column(String(300))
     """Folder of the batch, relative to the settlement directory."""
@@ -85,7 +122,7 @@ class SettlementPosition(Base):
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     party_kind: Mapped[str] = mapped_column(String(12))
     party_name: Mapped[str] = mapped_column(String(200))
-    net: Mapped[int] = mapped_column(BigInteger)
+    net: Mapped[int] = mapped_column(WideInt)
     """Minor units; > 0: the platform pays the party, < 0: the party pays the platform."""
     statement_sequence: Mapped[int] = mapped_column(Integer)
     """1, 2, 3... per party and currency, for gap detection by the receiver."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -13,13 +13,13 @@ import pandas as pd
 
 from clearing.money import is_known_currency
 from settlement.lines import EVENT_TYPES, ObligationLine, ensure_frame, lines_to_frame
+from settlement.sums import exact_group_sums
 
 __all__ = ["Clearer", "Clearing", "Gross", "Totals", "check_invariants", "clear", "lines_to_frame"]
 
 GrossKey = tuple[str, str, str, str]
 """(currency, payer, payee, event_type)."""
 
-_INT64_MAX = 2**63 - 1
 _EXAMPLES = 5
 
 
@@ -64,20 +64,6 @@ class Clearing:
         return {p: v for (c, p), v in self.positions.items() if c == currency}
 
 
-def _safe_frames(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
-    """Split `frame` until no int64 column sum inside it can overflow."""
-    n = len(frame)
-    if n == 0:
-        return
-    bound = max(int(frame["amount"].abs().max()), int(frame["points"].abs().max()))
-    if n == 1 or bound <= _INT64_MAX // n:
-        yield frame
-        return
-    half = n // 2
-    yield from _safe_frames(frame.iloc[:half])
-    yield from _safe_frames(frame.iloc[half:])
-
-
 class Clearer:
     """Clearing accumulated chunk by chunk: `add` every chunk, then `result`.
 
@@ -100,36 +86,27 @@ class Clearer:
 
     def add(self, chunk: Sequence[ObligationLine] | pd.DataFrame) -> None:
         """Count one chunk of lines (ObligationLine objects or a frame with LINE_COLUMNS)."""
-        for part in _safe_frames(ensure_frame(chunk)):
-            self._add(part)
+        frame = ensure_frame(chunk)
+        if len(frame):
+            self._add(frame)
 
     def _add(self, frame: pd.DataFrame) -> None:
         self.line_count += len(frame)
         self._anomalies(frame)
-        # Python ints from here on: cross-chunk totals can exceed int64 without loss.
-        inputs = frame.groupby("currency", sort=False).agg(
-            amount=("amount", "sum"), count=("amount", "size"), points=("points", "sum")
-        )
+        # Python ints from here on: chunk and cross-chunk totals can pass 2^63 without loss.
+        currencies, inputs, counts = exact_group_sums(frame, ["currency"], ["amount", "points"])
         for cur, amount, count, points in zip(
-            inputs.index.tolist(),
-            inputs["amount"].tolist(),
-            inputs["count"].tolist(),
-            inputs["points"].tolist(),
-            strict=True,
+            currencies, inputs["amount"], counts, inputs["points"], strict=True
         ):
             acc = self.inputs[str(cur)]
             acc[0] += amount
             acc[1] += count
             acc[2] += points
-        grouped = frame.groupby(
-            ["currency", "payer", "payee", "event_type"], sort=False, observed=True
-        ).agg(amount=("amount", "sum"), count=("amount", "size"), points=("points", "sum"))
+        groups, gross, counts = exact_group_sums(
+            frame, ["currency", "payer", "payee", "event_type"], ["amount", "points"]
+        )
         for key, amount, count, points in zip(
-            grouped.index,
-            grouped["amount"].tolist(),
-            grouped["count"].tolist(),
-            grouped["points"].tolist(),
-            strict=True,
+            groups, gross["amount"], counts, gross["points"], strict=True
         ):
             acc = self.gross[(str(key[0]), str(key[1]), str(key[2]), str(key[3]))]
             acc[0] += amount

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, Select, and_, func, or_, select, union
+from sqlalchemy import BigInteger, Engine, Select, and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from clearing.ledger import POSITION, money_asset
@@ -138,16 +138,45 @@ def _in_window(currency: str, start: datetime, end: datetime) -> Any:
     )
 
 
+def _exact_sums(session: Session, column: Any) -> list[Any]:
+    """SUM(column) that cannot overflow, as select columns to add up in Python.
+
+    PostgreSQL sums bigint into numeric. SQLite's SUM raises "integer overflow" past 2^63 (and
+    TOTAL is a float), so there the column is summed in two halves whose sums stay in range
+    for any window under 2^31 rows: v / 2^32 and v % 2^32 (both truncate toward zero, so
+    hi * 2^32 + lo == v for negative values too).
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return [func.coalesce(func.sum(column), 0)]
+    return [
+        func.coalesce(func.sum(column.op("/", return_type=BigInteger)(_HALF)), 0),
+        func.coalesce(func.sum(column.op("%", return_type=BigInteger)(_HALF)), 0),
+    ]
+
+
+_HALF = 1 << 32
+
+
+def _joined(parts: Sequence[Any]) -> int:
+    """The exact total from the columns `_exact_sums` selected."""
+    if len(parts) == 1:
+        return int(parts[0] or 0)
+    hi, lo = parts
+    return int(hi or 0) * _HALF + int(lo or 0)
+
+
 def window_totals(session: Session, currency: str, start: datetime, end: datetime) -> Totals:
     """Count, amount and points of the obligations the ledger holds in the window."""
-    count, amount, points = session.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(Obligation.amount), 0),
-            func.coalesce(func.sum(Obligation.points), 0),
-        ).where(_in_window(currency, start, end))
+    amount = _exact_sums(session, Obligation.amount)
+    points = _exact_sums(session, Obligation.points)
+    row = session.execute(
+        select(func.count(), *amount, *points).where(_in_window(currency, start, end))
     ).one()
-    return Totals(amount=int(amount or 0), count=int(count), points=int(points or 0))
+    return Totals(
+        amount=_joined(row[1 : 1 + len(amount)]),
+        count=int(row[0]),
+        points=_joined(row[1 + len(amount) :]),
+    )
 
 
 def earliest_obligation(session: Session, currency: str) -> datetime | None:
@@ -202,8 +231,9 @@ def ledger_positions(
     session: Session, currency: str, start: datetime, end: datetime
 ) -> dict[uuid.UUID, int]:
     """What the entries booked in the window moved on each party's position account."""
+    sums = _exact_sums(session, Posting.amount)
     rows = session.execute(
-        select(Account.org_id, func.sum(Posting.amount))
+        select(Account.org_id, *sums)
         .join(Posting, Posting.account_id == Account.id)
         .join(JournalEntry, JournalEntry.id == Posting.entry_id)
         .where(
@@ -214,7 +244,7 @@ def ledger_positions(
         )
         .group_by(Account.org_id)
     )
-    return {org: int(total) for org, total in rows}
+    return {row[0]: _joined(row[1:]) for row in rows}
 
 
 def _lines_query(

@@ -250,9 +250,18 @@ def _open(engine: Engine, day: date, currency: str, now: datetime, settings: Set
             )
         earlier = repo.unpublished_before(session, currency, day)
         if earlier:
+            stuck = earlier[0]
+            # Say why the earlier day is stuck: its own recorded failure, not just its state.
+            why = (
+                f"; its last attempt ({stuck.attempts}) failed: {stuck.error}"
+                if stuck.error
+                else ""
+            )
             raise EarlierBatchOpen(
-                f"batch {earlier[0].id} ({earlier[0].state}) must be published first",
-                batch=earlier[0].id,
+                f"batch {stuck.id} ({stuck.state}) must be published first{why}",
+                batch=stuck.id,
+                batch_state=stuck.state,
+                batch_error=stuck.error,
             )
         latest = repo.latest_batch(session, currency)
         if latest is not None:

@@ -22,6 +22,7 @@ from settlement.lines import (
     booked_micros,
     ensure_frame,
 )
+from settlement.sums import INT64_MAX, exact_group_sums, exact_sum
 
 
 class StatementInputError(InvalidInput):
@@ -157,10 +158,13 @@ class StatementTotals:
         fee = details["fee"].to_numpy()
         points = details["points"].to_numpy()
         vector = gross.dtype == np.int64 and fee.dtype == np.int64 and points.dtype == np.int64
-        if vector:
-            bound = int(np.abs(gross).max()) + int(np.abs(fee).max())
-            vector = bound * n < _INT64_LIMIT and int(np.abs(points).max()) * n < _INT64_LIMIT
-        if not vector:
+        # net = gross + fee is computed in int64 below: it must not wrap on any row.
+        if (
+            not vector
+            or max(abs(int(gross.min())), abs(int(gross.max())))
+            + max(abs(int(fee.min())), abs(int(fee.max())))
+            > INT64_MAX
+        ):
             for row in detail_rows_of_frame(details):
                 self.add(row)
             return
@@ -168,9 +172,9 @@ class StatementTotals:
         credit = net >= 0
         self.count += n
         self.credit_count += int(credit.sum())
-        self.credits += int(net[credit].sum())
-        self.debits -= int(net[~credit].sum())
-        self.points += int(points.sum())
+        self.credits += exact_sum(net[credit])
+        self.debits -= exact_sum(net[~credit])
+        self.points += exact_sum(points)
         parts = pd.DataFrame(
             {
                 "counterparty": details["counterparty"].to_numpy(),
@@ -180,18 +184,22 @@ class StatementTotals:
                 "gross": gross,
                 "fee": fee,
                 "net": net,
-                "count": np.ones(n, dtype=np.int64),
-            }
+            },
+            copy=False,
         )
-        by = parts.groupby(["counterparty", "event_type"], sort=False).sum()
+        keys, sums, counts = exact_group_sums(
+            parts,
+            ["counterparty", "event_type"],
+            ["payable", "receivable", "gross", "fee", "net"],
+        )
         for (cp, ev), payable, receivable, g, f, nt, c in zip(
-            by.index.tolist(),
-            by["payable"].tolist(),
-            by["receivable"].tolist(),
-            by["gross"].tolist(),
-            by["fee"].tolist(),
-            by["net"].tolist(),
-            by["count"].tolist(),
+            keys,
+            sums["payable"],
+            sums["receivable"],
+            sums["gross"],
+            sums["fee"],
+            sums["net"],
+            counts,
             strict=True,
         ):
             entry = self.summary.get(cp)

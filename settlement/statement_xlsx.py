@@ -14,12 +14,15 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import WriteOnlyCell
 from openpyxl.writer.excel import ExcelWriter
 
-from clearing.money import exponent
+from clearing.money import exponent, format_minor
 from settlement.lines import Party
 from settlement.statement import DetailRow, StatementMeta, StatementTotals, utc_text
 from settlement.statement_csv import DETAIL_FIELDS, HEADER_FIELDS, SUMMARY_FIELDS, header_values
 
 EXCEL_MAX_ROWS = 1_048_576
+EXCEL_EXACT = 10**15
+"""Numbers of this magnitude and above are written as exact text: Excel keeps 15 significant
+digits and openpyxl writes every number through "%.16g", so a day's totals would be rounded."""
 TRAILER_LABELS = (
     "detail_count",
     "summary_count",
@@ -73,6 +76,11 @@ def _text(ws: Any, value: str) -> Any:
     return value
 
 
+def _count(value: int) -> int | str:
+    # Points and counts follow the same rule as money (EXCEL_EXACT).
+    return value if abs(value) < EXCEL_EXACT else str(value)
+
+
 class XlsxStatementWriter:
     """Writes one XLSX statement (write-only openpyxl), splitting details across sheets."""
 
@@ -116,6 +124,8 @@ class XlsxStatementWriter:
         self._sheets = 0
 
     def _money(self, ws: Any, minor: int) -> Any:
+        if abs(minor) >= EXCEL_EXACT:
+            return format_minor(minor, self._meta.currency)
         cell = WriteOnlyCell(ws, Decimal(minor).scaleb(-self._exp))
         cell.number_format = self._money_format
         return cell
@@ -138,7 +148,7 @@ class XlsxStatementWriter:
                 row.event_type,
                 _text(ws, row.counterparty),
                 _text(ws, row.program or ""),
-                row.points,
+                _count(row.points),
                 row.point_value if row.point_value is not None else "",
                 row.point_value_version if row.point_value_version is not None else "",
                 self._money(ws, row.gross),
@@ -178,17 +188,17 @@ class XlsxStatementWriter:
                     self._money(summary, s.gross_receivable),
                     self._money(summary, s.fees),
                     self._money(summary, s.net),
-                    s.count,
+                    _count(s.count),
                 ]
             )
         trailer = self._wb.create_sheet("Trailer")
         values: list[Any] = [
-            totals.count,
+            _count(totals.count),
             len(rows),
             self._money(trailer, totals.debits),
             self._money(trailer, totals.credits),
             self._money(trailer, totals.net),
-            totals.points,
+            _count(totals.points),
             csv_body_sha256,
             0 if self._omitted is not None else totals.count,
         ]

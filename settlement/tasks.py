@@ -98,6 +98,12 @@ def catch_up(
                 result.errors.append(f"{currency} {day}: {error.code}: {error}")
                 log.error("settlement of %s %s stopped: %s", currency, day, error)
                 break
+            except Exception as error:
+                # Anything else (a database error, a file that cannot be written) stops this
+                # currency only: the others still settle, and the batch row keeps the error.
+                result.errors.append(f"{currency} {day}: {type(error).__name__}: {error}")
+                log.exception("settlement of %s %s failed", currency, day)
+                break
     return result
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from factories import (
@@ -18,13 +20,17 @@ from factories import (
     key,
     link,
     member,
+    org,
 )
 from sqlalchemy import Engine
 
 from clearing.config import Settings
 from clearing.db import transaction
+from clearing.ledger import POSITION, EntryDraft, Ledger, ObligationDraft, money_asset
+from clearing.money import MAX_AMOUNT
 from exchange import service as exchange
 from exchange.schemas import RefundCreate
+from settlement.repository import position_accounts
 
 DAY1 = date(2026, 11, 20)
 """T0 is 2026-11-20 09:00 in Asia/Shanghai: business day DAY1 with the 00:00 cut-off."""
@@ -100,3 +106,108 @@ def book_two_days(engine: Engine) -> Days:
             session, w.cafe, third.id, RefundCreate(amount=4_000), t2 + timedelta(minutes=5), key()
         )
     return Days(w, str(refund.entry_id))
+
+
+@dataclass
+class LargeDay:
+    """What `book_large_day` booked in one currency, summed exactly in Python."""
+
+    currency: str
+    platform: uuid.UUID
+    parties: list[uuid.UUID]
+    line_count: int
+    amount_total: int
+    points_total: int
+    fee_income: int
+    positions: dict[uuid.UUID, int]
+    """Received less paid, fees included (the platform's is its fee income)."""
+    paid: dict[uuid.UUID, int]
+    """Gross of the non-fee obligations each party pays."""
+    received: dict[uuid.UUID, int]
+    fees_paid: dict[uuid.UUID, int]
+
+
+LARGE_EVENTS = ("merchant_funded_accrual", "conversion", "checkout_capture")
+
+
+def book_large_day(
+    engine: Engine,
+    currency: str,
+    platform: uuid.UUID,
+    *,
+    lines: int = 28_000,
+    skew: int = 400,
+    fee_every: int = 32,
+    at: datetime = T0,
+) -> LargeDay:
+    """One business day of `currency` where every obligation carries the largest amount one
+    operation may (MAX_AMOUNT minor units and points), among three parties and the platform.
+
+    The parties pay each other round a triangle, so each one's gross passes 2^63 while its
+    position stays far inside the ledger's balance bounds; `skew` extra payments from the
+    first party to the third give the nets some size, and every `fee_every`-th payment
+    carries a fee (1% of MAX_AMOUNT) owed to the platform, in the same entry. Posted through
+    the ledger directly: the API would take hours for this many maximal operations.
+    """
+    names = ("issuer", "merchant", "issuer")
+    parties = [
+        org(engine, kind, f"Large {currency} {i}", currency, at - timedelta(hours=1)).org_id
+        for i, kind in enumerate(names)
+    ]
+    with transaction(engine) as session:
+        if not position_accounts(session, currency, {platform}):
+            Ledger(session).open_account(
+                money_asset(currency), POSITION, platform, platform, at - timedelta(hours=1)
+            )
+    fee = MAX_AMOUNT // 100
+    drafts: list[EntryDraft] = []
+    day = LargeDay(currency, platform, parties, 0, 0, 0, 0, {}, {}, {}, {})
+    for who in [*parties, platform]:
+        day.positions[who] = day.paid[who] = day.received[who] = day.fees_paid[who] = 0
+    for k in range(lines + skew):
+        if k < lines:
+            a = k % 3
+            payer, payee, event = parties[a], parties[(a + 1) % 3], LARGE_EVENTS[a]
+            amount = MAX_AMOUNT - a
+        else:
+            payer, payee, event, amount = parties[0], parties[2], LARGE_EVENTS[2], MAX_AMOUNT
+        obligations = [
+            ObligationDraft(
+                event,
+                payer,
+                payee,
+                currency,
+                amount,
+                program_code="LARGE",
+                points=MAX_AMOUNT,
+                point_value=Decimal("0.01"),
+                point_value_version=1,
+            )
+        ]
+        day.paid[payer] += amount
+        day.received[payee] += amount
+        day.positions[payer] -= amount
+        day.positions[payee] += amount
+        day.amount_total += amount
+        day.points_total += MAX_AMOUNT
+        if k % fee_every == 0:
+            obligations.append(ObligationDraft("fee", payer, platform, currency, fee))
+            day.fees_paid[payer] += fee
+            day.positions[payer] -= fee
+            day.positions[platform] += fee
+            day.fee_income += fee
+            day.amount_total += fee
+        day.line_count += len(obligations)
+        drafts.append(
+            EntryDraft(
+                kind="test_large",
+                org_id=payer,
+                booked_at=at + timedelta(milliseconds=k),
+                legs=(),
+                obligations=obligations,
+            )
+        )
+    for start in range(0, len(drafts), 2_000):
+        with transaction(engine) as session:
+            Ledger(session).post_many(drafts[start : start + 2_000])
+    return day
