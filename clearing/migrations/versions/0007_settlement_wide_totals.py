@@ -1,7 +1,7 @@
 """settlement totals and positions wider than bigint
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-01 12:00:00
 
 A day's totals (amount, points, fee income) and a party's net position can pass 2^63 minor
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
