@@ -35,9 +35,26 @@ CAMT_MAX = 10**18 - 1
 at most 18 digits, whatever the currency's exponent."""
 
 
+OMITTED_TOO_LARGE = "amount_beyond_iso20022_18_digits"
+"""Why a party's folder has no camt.053, as its manifest states it: a figure the camt.053 must
+carry (a detail's amount, or the net position in `CLBD`) has more than the 18 digits an
+ISO 20022 amount may have. statement.csv and statement.xlsx hold every figure exactly."""
+OMISSION_REASONS = frozenset({OMITTED_TOO_LARGE})
+"""Every reason a manifest may give for leaving the camt.053 out (see FILES.md)."""
+
+
 class CamtAmountTooLarge(StatementInputError):
+    """Raised by the writer on an amount it cannot write; the files step catches it and
+    publishes the folder without a camt.053 (`OMITTED_TOO_LARGE`): one party's figures never
+    stop a batch."""
+
     code = "camt_amount_too_large"
     title = "An amount is too large for camt.053"
+
+
+def camt_can_hold(minor: int) -> bool:
+    """Whether a camt.053 amount (at most 18 digits) can hold `minor` minor units."""
+    return abs(minor) <= CAMT_MAX
 
 
 def split_amount(value: int, parts: int) -> list[int]:
@@ -79,7 +96,7 @@ def _t(value: str) -> str:
 
 def _sum(minor: int, currency: str) -> str:
     # Sums are optional in TxsSummry; one past CAMT_MAX is left out (statement.csv has it).
-    return f"<Sum>{format_minor(minor, currency)}</Sum>" if abs(minor) <= CAMT_MAX else ""
+    return f"<Sum>{format_minor(minor, currency)}</Sum>" if camt_can_hold(minor) else ""
 
 
 def _cd(minor: int) -> str:
@@ -100,7 +117,7 @@ class Camt053Writer:
         self._refs: list[int] = []
 
     def _amt(self, minor: int) -> str:
-        if abs(minor) > CAMT_MAX:
+        if not camt_can_hold(minor):
             raise CamtAmountTooLarge(
                 f"camt.053 of {self._party.id}: {format_minor(minor, self._cur)} {self._cur} "
                 f"exceeds the 18 digits an ISO 20022 amount may have"

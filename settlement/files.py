@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from itertools import islice
@@ -25,7 +25,7 @@ import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clearing.money import exponent, parse_minor
-from settlement.camt053 import Camt053Writer
+from settlement.camt053 import OMITTED_TOO_LARGE, Camt053Writer, CamtAmountTooLarge, camt_can_hold
 from settlement.lines import ObligationLine, Party
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME, manifest_bytes, sign_manifest
 from settlement.statement import (
@@ -58,6 +58,9 @@ class PartyFiles:
     hashes: Mapping[str, str]
     """File name -> SHA-256 hex, as listed in the manifest."""
     totals: StatementTotals
+    omitted: Mapping[str, str] = field(default_factory=dict)
+    """File name -> reason code of every file left out of the folder, as in the manifest
+    (only ever the camt.053; see FILES.md, "Totals and their widths")."""
 
 
 def _partial(path: Path) -> Path:
@@ -167,6 +170,8 @@ class _PartyState:
         self.writer: CsvStatementWriter | None = None
         self.csv_sha256 = ""
         self.body_sha256 = ""
+        self.omitted: dict[str, str] = {}
+        """File name -> reason: files this folder is published without."""
 
     def partials(self) -> list[Path]:
         names = (CSV_NAME, XLSX_NAME, CAMT_NAME, MANIFEST_NAME, SIGNATURE_NAME)
@@ -311,18 +316,32 @@ class BatchFiles:
 
     def _write_camt(self, state: _PartyState) -> None:
         began = time.perf_counter()
+        partial = _partial(state.directory / CAMT_NAME)
+        # A party's camt.053 that cannot carry its figures is left out, never the batch
+        # stopped: the CSV and XLSX hold every figure, the manifest says why (FILES.md).
+        # The net position (CLBD) is known from the totals, so a statement whose net is too
+        # large is not written first; a detail's amount too large shows while writing.
+        if not camt_can_hold(state.totals.net):
+            state.omitted[CAMT_NAME] = OMITTED_TOO_LARGE
+            return
         batched = state.totals.count > self._detail_limit
         entries: IO[bytes]
-        with tempfile.TemporaryFile(dir=state.directory) as entries:
-            writer = Camt053Writer(state.party, state.meta, entries)
-            if batched:
-                for (cp, ev), (count, gross, fee, net) in sorted(state.totals.batches.items()):
-                    writer.write_batch(cp, ev, count, gross, fee, net)
-            else:
-                for row in _csv_detail_rows(state.csv_partial, self._currency):
-                    writer.write_row(row)
-            with open(_partial(state.directory / CAMT_NAME), "wb") as out:
-                writer.finish(state.totals, out)
+        try:
+            with tempfile.TemporaryFile(dir=state.directory) as entries:
+                writer = Camt053Writer(state.party, state.meta, entries)
+                if batched:
+                    for (cp, ev), (count, gross, fee, net) in sorted(state.totals.batches.items()):
+                        writer.write_batch(cp, ev, count, gross, fee, net)
+                else:
+                    for row in _csv_detail_rows(state.csv_partial, self._currency):
+                        writer.write_row(row)
+                with open(partial, "wb") as out:
+                    writer.finish(state.totals, out)
+        except CamtAmountTooLarge:
+            # Only a detail's own amount gets here (batch entries are split to fit), so
+            # only a statement of at most detail_limit lines: a short write thrown away.
+            partial.unlink(missing_ok=True)
+            state.omitted[CAMT_NAME] = OMITTED_TOO_LARGE
         self.seconds["camt"] += time.perf_counter() - began
 
     def publish(self, expected_nets: Mapping[str, int] | None = None) -> dict[str, PartyFiles]:
@@ -337,11 +356,13 @@ class BatchFiles:
         results: dict[str, PartyFiles] = {}
         for state in self._states:
             directory = state.directory
-            finals = [directory / name for name in (CSV_NAME, XLSX_NAME, CAMT_NAME)]
             hashes = {CSV_NAME: state.csv_sha256}
-            for final in finals[1:]:
-                hashes[final.name] = _sha256(_partial(final))
-            manifest = manifest_bytes(state.meta.batch_id, state.party.id, self._key_id, hashes)
+            for name in (XLSX_NAME, CAMT_NAME):
+                if name not in state.omitted:
+                    hashes[name] = _sha256(_partial(directory / name))
+            manifest = manifest_bytes(
+                state.meta.batch_id, state.party.id, self._key_id, hashes, state.omitted
+            )
             _partial(directory / MANIFEST_NAME).write_bytes(manifest)
             _partial(directory / SIGNATURE_NAME).write_bytes(
                 sign_manifest(manifest, self._signing_key)
@@ -351,10 +372,19 @@ class BatchFiles:
                 file_id=statement_file_id(state.meta, state.party.id),
                 hashes=MappingProxyType(hashes),
                 totals=state.totals,
+                omitted=MappingProxyType(dict(state.omitted)),
             )
         for state in self._states:
             directory = state.directory
-            names = (CSV_NAME, XLSX_NAME, CAMT_NAME, MANIFEST_NAME, SIGNATURE_NAME)
+            for name in state.omitted:
+                # A file of an earlier write into this folder must not outlive a manifest
+                # that declares it omitted (verify refuses such a folder).
+                (directory / name).unlink(missing_ok=True)
+            names = [
+                n
+                for n in (CSV_NAME, XLSX_NAME, CAMT_NAME, MANIFEST_NAME, SIGNATURE_NAME)
+                if n not in state.omitted
+            ]
             _publish([(_partial(directory / n), directory / n) for n in names], directory)
         self._closed = True
         self.seconds["manifests"] += time.perf_counter() - began
@@ -512,7 +542,7 @@ def _write_share(
         seconds = dict(batch.seconds)
     # Plain mappings: a worker's result crosses a pipe.
     plain = {
-        pid: PartyFiles(f.directory, f.file_id, dict(f.hashes), f.totals)
+        pid: PartyFiles(f.directory, f.file_id, dict(f.hashes), f.totals, dict(f.omitted))
         for pid, f in written.items()
     }
     return plain, seconds, time.perf_counter() - began

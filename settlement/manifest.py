@@ -18,16 +18,27 @@ def canonical_json(value: Any) -> bytes:
     return text.encode("ascii") + b"\n"
 
 
-def manifest_bytes(batch: str, party: str, key_id: str, hashes: Mapping[str, str]) -> bytes:
-    """The manifest listing every file name with its SHA-256, in name order."""
-    return canonical_json(
-        {
-            "batch": batch,
-            "party": party,
-            "key_id": key_id,
-            "files": [{"name": name, "sha256": hashes[name]} for name in sorted(hashes)],
-        }
-    )
+def manifest_bytes(
+    batch: str,
+    party: str,
+    key_id: str,
+    hashes: Mapping[str, str],
+    omitted: Mapping[str, str] | None = None,
+) -> bytes:
+    """The manifest listing every file name with its SHA-256, in name order, and every file
+    left out of the folder (name -> reason code), in name order.
+
+    `omitted` appears only when something was left out: a complete folder's manifest keeps
+    the bytes it always had."""
+    body: dict[str, Any] = {
+        "batch": batch,
+        "party": party,
+        "key_id": key_id,
+        "files": [{"name": name, "sha256": hashes[name]} for name in sorted(hashes)],
+    }
+    if omitted:
+        body["omitted"] = [{"name": name, "reason": omitted[name]} for name in sorted(omitted)]
+    return canonical_json(body)
 
 
 def sign_manifest(data: bytes, signing_key: Ed25519PrivateKey) -> bytes:

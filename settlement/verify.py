@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from openpyxl import load_workbook
 
 from clearing.money import exponent, is_known_currency, parse_minor
-from settlement.camt053 import NAMESPACE, validation_errors
+from settlement.camt053 import NAMESPACE, OMISSION_REASONS, camt_can_hold, validation_errors
 from settlement.files import CAMT_NAME, CSV_NAME, XLSX_NAME
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME, canonical_json
 from settlement.statement_csv import (
@@ -39,6 +39,8 @@ class _CsvFacts:
     debits: int = 0
     credits: int = 0
     points: int = 0
+    largest: int = 0
+    """The largest magnitude of any detail's gross, fee or net: what a camt.053 entry carries."""
     body_sha256: str = ""
     summary: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0] * 5))
     batches: dict[tuple[str, str], list[int]] = field(
@@ -114,6 +116,7 @@ def _check_csv(path: Path, errors: list[str]) -> _CsvFacts | None:
                     if record[13] != ("C" if net >= 0 else "D"):
                         errors.append(f"{name}: line {record[1]} debit/credit mark disagrees")
                     facts.count += 1
+                    facts.largest = max(facts.largest, abs(gross), abs(fee), abs(net))
                     if net >= 0:
                         facts.credits += net
                     else:
@@ -172,12 +175,43 @@ def _check_csv(path: Path, errors: list[str]) -> _CsvFacts | None:
     return facts
 
 
-def _check_manifest(directory: Path, public_key: Ed25519PublicKey, errors: list[str]) -> None:
+# The files a party's folder may be published without, when its manifest says why: only the
+# camt.053 (FILES.md, "Totals and their widths"); the CSV and XLSX are always there.
+_MAY_BE_OMITTED = frozenset({CAMT_NAME})
+
+
+def _omitted(manifest: dict[str, Any], listed: dict[Any, Any], errors: list[str]) -> dict[str, str]:
+    """The manifest's declared omissions (name -> reason), every malformed one reported."""
+    declared = manifest.get("omitted", [])
+    if not isinstance(declared, list) or (not declared and "omitted" in manifest):
+        # An empty list is never written: a complete folder's manifest has no "omitted".
+        errors.append(f"{MANIFEST_NAME}: omitted is not a non-empty list")
+        return {}
+    omitted: dict[str, str] = {}
+    for entry in declared:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        reason = entry.get("reason") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or name not in _MAY_BE_OMITTED:
+            errors.append(f"{MANIFEST_NAME}: declares {name!r} omitted, which no folder may be")
+        elif not isinstance(reason, str) or reason not in OMISSION_REASONS:
+            errors.append(f"{MANIFEST_NAME}: omits {name} for an unknown reason {reason!r}")
+        elif name in listed or name in omitted:
+            errors.append(f"{MANIFEST_NAME}: {name} is both listed and declared omitted")
+        else:
+            omitted[name] = reason
+    return omitted
+
+
+def _check_manifest(
+    directory: Path, public_key: Ed25519PublicKey, errors: list[str]
+) -> dict[str, str]:
+    """Check the signed manifest and the files it lists; return the files it declares omitted
+    (name -> reason)."""
     manifest_path = directory / MANIFEST_NAME
     sig_path = directory / SIGNATURE_NAME
     if not manifest_path.is_file() or not sig_path.is_file():
         errors.append(f"{MANIFEST_NAME} or {SIGNATURE_NAME} is missing")
-        return
+        return {}
     data = manifest_path.read_bytes()
     try:
         public_key.verify(sig_path.read_bytes(), data)
@@ -187,10 +221,10 @@ def _check_manifest(directory: Path, public_key: Ed25519PublicKey, errors: list[
         manifest: Any = json.loads(data)
     except ValueError as exc:
         errors.append(f"{MANIFEST_NAME}: not JSON ({exc})")
-        return
+        return {}
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
         errors.append(f"{MANIFEST_NAME}: not an object with a files list")
-        return
+        return {}
     if canonical_json(manifest) != data:
         errors.append(f"{MANIFEST_NAME}: not in canonical form")
     listed = {
@@ -198,9 +232,13 @@ def _check_manifest(directory: Path, public_key: Ed25519PublicKey, errors: list[
         for entry in manifest.get("files", [])
         if isinstance(entry, dict)
     }
+    omitted = _omitted(manifest, listed, errors)
     for required in (CSV_NAME, XLSX_NAME, CAMT_NAME):
-        if required not in listed:
+        if required not in listed and required not in omitted:
             errors.append(f"{MANIFEST_NAME}: does not list {required}")
+    for gone in sorted(omitted):
+        if (directory / gone).exists():
+            errors.append(f"{gone} is present, but {MANIFEST_NAME} declares it omitted")
     for name, digest in sorted(listed.items(), key=lambda kv: str(kv[0])):
         if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
             errors.append(f"{MANIFEST_NAME}: file name {name!r} is not a plain name")
@@ -213,6 +251,18 @@ def _check_manifest(directory: Path, public_key: Ed25519PublicKey, errors: list[
             actual = hashlib.file_digest(fh, "sha256").hexdigest()
         if actual != digest:
             errors.append(f"{name}: SHA-256 {actual} differs from manifest {digest}")
+    return omitted
+
+
+def _check_camt_omission(facts: _CsvFacts | None, errors: list[str]) -> None:
+    # The one reason there is (OMITTED_TOO_LARGE) must hold: a figure the camt.053 would carry
+    # (a detail's amount, or the net position) has more than 18 digits. Otherwise the folder
+    # merely lacks a camt.053 it could have had.
+    if facts is not None and camt_can_hold(facts.largest) and camt_can_hold(facts.net):
+        errors.append(
+            f"{MANIFEST_NAME}: declares {CAMT_NAME} omitted, but every figure of "
+            f"{CSV_NAME} fits a camt.053 amount"
+        )
 
 
 def _signed_amount(element: Any, cur: str) -> int:
@@ -343,7 +393,7 @@ def _plain(value: object, *, cur: str) -> str:
 def verify_directory(path: Path, public_key: Ed25519PublicKey) -> list[str]:
     """Every problem found in a party's settlement folder; empty means it checks out."""
     errors: list[str] = []
-    _check_manifest(path, public_key, errors)
+    omitted = _check_manifest(path, public_key, errors)
     facts: _CsvFacts | None = None
     csv_path = path / CSV_NAME
     if csv_path.is_file():
@@ -354,7 +404,10 @@ def verify_directory(path: Path, public_key: Ed25519PublicKey) -> list[str]:
     else:
         errors.append(f"{CSV_NAME} is missing")
     camt_path = path / CAMT_NAME
-    if camt_path.is_file():
+    if CAMT_NAME in omitted:
+        # Declared and signed; _check_manifest has refused a camt053.xml present all the same.
+        _check_camt_omission(facts, errors)
+    elif camt_path.is_file():
         _check_camt(camt_path, facts, errors)
     else:
         errors.append(f"{CAMT_NAME} is missing")

@@ -139,13 +139,15 @@ def book_large_day(
     skew: int = 400,
     fee_every: int = 32,
     at: datetime = T0,
+    skew_to: tuple[int, ...] = (2,),
 ) -> LargeDay:
     """One business day of `currency` where every obligation carries the largest amount one
     operation may (MAX_AMOUNT minor units and points), among three parties and the platform.
 
     The parties pay each other round a triangle, so each one's gross passes 2^63 while its
     position stays far inside the ledger's balance bounds; `skew` extra payments from the
-    first party to the third give the nets some size, and every `fee_every`-th payment
+    first party to the third (to the parties numbered in `skew_to`, in turn) give the nets
+    some size, and every `fee_every`-th payment
     carries a fee (1% of MAX_AMOUNT) owed to the platform, in the same entry. Posted through
     the ledger directly: the API would take hours for this many maximal operations.
     """
@@ -170,7 +172,8 @@ def book_large_day(
             payer, payee, event = parties[a], parties[(a + 1) % 3], LARGE_EVENTS[a]
             amount = MAX_AMOUNT - a
         else:
-            payer, payee, event, amount = parties[0], parties[2], LARGE_EVENTS[2], MAX_AMOUNT
+            payee = parties[skew_to[(k - lines) % len(skew_to)]]
+            payer, event, amount = parties[0], LARGE_EVENTS[2], MAX_AMOUNT
         obligations = [
             ObligationDraft(
                 event,
@@ -207,7 +210,9 @@ def book_large_day(
                 obligations=obligations,
             )
         )
-    for start in range(0, len(drafts), 2_000):
+    # 900 entries of at most MAX_AMOUNT plus a 1% fee move one balance by less than
+    # BALANCE_LIMIT, the most one posting may: any skew books, however one-sided.
+    for start in range(0, len(drafts), 900):
         with transaction(engine) as session:
-            Ledger(session).post_many(drafts[start : start + 2_000])
+            Ledger(session).post_many(drafts[start : start + 900])
     return day

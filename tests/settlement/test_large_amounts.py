@@ -8,6 +8,8 @@ raises, a bigint column overflows, Excel numbers keep 15 digits, camt.053 amount
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from collections import defaultdict
 from dataclasses import replace
 from datetime import timedelta
@@ -27,9 +29,10 @@ from clearing.db import transaction
 from clearing.money import MAX_AMOUNT, parse_minor
 from clearing.platform_key import load_or_create
 from settlement import repository as repo
-from settlement.camt053 import CAMT_MAX
-from settlement.files import CAMT_NAME, CSV_NAME, write_party_files
+from settlement.camt053 import CAMT_MAX, OMITTED_TOO_LARGE, validation_errors
+from settlement.files import CAMT_NAME, CSV_NAME, XLSX_NAME, write_party_files
 from settlement.lines import ObligationLine, lines_to_frame
+from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME, manifest_bytes, sign_manifest
 from settlement.netting import Totals, check_invariants, clear
 from settlement.service import EarlierBatchOpen, run_batch, verify_tree
 from settlement.statement import StatementTotals
@@ -306,3 +309,221 @@ def test_a_failing_currency_is_reported_and_does_not_stop_the_others(
     again = catch_up(engine, settings, AFTER_DAY2, currencies=["HKD", "JPY"])
     assert again.errors == []
     assert [(b.currency, b.state) for b in again.settled] == [("HKD", "published")] * 2
+
+
+# a party whose figures a camt.053 cannot carry: its folder goes out without one ------------------
+
+OMISSION = [{"name": CAMT_NAME, "reason": OMITTED_TOO_LARGE}]
+
+
+def _manifest(folder: Path) -> dict[str, object]:
+    loaded: dict[str, object] = json.loads((folder / MANIFEST_NAME).read_bytes())
+    return loaded
+
+
+def _resign(folder: Path, key: Ed25519PrivateKey, omitted: dict[str, str] | None) -> None:
+    """Rewrite the folder's manifest from the files it holds, `omitted` declared, and sign it
+    with the platform's key: verify must judge the folder, not only the signature."""
+    manifest = _manifest(folder)
+    names = [n for n in (CSV_NAME, XLSX_NAME, CAMT_NAME) if (folder / n).is_file()]
+    hashes = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
+    data = manifest_bytes(
+        str(manifest["batch"]), str(manifest["party"]), str(manifest["key_id"]), hashes, omitted
+    )
+    (folder / MANIFEST_NAME).write_bytes(data)
+    (folder / SIGNATURE_NAME).write_bytes(sign_manifest(data, key))
+
+
+def _big_net_day() -> tuple[list[ObligationLine], dict[str, int]]:
+    """bank-a pays 1,100 maximal amounts to shop-x and bank-b in turn, a fee every 10th: its
+    net passes 10^18, theirs (about 5.5 x 10^17) and the platform's do not."""
+    lines: list[ObligationLine] = []
+    for k in range(1_100):
+        ref = f"r{k:07d}"
+        payee = ("shop-x", "bank-b")[k % 2]
+        lines.append(line(ref, 1, "checkout_capture", "bank-a", payee, MAX_AMOUNT, minute=0))
+        if k % 10 == 0:
+            lines.append(line(ref, 2, "fee", "bank-a", PLATFORM.id, 1_000, points=None))
+    # One reference a second, sorted as the ledger sends them.
+    lines = [
+        replace(
+            ln,
+            booked_at=WINDOW_START
+            + timedelta(seconds=int(ln.reference[1:]) + 1, microseconds=ln.seq),
+        )
+        for ln in lines
+    ]
+    nets: dict[str, int] = defaultdict(int)
+    for ln in lines:
+        nets[ln.payee] += ln.amount
+        nets[ln.payer] -= ln.amount
+    return lines, nets
+
+
+@pytest.mark.parametrize("limit", [100, 10_000])  # batched camt.053 entries; one per detail
+def test_a_net_past_18_digits_publishes_without_camt(tmp_path: Path, limit: int) -> None:
+    lines, nets = _big_net_day()
+    assert -nets["bank-a"] > CAMT_MAX
+    assert max(abs(nets[p]) for p in ("shop-x", "bank-b", PLATFORM.id)) <= CAMT_MAX
+    key = Ed25519PrivateKey.generate()
+    who = ("bank-a", "shop-x", "bank-b", PLATFORM.id)
+    for run in ("first", "again"):
+        for org_id in who:
+            files = write_party_files(
+                tmp_path / run / org_id,
+                party(org_id),
+                lines,
+                meta(),
+                signing_key=key,
+                key_id="k1",
+                detail_limit=limit,
+                expected_net=nets[org_id],
+            )
+            assert files.totals.net == nets[org_id]
+            assert dict(files.omitted) == (
+                {CAMT_NAME: OMITTED_TOO_LARGE} if org_id == "bank-a" else {}
+            )
+    for org_id in who:
+        folder = tmp_path / "first" / org_id
+        assert verify_directory(folder, key.public_key()) == []
+        manifest = _manifest(folder)
+        listed = [f["name"] for f in manifest["files"]]  # type: ignore[attr-defined]
+        if org_id == "bank-a":
+            assert not (folder / CAMT_NAME).exists()
+            assert listed == [CSV_NAME, XLSX_NAME]
+            assert manifest["omitted"] == OMISSION
+        else:
+            assert (folder / CAMT_NAME).is_file()
+            assert listed == [CAMT_NAME, CSV_NAME, XLSX_NAME]
+            assert "omitted" not in manifest
+        # Deterministic: the same lines give the same bytes, omission and all.
+        again = tmp_path / "again" / org_id
+        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in again.iterdir())
+        for path in folder.iterdir():
+            assert path.read_bytes() == (again / path.name).read_bytes(), path.name
+    # The CSV stays complete and authoritative: its trailer holds the net camt.053 could not.
+    trailer = _records(tmp_path / "first" / "bank-a" / CSV_NAME, "T")[0]
+    assert parse_minor(trailer[5], "CNY") == nets["bank-a"]
+
+
+def test_a_detail_past_18_digits_omits_camt_only_in_detail_form(tmp_path: Path) -> None:
+    # One reference of 1,001 maximal obligations to one payee is one detail past 10^18; a
+    # second pays it all back, so the net is 0. Batch entries (per counterparty and event
+    # type) net these two and fit; one entry per detail cannot be written.
+    back = [
+        line("r2", seq, "checkout_capture", "shop-x", "bank-a", MAX_AMOUNT, minute=2)
+        for seq in range(1_001)
+    ]
+    lines = [
+        line("r1", seq, "checkout_capture", "bank-a", "shop-x", MAX_AMOUNT, minute=1)
+        for seq in range(1_001)
+    ] + back
+    key = Ed25519PrivateKey.generate()
+    for limit, omitted in ((1, {}), (10_000, {CAMT_NAME: OMITTED_TOO_LARGE})):
+        folder = tmp_path / str(limit)
+        files = write_party_files(
+            folder,
+            party("bank-a"),
+            lines,
+            meta(),
+            signing_key=key,
+            key_id="k1",
+            detail_limit=limit,
+            expected_net=0,
+        )
+        assert dict(files.omitted) == omitted
+        assert (folder / CAMT_NAME).exists() == (not omitted)
+        assert verify_directory(folder, key.public_key()) == []
+        assert files.totals.count == 2
+        assert files.totals.credits == 1_001 * MAX_AMOUNT > CAMT_MAX
+
+
+def test_verify_refuses_a_camt_missing_without_declaration(tmp_path: Path) -> None:
+    lines, _nets = _big_net_day()
+    key = Ed25519PrivateKey.generate()
+    folders: dict[str, Path] = {}
+    for org_id in ("bank-a", "shop-x"):
+        folders[org_id] = folder = tmp_path / org_id
+        write_party_files(
+            folder, party(org_id), lines, meta(), signing_key=key, key_id="k1", detail_limit=100
+        )
+        assert verify_directory(folder, key.public_key()) == []
+    public = key.public_key()
+    small, big = folders["shop-x"], folders["bank-a"]
+    camt = (small / CAMT_NAME).read_bytes()
+
+    # Simply missing: the manifest lists it.
+    (small / CAMT_NAME).unlink()
+    assert f"{MANIFEST_NAME}: lists {CAMT_NAME}, which is missing" in verify_directory(
+        small, public
+    )
+    # Missing, and a validly signed manifest that neither lists nor declares it omitted.
+    _resign(small, key, None)
+    errors = verify_directory(small, public)
+    assert f"{MANIFEST_NAME}: does not list {CAMT_NAME}" in errors
+    assert f"{CAMT_NAME} is missing" in errors
+    # Declared omitted where every figure fits: not a reason.
+    _resign(small, key, {CAMT_NAME: OMITTED_TOO_LARGE})
+    assert verify_directory(small, public) == [
+        f"{MANIFEST_NAME}: declares {CAMT_NAME} omitted, but every figure of "
+        f"{CSV_NAME} fits a camt.053 amount"
+    ]
+    # A reason nobody defined, or a file that may never be left out.
+    for omitted, error in (
+        ({CAMT_NAME: "too_long"}, f"omits {CAMT_NAME} for an unknown reason 'too_long'"),
+        ({XLSX_NAME: OMITTED_TOO_LARGE}, f"declares '{XLSX_NAME}' omitted"),
+    ):
+        _resign(big, key, omitted)
+        assert any(error in e for e in verify_directory(big, public)), omitted
+    _resign(big, key, {CAMT_NAME: OMITTED_TOO_LARGE})
+    assert verify_directory(big, public) == []
+    # Present although declared omitted.
+    (big / CAMT_NAME).write_bytes(camt)
+    assert f"{CAMT_NAME} is present, but {MANIFEST_NAME} declares it omitted" in (
+        verify_directory(big, public)
+    )
+    # Declared omitted and listed at once.
+    _resign(big, key, {CAMT_NAME: OMITTED_TOO_LARGE})
+    assert f"{MANIFEST_NAME}: {CAMT_NAME} is both listed and declared omitted" in (
+        verify_directory(big, public)
+    )
+
+
+def test_a_party_net_past_18_digits_settles_on_both_databases(
+    engine: Engine, settings: Settings
+) -> None:
+    platform = org(engine, "platform", "Points Clearing Platform", "CNY").org_id
+    # 1,500 maximal payments from the first party, to the other two in turn: its net passes
+    # 10^18 (its position account spreads it over its balance slots), the others' stay within.
+    day = book_large_day(
+        engine, "HKD", platform, lines=300, skew=1_500, fee_every=7, skew_to=(1, 2)
+    )
+    big = day.parties[0]
+    assert -day.positions[big] > CAMT_MAX
+    assert all(abs(v) <= CAMT_MAX for p, v in day.positions.items() if p != big)
+    batch = run_batch(engine, DAY1, "HKD", AFTER_DAY2, settings)
+    assert batch.state == "published", batch.error
+    stored = {p.org_id: p.net for p in batch.positions}
+    assert stored == day.positions
+    assert sum(stored.values()) == 0
+    public = load_or_create(settings.platform_key_path).public_key
+    checked, errors = verify_tree(Path(batch.directory), public)
+    assert errors == []
+    assert checked == 4
+    root = Path(batch.directory)
+    for who in [*day.parties, platform]:
+        folder = root / str(who)
+        manifest = _manifest(folder)
+        own = _records(folder / CSV_NAME, "T")[0]
+        assert parse_minor(own[5], "HKD") == day.positions[who]
+        if who == big:
+            assert not (folder / CAMT_NAME).exists()
+            assert manifest["omitted"] == OMISSION
+        else:
+            assert "omitted" not in manifest
+            assert validation_errors(folder / CAMT_NAME) == []
+    with transaction(engine) as session:
+        recorded = {(f.org_id, f.name) for f in repo.files(session, batch.id)}
+    assert (big, CAMT_NAME) not in recorded
+    assert (big, MANIFEST_NAME) in recorded
+    assert (day.parties[1], CAMT_NAME) in recorded
