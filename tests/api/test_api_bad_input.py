@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from api_support import World, assert_problem, signed
+from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from clearing.money import MAX_AMOUNT
+from clearing.db import transaction
+from clearing.money import BALANCE_LIMIT, MAX_AMOUNT
 from clearing.timeutil import utcnow
 
 
@@ -191,3 +193,30 @@ def test_an_amount_a_rounding_would_take_beyond_the_bound_is_amount_out_of_range
     assert_problem(response, 422, "amount_out_of_range")
     with world.client(world.telco) as telco:
         assert telco.member("TEL", "carol")["balance"] == 0
+
+
+def test_a_balance_pushed_to_its_limit_answers_amount_out_of_range_never_500(
+    http: TestClient, world: World
+) -> None:
+    with world.client(world.bank) as bank:
+        bank.accrue("BANK", "alice", 10)
+    with transaction(world.app.state.engine) as session:
+        # As if the member's slot had been filled by years of accruals.
+        session.execute(
+            text(
+                "UPDATE balances SET balance = :b WHERE account_id IN (SELECT id FROM accounts"
+                " WHERE kind = 'member' AND asset = 'points:BANK')"
+            ),
+            {"b": BALANCE_LIMIT - 5},
+        )
+    for _ in range(3):
+        response = signed(
+            http,
+            world.bank,
+            "POST",
+            "/v1/accruals",
+            {"program": "BANK", "external_id": "alice", "points": 6},
+        )
+        assert_problem(response, 422, "amount_out_of_range")
+    with world.client(world.bank) as bank:
+        assert bank.member("BANK", "alice")["balance"] == BALANCE_LIMIT - 5
