@@ -315,9 +315,8 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
         raise ConversionTooSmall(
             "these points convert to less than one point of the target program"
         )
+    # Rounded up: at least one minor unit for at least one point, so no quote settles for 0.
     settlement_amount = money.value_owed_for_points(points_in, target_value.value, currency)
-    if settlement_amount <= 0:
-        raise ConversionTooSmall("these points are worth less than one minor unit")
     quote = ConversionQuote(
         id=new_id(),
         org_id=caller.org_id,

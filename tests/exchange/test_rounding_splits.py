@@ -334,91 +334,83 @@ def test_no_split_of_accruals_reversals_checkouts_or_refunds_beats_the_whole(
         over: int,
     ) -> None:
         with day.example() as d:
-            check_example(d, value, fee_rate, accrual, spend, steps, one_fen_refunds, over)
-
-    def check_example(
-        d: Day,
-        value: Decimal,
-        fee_rate: Decimal,
-        accrual: tuple[int, list[int]],
-        spend: tuple[int, list[int]],
-        steps: list[int],
-        one_fen_refunds: bool,
-        over: int,
-    ) -> None:
-        code = d.program(value, fee_rate)
-        whole_member, split_member = d.member(d.world.bank_a, code), d.member(d.world.bank_a, code)
-        points, lines = accrual
-
-        # accruals the shop funds: one accrual against the same points as a file of lines
-        whole = d.accrue(shop, code, whole_member, points)
-        file, _ = issuers.accrue_batch(
-            d.session,
-            shop,
-            AccrualBatchCreate(
-                items=[
-                    AccrualCreate(program=code, external_id=split_member, points=p) for p in lines
-                ]
-            ),
-            T0,
-            key(),
-        )
-        assert whole.amount_owed >= exact_minor(points, value, "CNY")
-        assert file.amount_owed >= whole.amount_owed
-
-        # checkouts: the whole amount at once, then the same amount as many checkouts
-        amount, parts = spend
-        if money.points_for_amount(amount, value, "CNY") > points:
-            return
-        single = d.checkout(code, whole_member, amount)
-        # each piece a partial capture of a larger authorisation when `over` is drawn
-        if sum(money.points_for_amount(p + over, value, "CNY") for p in parts) <= points:
-            pieces = [d.checkout(code, split_member, p, over) for p in parts]
-            assert sum(p.captured_points for p in pieces) >= single.captured_points
-            assert sum(p.fee_amount for p in pieces) >= single.fee_amount
-            assert sum(p.captured_amount for p in pieces) == single.captured_amount
-
-        # refunds of the whole checkout in the shop's steps: never more back than the share
-        # refunded so far, and exactly the fee and points taken once all is refunded
-        refunded = points_back = fee_back = 0
-        for step in itertools.chain(
-            [1] * amount if one_fen_refunds and amount <= 40 else steps, [amount]
-        ):
-            step = min(step, amount - refunded)
-            if step == 0:
-                break
-            out, _ = exchange.refund(
-                d.session, shop, single.id, RefundCreate(amount=step), T0, key()
+            code = d.program(value, fee_rate)
+            whole_member, split_member = (
+                d.member(d.world.bank_a, code),
+                d.member(d.world.bank_a, code),
             )
-            refunded += step
-            points_back += out.points
-            fee_back += out.fee_returned
-            assert points_back * amount <= single.captured_points * refunded
-            assert fee_back * amount <= single.fee_amount * refunded
-        assert (points_back, fee_back) == (single.captured_points, single.fee_amount)
+            points, lines = accrual
 
-        # reversals of the whole accrual in steps: back exactly what was owed at the end
-        returned = reversed_points = 0
-        for step in itertools.chain(steps, [points]):
-            step = min(step, points - reversed_points)
-            if step == 0:
-                break
-            rev, _ = issuers.reverse_accrual(
-                d.session, shop, whole.id, AccrualReversalCreate(points=step), T0, key()
+            # accruals the shop funds: one accrual against the same points as a file of lines
+            whole = d.accrue(shop, code, whole_member, points)
+            file, _ = issuers.accrue_batch(
+                d.session,
+                shop,
+                AccrualBatchCreate(
+                    items=[
+                        AccrualCreate(program=code, external_id=split_member, points=p)
+                        for p in lines
+                    ]
+                ),
+                T0,
+                key(),
             )
-            reversed_points += step
-            returned += rev.amount_returned
-            # the points still credited are always paid for, rounded against the shop
-            assert whole.amount_owed - returned >= exact_minor(
-                points - reversed_points, value, "CNY"
+            assert whole.amount_owed >= exact_minor(points, value, "CNY")
+            assert file.amount_owed >= whole.amount_owed
+
+            # checkouts: the whole amount at once, then the same amount as many checkouts
+            amount, parts = spend
+            if money.points_for_amount(amount, value, "CNY") > points:
+                return
+            single = d.checkout(code, whole_member, amount)
+            # each piece a partial capture of a larger authorisation when `over` is drawn
+            if sum(money.points_for_amount(p + over, value, "CNY") for p in parts) <= points:
+                pieces = [d.checkout(code, split_member, p, over) for p in parts]
+                assert sum(p.captured_points for p in pieces) >= single.captured_points
+                assert sum(p.fee_amount for p in pieces) >= single.fee_amount
+                assert sum(p.captured_amount for p in pieces) == single.captured_amount
+
+            # refunds of the whole checkout in the shop's steps: never more back than the share
+            # refunded so far, and exactly the fee and points taken once all is refunded
+            refunded = points_back = fee_back = 0
+            for step in itertools.chain(
+                [1] * amount if one_fen_refunds and amount <= 40 else steps, [amount]
+            ):
+                step = min(step, amount - refunded)
+                if step == 0:
+                    break
+                out, _ = exchange.refund(
+                    d.session, shop, single.id, RefundCreate(amount=step), T0, key()
+                )
+                refunded += step
+                points_back += out.points
+                fee_back += out.fee_returned
+                assert points_back * amount <= single.captured_points * refunded
+                assert fee_back * amount <= single.fee_amount * refunded
+            assert (points_back, fee_back) == (single.captured_points, single.fee_amount)
+
+            # reversals of the whole accrual in steps: back exactly what was owed at the end
+            returned = reversed_points = 0
+            for step in itertools.chain(steps, [points]):
+                step = min(step, points - reversed_points)
+                if step == 0:
+                    break
+                rev, _ = issuers.reverse_accrual(
+                    d.session, shop, whole.id, AccrualReversalCreate(points=step), T0, key()
+                )
+                reversed_points += step
+                returned += rev.amount_returned
+                # the points still credited are always paid for, rounded against the shop
+                assert whole.amount_owed - returned >= exact_minor(
+                    points - reversed_points, value, "CNY"
+                )
+            assert returned == whole.amount_owed
+            assert (
+                d.session.execute(
+                    select(func.count()).select_from(Obligation).where(Obligation.amount <= 0)
+                ).scalar_one()
+                == 0
             )
-        assert returned == whole.amount_owed
-        assert (
-            d.session.execute(
-                select(func.count()).select_from(Obligation).where(Obligation.amount <= 0)
-            ).scalar_one()
-            == 0
-        )
 
     check()
 
@@ -435,34 +427,31 @@ def test_no_split_of_a_conversion_beats_the_whole(engine: Engine) -> None:
     )
     def check(value: Decimal, target: str, conversion: tuple[int, list[int]]) -> None:
         with day.example() as d:
-            check_example(d, value, target, conversion)
-
-    def check_example(
-        d: Day, value: Decimal, target: str, conversion: tuple[int, list[int]]
-    ) -> None:
-        points, parts = conversion
-        target_value = Decimal("0.01") if target == "BANKB" else Decimal("0.002")
-        if money.converted_points(points, value, target_value, fee_rate) == 0:
-            return
-        code = d.program(value, Decimal(0))
-        issuer = d.world.programs[target]
-        ends = []
-        for _ in range(2):
-            source = d.member(d.world.bank_a, code)
-            d.accrue(d.world.bank_a, code, source, points)
-            ends.append(((code, source), (target, d.member(issuer, target))))
-        whole = d.convert(*ends[0], points)
-        converting = [p for p in parts if money.converted_points(p, value, target_value, fee_rate)]
-        pieces = [d.convert(*ends[1], converting[0])] if converting else []
-        pieces += [d.convert_linked(*ends[1], p) for p in converting[1:]]
-        assert sum(p.points_in for p in pieces) <= whole.points_in
-        # bank A pays for what it creates in B and the platform's fee, rounded against it
-        assert whole.settlement_amount >= exact_minor(whole.points_in, target_value, "CNY")
-        assert sum(p.settlement_amount for p in pieces) >= money.value_owed_for_points(
-            sum(p.points_in for p in pieces), target_value, "CNY"
-        )
-        assert sum(p.fee_amount for p in pieces) >= money.conversion_fee(
-            sum(p.points_out for p in pieces), value, fee_rate, "CNY"
-        )
+            points, parts = conversion
+            target_value = Decimal("0.01") if target == "BANKB" else Decimal("0.002")
+            if money.converted_points(points, value, target_value, fee_rate) == 0:
+                return
+            code = d.program(value, Decimal(0))
+            issuer = d.world.programs[target]
+            ends = []
+            for _ in range(2):
+                source = d.member(d.world.bank_a, code)
+                d.accrue(d.world.bank_a, code, source, points)
+                ends.append(((code, source), (target, d.member(issuer, target))))
+            whole = d.convert(*ends[0], points)
+            converting = [
+                p for p in parts if money.converted_points(p, value, target_value, fee_rate)
+            ]
+            pieces = [d.convert(*ends[1], converting[0])] if converting else []
+            pieces += [d.convert_linked(*ends[1], p) for p in converting[1:]]
+            assert sum(p.points_in for p in pieces) <= whole.points_in
+            # bank A pays for what it creates in B and the platform's fee, rounded against it
+            assert whole.settlement_amount >= exact_minor(whole.points_in, target_value, "CNY")
+            assert sum(p.settlement_amount for p in pieces) >= money.value_owed_for_points(
+                sum(p.points_in for p in pieces), target_value, "CNY"
+            )
+            assert sum(p.fee_amount for p in pieces) >= money.conversion_fee(
+                sum(p.points_out for p in pieces), value, fee_rate, "CNY"
+            )
 
     check()
