@@ -120,7 +120,8 @@ def key_add(
     typer.echo(key.keyid)
 
 
-@key_app.command("revoke")
+# A key id is a base64url thumbprint: one in 64 starts with "-", which must not read as an option.
+@key_app.command("revoke", context_settings={"ignore_unknown_options": True})
 def key_revoke(keyid: str = typer.Argument(...)) -> None:
     """Revoke a key at once."""
     import clearing.tables  # noqa: F401

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from clearing.app import create_app
 from clearing.cli import app as cli
 from clearing.client import ApiError, PartnerClient
+from clearing.platform_key import jwk_thumbprint
 from clearing.signatures import public_jwk
 
 
@@ -61,3 +62,31 @@ def test_org_create_and_key_add_print_ids_alone(
         assert error.value.code == "unknown_key"
     finally:
         app.state.engine.dispose()
+
+
+def test_key_revoke_takes_a_key_id_that_starts_with_a_dash(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLEARING_DATABASE_URL", db_url)
+    runner = CliRunner()
+    created = runner.invoke(
+        cli, ["org", "create", "--kind", "platform", "--name", "Platform", "--currency", "CNY"]
+    )
+    assert created.exit_code == 0, created.output
+    key = Ed25519PrivateKey.generate()
+    while not jwk_thumbprint(key.public_key()).startswith("-"):  # one key in 64
+        key = Ed25519PrivateKey.generate()
+    pem = tmp_path / "dash.pem"
+    pem.write_text(public_pem(key))
+    added = runner.invoke(cli, ["key", "add", created.stdout.strip(), "--public-key", str(pem)])
+    assert added.exit_code == 0, added.output
+    keyid = added.stdout.strip()
+    assert keyid.startswith("-")
+
+    revoked = runner.invoke(cli, ["key", "revoke", keyid])
+    assert revoked.exit_code == 0, revoked.output
+    assert revoked.stdout == f"revoked {keyid}\n"
+    for unknown in ("--gNU70qOeiHB-8SsN7WThj1aKl3h5zSplSKnT3pOr4", "-h"):
+        refused = runner.invoke(cli, ["key", "revoke", unknown])
+        assert refused.exit_code == 1
+        assert "unknown key" in refused.output
