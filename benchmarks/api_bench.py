@@ -37,12 +37,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-import clearing.tables  # noqa: F401
-from clearing.client import PartnerClient
-from clearing.context import Caller
-from clearing.db import make_engine, transaction
-from clearing.migrate import upgrade
-from clearing.timeutil import utcnow
+import clearing.app.tables  # noqa: F401
+from clearing.app.migrate import upgrade
+from clearing.core.db import make_engine, transaction
+from clearing.core.timeutil import utcnow
+from clearing.sdk.client import PartnerClient
+from clearing.web.context import Caller
 from exchange.schemas import CaptureCreate, CheckoutCreate
 from exchange.service import authorise, capture
 from issuers.keys import ApiKeyCreate, add_key
@@ -362,7 +362,7 @@ def main() -> None:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "clearing.app:app_from_env",
+                "clearing.app.factory:app_from_env",
                 "--factory",
                 "--host",
                 "127.0.0.1",

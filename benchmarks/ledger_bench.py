@@ -142,9 +142,9 @@ def pgbench(seconds: int, clients: int) -> tuple[float, float]:
 
 def setup(url: str, workers: int) -> Setup:
     """Platform, one issuer program, merchants, members with plenty of points."""
-    from clearing.context import Caller
-    from clearing.db import make_engine, transaction
-    from clearing.migrate import upgrade
+    from clearing.app.migrate import upgrade
+    from clearing.core.db import make_engine, transaction
+    from clearing.web.context import Caller
     from issuers import service as issuers
     from issuers import tokens
     from issuers.schemas import (
@@ -226,8 +226,8 @@ def _start(seconds: float, ready: Any) -> float:
 def _single_worker(args: Job) -> None:
     """One worker: accrual, authorise, capture in a loop, one transaction each."""
     conf, worker, seconds, hot, ready, queue = args
-    from clearing.context import Caller
-    from clearing.db import make_engine, transaction
+    from clearing.core.db import make_engine, transaction
+    from clearing.web.context import Caller
     from exchange import service as exchange
     from exchange.schemas import CaptureCreate, CheckoutCreate
     from issuers import service as issuers
@@ -288,8 +288,8 @@ def _single_worker(args: Job) -> None:
 def _batch_worker(args: Job) -> None:
     """One worker posting bulk accrual files of FILE_LINES lines, one transaction per file."""
     conf, worker, seconds, _, ready, queue = args
-    from clearing.context import Caller
-    from clearing.db import make_engine, transaction
+    from clearing.core.db import make_engine, transaction
+    from clearing.web.context import Caller
     from issuers import service as issuers
     from issuers.schemas import AccrualBatchCreate, AccrualCreate
 
@@ -373,8 +373,8 @@ def main() -> None:
         single = run_phase(conf, args.workers, args.seconds, _single_worker)
         batched = run_phase(conf, args.workers, args.seconds, _batch_worker)
         hot = run_phase(conf, args.workers, args.seconds, _single_worker, hot=True)
-        from clearing.check import check_ledger
-        from clearing.db import make_engine, transaction
+        from clearing.core.check import check_ledger
+        from clearing.core.db import make_engine, transaction
 
         engine = make_engine(url)
         with transaction(engine) as s:

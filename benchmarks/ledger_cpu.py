@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 
 from ledger_bench import _create_db, _drop_db, setup
 
-from clearing.context import Caller
-from clearing.db import make_engine, transaction
+from clearing.core.db import make_engine, transaction
+from clearing.web.context import Caller
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate
 from issuers import service as issuers

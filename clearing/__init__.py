@@ -1,1 +1,1 @@
-"""Ledger core, database, app wiring and command line of the points clearing platform."""
+"""Points clearing platform: the core (ledger), web layer, app wiring and partner SDK."""

@@ -9,8 +9,8 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from clearing.db import Base, ExactDecimal
-from clearing.models import UTCDateTime
+from clearing.core.db import Base, ExactDecimal
+from clearing.core.models import UTCDateTime
 
 
 class BilateralRate(Base):

@@ -8,15 +8,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
 
-from clearing.api import (
+from clearing.core.timeutil import utcnow
+from clearing.web.api import (
     IdempotencyKey,
     SessionDep,
     json_response,
     once_response,
     run_once_response,
 )
-from clearing.auth import CallerDep
-from clearing.timeutil import utcnow
+from clearing.web.auth import CallerDep
 from exchange import service
 from exchange.schemas import (
     BilateralRateCreate,

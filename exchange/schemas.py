@@ -8,7 +8,15 @@ from decimal import Decimal
 
 from pydantic import Field
 
-from clearing.schemas import Code, ExternalId, MemberToken, MinorUnits, Model, Points, Reference
+from clearing.core.schemas import (
+    Code,
+    ExternalId,
+    MemberToken,
+    MinorUnits,
+    Model,
+    Points,
+    Reference,
+)
 
 
 class BilateralRateCreate(Model):

@@ -11,13 +11,12 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from clearing import money
-from clearing.context import Caller
-from clearing.db import Sql, row_to
-from clearing.errors import Conflict, Forbidden, InvalidInput, NotFound
-from clearing.idempotency import run_once, run_once_reading
-from clearing.ids import new_id
-from clearing.ledger import (
+from clearing.core import money
+from clearing.core.db import Sql, row_to
+from clearing.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from clearing.core.idempotency import run_once, run_once_reading
+from clearing.core.ids import new_id
+from clearing.core.ledger import (
     CONVERTED_IN,
     CONVERTED_OUT,
     REDEEMED,
@@ -30,8 +29,9 @@ from clearing.ledger import (
     ObligationDraft,
     points_asset,
 )
-from clearing.models import Hold
-from clearing.timeutil import add_months, aware, within_horizon
+from clearing.core.models import Hold
+from clearing.core.timeutil import add_months, aware, within_horizon
+from clearing.web.context import Caller
 from exchange.models import BilateralRate, Checkout, ConversionQuote
 from exchange.schemas import (
     BilateralRateCreate,

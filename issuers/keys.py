@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
 from pydantic import Field
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, exists, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from clearing.errors import Conflict, NotFound
-from clearing.platform_key import jwk_thumbprint
-from clearing.schemas import Model
-from clearing.signatures import load_public_key, public_jwk
-from clearing.timeutil import aware
+from clearing.core.db import Sql
+from clearing.core.errors import Conflict, NotFound
+from clearing.core.models import SeenNonce
+from clearing.core.schemas import Model
+from clearing.core.timeutil import aware
+from clearing.web.auth import KeyOwner
+from clearing.web.platform_key import jwk_thumbprint
+from clearing.web.signatures import load_public_key, public_jwk
 from issuers.models import ApiKey, Organisation
 
 
@@ -90,3 +96,82 @@ def list_keys(session: Session, org_id: uuid.UUID) -> list[ApiKeyOut]:
         select(ApiKey).where(ApiKey.org_id == org_id).order_by(ApiKey.created_at, ApiKey.keyid)
     ).scalars()
     return [key_out(k) for k in keys]
+
+
+# --------------------------------------------------------------------------- the key directory
+
+_KEYS = cast(Table, ApiKey.__table__)
+_ORGS = cast(Table, Organisation.__table__)
+_NONCES = cast(Table, SeenNonce.__table__)
+_SEEN_AT = bindparam("seen_at", type_=_NONCES.c.seen_at.type)
+
+_ACTIVE_PEM = select(_KEYS.c.public_key_pem).where(
+    _KEYS.c.keyid == bindparam("keyid"), _KEYS.c.status == "active"
+)
+_OWNER = (
+    select(_KEYS.c.keyid, _ORGS.c.id.label("org_id"), _ORGS.c.kind, _ORGS.c.status)
+    .join_from(_KEYS, _ORGS, _ORGS.c.id == _KEYS.c.org_id)
+    .where(
+        _KEYS.c.keyid == bindparam("keyid"),
+        _KEYS.c.status == "active",
+        _KEYS.c.public_key_pem == bindparam("pem"),
+    )
+)
+"""The owner of a key that is active and still the key we verified against."""
+
+_owner = _OWNER.cte("owner")
+_burnt = (
+    pg_insert(_NONCES)
+    .from_select(
+        ["keyid", "nonce", "seen_at"],
+        select(_owner.c.keyid, bindparam("nonce", type_=_NONCES.c.nonce.type), _SEEN_AT),
+    )
+    .on_conflict_do_nothing()
+    .returning(_NONCES.c.nonce)
+    .cte("burnt")
+)
+_CLAIM_PG = select(
+    _owner.c.org_id,
+    _owner.c.kind,
+    _owner.c.status,
+    exists(select(_burnt.c.nonce)).label("fresh"),
+)
+"""PostgreSQL, one round trip: the owner of the key, and whether its nonce was new (now burnt)."""
+_INSERT_NONCE_SQLITE = sqlite_insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce)
+
+_ACTIVE_PEM_STATEMENT = Sql(_ACTIVE_PEM)
+_CLAIM_STATEMENT = Sql(_CLAIM_PG)
+
+
+class OrganisationKeys:
+    """The web layer's key directory over organisations' API keys (see ``clearing.web.auth``)."""
+
+    def active_pem(self, engine: Engine, keyid: str) -> str | None:
+        """The PEM of the active key with this id; None if there is none."""
+        row = _ACTIVE_PEM_STATEMENT.first_committed(engine, {"keyid": keyid})
+        return None if row is None else str(row.public_key_pem)
+
+    def claim(
+        self, engine: Engine, keyid: str, pem: str, nonce: str, now: datetime
+    ) -> KeyOwner | None:
+        """Burn the nonce if the key is still active with this PEM: its owner; None if it is not."""
+        params = {"keyid": keyid, "pem": pem, "nonce": nonce, "seen_at": now}
+        if engine.dialect.name == "postgresql":
+            row = _CLAIM_STATEMENT.first_committed(engine, params)
+            return (
+                None if row is None else KeyOwner(row.org_id, row.kind, row.status, bool(row.fresh))
+            )
+        with engine.begin() as conn:
+            return _claim_in(conn, params)
+
+
+def _claim_in(conn: Connection, params: dict[str, Any]) -> KeyOwner | None:
+    owner = conn.execute(_OWNER, params).first()
+    if owner is None:
+        return None
+    inserted = conn.execute(_INSERT_NONCE_SQLITE, params).first()
+    return KeyOwner(owner.org_id, owner.kind, owner.status, inserted is not None)
+
+
+ORGANISATION_KEYS = OrganisationKeys()
+"""The one key directory the app wires into the web layer."""

@@ -21,8 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from clearing.db import Base, ExactDecimal
-from clearing.models import UTCDateTime
+from clearing.core.db import Base, ExactDecimal
+from clearing.core.models import UTCDateTime
 
 ORG_KINDS = ("platform", "issuer", "merchant")
 ORG_STATUSES = ("active", "suspended")

@@ -9,7 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.orm import Session
 
-from clearing.api import (
+from clearing.core.errors import InvalidInput, NotFound
+from clearing.core.schemas import Code, ExternalId
+from clearing.core.timeutil import utcnow
+from clearing.web.api import (
     JSON,
     After,
     IdempotencyKey,
@@ -22,10 +25,7 @@ from clearing.api import (
     once_response,
     run_once_response,
 )
-from clearing.auth import CallerDep, OperatorDep
-from clearing.errors import InvalidInput, NotFound
-from clearing.schemas import Code, ExternalId
-from clearing.timeutil import utcnow
+from clearing.web.auth import CallerDep, OperatorDep
 from issuers import keys, service, tokens
 from issuers.models import Organisation
 from issuers.schemas import (

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from clearing.schemas import (
+from clearing.core.schemas import (
     Code,
     Currency,
     ExternalId,

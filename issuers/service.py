@@ -13,12 +13,11 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from clearing.context import Caller
-from clearing.db import Sql, bulk_insert, row_to
-from clearing.errors import Conflict, Forbidden, InactiveParty, InvalidInput, NotFound
-from clearing.idempotency import run_once, run_once_reading
-from clearing.ids import new_id
-from clearing.ledger import (
+from clearing.core.db import Sql, bulk_insert, row_to
+from clearing.core.errors import Conflict, Forbidden, InactiveParty, InvalidInput, NotFound
+from clearing.core.idempotency import run_once, run_once_reading
+from clearing.core.ids import new_id
+from clearing.core.ledger import (
     CONVERTED_IN,
     CONVERTED_OUT,
     EXPIRED,
@@ -34,15 +33,16 @@ from clearing.ledger import (
     money_asset,
     points_asset,
 )
-from clearing.models import JournalEntry, Obligation, Posting
-from clearing.money import (
+from clearing.core.models import JournalEntry, Obligation, Posting
+from clearing.core.money import (
     check_fee_rate,
     check_rate,
     cumulative_share,
     exponent,
     value_owed_for_points,
 )
-from clearing.timeutil import add_months, aware, within_horizon
+from clearing.core.timeutil import add_months, aware, within_horizon
+from clearing.web.context import Caller
 from issuers.models import (
     Accrual,
     Member,
@@ -106,7 +106,7 @@ class AccrualOverReversed(Conflict):
 
 
 # What the operations read of organisations, programs, point values and members: plain values
-# from one prebuilt statement each (`clearing.db.Sql`), not ORM objects, on the hot paths.
+# from one prebuilt statement each (`clearing.core.db.Sql`), not ORM objects, on the hot paths.
 
 
 @dataclass(frozen=True, slots=True)
@@ -854,7 +854,7 @@ def _post_accruals(
         obligations: list[ObligationDraft] = []
         if funder.kind == "merchant":
             # Rounded up: every line owes at least one minor unit, so no split of a file into
-            # many small lines owes less than the whole (clearing.money).
+            # many small lines owes less than the whole (clearing.core.money).
             owed = value_owed_for_points(item.points, value.value, issuer.currency)
             obligations.append(
                 ObligationDraft(

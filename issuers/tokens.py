@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from clearing.context import Caller
-from clearing.db import Sql
-from clearing.errors import ClearingError, Conflict, NotFound
-from clearing.idempotency import run_once
-from clearing.ids import new_id
+from clearing.core.db import Sql
+from clearing.core.errors import ClearingError, Conflict, NotFound
+from clearing.core.idempotency import run_once
+from clearing.core.ids import new_id
+from clearing.web.context import Caller
 from issuers.models import Member, MemberLink, MemberToken, MerchantTerm, Organisation, Program
 from issuers.schemas import (
     LinkTokenCreate,

@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import xmlschema
 
-from clearing.money import format_minor
+from clearing.core.money import format_minor
 from settlement.lines import Party
 from settlement.statement import (
     DetailRow,

@@ -1,8 +1,7 @@
-"""`clearing settlement ...`: run or resume a batch, list batches, verify files, the scheduler."""
+"""`clearing settlement ...`: run or resume a batch, list batches, verify files."""
 
 from __future__ import annotations
 
-import time as _time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +12,7 @@ settlement_app = typer.Typer(help="Daily settlement batches and their files.", n
 
 
 def _as_of(text: str | None) -> datetime:
-    from clearing.timeutil import utcnow
+    from clearing.core.timeutil import utcnow
 
     if text is None:
         return utcnow()
@@ -33,10 +32,9 @@ def run(
     ] = None,
 ) -> None:
     """Run the batch of one business day, or resume it where it stopped; prints its folder."""
-    import clearing.tables  # noqa: F401
-    from clearing.config import Settings
-    from clearing.db import make_engine
-    from clearing.errors import ClearingError
+    from clearing.core.config import Settings
+    from clearing.core.db import make_engine
+    from clearing.core.errors import ClearingError
     from settlement.service import run_batch
 
     settings = Settings.from_env()
@@ -60,9 +58,8 @@ def run(
 @settlement_app.command("status")
 def status(limit: Annotated[int, typer.Option(help="Batches to show")] = 30) -> None:
     """List the latest batches, newest first."""
-    import clearing.tables  # noqa: F401
-    from clearing.config import Settings
-    from clearing.db import make_engine, transaction
+    from clearing.core.config import Settings
+    from clearing.core.db import make_engine, transaction
     from settlement import repository as repo
 
     settings = Settings.from_env()
@@ -106,8 +103,8 @@ def verify(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from clearing.config import Settings
-    from clearing.platform_key import load_or_create
+    from clearing.core.config import Settings
+    from clearing.web.platform_key import load_or_create
     from settlement.service import verify_tree
 
     if public_key is not None:
@@ -131,22 +128,3 @@ def verify(
     if errors:
         raise typer.Exit(1)
     typer.echo(f"verified {checked} folder(s): control totals, hashes and signatures check out")
-
-
-@settlement_app.command("scheduler")
-def scheduler(
-    grace_minutes: Annotated[int, typer.Option(help="Minutes after the cut-off")] = 10,
-) -> None:
-    """Run the settlement scheduler in the foreground (catches up missed days at start)."""
-    from clearing.config import Settings
-    from settlement.tasks import start_scheduler
-
-    running = start_scheduler(Settings.from_env(), grace_minutes=grace_minutes)
-    typer.echo("settlement scheduler running; Ctrl-C to stop")
-    try:
-        while True:
-            _time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        running.shutdown()

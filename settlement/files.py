@@ -24,7 +24,7 @@ from typing import IO, BinaryIO
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clearing.money import exponent, parse_minor
+from clearing.core.money import exponent, parse_minor
 from settlement.camt053 import OMITTED_TOO_LARGE, Camt053Writer, CamtAmountTooLarge, camt_can_hold
 from settlement.lines import ObligationLine, Party
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME, manifest_bytes, sign_manifest

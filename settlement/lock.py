@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from clearing.errors import Conflict
+from clearing.core.errors import Conflict
 
 LOCK_KEY = 0x5E771E_0001
 """The advisory lock id of the settlement runner (any bigint no other component uses)."""

@@ -25,8 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
-from clearing.db import Base
-from clearing.models import UTCDateTime
+from clearing.core.db import Base
+from clearing.core.models import UTCDateTime
 
 TOTAL_DIGITS = 38
 """Decimal digits of a stored total: a day of 2^31 obligations of 10^15 each sums to 25 digits."""

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from clearing.money import is_known_currency
+from clearing.core.money import is_known_currency
 from settlement.lines import EVENT_TYPES, ObligationLine, ensure_frame, lines_to_frame
 from settlement.sums import exact_group_sums
 

@@ -16,9 +16,9 @@ import pandas as pd
 from sqlalchemy import BigInteger, Engine, Select, and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
-from clearing.ledger import POSITION, money_asset
-from clearing.models import Account, JournalEntry, Obligation, Posting
-from clearing.timeutil import aware
+from clearing.core.ledger import POSITION, money_asset
+from clearing.core.models import Account, JournalEntry, Obligation, Posting
+from clearing.core.timeutil import aware
 from issuers.models import Organisation
 from settlement.lines import LINE_COLUMNS, normalize_frame
 from settlement.models import SettlementBatch, SettlementFile, SettlementPosition

@@ -9,7 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from clearing.api import (
+from clearing.core.config import Settings
+from clearing.core.errors import InvalidInput, NotFound
+from clearing.web.api import (
     After,
     DigestedFileResponse,
     Limit,
@@ -18,10 +20,8 @@ from clearing.api import (
     decode_cursor,
     encode_cursor,
 )
-from clearing.auth import CallerDep
-from clearing.config import Settings
-from clearing.context import Caller
-from clearing.errors import InvalidInput, NotFound
+from clearing.web.auth import CallerDep
+from clearing.web.context import Caller
 from issuers.models import Organisation
 from settlement import repository as repo
 from settlement.models import SettlementBatch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from clearing.schemas import Model
+from clearing.core.schemas import Model
 
 
 class FileOut(Model):

@@ -46,11 +46,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from sqlalchemy import Engine, delete, insert
 from sqlalchemy.orm import Session
 
-from clearing.config import Settings
-from clearing.db import transaction
-from clearing.errors import ClearingError, Conflict, InvalidInput, NotFound
-from clearing.money import exponent, parse_minor
-from clearing.platform_key import load_or_create
+from clearing.core.config import Settings
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError, Conflict, InvalidInput, NotFound
+from clearing.core.money import exponent, parse_minor
+from clearing.web.platform_key import load_or_create
 from settlement import repository as repo
 from settlement.files import CSV_NAME, BatchWrite, ChunkSource, write_batch_folders
 from settlement.lines import Party, PartyKind

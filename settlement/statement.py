@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from clearing.errors import InvalidInput
-from clearing.money import exponent
+from clearing.core.errors import InvalidInput
+from clearing.core.money import exponent
 from settlement.lines import (
     FEE_EVENT_TYPES,
     LINE_COLUMNS,

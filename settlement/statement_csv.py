@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from clearing.money import exponent, format_minor
+from clearing.core.money import exponent, format_minor
 from settlement.lines import Party
 from settlement.statement import (
     DetailRow,

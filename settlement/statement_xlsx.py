@@ -14,7 +14,7 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import WriteOnlyCell
 from openpyxl.writer.excel import ExcelWriter
 
-from clearing.money import exponent, format_minor
+from clearing.core.money import exponent, format_minor
 from settlement.lines import Party
 from settlement.statement import DetailRow, StatementMeta, StatementTotals, utc_text
 from settlement.statement_csv import DETAIL_FIELDS, HEADER_FIELDS, SUMMARY_FIELDS, header_values

@@ -1,6 +1,6 @@
 """Exact sums of int64 money and points columns: numpy and pandas wrap silently on overflow.
 
-A day holds many obligations of up to `clearing.money.MAX_AMOUNT` each, so a column sum can pass
+A day holds many obligations of up to `clearing.core.money.MAX_AMOUNT` each, so a column sum can pass
 2^63 even though every value fits in int64. The cheap proof `max |v| x n < 2^63` keeps the usual
 case on one vectorised sum; past it every value is split into a high part (v >> 32, below 2^31 in
 magnitude) and a low part (v & 0xFFFFFFFF, below 2^32), whose int64 sums cannot overflow for

@@ -1,8 +1,9 @@
 """Scheduled settlement: a daily job per currency after the cut-off, and catch-up at start.
 
-APScheduler keeps its jobs in a table of the platform's own database (SQLAlchemyJobStore), so a
-job missed while every instance was down is still there, overdue, when one starts again; on top
-of that, start-up settles every business day due since the last published batch. Running twice is
+The app's scheduler (``clearing.app.scheduler``) runs what ``jobs`` declares and keeps the jobs in
+the platform's own database, so a job missed while every instance was down is still there,
+overdue, when one starts again; on top of that, start-up settles every business day due since
+the last published batch. Running twice is
 harmless: a batch runner holds the settlement lock, and a published batch is returned as it is.
 """
 
@@ -10,21 +11,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, time, timedelta
 
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
-from clearing.config import Settings
-from clearing.db import make_engine, transaction
-from clearing.errors import ClearingError
-from clearing.money import is_known_currency
-from clearing.tasks import expire_due
-from clearing.timeutil import utcnow
+from clearing.core.config import Settings
+from clearing.core.db import make_engine, transaction
+from clearing.core.errors import ClearingError
+from clearing.core.money import is_known_currency
+from clearing.core.tasks import ScheduledJob
+from clearing.core.timeutil import utcnow
 from settlement import repository as repo
 from settlement.lock import BatchRunning
 from settlement.schemas import BatchOut
@@ -33,7 +29,6 @@ from settlement.service import business_date_of, parse_cutoff, run_batch
 log = logging.getLogger("settlement.tasks")
 
 GRACE = timedelta(minutes=10)
-JOBS_TABLE = "settlement_scheduler_jobs"
 
 
 @dataclass
@@ -107,14 +102,20 @@ def catch_up(
     return result
 
 
-def settle_due(settings: Settings, grace_minutes: int, currency: str | None = None) -> None:
-    """The scheduled job: opens its own engine, settles what is due, logs the outcome."""
+def settle_due(
+    settings: Settings,
+    grace_minutes: int,
+    currency: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """The scheduled job: opens its own engine, settles what is due (as of `now`), logs it."""
     engine = make_engine(settings.database_url)
     try:
         done = catch_up(
             engine,
             settings,
-            utcnow(),
+            utcnow() if now is None else now,
             grace=timedelta(minutes=grace_minutes),
             currencies=None if currency is None else [currency],
         )
@@ -126,70 +127,33 @@ def settle_due(settings: Settings, grace_minutes: int, currency: str | None = No
         log.error("settlement: %s", error)
 
 
-def job_time(settings: Settings, grace: timedelta) -> tuple[int, int]:
-    """Local hour and minute of the daily job: the cut-off plus the grace period."""
-    at = datetime.combine(date(2000, 1, 1), parse_cutoff(settings.cutoff)) + grace
-    return at.hour, at.minute
+def job_time(settings: Settings, grace: timedelta) -> time:
+    """Local time of day of the daily job: the cut-off plus the grace period."""
+    return (datetime.combine(date(2000, 1, 1), parse_cutoff(settings.cutoff)) + grace).time()
 
 
-def build_scheduler(
-    settings: Settings,
-    engine: Engine,
-    *,
-    grace_minutes: int = 10,
-    currencies: list[str] | None = None,
-) -> BackgroundScheduler:
-    """A BackgroundScheduler (not started) with the daily job of every currency in the job store."""
-    zone = ZoneInfo(settings.zone)
-    scheduler = BackgroundScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE)},
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-        timezone=zone,
-    )
-    if currencies is None:
-        with transaction(engine) as session:
-            currencies = repo.settlement_currencies(session)
-    hour, minute = job_time(settings, timedelta(minutes=grace_minutes))
-    for currency in currencies:
-        scheduler.add_job(
+def jobs(settings: Settings, engine: Engine) -> list[ScheduledJob]:
+    """Settlement's jobs: the daily batch of every currency, and a catch-up at start."""
+    grace_minutes = settings.settlement_grace_minutes
+    with transaction(engine) as session:
+        currencies = repo.settlement_currencies(session)
+    daily_at = job_time(settings, timedelta(minutes=grace_minutes))
+    return [
+        *(
+            ScheduledJob(
+                f"settlement-daily-{currency}",
+                f"daily settlement {currency}",
+                settle_due,
+                (settings, grace_minutes, currency),
+                daily_at=daily_at,
+            )
+            for currency in currencies
+        ),
+        # At start, as a job of its own: start-up (of the API, say) does not wait for a long batch.
+        ScheduledJob(
+            "settlement-catch-up",
+            "settlement catch-up at start",
             settle_due,
-            CronTrigger(hour=hour, minute=minute, timezone=zone),
-            args=[settings, grace_minutes, currency],
-            id=f"settlement-daily-{currency}",
-            name=f"daily settlement {currency}",
-            replace_existing=True,
-        )
-    # The ledger's own housekeeping rides on the same scheduler and job store.
-    scheduler.add_job(
-        expire_due,
-        IntervalTrigger(minutes=5),
-        args=[settings],
-        id="ledger-expiry",
-        name="release expired holds, expire due lots",
-        replace_existing=True,
-    )
-    return scheduler
-
-
-def start_scheduler(
-    settings: Settings, *, grace_minutes: int = 10, now: datetime | None = None
-) -> BackgroundScheduler:
-    """Catch up on missed business days, then start the daily jobs; returns the scheduler.
-
-    With `now` the catch-up runs at once, as of `now`; without it, it runs as the scheduler's
-    first job so that start-up (of the API, say) does not wait for a long batch.
-    """
-    engine = make_engine(settings.database_url)
-    scheduler = build_scheduler(settings, engine, grace_minutes=grace_minutes)
-    if now is not None:
-        catch_up(engine, settings, now, grace=timedelta(minutes=grace_minutes))
-    else:
-        scheduler.add_job(
-            settle_due,
-            args=[settings, grace_minutes, None],
-            id="settlement-catch-up",
-            name="settlement catch-up at start",
-            replace_existing=True,
-        )
-    scheduler.start()
-    return scheduler
+            (settings, grace_minutes, None),
+        ),
+    ]

@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from openpyxl import load_workbook
 
-from clearing.money import exponent, is_known_currency, parse_minor
+from clearing.core.money import exponent, is_known_currency, parse_minor
 from settlement.camt053 import NAMESPACE, OMISSION_REASONS, camt_can_hold, validation_errors
 from settlement.files import CAMT_NAME, CSV_NAME, XLSX_NAME
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME, canonical_json

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from clearing.db import make_engine
-from clearing.migrate import upgrade
+from clearing.app.migrate import upgrade
+from clearing.core.db import make_engine
 
 
 def _listening(host: str, port: int) -> bool:

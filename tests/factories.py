@@ -9,8 +9,8 @@ from decimal import Decimal
 
 from sqlalchemy import Engine
 
-from clearing.context import Caller
-from clearing.db import transaction
+from clearing.core.db import transaction
+from clearing.web.context import Caller
 from exchange import service as exchange
 from exchange.schemas import (
     CaptureCreate,

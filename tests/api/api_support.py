@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from clearing.client import PartnerClient
-from clearing.config import Settings
-from clearing.db import transaction
-from clearing.signatures import sign_request
-from clearing.timeutil import utcnow
+from clearing.core.config import Settings
+from clearing.core.db import transaction
+from clearing.core.timeutil import utcnow
+from clearing.sdk.client import PartnerClient
+from clearing.web.signatures import sign_request
 from issuers.keys import ApiKeyCreate, add_key
 from issuers.schemas import OrganisationCreate
 from issuers.service import create_organisation

@@ -10,8 +10,8 @@ from api_support import BASE, World, bootstrap_operator, make_settings, onboard
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from clearing.app import create_app
-from clearing.config import Settings
+from clearing.app.factory import create_app
+from clearing.core.config import Settings
 
 
 @pytest.fixture

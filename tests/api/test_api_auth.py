@@ -18,9 +18,9 @@ from http_message_signatures import HTTPMessageSigner, HTTPMessageVerifier, Mapp
 from http_message_signatures.algorithms import ED25519
 from starlette.testclient import TestClient
 
-from clearing.app import create_app
-from clearing.client import ApiError
-from clearing.signatures import load_public_key, public_jwk, sign_request, verify_response
+from clearing.app.factory import create_app
+from clearing.sdk.client import ApiError
+from clearing.web.signatures import load_public_key, public_jwk, sign_request, verify_response
 
 
 def test_unsigned_request_is_signature_missing(world: World, http: TestClient) -> None:

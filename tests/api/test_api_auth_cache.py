@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
 
-from clearing import auth
-from clearing.db import transaction
-from clearing.models import SeenNonce
-from clearing.timeutil import utcnow
+from clearing.core.db import transaction
+from clearing.core.models import SeenNonce
+from clearing.core.timeutil import utcnow
+from clearing.web import auth
 from issuers.models import ApiKey
 
 

@@ -11,9 +11,9 @@ from api_support import World, assert_problem, signed
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from clearing.db import transaction
-from clearing.money import BALANCE_LIMIT, MAX_AMOUNT
-from clearing.timeutil import utcnow
+from clearing.core.db import transaction
+from clearing.core.money import BALANCE_LIMIT, MAX_AMOUNT
+from clearing.core.timeutil import utcnow
 
 
 def members_of(world: World) -> list[str]:

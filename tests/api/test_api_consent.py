@@ -6,7 +6,7 @@ import pytest
 from api_support import World, assert_problem, signed
 from starlette.testclient import TestClient
 
-from clearing.client import ApiError
+from clearing.sdk.client import ApiError
 
 
 def test_checkout_with_a_token_once_and_one_answer_without(world: World, http: TestClient) -> None:

@@ -7,7 +7,7 @@ import pytest
 from api_support import BASE, World
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clearing.client import ApiError, PartnerClient, SignatureError
+from clearing.sdk.client import ApiError, PartnerClient, SignatureError
 
 
 def test_accrue_checkout_capture_refund_and_conversion(world: World) -> None:

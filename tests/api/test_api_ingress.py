@@ -30,10 +30,10 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 from starlette.types import Message
 
-from clearing.app import create_app
-from clearing.config import Settings
-from clearing.db import transaction
-from clearing.signatures import (
+from clearing.app.factory import create_app
+from clearing.core.config import Settings
+from clearing.core.db import transaction
+from clearing.web.signatures import (
     load_public_key,
     response_signature_base,
     sign_request,

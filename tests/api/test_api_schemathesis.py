@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from starlette.testclient import TestClient
 
-from clearing.signatures import sign_request
+from clearing.web.signatures import sign_request
 
 
 def _party(world: World, path: str) -> Party:

@@ -14,7 +14,7 @@ from http_sfv.item import InnerList, Item
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from clearing import signatures
+from clearing.web import signatures
 
 KEYS = st.sampled_from(["sig1", "sig", "a-b", "*x", "sha-256", "sha-512", "created", "k.1", "n_2"])
 STRINGS = st.text(st.characters(min_codepoint=0x1F, max_codepoint=0x7F), max_size=12)

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from api_support import World
 
-from clearing.client import ApiError
+from clearing.sdk.client import ApiError
 
 
 def not_found(call: object, *args: object, **kwargs: object) -> None:

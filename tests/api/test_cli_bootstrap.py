@@ -10,11 +10,11 @@ from api_support import BASE, make_settings, public_pem
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from clearing.app import create_app
-from clearing.cli import app as cli
-from clearing.client import ApiError, PartnerClient
-from clearing.platform_key import jwk_thumbprint
-from clearing.signatures import public_jwk
+from clearing.app.cli import app as cli
+from clearing.app.factory import create_app
+from clearing.sdk.client import ApiError, PartnerClient
+from clearing.web.platform_key import jwk_thumbprint
+from clearing.web.signatures import public_jwk
 
 
 def test_org_create_and_key_add_print_ids_alone(

@@ -10,10 +10,10 @@ from factories import T0, accrue, build_world, key, member
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from clearing.db import transaction
-from clearing.errors import ClearingError
-from clearing.models import JournalEntry, Obligation
-from clearing.money import BALANCE_LIMIT, MAX_AMOUNT
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError
+from clearing.core.models import JournalEntry, Obligation
+from clearing.core.money import BALANCE_LIMIT, MAX_AMOUNT
 from issuers import service as issuers
 from issuers.schemas import AccrualBatchCreate, AccrualCreate, PointValueCreate
 

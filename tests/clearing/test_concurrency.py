@@ -21,10 +21,10 @@ from factories import (
 )
 from sqlalchemy import Engine, func, select
 
-from clearing.check import check_ledger
-from clearing.db import transaction
-from clearing.errors import ClearingError
-from clearing.models import Balance, JournalEntry
+from clearing.core.check import check_ledger
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError
+from clearing.core.models import Balance, JournalEntry
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
 from issuers import service as issuers
@@ -181,7 +181,7 @@ def test_hot_merchant_account_takes_concurrent_checkouts(pg_engine: Engine) -> N
     results = race(WORKERS, shop)
     assert results == [5] * WORKERS
     with transaction(pg_engine) as session:
-        from clearing.ledger import POSITION, Ledger, money_asset
+        from clearing.core.ledger import POSITION, Ledger, money_asset
 
         ledger = Ledger(session)
         shop_position = ledger.balance(

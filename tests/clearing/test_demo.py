@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from clearing.config import Settings
-from clearing.demo import run_demo
-from clearing.platform_key import load_or_create
+from clearing.app.demo import run_demo
+from clearing.core.config import Settings
+from clearing.web.platform_key import load_or_create
 from settlement.verify import verify_directory
 
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 from factories import T0, accrue, authorise, balance, build_world, member
 from sqlalchemy import Engine
 
-from clearing.check import check_ledger
-from clearing.db import transaction
-from clearing.tasks import run_expiry
+from clearing.core.check import check_ledger
+from clearing.core.db import transaction
+from clearing.core.tasks import run_expiry
 
 
 def test_run_expiry_releases_holds_then_expires_the_points(engine: Engine) -> None:

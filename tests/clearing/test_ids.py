@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import uuid
 
-from clearing.ids import new_id
+from clearing.core.ids import new_id
 
 
 def test_ids_are_rfc_9562_version_7_and_behave_like_parsed_uuids() -> None:

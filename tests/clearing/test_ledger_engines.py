@@ -12,10 +12,10 @@ from factories import T0
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from clearing.check import check_ledger
-from clearing.db import transaction
-from clearing.errors import InsufficientPoints
-from clearing.ledger import (
+from clearing.core.check import check_ledger
+from clearing.core.db import transaction
+from clearing.core.errors import InsufficientPoints
+from clearing.core.ledger import (
     MEMBER,
     REDEEMED,
     EntryDraft,

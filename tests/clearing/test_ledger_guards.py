@@ -9,9 +9,9 @@ from factories import T0, accrue, build_world, member
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from clearing.check import check_ledger
-from clearing.db import transaction
-from clearing.ledger import EntryDraft, Ledger, LedgerImbalance, Leg
+from clearing.core.check import check_ledger
+from clearing.core.db import transaction
+from clearing.core.ledger import EntryDraft, Ledger, LedgerImbalance, Leg
 
 
 def forge_unbalanced_entry(engine: Engine, org: uuid.UUID) -> None:

@@ -22,12 +22,12 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from clearing import money
-from clearing.check import check_ledger
-from clearing.db import make_engine, transaction
-from clearing.errors import ClearingError
-from clearing.ledger import POSITION, Ledger, expire_due_lots, money_asset
-from clearing.timeutil import add_months
+from clearing.core import money
+from clearing.core.check import check_ledger
+from clearing.core.db import make_engine, transaction
+from clearing.core.errors import ClearingError
+from clearing.core.ledger import POSITION, Ledger, expire_due_lots, money_asset
+from clearing.core.timeutil import add_months
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
 from issuers import service as issuers

@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
-import clearing.tables  # noqa: F401
-from clearing.db import Base
+import clearing.app.tables  # noqa: F401
+from clearing.core.db import Base
 
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:

@@ -1,4 +1,4 @@
-"""Tests of clearing.signatures: RFC 9421 vectors, interop with http_message_signatures, rejections."""
+"""Tests of clearing.web.signatures: RFC 9421 vectors, interop with http_message_signatures, rejections."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 from http_message_signatures import HTTPMessageSigner, HTTPMessageVerifier, MappingKeyResolver
 from http_message_signatures.algorithms import ED25519
 
-from clearing.errors import ClearingError
-from clearing.signatures import (
+from clearing.core.errors import ClearingError
+from clearing.web.signatures import (
     ClockSkew,
     DigestMismatch,
     InvalidPublicKey,

@@ -22,10 +22,10 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from clearing.db import transaction
-from clearing.errors import ClearingError
-from clearing.models import Hold, IdempotencyRecord, JournalEntry
-from clearing.money import MAX_AMOUNT
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError
+from clearing.core.models import Hold, IdempotencyRecord, JournalEntry
+from clearing.core.money import MAX_AMOUNT
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate
 from issuers import service as issuers

@@ -23,11 +23,11 @@ from factories import (
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from clearing.check import check_ledger
-from clearing.db import transaction
-from clearing.errors import ClearingError
-from clearing.ledger import Ledger, expire_due_lots
-from clearing.models import Obligation
+from clearing.core.check import check_ledger
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError
+from clearing.core.ledger import Ledger, expire_due_lots
+from clearing.core.models import Obligation
 from exchange import service as exchange
 from exchange.schemas import BilateralRateCreate, CaptureCreate, RefundCreate
 

@@ -1,6 +1,6 @@
 """No split beats the whole: every rounding goes against the party that chooses how to split.
 
-The pure properties run on `clearing.money` with thousands of examples; the same properties then
+The pure properties run on `clearing.core.money` with thousands of examples; the same properties then
 run through the real services on both databases, where a funder's lines, a merchant's checkouts,
 captures and refunds, an issuer's conversions and reversals are posted and read back.
 """
@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from clearing import money
-from clearing.check import check_ledger
-from clearing.context import Caller
-from clearing.db import transaction
-from clearing.models import Obligation
+from clearing.core import money
+from clearing.core.check import check_ledger
+from clearing.core.db import transaction
+from clearing.core.models import Obligation
+from clearing.web.context import Caller
 from exchange import service as exchange
 from exchange.schemas import (
     CaptureCreate,

@@ -6,10 +6,10 @@ import pytest
 from factories import T0, balance, build_world, key, member
 from sqlalchemy import Engine, func, select
 
-from clearing.check import check_ledger
-from clearing.db import transaction
-from clearing.errors import ClearingError
-from clearing.models import JournalEntry, Obligation
+from clearing.core.check import check_ledger
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError
+from clearing.core.models import JournalEntry, Obligation
 from issuers import service as issuers
 from issuers.schemas import AccrualBatchCreate, AccrualCreate
 

@@ -27,9 +27,9 @@ from factories import (
 )
 from sqlalchemy import Engine, func, select, text
 
-from clearing.db import transaction
-from clearing.errors import ClearingError
-from clearing.models import Hold, IdempotencyRecord
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError
+from clearing.core.models import Hold, IdempotencyRecord
 from exchange import service as exchange
 from exchange.schemas import QuoteCreate
 from issuers import service as issuers

@@ -24,10 +24,10 @@ from factories import (
 )
 from sqlalchemy import Engine
 
-from clearing.config import Settings
-from clearing.db import transaction
-from clearing.ledger import POSITION, EntryDraft, Ledger, ObligationDraft, money_asset
-from clearing.money import MAX_AMOUNT
+from clearing.core.config import Settings
+from clearing.core.db import transaction
+from clearing.core.ledger import POSITION, EntryDraft, Ledger, ObligationDraft, money_asset
+from clearing.core.money import MAX_AMOUNT
 from exchange import service as exchange
 from exchange.schemas import RefundCreate
 from settlement.repository import position_accounts

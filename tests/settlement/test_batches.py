@@ -12,11 +12,11 @@ from factories import T0
 from settlement_world import AFTER_DAY2, DAY1, DAY2, book_two_days, settlement_settings
 from sqlalchemy import Engine, func, insert, select
 
-from clearing.config import Settings
-from clearing.db import transaction
-from clearing.errors import ClearingError
-from clearing.models import JournalEntry, Obligation
-from clearing.platform_key import load_or_create
+from clearing.core.config import Settings
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError
+from clearing.core.models import JournalEntry, Obligation
+from clearing.web.platform_key import load_or_create
 from settlement import repository as repo
 from settlement.camt053 import validation_errors
 from settlement.files import CAMT_NAME, CSV_NAME

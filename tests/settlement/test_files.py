@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from openpyxl import load_workbook
 from settlement_factories import PLATFORM, chunked, days, line, meta, orgs_of, party
 
-from clearing.money import UnknownCurrency
+from clearing.core.money import UnknownCurrency
 from settlement.camt053 import validation_errors
 from settlement.files import (
     CAMT_NAME,

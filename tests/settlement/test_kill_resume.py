@@ -22,10 +22,10 @@ from settlement_world import AFTER_DAY2, DAY1, book_two_days
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from clearing.db import make_engine, transaction
+from clearing.core.db import make_engine, transaction
 from settlement.models import SettlementBatch, SettlementPosition
 
-CLI = [sys.executable, "-c", "from clearing.cli import app; app()"]
+CLI = [sys.executable, "-c", "from clearing.app.cli import app; app()"]
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

@@ -24,10 +24,10 @@ from settlement_factories import PLATFORM, WINDOW_START, line, meta, party
 from settlement_world import AFTER_DAY2, DAY1, LargeDay, book_large_day, settlement_settings
 from sqlalchemy import Engine
 
-from clearing.config import Settings
-from clearing.db import transaction
-from clearing.money import MAX_AMOUNT, parse_minor
-from clearing.platform_key import load_or_create
+from clearing.core.config import Settings
+from clearing.core.db import transaction
+from clearing.core.money import MAX_AMOUNT, parse_minor
+from clearing.web.platform_key import load_or_create
 from settlement import repository as repo
 from settlement.camt053 import CAMT_MAX, OMITTED_TOO_LARGE, validation_errors
 from settlement.files import CAMT_NAME, CSV_NAME, XLSX_NAME, write_party_files

@@ -17,10 +17,10 @@ from fastapi import FastAPI
 from settlement_world import AFTER_DAY2, DAY1, DAY2, Days, book_two_days, settlement_settings
 from starlette.testclient import TestClient
 
-from clearing.app import create_app
-from clearing.context import Caller
-from clearing.db import transaction
-from clearing.signatures import sign_request
+from clearing.app.factory import create_app
+from clearing.core.db import transaction
+from clearing.web.context import Caller
+from clearing.web.signatures import sign_request
 from issuers.keys import ApiKeyCreate, add_key
 from settlement.service import run_batch
 

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from settlement_world import DAY1, settlement_settings
 from sqlalchemy import Engine, func, select
 
-from clearing.db import transaction
-from clearing.ledger import EntryDraft, Ledger, ObligationDraft
-from clearing.models import Obligation
-from clearing.platform_key import load_or_create
+from clearing.core.db import transaction
+from clearing.core.ledger import EntryDraft, Ledger, ObligationDraft
+from clearing.core.models import Obligation
+from clearing.web.platform_key import load_or_create
 from settlement.service import business_window, run_batch, verify_tree
 
 KINDS = ("conversion", "checkout", "accrual", "refund")
@@ -91,7 +91,7 @@ def book(
 def test_generated_days_settle_with_every_invariant(
     db: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    from clearing.db import make_engine
+    from clearing.core.db import make_engine
 
     url = str(request.getfixturevalue("sqlite_url" if db == "sqlite" else "pg_url"))
     engine = make_engine(url)

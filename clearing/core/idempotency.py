@@ -16,9 +16,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from clearing.db import Params, Sql, is_postgres
-from clearing.errors import IdempotencyConflict, InvalidInput
-from clearing.models import IdempotencyRecord
+from clearing.core.db import Params, Sql, is_postgres
+from clearing.core.errors import IdempotencyConflict, InvalidInput
+from clearing.core.models import IdempotencyRecord
 
 R = TypeVar("R", bound=BaseModel)
 

@@ -9,7 +9,7 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from clearing.money import MAX_AMOUNT
+from clearing.core.money import MAX_AMOUNT
 
 Points = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT, description="Whole points")]
 MinorUnits = Annotated[

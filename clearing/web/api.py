@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from clearing.db import transaction
-from clearing.errors import ClearingError, InvalidInput
-from clearing.idempotency import run_once
-from clearing.models import IdempotencyRecord
-from clearing.schemas import Model
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError, InvalidInput
+from clearing.core.idempotency import run_once
+from clearing.core.models import IdempotencyRecord
+from clearing.core.schemas import Model
 
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)

@@ -23,6 +23,8 @@ class Settings:
     """Largest request body accepted, in bytes (a larger one is refused with 413)."""
     max_bulk_body_bytes: int = 64 << 20
     """Largest body of the bulk accrual-file route, in bytes."""
+    settlement_grace_minutes: int = 10
+    """Minutes after the cut-off before the daily batch runs (late postings of the day land)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -40,4 +42,5 @@ class Settings:
             ),
             max_body_bytes=int(os.environ.get("CLEARING_MAX_BODY_BYTES", str(1 << 20))),
             max_bulk_body_bytes=int(os.environ.get("CLEARING_MAX_BULK_BODY_BYTES", str(64 << 20))),
+            settlement_grace_minutes=int(os.environ.get("CLEARING_SETTLEMENT_GRACE_MINUTES", "10")),
         )

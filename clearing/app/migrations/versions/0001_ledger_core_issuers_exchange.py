@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import clearing.db  # custom column types (ExactDecimal)
+import clearing.core.db  # custom column types (ExactDecimal)
 
 revision = "0001"
 down_revision = None
@@ -71,10 +71,12 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("zone", sa.String(length=64), nullable=False),
         sa.Column(
-            "conversion_fee_rate", clearing.db.ExactDecimal(precision=12, scale=8), nullable=True
+            "conversion_fee_rate",
+            clearing.core.db.ExactDecimal(precision=12, scale=8),
+            nullable=True,
         ),
         sa.Column(
-            "default_fee_rate", clearing.db.ExactDecimal(precision=12, scale=8), nullable=True
+            "default_fee_rate", clearing.core.db.ExactDecimal(precision=12, scale=8), nullable=True
         ),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_organisations")),
@@ -153,7 +155,9 @@ def upgrade() -> None:
         sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("program_code", sa.String(length=40), nullable=True),
         sa.Column("points", sa.BigInteger(), nullable=True),
-        sa.Column("point_value", clearing.db.ExactDecimal(precision=24, scale=12), nullable=True),
+        sa.Column(
+            "point_value", clearing.core.db.ExactDecimal(precision=24, scale=12), nullable=True
+        ),
         sa.Column("point_value_version", sa.Integer(), nullable=True),
         sa.Column("original_entry_id", sa.Uuid(), nullable=True),
         sa.Column("booked_at", sa.DateTime(timezone=True), nullable=False),
@@ -266,7 +270,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("merchant_id", sa.Uuid(), nullable=False),
         sa.Column("program_id", sa.Uuid(), nullable=False),
-        sa.Column("fee_rate", clearing.db.ExactDecimal(precision=12, scale=8), nullable=False),
+        sa.Column("fee_rate", clearing.core.db.ExactDecimal(precision=12, scale=8), nullable=False),
         sa.ForeignKeyConstraint(
             ["merchant_id"],
             ["organisations.id"],
@@ -284,7 +288,7 @@ def upgrade() -> None:
         "point_values",
         sa.Column("program_id", sa.Uuid(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("value", clearing.db.ExactDecimal(precision=24, scale=12), nullable=False),
+        sa.Column("value", clearing.core.db.ExactDecimal(precision=24, scale=12), nullable=False),
         sa.Column("effective_from", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -326,9 +330,11 @@ def upgrade() -> None:
         sa.Column("order_total", sa.BigInteger(), nullable=False),
         sa.Column("points_amount", sa.BigInteger(), nullable=False),
         sa.Column("points", sa.BigInteger(), nullable=False),
-        sa.Column("point_value", clearing.db.ExactDecimal(precision=24, scale=12), nullable=False),
+        sa.Column(
+            "point_value", clearing.core.db.ExactDecimal(precision=24, scale=12), nullable=False
+        ),
         sa.Column("point_value_version", sa.Integer(), nullable=False),
-        sa.Column("fee_rate", clearing.db.ExactDecimal(precision=12, scale=8), nullable=False),
+        sa.Column("fee_rate", clearing.core.db.ExactDecimal(precision=12, scale=8), nullable=False),
         sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("captured_amount", sa.BigInteger(), nullable=False),
         sa.Column("captured_points", sa.BigInteger(), nullable=False),
@@ -365,12 +371,16 @@ def upgrade() -> None:
         sa.Column("points_out", sa.BigInteger(), nullable=False),
         sa.Column("points_in", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("source_value", clearing.db.ExactDecimal(precision=24, scale=12), nullable=False),
+        sa.Column(
+            "source_value", clearing.core.db.ExactDecimal(precision=24, scale=12), nullable=False
+        ),
         sa.Column("source_value_version", sa.Integer(), nullable=False),
-        sa.Column("target_value", clearing.db.ExactDecimal(precision=24, scale=12), nullable=False),
+        sa.Column(
+            "target_value", clearing.core.db.ExactDecimal(precision=24, scale=12), nullable=False
+        ),
         sa.Column("target_value_version", sa.Integer(), nullable=False),
         sa.Column("bilateral_version", sa.Integer(), nullable=True),
-        sa.Column("fee_rate", clearing.db.ExactDecimal(precision=12, scale=8), nullable=False),
+        sa.Column("fee_rate", clearing.core.db.ExactDecimal(precision=12, scale=8), nullable=False),
         sa.Column("fee_amount", sa.BigInteger(), nullable=False),
         sa.Column("settlement_amount", sa.BigInteger(), nullable=False),
         sa.Column("valid_until", sa.DateTime(timezone=True), nullable=False),

@@ -18,17 +18,17 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
-import clearing.tables  # noqa: F401
-from clearing.app import create_app
-from clearing.check import check_ledger
-from clearing.client import PartnerClient
-from clearing.config import Settings
-from clearing.db import make_engine, transaction
-from clearing.errors import ClearingError
-from clearing.ledger import Ledger
-from clearing.migrate import upgrade
-from clearing.models import Obligation
-from clearing.timeutil import utcnow
+import clearing.app.tables  # noqa: F401
+from clearing.app.factory import create_app
+from clearing.app.migrate import upgrade
+from clearing.core.check import check_ledger
+from clearing.core.config import Settings
+from clearing.core.db import make_engine, transaction
+from clearing.core.errors import ClearingError
+from clearing.core.ledger import Ledger
+from clearing.core.models import Obligation
+from clearing.core.timeutil import utcnow
+from clearing.sdk.client import PartnerClient
 from issuers import service as issuers
 from issuers.keys import ApiKeyCreate, add_key
 from issuers.models import Member, Organisation, Program

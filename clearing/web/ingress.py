@@ -4,7 +4,7 @@ checked against its Content-Digest as it streams in; then that body parsed, once
 Order of the gates, each answered as early as it can be:
 
 1. a declared Content-Length over the route's limit: 413 ``body_too_large``, nothing read;
-2. the signature (``clearing.auth.authenticate``: key, clock, signature, nonce, status), from the
+2. the signature (``clearing.web.auth.authenticate``: key, clock, signature, nonce, status), from the
    headers alone, so an unauthenticated sender never gets a byte of its body read;
 3. a POST's Idempotency-Key given more than once: 400 ``idempotency_key_repeated``;
 4. the body, read chunk by chunk: over the limit (chunked, or a Content-Length that lied) is a
@@ -29,11 +29,11 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clearing.auth import CALLER, authenticate, target_uri
-from clearing.config import Settings
-from clearing.errors import ClearingError, InvalidInput
-from clearing.signatures import BodyDigest
-from clearing.timeutil import utcnow
+from clearing.core.config import Settings
+from clearing.core.errors import ClearingError, InvalidInput
+from clearing.core.timeutil import utcnow
+from clearing.web.auth import CALLER, KeyDirectory, authenticate, target_uri
+from clearing.web.signatures import BodyDigest
 
 BODY = "clearing.body"
 """Scope key of the request's ``ReadBody``."""
@@ -205,9 +205,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 class Ingress:
     """ASGI middleware: authenticate from the head, then read a bounded, digest-checked body."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, engine: Engine) -> None:
+    def __init__(
+        self, app: ASGIApp, settings: Settings, engine: Engine, keys: KeyDirectory
+    ) -> None:
         self.app = app
         self.engine = engine
+        self.keys = keys
         self.limit = settings.max_body_bytes
         self.bulk_limit = settings.max_bulk_body_bytes
 
@@ -241,6 +244,7 @@ class Ingress:
             scope[CALLER] = await run_in_threadpool(
                 authenticate,
                 self.engine,
+                self.keys,
                 method,
                 target_uri(scope),
                 headers,

@@ -8,10 +8,10 @@ from typing import Annotated, NoReturn
 import typer
 from sqlalchemy import Engine
 
-from clearing.config import Settings
-from clearing.db import make_engine, transaction
-from clearing.errors import ClearingError
-from clearing.timeutil import utcnow
+from clearing.core.config import Settings
+from clearing.core.db import make_engine, transaction
+from clearing.core.errors import ClearingError
+from clearing.core.timeutil import utcnow
 from settlement.cli import settlement_app
 
 app = typer.Typer(help="Points clearing platform.", no_args_is_help=True)
@@ -23,7 +23,14 @@ org_app = typer.Typer(help="Organisations (operator bootstrap).", no_args_is_hel
 key_app = typer.Typer(help="API keys of organisations.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
 app.add_typer(key_app, name="key")
-app.add_typer(settlement_app, name="settlement")
+
+
+def _register_tables() -> None:
+    import clearing.app.tables  # noqa: F401  (every package's tables on the one metadata)
+
+
+# Domains' commands do not import the app: their tables are registered here, before they run.
+app.add_typer(settlement_app, name="settlement", callback=_register_tables)
 
 
 def _engine() -> Engine:
@@ -33,7 +40,7 @@ def _engine() -> Engine:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the latest)."""
-    from clearing.migrate import upgrade
+    from clearing.app.migrate import upgrade
 
     upgrade(_engine(), revision)
     typer.echo(f"database at {revision}")
@@ -42,8 +49,8 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 @ledger_app.command("check")
 def ledger_check() -> None:
     """Recompute every balance from the postings and report any difference."""
-    import clearing.tables  # noqa: F401
-    from clearing.check import check_ledger
+    import clearing.app.tables  # noqa: F401
+    from clearing.core.check import check_ledger
 
     with transaction(_engine()) as session:
         errors = check_ledger(session)
@@ -57,8 +64,8 @@ def ledger_check() -> None:
 @app.command("expire")
 def expire(limit: int = typer.Option(10_000, help="Rows per transaction.")) -> None:
     """Release holds past their time-to-live and post the expiry of every lot due now."""
-    import clearing.tables  # noqa: F401
-    from clearing.tasks import run_expiry
+    import clearing.app.tables  # noqa: F401
+    from clearing.core.tasks import run_expiry
 
     released, expired = run_expiry(_engine(), utcnow(), limit)
     typer.echo(f"released {released} expired holds, expired {expired} points")
@@ -67,7 +74,7 @@ def expire(limit: int = typer.Option(10_000, help="Rows per transaction.")) -> N
 @app.command("demo")
 def demo() -> None:
     """Run one business day end to end on the configured database (SQLite by default)."""
-    from clearing.demo import run_demo
+    from clearing.app.demo import run_demo
 
     raise typer.Exit(run_demo(Settings.from_env()))
 
@@ -85,7 +92,7 @@ def org_create(
     currency: str = typer.Option("CNY", help="Settlement currency, ISO 4217"),
 ) -> None:
     """Register an organisation; prints its id alone."""
-    import clearing.tables  # noqa: F401
+    import clearing.app.tables  # noqa: F401
     from issuers.schemas import OrganisationCreate
     from issuers.service import create_organisation
 
@@ -108,7 +115,7 @@ def key_add(
     """Register an organisation's public key; prints the key id alone."""
     import uuid
 
-    import clearing.tables  # noqa: F401
+    import clearing.app.tables  # noqa: F401
     from issuers.keys import ApiKeyCreate, add_key
 
     try:
@@ -124,7 +131,7 @@ def key_add(
 @key_app.command("revoke", context_settings={"ignore_unknown_options": True})
 def key_revoke(keyid: str = typer.Argument(...)) -> None:
     """Revoke a key at once."""
-    import clearing.tables  # noqa: F401
+    import clearing.app.tables  # noqa: F401
     from issuers.keys import revoke_key
 
     try:
@@ -150,7 +157,7 @@ def serve(
     os.environ["CLEARING_SCHEDULER"] = "1" if scheduler else "0"
 
     uvicorn.run(
-        "clearing.app:app_from_env",
+        "clearing.app.factory:app_from_env",
         factory=True,
         host=host,
         port=port,
@@ -159,12 +166,39 @@ def serve(
     )
 
 
+@app.command("scheduler")
+def scheduler(
+    grace_minutes: Annotated[
+        int | None,
+        typer.Option(help="Minutes after the cut-off before the daily settlement batch runs"),
+    ] = None,
+) -> None:
+    """Run every scheduled job in the foreground (settlement catches up missed days at start)."""
+    import dataclasses
+    import time
+
+    from clearing.app.scheduler import start_scheduler
+
+    settings = Settings.from_env()
+    if grace_minutes is not None:
+        settings = dataclasses.replace(settings, settlement_grace_minutes=grace_minutes)
+    running = start_scheduler(settings)
+    typer.echo("scheduler running; Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.shutdown()
+
+
 @app.command("platform-key")
 def platform_key() -> None:
     """Print the platform's public key (PEM) and its key id, for partners to verify signatures."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from clearing.platform_key import load_or_create
+    from clearing.web.platform_key import load_or_create
 
     key = load_or_create(Settings.from_env().platform_key_path)
     pem = key.public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()

@@ -14,7 +14,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-# The Python engine (`clearing.ledger.Ledger`) decides what an entry is: legs, checks, risk
+# The Python engine (`clearing.core.ledger.Ledger`) decides what an entry is: legs, checks, risk
 # controls, which balance slot, new lot ids. This function only applies that decision, in the
 # same order and with the same locks as the Python engine, so that a posting costs one round trip:
 # balances are locked in (account, slot) order, moved (the balances' CHECK constraint refuses a

@@ -16,22 +16,23 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clearing.api import KNOWN_DIGEST
-from clearing.config import Settings
-from clearing.db import make_engine
-from clearing.errors import ClearingError
-from clearing.ingress import Ingress, adopt
-from clearing.platform_key import PlatformKey, load_or_create
-from clearing.routes import router as platform_router
-from clearing.signatures import sign_response
-from clearing.timeutil import utcnow
+from clearing.app.scheduler import start_scheduler
+from clearing.core.config import Settings
+from clearing.core.db import make_engine
+from clearing.core.errors import ClearingError
+from clearing.core.timeutil import utcnow
+from clearing.web.api import KNOWN_DIGEST
+from clearing.web.ingress import Ingress, adopt
+from clearing.web.platform_key import PlatformKey, load_or_create
+from clearing.web.routes import router as platform_router
+from clearing.web.signatures import sign_response
 from exchange.routes import router as exchange_router
+from issuers.keys import ORGANISATION_KEYS
 from issuers.routes import router as issuers_router
 from settlement.routes import router as settlement_router
-from settlement.tasks import start_scheduler
 
 PROBLEM = "application/problem+json"
-log = logging.getLogger("clearing.api")
+log = logging.getLogger("clearing.web.api")
 
 
 def problem_body(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -213,13 +214,13 @@ def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
         adopt(router)
         app.include_router(router)
     # Added first, so it runs inside SignedResponses: its refusals are signed too.
-    app.add_middleware(Ingress, settings=settings, engine=engine)
+    app.add_middleware(Ingress, settings=settings, engine=engine, keys=ORGANISATION_KEYS)
     app.add_middleware(SignedResponses, key=key)
     return app
 
 
 def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory clearing.app:app_from_env`` (settings from CLEARING_*)."""
+    """Factory for ``uvicorn --factory clearing.app.factory:app_from_env`` (settings from CLEARING_*)."""
     return create_app(
         Settings.from_env(), run_scheduler=os.environ.get("CLEARING_SCHEDULER") == "1"
     )

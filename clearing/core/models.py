@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from clearing.db import Base, ExactDecimal
+from clearing.core.db import Base, ExactDecimal
 
 UTCDateTime = DateTime(timezone=True)
 
@@ -56,7 +56,7 @@ class Balance(Base):
         CheckConstraint(
             "NOT floor_zero OR (held >= 0 AND balance >= held)", name="floor_zero_respected"
         ),
-        # clearing.money.BALANCE_LIMIT: eight slots of an account still sum inside 64 bits.
+        # clearing.core.money.BALANCE_LIMIT: eight slots of an account still sum inside 64 bits.
         CheckConstraint(
             "balance BETWEEN -1000000000000000000 AND 1000000000000000000"
             " AND held BETWEEN 0 AND 1000000000000000000",

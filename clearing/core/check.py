@@ -8,8 +8,8 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from clearing.ledger import POSITION
-from clearing.models import Account, Balance, Hold, Lot, LotMovement, Obligation, Posting
+from clearing.core.ledger import POSITION
+from clearing.core.models import Account, Balance, Hold, Lot, LotMovement, Obligation, Posting
 
 
 def check_ledger(session: Session) -> list[str]:

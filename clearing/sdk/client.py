@@ -1,6 +1,6 @@
 """A partner SDK: signed requests, verified responses, idempotency keys, safe retries.
 
-from clearing.client import PartnerClient, load_private_key
+from clearing.sdk.client import PartnerClient, load_private_key
 client = PartnerClient("https://clearing.example", keyid, load_private_key("bank.pem"))
 client.accrue("BANKA", "cust-42", 100)
 """
@@ -22,7 +22,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from clearing.signatures import SignatureError, load_public_key, sign_request, verify_response
+from clearing.web.signatures import SignatureError, load_public_key, sign_request, verify_response
 
 __all__ = ["ApiError", "PartnerClient", "SignatureError", "load_private_key"]
 

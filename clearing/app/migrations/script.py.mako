@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import clearing.db  # custom column types (ExactDecimal)
+import clearing.core.db  # custom column types (ExactDecimal)
 ${imports if imports else ""}
 
 revision = ${repr(up_revision)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import clearing.models
+import clearing.core.models
 import exchange.models
 import issuers.models
 import settlement.models

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-import clearing.tables  # noqa: F401  (registers every package's models on the metadata)
-from clearing.db import Base, make_engine
+import clearing.app.tables  # noqa: F401  (registers every package's models on the metadata)
+from clearing.core.db import Base, make_engine
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -41,7 +41,7 @@ from http_sfv.dictionary import Dictionary
 from http_sfv.item import InnerList, Item, ser_bare_item
 from http_sfv.list import List
 
-from clearing.errors import ClearingError, InvalidInput
+from clearing.core.errors import ClearingError, InvalidInput
 
 __all__ = [
     "STRUCTURED_FIELD_TYPES",

@@ -1,4 +1,4 @@
-"""balances stay within +/- 10^18 (clearing.money.BALANCE_LIMIT)
+"""balances stay within +/- 10^18 (clearing.core.money.BALANCE_LIMIT)
 
 Revision ID: 0005
 Revises: 0004

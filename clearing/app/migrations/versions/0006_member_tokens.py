@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import clearing.db
+import clearing.core.db
 
 revision = "0006"
 down_revision = "0005"
@@ -56,7 +56,7 @@ def upgrade() -> None:
         )
         batch_op.alter_column(
             "fee_rate",
-            existing_type=clearing.db.ExactDecimal(precision=12, scale=8),
+            existing_type=clearing.core.db.ExactDecimal(precision=12, scale=8),
             nullable=True,
         )
 
@@ -67,7 +67,7 @@ def downgrade() -> None:
     with op.batch_alter_table("merchant_terms", schema=None) as batch_op:
         batch_op.alter_column(
             "fee_rate",
-            existing_type=clearing.db.ExactDecimal(precision=12, scale=8),
+            existing_type=clearing.core.db.ExactDecimal(precision=12, scale=8),
             nullable=False,
         )
         batch_op.drop_column("checkout_without_token")

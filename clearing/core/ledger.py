@@ -23,10 +23,10 @@ from sqlalchemy import Table, and_, bindparam, func, insert, select, text, updat
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from clearing.db import Sql, bulk_insert, is_postgres
-from clearing.errors import ClearingError, Conflict, InsufficientPoints, InvalidInput, NotFound
-from clearing.ids import new_id
-from clearing.models import (
+from clearing.core.db import Sql, bulk_insert, is_postgres
+from clearing.core.errors import ClearingError, Conflict, InsufficientPoints, InvalidInput, NotFound
+from clearing.core.ids import new_id
+from clearing.core.models import (
     Account,
     Balance,
     Hold,
@@ -36,8 +36,8 @@ from clearing.models import (
     Obligation,
     Posting,
 )
-from clearing.money import BALANCE_LIMIT, MAX_AMOUNT, AmountOutOfRange
-from clearing.timeutil import aware
+from clearing.core.money import BALANCE_LIMIT, MAX_AMOUNT, AmountOutOfRange
+from clearing.core.timeutil import aware
 
 # System account roles of a points asset, owned by the program's issuer.
 ISSUED = "issued"  # debited when points are created by accrual

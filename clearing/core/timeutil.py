@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, datetime, timedelta
 
-from clearing.errors import InvalidInput
+from clearing.core.errors import InvalidInput
 
 EFFECTIVE_HORIZON = timedelta(days=366)
 """How far ahead a published value or rate may take effect: later ones would block every

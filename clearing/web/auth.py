@@ -1,7 +1,7 @@
 """Who sent this request: RFC 9421 verification, the database nonce store, key to organisation.
 
 The signature is verified from the request's head alone, before a byte of its body is read
-(``clearing.ingress`` then checks the Content-Digest while the body streams in). Per request,
+(``clearing.web.ingress`` then checks the Content-Digest while the body streams in). Per request,
 once the signature has verified, one statement in its own committed transaction
 (on PostgreSQL one round trip, in autocommit) checks that the key is still active with the PEM
 we verified against, reads its organisation and burns the nonce. Parsed public keys are cached
@@ -17,29 +17,18 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated, Protocol, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import Depends, Request
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    bindparam,
-    delete,
-    exists,
-    select,
-    tuple_,
-)
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine, Table, bindparam, delete, select, tuple_
 from starlette.types import Scope
 
-from clearing.context import Caller
-from clearing.db import Sql
-from clearing.errors import Forbidden
-from clearing.models import SeenNonce
-from clearing.signatures import (
+from clearing.core.db import Sql
+from clearing.core.errors import Forbidden
+from clearing.core.models import SeenNonce
+from clearing.web.context import Caller
+from clearing.web.signatures import (
     NonceReplayed,
     SignatureError,
     SignatureMalformed,
@@ -49,7 +38,6 @@ from clearing.signatures import (
     load_public_key,
     parse_signed_head,
 )
-from issuers.models import ApiKey, Organisation
 
 MAX_SKEW = 300
 """Seconds a signature's ``created`` may differ from the server clock, either way."""
@@ -76,47 +64,7 @@ class OperatorOnly(Forbidden):
 
 # --------------------------------------------------------------------------- statements
 
-_KEYS = cast(Table, ApiKey.__table__)
-_ORGS = cast(Table, Organisation.__table__)
 _NONCES = cast(Table, SeenNonce.__table__)
-_SEEN_AT = bindparam("seen_at", type_=_NONCES.c.seen_at.type)
-
-_ACTIVE_PEM = select(_KEYS.c.public_key_pem).where(
-    _KEYS.c.keyid == bindparam("keyid"), _KEYS.c.status == "active"
-)
-"""The PEM of an active key."""
-
-_OWNER = (
-    select(_KEYS.c.keyid, _ORGS.c.id.label("org_id"), _ORGS.c.kind, _ORGS.c.status)
-    .join_from(_KEYS, _ORGS, _ORGS.c.id == _KEYS.c.org_id)
-    .where(
-        _KEYS.c.keyid == bindparam("keyid"),
-        _KEYS.c.status == "active",
-        _KEYS.c.public_key_pem == bindparam("pem"),
-    )
-)
-"""The owner of a key that is active and still the key we verified against."""
-
-_owner = _OWNER.cte("owner")
-_burnt = (
-    pg_insert(_NONCES)
-    .from_select(
-        ["keyid", "nonce", "seen_at"],
-        select(_owner.c.keyid, bindparam("nonce", type_=_NONCES.c.nonce.type), _SEEN_AT),
-    )
-    .on_conflict_do_nothing()
-    .returning(_NONCES.c.nonce)
-    .cte("burnt")
-)
-_BURN_PG = select(
-    _owner.c.org_id,
-    _owner.c.kind,
-    _owner.c.status,
-    exists(select(_burnt.c.nonce)).label("fresh"),
-)
-"""PostgreSQL, one round trip: the owner of the key, and whether its nonce was new (now burnt)."""
-
-_INSERT_NONCE_SQLITE = sqlite_insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce)
 
 _old = select(_NONCES.c.keyid, _NONCES.c.nonce).where(
     _NONCES.c.seen_at < bindparam("cutoff", type_=_NONCES.c.seen_at.type)
@@ -130,16 +78,39 @@ _PRUNE_PG = delete(_NONCES).where(
         _old.with_for_update(skip_locked=True).limit(PRUNE_BATCH)
     )
 )
-
-
-def _is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
-
-
-_ACTIVE_PEM_STATEMENT = Sql(_ACTIVE_PEM)
-_BURN_STATEMENT = Sql(_BURN_PG)
 _PRUNE_STATEMENT = Sql(_PRUNE)
 _PRUNE_PG_STATEMENT = Sql(_PRUNE_PG)
+
+
+# --------------------------------------------------------------------------- key directory
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    """The organisation behind an active key, and whether the request's nonce was new."""
+
+    org_id: uuid.UUID
+    kind: str
+    status: str
+    fresh: bool
+    """Whether the nonce was new (it is burnt now either way)."""
+
+
+class KeyDirectory(Protocol):
+    """Where partners' keys live: the web layer asks, the organisations' domain answers.
+
+    The app wires the implementation in (``issuers.keys.ORGANISATION_KEYS``), so that the web
+    layer never imports a domain.
+    """
+
+    def active_pem(self, engine: Engine, keyid: str) -> str | None:
+        """The PEM of the active key with this id, committed; None if there is none."""
+
+    def claim(
+        self, engine: Engine, keyid: str, pem: str, nonce: str, now: datetime
+    ) -> KeyOwner | None:
+        """Burn ``nonce`` if the key is still active with ``pem``, in its own committed transaction;
+        the key's owner, or None if the key is no longer that."""
 
 
 # --------------------------------------------------------------------------- keys
@@ -175,14 +146,9 @@ class _KeyCache:
 _key_cache = _KeyCache(KEY_CACHE_SIZE)
 
 
-def _active_pem(engine: Engine, keyid: str) -> str | None:
-    if len(keyid) > MAX_KEYID:
-        return None
-    row = _ACTIVE_PEM_STATEMENT.first_committed(engine, {"keyid": keyid})
-    return None if row is None else str(row.public_key_pem)
-
-
-def _verified_pem(engine: Engine, signed: SignedMessage, now: int, *, use_cache: bool) -> str:
+def _verified_pem(
+    engine: Engine, keys: KeyDirectory, signed: SignedMessage, now: int, *, use_cache: bool
+) -> str:
     """Verify the signature under the key id's active key; the PEM of that key."""
     if use_cache:
         cached = _key_cache.get(signed.keyid)
@@ -193,7 +159,7 @@ def _verified_pem(engine: Engine, signed: SignedMessage, now: int, *, use_cache:
                 pass  # the database decides: an unknown or revoked key is reported as such first
             else:
                 return cached[0]
-    pem = _active_pem(engine, signed.keyid)
+    pem = None if len(signed.keyid) > MAX_KEYID else keys.active_pem(engine, signed.keyid)
     key = None if pem is None else _key_cache.load(signed.keyid, pem)
     signed.verify(key, now=now, max_skew=MAX_SKEW)  # UnknownKey when there is none
     assert pem is not None
@@ -203,36 +169,9 @@ def _verified_pem(engine: Engine, signed: SignedMessage, now: int, *, use_cache:
 # --------------------------------------------------------------------------- nonces
 
 
-@dataclass(frozen=True, slots=True)
-class _Owner:
-    org_id: uuid.UUID
-    kind: str
-    status: str
-    fresh: bool
-    """Whether the nonce was new (it is burnt now either way)."""
-
-
-def _burn(engine: Engine, keyid: str, pem: str, nonce: str, now: datetime) -> _Owner | None:
-    """Burn the nonce if the key is still active with this PEM: its owner; None if it is not."""
-    params = {"keyid": keyid, "pem": pem, "nonce": nonce, "seen_at": now}
-    if _is_postgres(engine):
-        row = _BURN_STATEMENT.first_committed(engine, params)
-        return None if row is None else _Owner(row.org_id, row.kind, row.status, bool(row.fresh))
-    with engine.begin() as conn:
-        return _burn_in(conn, params)
-
-
-def _burn_in(conn: Connection, params: Mapping[str, Any]) -> _Owner | None:
-    owner = conn.execute(_OWNER, params).first()
-    if owner is None:
-        return None
-    inserted = conn.execute(_INSERT_NONCE_SQLITE, params).first()
-    return _Owner(owner.org_id, owner.kind, owner.status, inserted is not None)
-
-
 def prune_nonces(engine: Engine, now: datetime) -> None:
     """Forget nonces too old to be replayed, a bounded batch at a time."""
-    statement = _PRUNE_PG_STATEMENT if _is_postgres(engine) else _PRUNE_STATEMENT
+    statement = _PRUNE_PG_STATEMENT if engine.dialect.name == "postgresql" else _PRUNE_STATEMENT
     statement.first_committed(engine, {"cutoff": now - NONCE_RETENTION})
 
 
@@ -241,6 +180,7 @@ def prune_nonces(engine: Engine, now: datetime) -> None:
 
 def authenticate(
     engine: Engine,
+    keys: KeyDirectory,
     method: str,
     url: str,
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
@@ -261,15 +201,15 @@ def authenticate(
     nonce_ok = 1 <= len(nonce) <= MAX_NONCE
     # Errors keep their order: unknown key, clock, signature, nonce, replay, status; the digest
     # comes last, once the body has been read.
-    pem = _verified_pem(engine, signed, timestamp, use_cache=nonce_ok)
+    pem = _verified_pem(engine, keys, signed, timestamp, use_cache=nonce_ok)
     if not nonce_ok:
         raise SignatureMalformed(f"signature nonce must be 1 to {MAX_NONCE} characters")
-    owner = _burn(engine, keyid, pem, nonce, now)
+    owner = keys.claim(engine, keyid, pem, nonce, now)
     if owner is None:
         # Revoked since we parsed it: the database, not the cache, says so.
         _key_cache.forget(keyid)
-        pem = _verified_pem(engine, signed, timestamp, use_cache=False)
-        owner = _burn(engine, keyid, pem, nonce, now)
+        pem = _verified_pem(engine, keys, signed, timestamp, use_cache=False)
+        owner = keys.claim(engine, keyid, pem, nonce, now)
         if owner is None:
             raise UnknownKey("the signature keyid is not a known key")
     if not owner.fresh:

@@ -34,7 +34,7 @@ import re
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from types import MappingProxyType
 
-from clearing.errors import InvalidInput
+from clearing.core.errors import InvalidInput
 
 MAX_AMOUNT = 10**15 - 1
 """The largest points or minor units one operation may carry."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from clearing.signatures import public_jwk
+from clearing.web.signatures import public_jwk
 
 __all__ = ["PlatformKey", "jwk_thumbprint", "load_or_create"]
 

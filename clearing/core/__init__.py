@@ -1,0 +1,1 @@
+"""The ledger core: accounts, balances, journal, holds, lots, idempotency, money; imports no domain."""

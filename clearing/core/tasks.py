@@ -1,0 +1,84 @@
+"""Scheduled jobs: what a job is, and the ledger core's own (release expired holds, expire lots).
+
+Each package declares its jobs in its ``tasks.py`` (a ``jobs(settings, engine)`` function); the
+app's scheduler (``clearing.app.scheduler``) collects and runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from sqlalchemy import Engine
+
+from clearing.core.config import Settings
+from clearing.core.db import make_engine, transaction
+from clearing.core.ledger import Ledger, expire_due_lots
+from clearing.core.timeutil import utcnow
+
+log = logging.getLogger("clearing.core.tasks")
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """A job a package declares: every `every`, daily at `daily_at` (platform zone), or once at start.
+
+    A job runs in a process of its own choosing: it opens its own engine and session, and is safe
+    to run twice. A job run once at start takes `now` as a keyword, so a caller can run it as of a
+    given time.
+    """
+
+    id: str
+    name: str
+    func: Callable[..., None]
+    args: tuple[object, ...] = ()
+    every: timedelta | None = None
+    daily_at: time | None = None
+
+    @property
+    def at_start(self) -> bool:
+        """Whether the job runs once when the scheduler starts (it has no trigger)."""
+        return self.every is None and self.daily_at is None
+
+
+def jobs(settings: Settings, engine: Engine) -> list[ScheduledJob]:
+    """The ledger's housekeeping, every five minutes."""
+    del engine  # the expiry job opens its own
+    return [
+        ScheduledJob(
+            "ledger-expiry",
+            "release expired holds, expire due lots",
+            expire_due,
+            (settings,),
+            every=timedelta(minutes=5),
+        )
+    ]
+
+
+def run_expiry(engine: Engine, now: datetime, limit: int = 10_000) -> tuple[int, int]:
+    """Release holds past their time-to-live and expire due lots, a chunk per transaction.
+
+    Returns (holds released, points expired). Safe to run twice or concurrently with postings:
+    each chunk locks the member balances it changes.
+    """
+    released = expired = 0
+    while True:
+        with transaction(engine) as session:
+            holds = Ledger(session).release_expired_holds(now, limit=limit)
+            points = expire_due_lots(session, now, limit)
+        released += holds
+        expired += points
+        if holds < limit and points == 0:
+            return released, expired
+
+
+def expire_due(settings: Settings) -> None:
+    """The scheduled job: opens its own engine, runs the expiry as of now, logs the outcome."""
+    engine = make_engine(settings.database_url)
+    try:
+        released, expired = run_expiry(engine, utcnow())
+    finally:
+        engine.dispose()
+    log.info("expiry: %d holds released, %d points expired", released, expired)

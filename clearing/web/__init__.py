@@ -1,0 +1,1 @@
+"""The web layer: request signatures, authentication, ingress, problem+json helpers, the platform key."""
