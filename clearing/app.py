@@ -18,7 +18,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clearing.api import KNOWN_DIGEST
 from clearing.config import Settings
-from clearing.db import make_engine
 from clearing.errors import ClearingError
 from clearing.ingress import Ingress, adopt
 from clearing.platform_key import PlatformKey, load_or_create
@@ -181,7 +180,7 @@ class SignedResponses:
 
 def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
     """The partner API on the database and platform key of ``settings``."""
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     key = load_or_create(settings.platform_key_path)
 
     @asynccontextmanager

@@ -9,7 +9,7 @@ import typer
 from sqlalchemy import Engine
 
 from clearing.config import Settings
-from clearing.db import make_engine, transaction
+from clearing.db import transaction
 from clearing.errors import ClearingError
 from clearing.timeutil import utcnow
 from settlement.cli import settlement_app
@@ -27,7 +27,7 @@ app.add_typer(settlement_app, name="settlement")
 
 
 def _engine() -> Engine:
-    return make_engine(Settings.from_env().database_url)
+    return Settings.from_env().open_engine()
 
 
 @db_app.command("upgrade")

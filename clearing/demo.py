@@ -23,7 +23,7 @@ from clearing.app import create_app
 from clearing.check import check_ledger
 from clearing.client import PartnerClient
 from clearing.config import Settings
-from clearing.db import make_engine, transaction
+from clearing.db import transaction
 from clearing.errors import ClearingError
 from clearing.ledger import Ledger
 from clearing.migrate import upgrade
@@ -54,7 +54,7 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
     console = console or Console()
     url = demo_database(settings)
     settings = dataclasses.replace(settings, database_url=url)
-    engine = make_engine(url)
+    engine = settings.open_engine()
     upgrade(engine)
     with transaction(engine) as session:
         if session.execute(select(func.count()).select_from(Organisation)).scalar_one():

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from clearing.config import Settings
-from clearing.db import make_engine, transaction
+from clearing.db import transaction
 from clearing.ledger import Ledger, expire_due_lots
 from clearing.timeutil import utcnow
 
@@ -34,7 +34,7 @@ def run_expiry(engine: Engine, now: datetime, limit: int = 10_000) -> tuple[int,
 
 def expire_due(settings: Settings) -> None:
     """The scheduled job: opens its own engine, runs the expiry as of now, logs the outcome."""
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     try:
         released, expired = run_expiry(engine, utcnow())
     finally:

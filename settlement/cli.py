@@ -35,12 +35,11 @@ def run(
     """Run the batch of one business day, or resume it where it stopped; prints its folder."""
     import clearing.tables  # noqa: F401
     from clearing.config import Settings
-    from clearing.db import make_engine
     from clearing.errors import ClearingError
     from settlement.service import run_batch
 
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     try:
         day = date.fromisoformat(business_date)
         batch = run_batch(engine, day, currency.upper(), _as_of(as_of), settings)
@@ -62,11 +61,11 @@ def status(limit: Annotated[int, typer.Option(help="Batches to show")] = 30) -> 
     """List the latest batches, newest first."""
     import clearing.tables  # noqa: F401
     from clearing.config import Settings
-    from clearing.db import make_engine, transaction
+    from clearing.db import transaction
     from settlement import repository as repo
 
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     with transaction(engine) as session:
         batches = repo.list_batches(session, limit=limit)
         rows = [

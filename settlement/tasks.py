@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from clearing.config import Settings
-from clearing.db import make_engine, transaction
+from clearing.db import transaction
 from clearing.errors import ClearingError
 from clearing.money import is_known_currency
 from clearing.tasks import expire_due
@@ -109,7 +109,7 @@ def catch_up(
 
 def settle_due(settings: Settings, grace_minutes: int, currency: str | None = None) -> None:
     """The scheduled job: opens its own engine, settles what is due, logs the outcome."""
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     try:
         done = catch_up(
             engine,
@@ -179,7 +179,7 @@ def start_scheduler(
     With `now` the catch-up runs at once, as of `now`; without it, it runs as the scheduler's
     first job so that start-up (of the API, say) does not wait for a long batch.
     """
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     scheduler = build_scheduler(settings, engine, grace_minutes=grace_minutes)
     if now is not None:
         catch_up(engine, settings, now, grace=timedelta(minutes=grace_minutes))
