@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -24,7 +24,7 @@ class Settings:
     settlement_dir: Path
     hold_ttl_seconds: int
     balance_slots: int
-    """Balance rows of each new system account (`CLEARING_BALANCE_SLOTS`, 1 to 64)."""
+    """Balance rows of each new system account (`CLEARING_BALANCE_SLOTS`, 1 to 9)."""
     ledger_engine: LedgerEngine = "server"
     """Who applies a posting on PostgreSQL: `server` (the `ledger_post` function, one round trip)
     or `python` (the portable engine SQLite always uses). `CLEARING_LEDGER_ENGINE`."""
@@ -68,4 +68,4 @@ def _ledger_engine(value: str) -> LedgerEngine:
         raise ValueError(
             f"CLEARING_LEDGER_ENGINE must be one of {', '.join(LEDGER_ENGINES)}, not {value!r}"
         )
-    return cast(LedgerEngine, value)
+    return value

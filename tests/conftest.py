@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -137,6 +137,27 @@ def pg_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_databases(pg_admin_url: str, pg_template: str) -> Iterator[Callable[[], str]]:
+    """Makes fresh, migrated PostgreSQL databases for one test (twins, say); drops them after."""
+    admin = _admin_engine(pg_admin_url)
+    names: list[str] = []
+
+    def fresh() -> str:
+        names.append(f"clearing_t_{os.getpid()}_{uuid.uuid4().hex[:10]}")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{names[-1]}" TEMPLATE "{pg_template}"'))
+        return make_url(pg_admin_url).set(database=names[-1]).render_as_string(hide_password=False)
+
+    try:
+        yield fresh
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 

@@ -12,6 +12,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from clearing.config import LEDGER_ENGINES, LedgerEngine, Settings
+from clearing.money import BALANCE_LIMIT
+
+# Each slot stays within +/- BALANCE_LIMIT, so this many slots still sum inside 64 bits.
+MAX_BALANCE_SLOTS = (2**63 - 1) // BALANCE_LIMIT
 
 _OPTION = "clearing_ledger"
 
@@ -28,8 +32,10 @@ class LedgerOptions:
             raise ValueError(
                 f"ledger engine must be one of {', '.join(LEDGER_ENGINES)}: {self.engine!r}"
             )
-        if not 1 <= self.balance_slots <= 64:
-            raise ValueError(f"balance slots must be between 1 and 64: {self.balance_slots}")
+        if not 1 <= self.balance_slots <= MAX_BALANCE_SLOTS:
+            raise ValueError(
+                f"balance slots must be between 1 and {MAX_BALANCE_SLOTS}: {self.balance_slots}"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LedgerOptions:
