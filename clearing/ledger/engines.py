@@ -115,13 +115,13 @@ def _move_many_balances(session: Session, moves: list[Move], infos: Infos) -> No
         rows = _MOVE_MANY.rows(session, params)
     except IntegrityError as error:
         if "floor_zero_respected" in str(error.orig):
-            raise InsufficientPoints("not enough available points") from None
+            raise insufficient(moves, infos) from None
         raise
     if len(rows) != len(moves):
         raise _missing_row()
     for account_id, balance, held in rows:
         if infos[account_id].floor_zero and (balance < held or held < 0):
-            raise InsufficientPoints("not enough available points", account=str(account_id))
+            raise insufficient(moves, infos)
 
 
 def server_can_post(prepared: Prepared, infos: Infos) -> bool:

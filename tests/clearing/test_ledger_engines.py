@@ -228,3 +228,21 @@ def test_both_engines_refuse_a_missing_member_balance_row(
         Ledger(session, on_server=on_server).post(draft)
     with transaction(pg_engine) as session:
         assert session.execute(text("SELECT count(*) FROM lots")).scalar_one() == 0
+
+
+@pytest.mark.parametrize("accounts", [2, 4], ids=["few-moves", "many-moves"])
+def test_both_engines_answer_a_member_below_zero_alike(pg_engine: Engine, accounts: int) -> None:
+    org, redeemed, (account, _) = _world(pg_engine)
+    with transaction(pg_engine) as session:
+        ledger = Ledger(session)
+        extra = [ledger.open_account(ASSET, REDEEMED, org, uuid.uuid4(), T0) for _ in range(2)]
+    legs = [Leg(account, -1801), Leg(redeemed, 1801)]
+    if accounts == 4:
+        legs += [Leg(extra[0], -1), Leg(extra[1], 1)]
+    problems = []
+    for on_server in (True, False):
+        with pytest.raises(InsufficientPoints) as refused, transaction(pg_engine) as session:
+            Ledger(session, on_server=on_server).post(EntryDraft("checkout_capture", org, T0, legs))
+        problems.append(refused.value.problem())
+    assert problems[0] == problems[1]
+    assert problems[0]["needed"] == 1801
