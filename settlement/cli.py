@@ -33,12 +33,11 @@ def run(
 ) -> None:
     """Run the batch of one business day, or resume it where it stopped; prints its folder."""
     from clearing.core.config import Settings
-    from clearing.core.db import make_engine
     from clearing.core.errors import ClearingError
     from settlement.service import run_batch
 
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     try:
         day = date.fromisoformat(business_date)
         batch = run_batch(engine, day, currency.upper(), _as_of(as_of), settings)
@@ -59,11 +58,11 @@ def run(
 def status(limit: Annotated[int, typer.Option(help="Batches to show")] = 30) -> None:
     """List the latest batches, newest first."""
     from clearing.core.config import Settings
-    from clearing.core.db import make_engine, transaction
+    from clearing.core.db import transaction
     from settlement import repository as repo
 
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     with transaction(engine) as session:
         batches = repo.list_batches(session, limit=limit)
         rows = [

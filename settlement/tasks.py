@@ -16,7 +16,7 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import Engine
 
 from clearing.core.config import Settings
-from clearing.core.db import make_engine, transaction
+from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.money import is_known_currency
 from clearing.core.tasks import ScheduledJob
@@ -110,7 +110,7 @@ def settle_due(
     now: datetime | None = None,
 ) -> None:
     """The scheduled job: opens its own engine, settles what is due (as of `now`), logs it."""
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     try:
         done = catch_up(
             engine,

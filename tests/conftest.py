@@ -9,15 +9,18 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from clearing.app.migrate import upgrade
+from clearing.core.config import LedgerEngine
 from clearing.core.db import make_engine
+from clearing.core.ledger import LedgerOptions, bind_ledger_options
+from clearing.app.migrate import upgrade
 
 
 def _listening(host: str, port: int) -> bool:
@@ -138,6 +141,27 @@ def pg_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_databases(pg_admin_url: str, pg_template: str) -> Iterator[Callable[[], str]]:
+    """Makes fresh, migrated PostgreSQL databases for one test (twins, say); drops them after."""
+    admin = _admin_engine(pg_admin_url)
+    names: list[str] = []
+
+    def fresh() -> str:
+        names.append(f"clearing_t_{os.getpid()}_{uuid.uuid4().hex[:10]}")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{names[-1]}" TEMPLATE "{pg_template}"'))
+        return make_url(pg_admin_url).set(database=names[-1]).render_as_string(hide_password=False)
+
+    try:
+        yield fresh
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
 def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     """A fresh, migrated SQLite database for one test."""
     path = tmp_path / "clearing.db"
@@ -145,24 +169,53 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that takes `db_url` runs on SQLite and PostgreSQL; a test marked
+    `ledger_engines` runs its PostgreSQL part on both ledger engines (`server`, the
+    `ledger_post` function, and `python`, the portable engine SQLite always uses)."""
+    both = metafunc.definition.get_closest_marker("ledger_engines") is not None
+    chosen = set()
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        chosen |= set(names.replace(" ", "").split(",") if isinstance(names, str) else names)
+    if "db_url" in metafunc.fixturenames and "db_url" not in chosen:
+        if not both:
+            metafunc.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+            return
+        metafunc.parametrize(
+            ("db_url", "ledger_engine"),
+            [("sqlite", "python"), ("postgresql", "server"), ("postgresql", "python")],
+            ids=["sqlite", "postgresql", "postgresql-python"],
+            indirect=True,
+        )
+    elif both and "pg_engine" in metafunc.fixturenames:
+        metafunc.parametrize("ledger_engine", ["server", "python"], indirect=True)
+
+
+@pytest.fixture
 def db_url(request: pytest.FixtureRequest) -> str:
-    """Each test that takes it runs on both SQLite and PostgreSQL."""
+    """A fresh database of the kind the test's parameter names (see pytest_generate_tests)."""
     name = "sqlite_url" if request.param == "sqlite" else "pg_url"
     return str(request.getfixturevalue(name))
 
 
 @pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
+def ledger_engine(request: pytest.FixtureRequest) -> LedgerEngine:
+    """The engine the ledger posts with on PostgreSQL: `server` unless parametrised."""
+    return cast(LedgerEngine, getattr(request, "param", "server"))
+
+
+@pytest.fixture
+def engine(db_url: str, ledger_engine: LedgerEngine) -> Iterator[Engine]:
     """An engine on a fresh database of either kind."""
-    eng = make_engine(db_url)
+    eng = bind_ledger_options(make_engine(db_url), LedgerOptions(engine=ledger_engine))
     yield eng
     eng.dispose()
 
 
 @pytest.fixture
-def pg_engine(pg_url: str) -> Iterator[Engine]:
+def pg_engine(pg_url: str, ledger_engine: LedgerEngine) -> Iterator[Engine]:
     """An engine on a fresh PostgreSQL database (concurrency and database-enforced rules)."""
-    eng = make_engine(pg_url)
+    eng = bind_ledger_options(make_engine(pg_url), LedgerOptions(engine=ledger_engine))
     yield eng
     eng.dispose()

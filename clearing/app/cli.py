@@ -9,7 +9,7 @@ import typer
 from sqlalchemy import Engine
 
 from clearing.core.config import Settings
-from clearing.core.db import make_engine, transaction
+from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.timeutil import utcnow
 from settlement.cli import settlement_app
@@ -34,7 +34,7 @@ app.add_typer(settlement_app, name="settlement", callback=_register_tables)
 
 
 def _engine() -> Engine:
-    return make_engine(Settings.from_env().database_url)
+    return Settings.from_env().open_engine()
 
 
 @db_app.command("upgrade")

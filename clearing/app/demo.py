@@ -20,15 +20,15 @@ from sqlalchemy.engine import make_url
 
 import clearing.app.tables  # noqa: F401
 from clearing.app.factory import create_app
-from clearing.app.migrate import upgrade
 from clearing.core.check import check_ledger
+from clearing.sdk.client import PartnerClient
 from clearing.core.config import Settings
-from clearing.core.db import make_engine, transaction
+from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.ledger import Ledger
+from clearing.app.migrate import upgrade
 from clearing.core.models import Obligation
 from clearing.core.timeutil import utcnow
-from clearing.sdk.client import PartnerClient
 from issuers import service as issuers
 from issuers.keys import ApiKeyCreate, add_key
 from issuers.models import Member, Organisation, Program
@@ -54,7 +54,7 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
     console = console or Console()
     url = demo_database(settings)
     settings = dataclasses.replace(settings, database_url=url)
-    engine = make_engine(url)
+    engine = settings.open_engine()
     upgrade(engine)
     with transaction(engine) as session:
         if session.execute(select(func.count()).select_from(Organisation)).scalar_one():

@@ -182,7 +182,7 @@ class SignedResponses:
 
 def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
     """The partner API on the database and platform key of ``settings``."""
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     key = load_or_create(settings.platform_key_path)
 
     @asynccontextmanager

@@ -70,7 +70,7 @@ def start_scheduler(settings: Settings, *, now: datetime | None = None) -> Backg
     With `now`, the jobs that run once at start run at once, here, as of `now`; without it they
     run as the scheduler's first jobs, so that start-up (of the API, say) does not wait for them.
     """
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     jobs = declared_jobs(settings, engine)
     if now is not None:
         for job in jobs:

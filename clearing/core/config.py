@@ -5,6 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+LedgerEngine = Literal["server", "python"]
+LEDGER_ENGINES: tuple[LedgerEngine, ...] = ("server", "python")
 
 
 @dataclass(frozen=True)
@@ -17,6 +24,10 @@ class Settings:
     settlement_dir: Path
     hold_ttl_seconds: int
     balance_slots: int
+    """Balance rows of each new system account (`CLEARING_BALANCE_SLOTS`, 1 to 9)."""
+    ledger_engine: LedgerEngine = "server"
+    """Who applies a posting on PostgreSQL: `server` (the `ledger_post` function, one round trip)
+    or `python` (the portable engine SQLite always uses). `CLEARING_LEDGER_ENGINE`."""
     platform_key_path: Path = Path("var/keys/platform.pem")
     """PEM file of the platform's own Ed25519 signing key (created on first use, mode 0600)."""
     max_body_bytes: int = 1 << 20
@@ -37,6 +48,7 @@ class Settings:
             settlement_dir=Path(os.environ.get("CLEARING_SETTLEMENT_DIR", str(var / "settlement"))),
             hold_ttl_seconds=int(os.environ.get("CLEARING_HOLD_TTL_SECONDS", "900")),
             balance_slots=int(os.environ.get("CLEARING_BALANCE_SLOTS", "8")),
+            ledger_engine=_ledger_engine(os.environ.get("CLEARING_LEDGER_ENGINE", "server")),
             platform_key_path=Path(
                 os.environ.get("CLEARING_PLATFORM_KEY", str(var / "keys" / "platform.pem"))
             ),
@@ -44,3 +56,19 @@ class Settings:
             max_bulk_body_bytes=int(os.environ.get("CLEARING_MAX_BULK_BODY_BYTES", str(64 << 20))),
             settlement_grace_minutes=int(os.environ.get("CLEARING_SETTLEMENT_GRACE_MINUTES", "10")),
         )
+
+    def open_engine(self) -> Engine:
+        """An engine on `database_url` whose ledgers post as these settings say."""
+        from clearing.core.db import make_engine
+        from clearing.core.ledger.options import LedgerOptions, bind_ledger_options
+
+        engine = make_engine(self.database_url)
+        return bind_ledger_options(engine, LedgerOptions.from_settings(self))
+
+
+def _ledger_engine(value: str) -> LedgerEngine:
+    if value not in LEDGER_ENGINES:
+        raise ValueError(
+            f"CLEARING_LEDGER_ENGINE must be one of {', '.join(LEDGER_ENGINES)}, not {value!r}"
+        )
+    return value

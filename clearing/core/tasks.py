@@ -14,7 +14,7 @@ from datetime import datetime, time, timedelta
 from sqlalchemy import Engine
 
 from clearing.core.config import Settings
-from clearing.core.db import make_engine, transaction
+from clearing.core.db import transaction
 from clearing.core.ledger import Ledger, expire_due_lots
 from clearing.core.timeutil import utcnow
 
@@ -76,7 +76,7 @@ def run_expiry(engine: Engine, now: datetime, limit: int = 10_000) -> tuple[int,
 
 def expire_due(settings: Settings) -> None:
     """The scheduled job: opens its own engine, runs the expiry as of now, logs the outcome."""
-    engine = make_engine(settings.database_url)
+    engine = settings.open_engine()
     try:
         released, expired = run_expiry(engine, utcnow())
     finally:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import pytest
 from factories import (
     T0,
     World,
@@ -29,6 +30,10 @@ from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
 from issuers import service as issuers
 from issuers.schemas import AccrualCreate
+
+# The ledger's rules hold whichever engine applies a posting on PostgreSQL.
+pytestmark = pytest.mark.ledger_engines
+
 
 T = TypeVar("T")
 WORKERS = 16

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from importlib import resources
 from typing import Any
 
 import pytest
+from alembic import command
 from factories import T0
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -16,20 +18,32 @@ from clearing.core.check import check_ledger
 from clearing.core.db import transaction
 from clearing.core.errors import InsufficientPoints
 from clearing.core.ledger import (
+    LEDGER_POST_FUNCTION,
     MEMBER,
     REDEEMED,
     EntryDraft,
     Ledger,
+    LedgerImbalance,
     Leg,
     LotSpec,
+    engines,
     points_asset,
 )
+from clearing.app.migrate import alembic_config
+from clearing.core.sql import function_body
 from issuers import service as issuers
 from issuers.schemas import OrganisationCreate
 
 ASSET = points_asset("ENGINE")
 # Lots earned on these days after T0, expiring a year later; one never expires.
 EARNINGS = [(40, 300), (5, 200), (20, 500), (None, 700), (5, 100)]
+
+
+def _org(session: Session) -> tuple[uuid.UUID, str]:
+    org = issuers.create_organisation(
+        session, OrganisationCreate(kind="issuer", name="Engine bank", currency="CNY"), T0
+    )
+    return org.id, org.name
 
 
 def _world(engine: Engine) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
@@ -129,3 +143,106 @@ def test_both_engines_refuse_a_member_below_zero_and_write_nothing(
         assert _state(session, account)["balance"] == (1800, 0)
         assert session.execute(text("SELECT count(*) FROM lot_movements")).scalar_one() == 0
         assert check_ledger(session) == []
+
+
+def test_the_installed_function_is_the_file_the_code_calls(pg_engine: Engine) -> None:
+    with transaction(pg_engine) as session:
+        installed = session.execute(
+            text(
+                "SELECT p.proname, p.prosrc, pg_get_function_identity_arguments(p.oid),"
+                " p.prorettype::regtype::text, l.lanname"
+                " FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+                " WHERE p.proname LIKE 'ledger\\_post%'"
+            )
+        ).all()
+    # Only the version the code calls is installed, and its body is the file's, byte for byte.
+    assert [tuple(row) for row in installed] == [
+        (LEDGER_POST_FUNCTION, function_body(LEDGER_POST_FUNCTION), "p jsonb", "void", "plpgsql")
+    ]
+    # The code calls that version, and it is the newest file.
+    assert f"SELECT {LEDGER_POST_FUNCTION}(" in str(engines._LEDGER_POST.statement)
+    versions = [
+        name
+        for name in (p.name for p in resources.files("clearing.core.sql").iterdir())
+        if name.startswith("ledger_post_v")
+    ]
+    assert f"{LEDGER_POST_FUNCTION}.sql" == max(versions, key=lambda n: int(n[13:-4]))
+
+
+def test_migration_0008_goes_back_to_the_first_version_and_forth(pg_engine: Engine) -> None:
+    def installed() -> dict[str, str]:
+        with transaction(pg_engine) as session:
+            rows = session.execute(
+                text("SELECT proname, prosrc FROM pg_proc WHERE proname LIKE 'ledger\\_post%'")
+            )
+            return {name: source for name, source in rows}
+
+    config = alembic_config(pg_engine.url.render_as_string(hide_password=False))
+    command.downgrade(config, "0007")
+    assert installed() == {"ledger_post": function_body("ledger_post_v1")}
+    command.upgrade(config, "head")
+    assert installed() == {LEDGER_POST_FUNCTION: function_body(LEDGER_POST_FUNCTION)}
+
+
+@pytest.mark.parametrize("on_server", [True, False], ids=["server", "python"])
+@pytest.mark.parametrize("accounts", [2, 5], ids=["few-moves", "many-moves"])
+def test_both_engines_refuse_a_missing_system_balance_row(
+    pg_engine: Engine, on_server: bool, accounts: int
+) -> None:
+    with transaction(pg_engine) as session:
+        org, _ = _org(session)
+        ledger = Ledger(session, balance_slots=1)
+        ids = [ledger.open_account(ASSET, REDEEMED, org, uuid.uuid4(), T0) for _ in range(accounts)]
+        session.execute(text("DELETE FROM balances WHERE account_id = :a"), {"a": ids[-1]})
+    legs = [Leg(a, 5) for a in ids[1:]] + [Leg(ids[0], -5 * (accounts - 1))]
+    with (
+        pytest.raises(LedgerImbalance, match="balance row is missing"),
+        transaction(pg_engine) as session,
+    ):
+        Ledger(session, on_server=on_server).post(EntryDraft("test", org, T0, legs))
+    with transaction(pg_engine) as session:
+        assert session.execute(text("SELECT count(*) FROM journal_entries")).scalar_one() == 0
+        assert session.execute(text("SELECT sum(balance) FROM balances")).scalar_one() == 0
+
+
+@pytest.mark.parametrize("on_server", [True, False], ids=["server", "python"])
+def test_both_engines_refuse_a_missing_member_balance_row(
+    pg_engine: Engine, on_server: bool
+) -> None:
+    with transaction(pg_engine) as session:
+        org, _ = _org(session)
+        ledger = Ledger(session)
+        issued = ledger.open_account(ASSET, REDEEMED, org, uuid.uuid4(), T0)
+        account = ledger.open_account(ASSET, MEMBER, org, uuid.uuid4(), T0)
+        session.execute(text("DELETE FROM balances WHERE account_id = :a"), {"a": account})
+    draft = EntryDraft(
+        "accrual",
+        org,
+        T0,
+        [Leg(issued, -7), Leg(account, 7, lot=LotSpec("accrual", None, org))],
+    )
+    with (
+        pytest.raises(LedgerImbalance, match="balance row is missing"),
+        transaction(pg_engine) as session,
+    ):
+        Ledger(session, on_server=on_server).post(draft)
+    with transaction(pg_engine) as session:
+        assert session.execute(text("SELECT count(*) FROM lots")).scalar_one() == 0
+
+
+@pytest.mark.parametrize("accounts", [2, 4], ids=["few-moves", "many-moves"])
+def test_both_engines_answer_a_member_below_zero_alike(pg_engine: Engine, accounts: int) -> None:
+    org, redeemed, (account, _) = _world(pg_engine)
+    with transaction(pg_engine) as session:
+        ledger = Ledger(session)
+        extra = [ledger.open_account(ASSET, REDEEMED, org, uuid.uuid4(), T0) for _ in range(2)]
+    legs = [Leg(account, -1801), Leg(redeemed, 1801)]
+    if accounts == 4:
+        legs += [Leg(extra[0], -1), Leg(extra[1], 1)]
+    problems = []
+    for on_server in (True, False):
+        with pytest.raises(InsufficientPoints) as refused, transaction(pg_engine) as session:
+            Ledger(session, on_server=on_server).post(EntryDraft("checkout_capture", org, T0, legs))
+        problems.append(refused.value.problem())
+    assert problems[0] == problems[1]
+    assert problems[0]["needed"] == 1801

@@ -13,6 +13,9 @@ from clearing.core.check import check_ledger
 from clearing.core.db import transaction
 from clearing.core.ledger import EntryDraft, Ledger, LedgerImbalance, Leg
 
+# The ledger's rules hold whichever engine applies a posting on PostgreSQL.
+pytestmark = pytest.mark.ledger_engines
+
 
 def forge_unbalanced_entry(engine: Engine, org: uuid.UUID) -> None:
     """Write an entry with one posting, past the application, straight into the tables."""

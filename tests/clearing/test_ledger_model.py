@@ -3,6 +3,7 @@ compared after every step."""
 
 from __future__ import annotations
 
+import calendar
 import itertools
 import shutil
 import tempfile
@@ -10,7 +11,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,17 +27,32 @@ from clearing.core import money
 from clearing.core.check import check_ledger
 from clearing.core.db import make_engine, transaction
 from clearing.core.errors import ClearingError
-from clearing.core.ledger import POSITION, Ledger, expire_due_lots, money_asset
-from clearing.core.timeutil import add_months
+from clearing.core.ledger import (
+    POSITION,
+    Ledger,
+    LedgerOptions,
+    bind_ledger_options,
+    expire_due_lots,
+    money_asset,
+)
+from clearing.core.models import Lot
+from clearing.core.timeutil import aware
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
 from issuers import service as issuers
-from issuers.models import Organisation
+from issuers.models import Member, Organisation
 from issuers.schemas import AccrualCreate
 
 MEMBERS = ("m0", "m1", "m2")
 VALUE = Decimal("0.005")  # BANKA's point value: 2 points per fen
 FEE = Decimal("0.006")  # the shop's fee rate
+
+
+def a_year_later(at: datetime) -> datetime:
+    """The model's expiry of BANKA's points (12 months): the same day and time next year, or the
+    last day of that month when next year's month is shorter (29 February -> 28 February)."""
+    last_day = calendar.monthrange(at.year + 1, at.month)[1]
+    return at.replace(year=at.year + 1, day=min(at.day, last_day))
 
 
 @dataclass
@@ -65,7 +81,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         url, self.drop = FRESH_DATABASE[0]()
-        self.engine: Engine = make_engine(url)
+        self.engine: Engine = bind_ledger_options(make_engine(url), OPTIONS[0])
         self.world = build_world(self.engine)
         for m in MEMBERS:
             member(self.engine, self.world.bank_a, "BANKA", m)
@@ -120,7 +136,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.now,
                 next(self.keys),
             )
-        self.lots[m].append([add_months(self.now, 12), points])
+        self.lots[m].append([a_year_later(self.now), points])
         if funded:
             owed = money.value_owed_for_points(points, VALUE, "CNY")
             self.position["shop"] -= owed
@@ -261,6 +277,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
 # How the machine gets a fresh, migrated database for each example: set by the test below.
 FRESH_DATABASE: list[Callable[[], tuple[str, Callable[[], None]]]] = []
+# Which ledger engine posts on PostgreSQL: set by the test below.
+OPTIONS: list[LedgerOptions] = [LedgerOptions()]
 
 
 def _fresh_sqlite(template: Path) -> tuple[str, Callable[[], None]]:
@@ -285,8 +303,9 @@ def _fresh_postgres(admin_url: str, template: str) -> tuple[str, Callable[[], No
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
 
 
-@pytest.mark.parametrize(("backend", "examples"), [("sqlite", 40), ("postgresql", 12)])
-def test_ledger_matches_model(request: pytest.FixtureRequest, backend: str, examples: int) -> None:
+def _use_backend(request: pytest.FixtureRequest, backend: str) -> None:
+    """Point the machine at fresh databases of `backend`, posting with its ledger engine."""
+    OPTIONS[:] = [LedgerOptions(engine="python" if backend.endswith("python") else "server")]
     if backend == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
         FRESH_DATABASE[:] = [lambda: _fresh_sqlite(template)]
@@ -294,6 +313,16 @@ def test_ledger_matches_model(request: pytest.FixtureRequest, backend: str, exam
         admin_url: str = request.getfixturevalue("pg_admin_url")
         pg_template: str = request.getfixturevalue("pg_template")
         FRESH_DATABASE[:] = [lambda: _fresh_postgres(admin_url, pg_template)]
+
+
+# The Python engine on PostgreSQL gets fewer examples: SQLite's 40 already run that engine, and
+# tests/clearing/test_ledger_differential.py compares it with the server's row by row.
+@pytest.mark.parametrize(
+    ("backend", "examples"),
+    [("sqlite", 40), ("postgresql", 12), ("postgresql-python", 4)],
+)
+def test_ledger_matches_model(request: pytest.FixtureRequest, backend: str, examples: int) -> None:
+    _use_backend(request, backend)
     LedgerMachine.TestCase.settings = settings(
         max_examples=examples,
         stateful_step_count=30,
@@ -301,3 +330,45 @@ def test_ledger_matches_model(request: pytest.FixtureRequest, backend: str, exam
         suppress_health_check=list(HealthCheck),
     )
     LedgerMachine.TestCase().runTest()
+
+
+# Explicit examples the random runs may miss: lots earned at month and year ends and on
+# 29 February, whose expiry a year later falls on a shorter month's last day. In time order.
+EDGE_DAYS = [
+    datetime(2027, 2, 28, 23, 0, tzinfo=UTC),  # expires 2028-02-28 23:00, the eve of a leap day
+    datetime(2027, 12, 31, 23, 59, tzinfo=UTC),  # a year end: expires 2028-12-31 23:59
+    datetime(2028, 1, 31, 1, 0, tzinfo=UTC),  # a 31-day month end: expires 2029-01-31 01:00
+    datetime(2028, 2, 29, 1, 0, tzinfo=UTC),  # a leap day: expires 2029-02-28 01:00
+]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "postgresql-python"])
+def test_ledger_matches_model_at_month_ends_and_leap_days(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    _use_backend(request, backend)
+    machine = LedgerMachine()
+    try:
+        for day in EDGE_DAYS:
+            machine.time_passes((day - machine.now).days)
+            machine.now = day  # to the minute, for the model and the ledger alike
+            machine.accrue("m0", 100, funded=True)
+            machine.balances_match()
+        with transaction(machine.engine) as session:
+            expiries = session.execute(
+                select(Lot.expires_at)
+                .join(Member, Member.account_id == Lot.account_id)
+                .where(Member.external_id == "m0")
+                .order_by(Lot.earned_at)
+            ).scalars()
+            assert [at and aware(at) for at in expiries] == [lot[0] for lot in machine.lots["m0"]]
+        # On the leap day the first lot (2028-02-28 23:00) has just expired.
+        assert machine.balance("m0") == 300
+        machine.time_passes(364)  # 2029-02-27 01:00: the year-end and January lots are gone
+        assert machine.balance("m0") == 100
+        machine.balances_match()
+        machine.time_passes(1)  # 2029-02-28 01:00: the leap day's lot expires to the minute
+        assert machine.balance("m0") == 0
+        machine.balances_match()
+    finally:
+        machine.teardown()
