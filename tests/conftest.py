@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from clearing.app.migrate import upgrade
 from clearing.core.config import LedgerEngine
 from clearing.core.db import make_engine
 from clearing.core.ledger import LedgerOptions, bind_ledger_options
-from clearing.app.migrate import upgrade
 
 
 def _listening(host: str, port: int) -> bool:

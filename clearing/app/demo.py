@@ -20,15 +20,15 @@ from sqlalchemy.engine import make_url
 
 import clearing.app.tables  # noqa: F401
 from clearing.app.factory import create_app
+from clearing.app.migrate import upgrade
 from clearing.core.check import check_ledger
-from clearing.sdk.client import PartnerClient
 from clearing.core.config import Settings
 from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.ledger import Ledger
-from clearing.app.migrate import upgrade
 from clearing.core.models import Obligation
 from clearing.core.timeutil import utcnow
+from clearing.sdk.client import PartnerClient
 from issuers import service as issuers
 from issuers.keys import ApiKeyCreate, add_key
 from issuers.models import Member, Organisation, Program

@@ -18,7 +18,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clearing.app.scheduler import start_scheduler
 from clearing.core.config import Settings
-from clearing.core.db import make_engine
 from clearing.core.errors import ClearingError
 from clearing.core.timeutil import utcnow
 from clearing.web.api import KNOWN_DIGEST

@@ -20,7 +20,6 @@ from sqlalchemy import Engine
 import clearing.core.tasks
 import settlement.tasks
 from clearing.core.config import Settings
-from clearing.core.db import make_engine
 from clearing.core.tasks import ScheduledJob
 
 TASKS: tuple[ModuleType, ...] = (clearing.core.tasks, settlement.tasks)

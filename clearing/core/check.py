@@ -11,16 +11,14 @@ from sqlalchemy.orm import Session
 from clearing.core.ledger import POSITION
 from clearing.core.models import Account, Balance, Hold, Lot, LotMovement, Obligation, Posting
 
+Balances = dict[uuid.UUID, tuple[int, int]]
+"""Per account: the sum of its balance rows and of what they hold."""
+
 
 def check_ledger(session: Session) -> list[str]:
     """Every difference between the journal and what is derived from it (empty: all is well)."""
-    errors: list[str] = []
-    posted = dict(
-        session.execute(
-            select(Posting.account_id, func.sum(Posting.amount)).group_by(Posting.account_id)
-        ).all()
-    )
-    balances = {
+    accounts = {account.id: account for account in session.execute(select(Account)).scalars()}
+    balances: Balances = {
         row.account_id: (int(row.balance), int(row.held))
         for row in session.execute(
             select(
@@ -30,7 +28,25 @@ def check_ledger(session: Session) -> list[str]:
             ).group_by(Balance.account_id)
         )
     }
-    accounts = {account.id: account for account in session.execute(select(Account)).scalars()}
+    return [
+        *_check_balances(session, accounts, balances),
+        *_check_entries(session),
+        *_check_members(session, accounts, balances),
+        *_check_lots(session),
+        *_check_obligations(session),
+    ]
+
+
+def _check_balances(
+    session: Session, accounts: dict[uuid.UUID, Account], balances: Balances
+) -> list[str]:
+    """Each account's balance is the sum of its postings; each asset's balances sum to zero."""
+    errors: list[str] = []
+    posted = dict(
+        session.execute(
+            select(Posting.account_id, func.sum(Posting.amount)).group_by(Posting.account_id)
+        ).all()
+    )
     per_asset: dict[str, int] = defaultdict(int)
     for account_id, account_row in accounts.items():
         balance, held = balances.get(account_id, (0, 0))
@@ -45,12 +61,26 @@ def check_ledger(session: Session) -> list[str]:
     for asset, total in sorted(per_asset.items()):
         if total != 0:
             errors.append(f"asset {asset}: balances sum to {total}, not zero")
-    for entry_id, asset, total in session.execute(
-        select(Posting.entry_id, Posting.asset, func.sum(Posting.amount))
-        .group_by(Posting.entry_id, Posting.asset)
-        .having(func.sum(Posting.amount) != 0)
-    ):
-        errors.append(f"entry {entry_id}: postings of {asset} sum to {total}")
+    return errors
+
+
+def _check_entries(session: Session) -> list[str]:
+    """Each entry's postings sum to zero per asset."""
+    return [
+        f"entry {entry_id}: postings of {asset} sum to {total}"
+        for entry_id, asset, total in session.execute(
+            select(Posting.entry_id, Posting.asset, func.sum(Posting.amount))
+            .group_by(Posting.entry_id, Posting.asset)
+            .having(func.sum(Posting.amount) != 0)
+        )
+    ]
+
+
+def _check_members(
+    session: Session, accounts: dict[uuid.UUID, Account], balances: Balances
+) -> list[str]:
+    """A member's held points are its open holds; its balance is what its lots still hold."""
+    errors: list[str] = []
     open_holds = dict(
         session.execute(
             select(Hold.account_id, func.sum(Hold.points))
@@ -67,26 +97,31 @@ def check_ledger(session: Session) -> list[str]:
         if not account_row.floor_zero:
             continue
         balance, held_now = balances.get(account_id, (0, 0))
-        if int(open_holds.get(account_id) or 0) != held_now:
+        holding = int(open_holds.get(account_id) or 0)
+        if holding != held_now:
             errors.append(
-                f"member account {account_row.name}: held {held_now} but open holds sum to {open_holds.get(account_id) or 0}"
+                f"member account {account_row.name}: held {held_now} but open holds sum to {holding}"
             )
-        if int(lots.get(account_id) or 0) != balance:
+        in_lots = int(lots.get(account_id) or 0)
+        if in_lots != balance:
             errors.append(
-                f"member account {account_row.name}: balance {balance} but lots hold {lots.get(account_id) or 0}"
+                f"member account {account_row.name}: balance {balance} but lots hold {in_lots}"
             )
-    moved = Lot.points + func.coalesce(func.sum(LotMovement.points), 0)
-    for lot_id, remaining, expected in session.execute(
-        select(Lot.id, Lot.remaining, moved)
-        .outerjoin(LotMovement, LotMovement.lot_id == Lot.id)
-        .group_by(Lot.id, Lot.remaining, Lot.points)
-        .having(Lot.remaining != moved)
-    ):
-        errors.append(
-            f"lot {lot_id}: remaining {remaining} but points and movements give {expected}"
-        )
-    errors.extend(_check_obligations(session))
     return errors
+
+
+def _check_lots(session: Session) -> list[str]:
+    """Each lot's remaining points are its points plus its movements."""
+    moved = Lot.points + func.coalesce(func.sum(LotMovement.points), 0)
+    return [
+        f"lot {lot_id}: remaining {remaining} but points and movements give {expected}"
+        for lot_id, remaining, expected in session.execute(
+            select(Lot.id, Lot.remaining, moved)
+            .outerjoin(LotMovement, LotMovement.lot_id == Lot.id)
+            .group_by(Lot.id, Lot.remaining, Lot.points)
+            .having(Lot.remaining != moved)
+        )
+    ]
 
 
 def _check_obligations(session: Session) -> list[str]:

@@ -14,6 +14,7 @@ from factories import T0
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from clearing.app.migrate import alembic_config
 from clearing.core.check import check_ledger
 from clearing.core.db import transaction
 from clearing.core.errors import InsufficientPoints
@@ -29,7 +30,6 @@ from clearing.core.ledger import (
     engines,
     points_asset,
 )
-from clearing.app.migrate import alembic_config
 from clearing.core.sql import function_body
 from issuers import service as issuers
 from issuers.schemas import OrganisationCreate

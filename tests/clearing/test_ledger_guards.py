@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from factories import T0, accrue, build_world, member
+from factories import T0, accrue, authorise, build_world, member
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -90,3 +90,26 @@ def test_ledger_check_reports_a_tampered_balance(engine: Engine) -> None:
         errors = check_ledger(session)
     assert any("balance 11 but postings sum to 10" in e for e in errors)
     assert any("lots hold 10" in e for e in errors)
+
+
+def test_ledger_check_reports_tampered_holds_lots_and_positions(engine: Engine) -> None:
+    w = build_world(engine)
+    member(engine, w.bank_a, "BANKA", "alice")
+    accrue(engine, w.bank_a, "BANKA", "alice", 1000)
+    authorise(engine, w.shop, "BANKA", "alice", 100)  # an open hold on alice's points
+    with transaction(engine) as session:
+        assert check_ledger(session) == []
+        session.execute(text("UPDATE holds SET status = 'voided'"))
+        session.execute(text("UPDATE lots SET remaining = remaining - 1"))
+        session.execute(
+            text(
+                "UPDATE balances SET balance = balance + 7 WHERE account_id IN"
+                " (SELECT id FROM accounts WHERE kind = 'position')"
+            )
+        )
+        errors = check_ledger(session)
+    assert any("open holds sum to 0" in e for e in errors), errors
+    assert any("but lots hold" in e for e in errors), errors
+    assert any("points and movements give" in e for e in errors), errors
+    assert any("obligations net to" in e for e in errors), errors
+    assert any("not zero" in e for e in errors), errors
