@@ -15,7 +15,7 @@ from clearing import money
 from clearing.context import Caller
 from clearing.db import Sql, row_to
 from clearing.errors import Conflict, Forbidden, InvalidInput, NotFound
-from clearing.idempotency import run_once, run_once_reading
+from clearing.idempotency import FirstRead, Operation, Outcome, run_once
 from clearing.ids import new_id
 from clearing.ledger import (
     CONVERTED_IN,
@@ -363,18 +363,15 @@ def _quote_out(quote: ConversionQuote, source: str, target: str) -> QuoteOut:
 
 def convert(
     session: Session, caller: Caller, req: ConversionCreate, now: datetime, idempotency_key: str
-) -> tuple[ConversionOut, bool]:
+) -> Outcome[ConversionOut]:
     """Execute a quote once: points leave A, arrive in B; A owes B the value and the platform the fee."""
-    return run_once(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "conversion",
-        req.model_dump(mode="json"),
-        now,
+        req,
         ConversionOut,
-        lambda: _convert(session, caller, req, now),
+        lambda _: _convert(session, caller, req, now),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _convert(
@@ -479,24 +476,17 @@ def authorise(
     now: datetime,
     idempotency_key: str,
     hold_ttl: timedelta = DEFAULT_HOLD_TTL,
-) -> tuple[CheckoutOut, bool]:
+) -> Outcome[CheckoutOut]:
     """Hold the points for the part of an order paid with points, with the member's consent."""
     presented = None if req.payment_token is None else token_hash(req.payment_token)
-    read, params = checkout_context_read(
-        caller.org_id, req.program, req.external_id, presented, now
-    )
-    return run_once_reading(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "checkout",
-        req.model_dump(mode="json"),
-        now,
+        req,
         CheckoutOut,
-        read,
-        params,
         lambda row: _authorise(session, caller, req, now, hold_ttl, row),
+        checkout_context_read(caller.org_id, req.program, req.external_id, presented, now),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _authorise(
@@ -583,6 +573,11 @@ def _checkout_key(caller: Caller, checkout_id: uuid.UUID) -> dict[str, Any]:
     return {"b_id": checkout_id, "b_merchant": caller.org_id}
 
 
+def _own_checkout_locked(caller: Caller, checkout_id: uuid.UUID) -> FirstRead:
+    """The first read of a capture, void or refund: the caller's checkout with its hold, locked."""
+    return FirstRead(_LOCK_OWN_CHECKOUT, _checkout_key(caller, checkout_id))
+
+
 def _checkout_of(row: Any | None) -> tuple[CheckoutState, CheckoutParties]:
     """A checkout of the caller and who it involves, from a row of `_OWN_CHECKOUT`."""
     if row is None:
@@ -626,20 +621,16 @@ def capture(
     req: CaptureCreate,
     now: datetime,
     idempotency_key: str,
-) -> tuple[CheckoutOut, bool]:
+) -> Outcome[CheckoutOut]:
     """Capture an authorised checkout, fully or partly, once; the rest of the hold is released."""
-    return run_once_reading(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "capture",
         {"checkout": str(checkout_id), **req.model_dump(mode="json")},
-        now,
         CheckoutOut,
-        _LOCK_OWN_CHECKOUT,
-        _checkout_key(caller, checkout_id),
         lambda row: _capture(session, caller, _checkout_of(row), req, now),
+        _own_checkout_locked(caller, checkout_id),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _capture(
@@ -721,20 +712,16 @@ def _capture(
 
 def void(
     session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime, idempotency_key: str
-) -> tuple[CheckoutOut, bool]:
+) -> Outcome[CheckoutOut]:
     """Release the hold of an authorised checkout."""
-    return run_once_reading(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "void",
         {"checkout": str(checkout_id)},
-        now,
         CheckoutOut,
-        _LOCK_OWN_CHECKOUT,
-        _checkout_key(caller, checkout_id),
         lambda row: _void(session, _checkout_of(row), now),
+        _own_checkout_locked(caller, checkout_id),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _void(
@@ -755,20 +742,16 @@ def refund(
     req: RefundCreate,
     now: datetime,
     idempotency_key: str,
-) -> tuple[RefundOut, bool]:
+) -> Outcome[RefundOut]:
     """Give points back after capture, in full or in part, never more than captured in total."""
-    return run_once_reading(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "refund",
         {"checkout": str(checkout_id), **req.model_dump(mode="json")},
-        now,
         RefundOut,
-        _LOCK_OWN_CHECKOUT,
-        _checkout_key(caller, checkout_id),
         lambda row: _refund(session, caller, _checkout_of(row), req, now),
+        _own_checkout_locked(caller, checkout_id),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _refund(

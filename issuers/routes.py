@@ -20,10 +20,11 @@ from clearing.api import (
     encode_cursor,
     json_response,
     once_response,
-    run_once_response,
+    respond_once,
 )
 from clearing.auth import CallerDep, OperatorDep
 from clearing.errors import InvalidInput, NotFound
+from clearing.idempotency import Operation
 from clearing.schemas import Code, ExternalId
 from clearing.timeutil import utcnow
 from issuers import keys, service, tokens
@@ -72,16 +73,13 @@ def create_organisation(
 ) -> Response:
     """Onboard an issuer or a merchant (operator only)."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "organisation",
-        req.model_dump(mode="json"),
-        now,
+        req,
         OrganisationOut,
-        lambda: service.organisation_out(service.create_organisation(session, req, now)),
+        lambda _: service.organisation_out(service.create_organisation(session, req, now)),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.get("/organizations/{org_id}", tags=["operator"], response_model=OrganisationOut)
@@ -117,16 +115,13 @@ def add_key(
 ) -> Response:
     """Register a public key (PEM or JWK) for an organisation; rotation adds before revoking."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "api_key",
         {"org": str(org_id), **req.model_dump(mode="json")},
-        now,
         keys.ApiKeyOut,
-        lambda: keys.add_key(session, org_id, req, now),
+        lambda _: keys.add_key(session, org_id, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.get("/organizations/{org_id}/keys", tags=["operator"], response_model=list[keys.ApiKeyOut])
@@ -176,16 +171,13 @@ def create_program(
 ) -> Response:
     """Register the calling issuer's program with its first point value."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "program",
-        req.model_dump(mode="json"),
-        now,
+        req,
         ProgramOut,
-        lambda: service.create_program(session, caller, req, now),
+        lambda _: service.create_program(session, caller, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.post(
@@ -203,16 +195,13 @@ def add_point_value(
 ) -> Response:
     """Publish a new point value of one of the caller's programs, effective now or later."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "point_value",
         {"program": code, **req.model_dump(mode="json")},
-        now,
         PointValueOut,
-        lambda: service.add_point_value(session, caller, code, req, now),
+        lambda _: service.add_point_value(session, caller, code, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 # members -------------------------------------------------------------------------------------
@@ -230,16 +219,13 @@ def create_member(
 ) -> Response:
     """Enrol a member of one of the caller's programs."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "member",
         {"program": code, **req.model_dump(mode="json")},
-        now,
         MemberOut,
-        lambda: service.create_member(session, caller, code, req, now),
+        lambda _: service.create_member(session, caller, code, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.get("/programs/{code}/members/{external_id}", tags=["members"], response_model=MemberOut)
@@ -301,16 +287,13 @@ def link_members(
 ) -> Response:
     """The target issuer lets its member receive points converted from a source member."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "member_link",
-        req.model_dump(mode="json"),
-        now,
+        req,
         MemberLinkOut,
-        lambda: tokens.link_members(session, caller, req, now),
+        lambda _: tokens.link_members(session, caller, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.post(
@@ -390,8 +373,8 @@ def accrue(
     caller: CallerDep, key: IdempotencyKey, req: AccrualCreate, session: SessionDep
 ) -> Response:
     """Credit points to a member: by its issuer, or funded by the calling merchant."""
-    result, replayed = service.accrue(session, caller, req, utcnow(), key)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = service.accrue(session, caller, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
 
 
 @router.post("/accrual-batches", tags=["accruals"], status_code=201, response_model=AccrualBatchOut)
@@ -399,8 +382,8 @@ def accrue_batch(
     caller: CallerDep, key: IdempotencyKey, req: AccrualBatchCreate, session: SessionDep
 ) -> Response:
     """A partner's bulk file of accruals, posted in one transaction: every line or none."""
-    result, replayed = service.accrue_batch(session, caller, req, utcnow(), key)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = service.accrue_batch(session, caller, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
 
 
 @router.post(
@@ -417,5 +400,5 @@ def reverse_accrual(
     session: SessionDep,
 ) -> Response:
     """Take back points of an accrual (goods returned), by its issuer or its funder."""
-    result, replayed = service.reverse_accrual(session, caller, accrual_id, req, utcnow(), key)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = service.reverse_accrual(session, caller, accrual_id, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from clearing.context import Caller
 from clearing.db import Sql, bulk_insert, row_to
 from clearing.errors import Conflict, Forbidden, InactiveParty, InvalidInput, NotFound
-from clearing.idempotency import run_once, run_once_reading
+from clearing.idempotency import FirstRead, Operation, Outcome, run_once
 from clearing.ids import new_id
 from clearing.ledger import (
     CONVERTED_IN,
@@ -437,15 +437,14 @@ def member_context(
     session: Session, org_id: uuid.UUID, code: str, external_id: str, at: datetime
 ) -> MemberContext:
     """The context of an operation by organisation `org_id` on a member of program `code`."""
-    read, params = member_context_read(org_id, code, external_id, at)
-    return member_context_of(read.first(session, params), code, external_id)
+    read = member_context_read(org_id, code, external_id, at)
+    return member_context_of(read.query.first(session, read.params), code, external_id)
 
 
-def member_context_read(
-    org_id: uuid.UUID, code: str, external_id: str, at: datetime
-) -> tuple[Sql, dict[str, Any]]:
+def member_context_read(org_id: uuid.UUID, code: str, external_id: str, at: datetime) -> FirstRead:
     """The query that reads a member context, to run now or to send with an idempotency claim."""
-    return _MEMBER_CONTEXT, {"b_org": org_id, "b_code": code, "b_external": external_id, "b_at": at}
+    params = {"b_org": org_id, "b_code": code, "b_external": external_id, "b_at": at}
+    return FirstRead(_MEMBER_CONTEXT, params)
 
 
 def member_context_of(row: Any | None, code: str, external_id: str) -> MemberContext:
@@ -494,10 +493,10 @@ class CheckoutContext:
 
 def checkout_context_read(
     org_id: uuid.UUID, code: str, external_id: str, token_hash: str | None, at: datetime
-) -> tuple[Sql, dict[str, Any]]:
+) -> FirstRead:
     """The query that reads a checkout's context: member context, trust and payment token."""
-    _, params = member_context_read(org_id, code, external_id, at)
-    return _CHECKOUT_CONTEXT, {**params, "b_token": token_hash}
+    params = member_context_read(org_id, code, external_id, at).params
+    return FirstRead(_CHECKOUT_CONTEXT, {**params, "b_token": token_hash})
 
 
 def checkout_context_of(row: Any | None, code: str, external_id: str) -> CheckoutContext:
@@ -762,34 +761,29 @@ def statement(
 
 def accrue(
     session: Session, caller: Caller, req: AccrualCreate, now: datetime, idempotency_key: str
-) -> tuple[AccrualOut, bool]:
+) -> Outcome[AccrualOut]:
     """Credit points to a member, funded by the issuer or by the calling merchant."""
-    read, params = member_context_read(caller.org_id, req.program, req.external_id, now)
 
     def run(row: Any | None) -> AccrualOut:
         context = member_context_of(row, req.program, req.external_id)
         return _post_accruals(session, caller, [req], now, context)[0]
 
-    return run_once_reading(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "accrual",
-        req.model_dump(mode="json"),
-        now,
+        req,
         AccrualOut,
-        read,
-        params,
         run,
+        member_context_read(caller.org_id, req.program, req.external_id, now),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def accrue_batch(
     session: Session, caller: Caller, req: AccrualBatchCreate, now: datetime, idempotency_key: str
-) -> tuple[AccrualBatchOut, bool]:
+) -> Outcome[AccrualBatchOut]:
     """Credit a partner's bulk file of accruals in one transaction: all lines or none."""
 
-    def run() -> AccrualBatchOut:
+    def run(_: None) -> AccrualBatchOut:
         accruals = _post_accruals(session, caller, req.items, now)
         return AccrualBatchOut(
             count=len(accruals),
@@ -798,16 +792,8 @@ def accrue_batch(
             accrual_ids=[a.id for a in accruals],
         )
 
-    return run_once(
-        session,
-        caller.org_id,
-        idempotency_key,
-        "accrual_batch",
-        req.model_dump(mode="json"),
-        now,
-        AccrualBatchOut,
-        run,
-    )
+    operation = Operation("accrual_batch", req, AccrualBatchOut, run)
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _post_accruals(
@@ -973,18 +959,15 @@ def reverse_accrual(
     req: AccrualReversalCreate,
     now: datetime,
     idempotency_key: str,
-) -> tuple[AccrualReversalOut, bool]:
+) -> Outcome[AccrualReversalOut]:
     """Take back points of an accrual (goods returned), in full or in part."""
-    return run_once(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "accrual_reversal",
         {"accrual": str(accrual_id), **req.model_dump(mode="json")},
-        now,
         AccrualReversalOut,
-        lambda: _reverse_accrual(session, caller, accrual_id, req, now),
+        lambda _: _reverse_accrual(session, caller, accrual_id, req, now),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _reverse_accrual(

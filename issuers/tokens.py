@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from clearing.context import Caller
 from clearing.db import Sql
 from clearing.errors import ClearingError, Conflict, NotFound
-from clearing.idempotency import run_once
+from clearing.idempotency import Operation, run_once
 from clearing.ids import new_id
 from issuers.models import Member, MemberLink, MemberToken, MerchantTerm, Organisation, Program
 from issuers.schemas import (
@@ -174,7 +174,7 @@ def _mint(
     idempotency_key: str,
     secret: bytes,
 ) -> tuple[MemberTokenOut, bool]:
-    def issue() -> MemberTokenIssued:
+    def issue(_: None) -> MemberTokenIssued:
         program = own_program(session, caller, code)
         member = active_member(session, program, external_id)
         token_id = new_id()
@@ -206,16 +206,8 @@ def _mint(
         "ttl_seconds": ttl_seconds,
         "max_amount": max_amount,
     }
-    issued, replayed = run_once(
-        session,
-        caller.org_id,
-        idempotency_key,
-        f"{purpose}_token",
-        request,
-        now,
-        MemberTokenIssued,
-        issue,
-    )
+    operation = Operation(f"{purpose}_token", request, MemberTokenIssued, issue)
+    issued, replayed = run_once(session, caller.org_id, idempotency_key, operation, now)
     token = _token(secret, purpose, issued.id)
     return MemberTokenOut.model_validate({**issued.model_dump(), "token": token}), replayed
 
