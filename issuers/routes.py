@@ -27,7 +27,7 @@ from clearing.errors import InvalidInput, NotFound
 from clearing.idempotency import Operation
 from clearing.schemas import Code, ExternalId
 from clearing.timeutil import utcnow
-from issuers import keys, service, tokens
+from issuers import accruals, keys, members, organisations, programs, statements, tokens
 from issuers.models import Organisation
 from issuers.schemas import (
     AccrualBatchCreate,
@@ -77,7 +77,9 @@ def create_organisation(
         "organisation",
         req,
         OrganisationOut,
-        lambda _: service.organisation_out(service.create_organisation(session, req, now)),
+        lambda _: organisations.organisation_out(
+            organisations.create_organisation(session, req, now)
+        ),
     )
     return respond_once(session, caller.org_id, key, operation, now)
 
@@ -85,7 +87,7 @@ def create_organisation(
 @router.get("/organizations/{org_id}", tags=["operator"], response_model=OrganisationOut)
 def get_organisation(caller: OperatorDep, org_id: uuid.UUID, session: SessionDep) -> Response:
     """An organisation (operator only)."""
-    return json_response(service.organisation_out(_organisation(session, org_id)))
+    return json_response(organisations.organisation_out(_organisation(session, org_id)))
 
 
 @router.patch("/organizations/{org_id}", tags=["operator"], response_model=OrganisationOut)
@@ -94,10 +96,10 @@ def update_organisation(
 ) -> Response:
     """Suspend or reactivate an organisation, set its fee rates and merchant terms."""
     update = OrganisationUpdate.model_validate(req.model_dump(exclude={"terms"}))
-    org = service.update_organisation(session, org_id, update)
+    org = organisations.update_organisation(session, org_id, update)
     for term in req.terms or ():
-        service.set_merchant_term(session, org_id, term)
-    return json_response(service.organisation_out(org))
+        programs.set_merchant_term(session, org_id, term)
+    return json_response(organisations.organisation_out(org))
 
 
 @router.post(
@@ -157,7 +159,7 @@ def list_programs(
 ) -> Response:
     """Every program with its issuer and current point value, by code."""
     cursor = decode_cursor(after, 1)[0] if after else None
-    rows = service.list_programs(session, utcnow(), cursor, limit + 1)
+    rows = programs.list_programs(session, utcnow(), cursor, limit + 1)
     more = len(rows) > limit
     page = rows[:limit]
     return json_response(
@@ -175,7 +177,7 @@ def create_program(
         "program",
         req,
         ProgramOut,
-        lambda _: service.create_program(session, caller, req, now),
+        lambda _: programs.create_program(session, caller, req, now),
     )
     return respond_once(session, caller.org_id, key, operation, now)
 
@@ -199,7 +201,7 @@ def add_point_value(
         "point_value",
         {"program": code, **req.model_dump(mode="json")},
         PointValueOut,
-        lambda _: service.add_point_value(session, caller, code, req, now),
+        lambda _: programs.add_point_value(session, caller, code, req, now),
     )
     return respond_once(session, caller.org_id, key, operation, now)
 
@@ -223,7 +225,7 @@ def create_member(
         "member",
         {"program": code, **req.model_dump(mode="json")},
         MemberOut,
-        lambda _: service.create_member(session, caller, code, req, now),
+        lambda _: members.create_member(session, caller, code, req, now),
     )
     return respond_once(session, caller.org_id, key, operation, now)
 
@@ -233,7 +235,7 @@ def get_member(
     caller: CallerDep, code: CodePath, external_id: ExternalIdPath, session: SessionDep
 ) -> Response:
     """Balance, held and available points of one of the caller's members."""
-    return json_response(service.member_view(session, caller, code, external_id, utcnow()))
+    return json_response(members.member_view(session, caller, code, external_id, utcnow()))
 
 
 @router.patch("/programs/{code}/members/{external_id}", tags=["members"], response_model=MemberOut)
@@ -245,8 +247,8 @@ def set_member_status(
     session: SessionDep,
 ) -> Response:
     """Freeze, unfreeze or close one of the caller's members."""
-    service.set_member_status(session, caller, code, external_id, req.status)
-    return json_response(service.member_view(session, caller, code, external_id, utcnow()))
+    members.set_member_status(session, caller, code, external_id, req.status)
+    return json_response(members.member_view(session, caller, code, external_id, utcnow()))
 
 
 @router.get(
@@ -271,7 +273,7 @@ def get_statement(
             booked_after, entry_after = datetime.fromisoformat(booked), uuid.UUID(entry)
         except ValueError:
             raise InvalidInput("invalid cursor", field="after") from None
-    lines = service.statement(
+    lines = statements.statement(
         session, caller, code, external_id, booked_after, limit + 1, after_entry=entry_after
     )
     more = len(lines) > limit
@@ -373,7 +375,7 @@ def accrue(
     caller: CallerDep, key: IdempotencyKey, req: AccrualCreate, session: SessionDep
 ) -> Response:
     """Credit points to a member: by its issuer, or funded by the calling merchant."""
-    outcome = service.accrue(session, caller, req, utcnow(), key)
+    outcome = accruals.accrue(session, caller, req, utcnow(), key)
     return once_response(session, caller.org_id, key, outcome)
 
 
@@ -382,7 +384,7 @@ def accrue_batch(
     caller: CallerDep, key: IdempotencyKey, req: AccrualBatchCreate, session: SessionDep
 ) -> Response:
     """A partner's bulk file of accruals, posted in one transaction: every line or none."""
-    outcome = service.accrue_batch(session, caller, req, utcnow(), key)
+    outcome = accruals.accrue_batch(session, caller, req, utcnow(), key)
     return once_response(session, caller.org_id, key, outcome)
 
 
@@ -400,5 +402,5 @@ def reverse_accrual(
     session: SessionDep,
 ) -> Response:
     """Take back points of an accrual (goods returned), by its issuer or its funder."""
-    outcome = service.reverse_accrual(session, caller, accrual_id, req, utcnow(), key)
+    outcome = accruals.reverse_accrual(session, caller, accrual_id, req, utcnow(), key)
     return once_response(session, caller.org_id, key, outcome)

@@ -24,8 +24,8 @@ from clearing.db import transaction
 from clearing.signatures import sign_request
 from clearing.timeutil import utcnow
 from issuers.keys import ApiKeyCreate, add_key
+from issuers.organisations import create_organisation
 from issuers.schemas import OrganisationCreate
-from issuers.service import create_organisation
 
 BASE = "http://testserver"
 

@@ -24,7 +24,7 @@ from clearing.ledger import (
     LotSpec,
     points_asset,
 )
-from issuers import service as issuers
+from issuers import organisations
 from issuers.schemas import OrganisationCreate
 
 ASSET = points_asset("ENGINE")
@@ -35,7 +35,7 @@ EARNINGS = [(40, 300), (5, 200), (20, 500), (None, 700), (5, 100)]
 def _world(engine: Engine) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
     """An issuer, its redeemed account and two member accounts with the same lots."""
     with transaction(engine) as session:
-        org = issuers.create_organisation(
+        org = organisations.create_organisation(
             session, OrganisationCreate(kind="issuer", name="Engine bank", currency="CNY"), T0
         ).id
         ledger = Ledger(session)
