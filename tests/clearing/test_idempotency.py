@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
-from factories import T0
+from factories import T0, accrue, build_world, key, member, trust
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -19,6 +21,10 @@ from clearing.errors import IdempotencyConflict
 from clearing.idempotency import Operation, differing_field, identity, run_once
 from clearing.ids import new_id
 from clearing.models import IdempotencyRecord
+from exchange import service as exchange
+from exchange.schemas import CaptureCreate, CheckoutCreate
+from issuers import accruals
+from issuers.schemas import AccrualCreate
 
 ORG = new_id()
 
@@ -89,3 +95,48 @@ def test_an_operation_runs_once_and_a_conflict_names_the_field(engine: Engine) -
     # Digests only: a request's values (a payment token among them) are never stored.
     assert digests == identity("count", {"program": "A", "points": 5}).digests
     assert all(len(d) == 16 for d in digests.values())
+
+
+def test_the_postgresql_hot_path_stays_four_statements(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # README "The hot path on PostgreSQL": the claim travels with the first read, then the
+    # posting, the domain row and the stored result. Every statement passes a psycopg cursor.
+    w = build_world(pg_engine)
+    member(pg_engine, w.bank_a, "BANKA", "alice")
+    trust(pg_engine, w.bank_a, "BANKA", w.shop)
+    accrue(pg_engine, w.bank_a, "BANKA", "alice", 1000)
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(cursor, query, *args, **kwargs)
+
+    def statements(operation: Callable[[], object]) -> int:
+        sent.clear()
+        operation()
+        return len(sent)
+
+    accrual = AccrualCreate(program="BANKA", external_id="alice", points=5)
+    checkout = CheckoutCreate(
+        program="BANKA", external_id="alice", order_total=10, points_amount=10
+    )
+    with transaction(pg_engine) as session:
+        session.connection()  # BEGIN is not a statement of the operation
+        monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+
+        def authorise_and_capture() -> int:
+            authorised = exchange.authorise(session, w.shop, checkout, T0, key()).result
+            return statements(
+                lambda: exchange.capture(session, w.shop, authorised.id, CaptureCreate(), T0, key())
+            )
+
+        authorise_and_capture()  # the first capture looks up (and caches) account ids
+        captured = authorise_and_capture()
+        assert captured == 4
+        assert statements(lambda: exchange.authorise(session, w.shop, checkout, T0, key())) == 4
+        replay_key = key()
+        assert statements(lambda: accruals.accrue(session, w.bank_a, accrual, T0, replay_key)) == 4
+        # A replay: the claim (with the read) meets the first use, then reads its result.
+        assert statements(lambda: accruals.accrue(session, w.bank_a, accrual, T0, replay_key)) == 2
