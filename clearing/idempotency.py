@@ -134,11 +134,6 @@ def identity(operation: str, request: Mapping[str, Any] | BaseModel) -> Identity
     )
 
 
-def fingerprint(operation: str, request: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical form of a request."""
-    return identity(operation, request).fingerprint
-
-
 def run_once(
     session: Session, org_id: uuid.UUID, key: str, operation: Operation[R], now: datetime
 ) -> Outcome[R]:
