@@ -45,7 +45,11 @@ from clearing.sdk.client import PartnerClient
 from clearing.web.context import Caller
 from exchange.schemas import CaptureCreate, CheckoutCreate
 from exchange.service import authorise, capture
+from issuers.accruals import accrue
 from issuers.keys import ApiKeyCreate, add_key
+from issuers.members import create_member
+from issuers.organisations import create_organisation
+from issuers.programs import create_program
 from issuers.schemas import (
     AccrualCreate,
     MemberCreate,
@@ -53,7 +57,6 @@ from issuers.schemas import (
     OrganisationCreate,
     ProgramCreate,
 )
-from issuers.service import accrue, create_member, create_organisation, create_program
 from issuers.tokens import set_merchant_trust
 
 PROGRAM = "BENCH"

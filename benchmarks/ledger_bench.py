@@ -145,8 +145,7 @@ def setup(url: str, workers: int) -> Setup:
     from clearing.app.migrate import upgrade
     from clearing.core.db import make_engine, transaction
     from clearing.web.context import Caller
-    from issuers import service as issuers
-    from issuers import tokens
+    from issuers import accruals, members, organisations, programs, tokens
     from issuers.schemas import (
         AccrualBatchCreate,
         AccrualCreate,
@@ -160,7 +159,7 @@ def setup(url: str, workers: int) -> Setup:
     engine = make_engine(url)
     upgrade(engine)
     with transaction(engine) as s:
-        issuers.create_organisation(
+        organisations.create_organisation(
             s,
             OrganisationCreate(
                 kind="platform",
@@ -170,11 +169,11 @@ def setup(url: str, workers: int) -> Setup:
             ),
             now,
         )
-        bank = issuers.create_organisation(
+        bank = organisations.create_organisation(
             s, OrganisationCreate(kind="issuer", name="Bank", currency="CNY"), now
         )
         merchants = [
-            issuers.create_organisation(
+            organisations.create_organisation(
                 s,
                 OrganisationCreate(
                     kind="merchant", name=f"M{i}", currency="CNY", default_fee_rate=Decimal("0.006")
@@ -184,7 +183,7 @@ def setup(url: str, workers: int) -> Setup:
             for i in range(MERCHANTS)
         ]
         caller = Caller(bank.id, "issuer")
-        issuers.create_program(
+        programs.create_program(
             s,
             caller,
             ProgramCreate(
@@ -200,7 +199,7 @@ def setup(url: str, workers: int) -> Setup:
             )
         for w in range(workers):
             for m in range(MEMBERS_PER_WORKER):
-                issuers.create_member(
+                members.create_member(
                     s, caller, "BANK", MemberCreate(external_id=f"w{w}-m{m}"), now
                 )
     with transaction(engine) as s:
@@ -209,7 +208,7 @@ def setup(url: str, workers: int) -> Setup:
             for w in range(workers)
             for m in range(MEMBERS_PER_WORKER)
         ]
-        issuers.accrue_batch(s, caller, AccrualBatchCreate(items=items), now, "seed")
+        accruals.accrue_batch(s, caller, AccrualBatchCreate(items=items), now, "seed")
     engine.dispose()
     return Setup(url, (str(bank.id), "issuer"), [(str(m.id), "merchant") for m in merchants])
 
@@ -230,7 +229,7 @@ def _single_worker(args: Job) -> None:
     from clearing.web.context import Caller
     from exchange import service as exchange
     from exchange.schemas import CaptureCreate, CheckoutCreate
-    from issuers import service as issuers
+    from issuers import accruals
     from issuers.schemas import AccrualCreate
 
     engine = make_engine(conf.url, pool_size=1, max_overflow=0)
@@ -247,7 +246,7 @@ def _single_worker(args: Job) -> None:
         now = datetime.now(UTC)
         t0 = time.perf_counter()
         with transaction(engine) as s:
-            issuers.accrue(
+            accruals.accrue(
                 s,
                 issuer,
                 AccrualCreate(program="BANK", external_id=ext, points=500),
@@ -290,7 +289,7 @@ def _batch_worker(args: Job) -> None:
     conf, worker, seconds, _, ready, queue = args
     from clearing.core.db import make_engine, transaction
     from clearing.web.context import Caller
-    from issuers import service as issuers
+    from issuers import accruals
     from issuers.schemas import AccrualBatchCreate, AccrualCreate
 
     engine = make_engine(conf.url, pool_size=1, max_overflow=0)
@@ -310,7 +309,7 @@ def _batch_worker(args: Job) -> None:
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
         with transaction(engine) as s:
-            issuers.accrue_batch(s, issuer, req, datetime.now(UTC), uuid.uuid4().hex)
+            accruals.accrue_batch(s, issuer, req, datetime.now(UTC), uuid.uuid4().hex)
         latencies.append(time.perf_counter() - t0)
         ops += FILE_LINES
     queue.put(

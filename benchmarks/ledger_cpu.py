@@ -24,7 +24,7 @@ from clearing.core.db import make_engine, transaction
 from clearing.web.context import Caller
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate
-from issuers import service as issuers
+from issuers import accruals
 from issuers.schemas import AccrualCreate
 
 OUR_PACKAGES = ("clearing", "issuers", "exchange", "settlement", "risk", "reports")
@@ -48,7 +48,7 @@ def main() -> None:
                 member = f"w0-m{i % 100}"
                 with transaction(engine) as s:
                     req = AccrualCreate(program="BANK", external_id=member, points=500)
-                    issuers.accrue(s, issuer, req, now, uuid.uuid4().hex)
+                    accruals.accrue(s, issuer, req, now, uuid.uuid4().hex)
                 with transaction(engine) as s:
                     order = CheckoutCreate(
                         program="BANK", external_id=member, order_total=1000, points_amount=300

@@ -8,13 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
 
+from clearing.core.idempotency import Operation
 from clearing.core.timeutil import utcnow
 from clearing.web.api import (
     IdempotencyKey,
     SessionDep,
     json_response,
     once_response,
-    run_once_response,
+    respond_once,
 )
 from clearing.web.auth import CallerDep
 from exchange import service
@@ -46,16 +47,13 @@ def set_bilateral_rate(
 ) -> Response:
     """Publish a block rate from one of the caller's programs into another program."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "bilateral_rate",
-        req.model_dump(mode="json"),
-        now,
+        req,
         BilateralRateOut,
-        lambda: service.set_bilateral_rate(session, caller, req, now),
+        lambda _: service.set_bilateral_rate(session, caller, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.post("/conversion-quotes", tags=["conversions"], status_code=201, response_model=QuoteOut)
@@ -64,16 +62,13 @@ def quote_conversion(
 ) -> Response:
     """Price a conversion from a member of the caller's program into a linked member."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "conversion_quote",
-        req.model_dump(mode="json"),
-        now,
+        req,
         QuoteOut,
-        lambda: service.quote_conversion(session, caller, req, now),
+        lambda _: service.quote_conversion(session, caller, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.post("/conversions", tags=["conversions"], status_code=201, response_model=ConversionOut)
@@ -81,8 +76,8 @@ def convert(
     caller: CallerDep, key: IdempotencyKey, req: ConversionCreate, session: SessionDep
 ) -> Response:
     """Execute a quote: debit the source member, credit the linked target member."""
-    result, replayed = service.convert(session, caller, req, utcnow(), key)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = service.convert(session, caller, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
 
 
 # checkouts -----------------------------------------------------------------------------------
@@ -98,8 +93,8 @@ def authorise(
 ) -> Response:
     """Authorise a points payment: hold the member's points for the calling merchant."""
     ttl = timedelta(seconds=request.app.state.settings.hold_ttl_seconds)
-    result, replayed = service.authorise(session, caller, req, utcnow(), key, hold_ttl=ttl)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = service.authorise(session, caller, req, utcnow(), key, hold_ttl=ttl)
+    return once_response(session, caller.org_id, key, outcome)
 
 
 @router.get("/checkouts/{checkout_id}", tags=["checkouts"], response_model=CheckoutOut)
@@ -123,8 +118,8 @@ def capture(
 ) -> Response:
     """Capture an authorised checkout, in full (no body) or in part."""
     body = req or CaptureCreate()
-    result, replayed = service.capture(session, caller, checkout_id, body, utcnow(), key)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = service.capture(session, caller, checkout_id, body, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
 
 
 @router.post(
@@ -137,8 +132,8 @@ def void(
     caller: CallerDep, key: IdempotencyKey, checkout_id: uuid.UUID, session: SessionDep
 ) -> Response:
     """Release the hold of an authorised checkout."""
-    result, replayed = service.void(session, caller, checkout_id, utcnow(), key)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = service.void(session, caller, checkout_id, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
 
 
 @router.post(
@@ -155,5 +150,5 @@ def refund(
     session: SessionDep,
 ) -> Response:
     """Refund part or all of a captured checkout: points go back to the member."""
-    result, replayed = service.refund(session, caller, checkout_id, req, utcnow(), key)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = service.refund(session, caller, checkout_id, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)

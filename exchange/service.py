@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from clearing.core import money
 from clearing.core.db import Sql, row_to
 from clearing.core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from clearing.core.idempotency import run_once, run_once_reading
+from clearing.core.idempotency import FirstRead, Operation, Outcome, run_once
 from clearing.core.ids import new_id
 from clearing.core.ledger import (
     CONVERTED_IN,
@@ -46,20 +46,12 @@ from exchange.schemas import (
     RefundCreate,
     RefundOut,
 )
+from issuers.contexts import checkout_context_of
+from issuers.members import active_member
 from issuers.models import Member, MemberLink, Organisation, Program
-from issuers.service import (
-    CurrencyMismatch,
-    Party,
-    ProgramRef,
-    active_member,
-    active_program,
-    checkout_context_of,
-    checkout_context_read,
-    own_program,
-    platform,
-    point_value_at,
-    program_by_code,
-)
+from issuers.organisations import CurrencyMismatch, platform
+from issuers.programs import active_program, own_program, point_value_at, program_by_code
+from issuers.repository import MemberRef, Party, ProgramRef, checkout_context_read
 from issuers.tokens import checkout_member, token_hash
 
 
@@ -279,20 +271,7 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
         raise InvalidInput("source and target programs must differ", field="target_program")
     currency = _same_currency(source_issuer, target_issuer)
     source = active_member(session, source_program, req.source_external_id)
-    # Found only through a link: to the source issuer, a target member that does not exist and
-    # one not linked to its member are the same answer.
-    linked = session.execute(
-        select(Member.id)
-        .join(MemberLink, MemberLink.target_member_id == Member.id)
-        .where(
-            MemberLink.source_member_id == source.id,
-            Member.program_id == target_program.id,
-            Member.external_id == req.target_external_id,
-        )
-    ).first()
-    if linked is None:
-        raise MemberNotLinked("the target issuer has not linked this member to the source member")
-    target = active_member(session, target_program, req.target_external_id)
+    target = _linked_member(session, source, target_program, req.target_external_id)
     source_value = point_value_at(session, source_program.id, now)
     target_value = point_value_at(session, target_program.id, now)
     fee_rate = platform(session).conversion_fee_rate or Decimal(0)
@@ -341,6 +320,27 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
     return _quote_out(quote, source_program.code, target_program.code)
 
 
+def _linked_member(
+    session: Session, source: MemberRef, target_program: ProgramRef, external_id: str
+) -> MemberRef:
+    """The active member of the target program whose issuer linked it to `source`.
+
+    Found only through a link: to the source issuer, a target member that does not exist and
+    one not linked to its member are the same answer."""
+    linked = session.execute(
+        select(Member.id)
+        .join(MemberLink, MemberLink.target_member_id == Member.id)
+        .where(
+            MemberLink.source_member_id == source.id,
+            Member.program_id == target_program.id,
+            Member.external_id == external_id,
+        )
+    ).first()
+    if linked is None:
+        raise MemberNotLinked("the target issuer has not linked this member to the source member")
+    return active_member(session, target_program, external_id)
+
+
 def _quote_out(quote: ConversionQuote, source: str, target: str) -> QuoteOut:
     return QuoteOut(
         id=quote.id,
@@ -363,18 +363,15 @@ def _quote_out(quote: ConversionQuote, source: str, target: str) -> QuoteOut:
 
 def convert(
     session: Session, caller: Caller, req: ConversionCreate, now: datetime, idempotency_key: str
-) -> tuple[ConversionOut, bool]:
+) -> Outcome[ConversionOut]:
     """Execute a quote once: points leave A, arrive in B; A owes B the value and the platform the fee."""
-    return run_once(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "conversion",
-        req.model_dump(mode="json"),
-        now,
+        req,
         ConversionOut,
-        lambda: _convert(session, caller, req, now),
+        lambda _: _convert(session, caller, req, now),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _convert(
@@ -399,36 +396,11 @@ def _convert(
     _, target_issuer = active_program(session, target_program.code)
     active_member(session, source_program, source.external_id)
     active_member(session, target_program, target.external_id)
-    plat = platform(session)
+    obligations = _conversion_obligations(
+        quote, source_issuer, target_issuer, platform(session), source_program, target_program
+    )
     ledger = Ledger(session)
     a_asset, b_asset = points_asset(source_program.code), points_asset(target_program.code)
-    obligations = [
-        ObligationDraft(
-            event_type="conversion",
-            payer_org_id=source_issuer.id,
-            payee_org_id=target_issuer.id,
-            currency=quote.currency,
-            amount=quote.settlement_amount,
-            program_code=target_program.code,
-            points=quote.points_in,
-            point_value=quote.target_value,
-            point_value_version=quote.target_value_version,
-        )
-    ]
-    if quote.fee_amount > 0:
-        obligations.append(
-            ObligationDraft(
-                event_type="fee",
-                payer_org_id=source_issuer.id,
-                payee_org_id=plat.id,
-                currency=quote.currency,
-                amount=quote.fee_amount,
-                program_code=source_program.code,
-                points=quote.points_out,
-                point_value=quote.source_value,
-                point_value_version=quote.source_value_version,
-            )
-        )
     expires_at = (
         add_months(now, target_program.expiry_months) if target_program.expiry_months else None
     )
@@ -469,6 +441,45 @@ def _convert(
     )
 
 
+def _conversion_obligations(
+    quote: ConversionQuote,
+    source_issuer: Party,
+    target_issuer: Party,
+    plat: Party,
+    source_program: Program,
+    target_program: Program,
+) -> list[ObligationDraft]:
+    """Issuer A owes issuer B the value of the points B credits, and the platform its fee."""
+    obligations = [
+        ObligationDraft(
+            event_type="conversion",
+            payer_org_id=source_issuer.id,
+            payee_org_id=target_issuer.id,
+            currency=quote.currency,
+            amount=quote.settlement_amount,
+            program_code=target_program.code,
+            points=quote.points_in,
+            point_value=quote.target_value,
+            point_value_version=quote.target_value_version,
+        )
+    ]
+    if quote.fee_amount > 0:
+        obligations.append(
+            ObligationDraft(
+                event_type="fee",
+                payer_org_id=source_issuer.id,
+                payee_org_id=plat.id,
+                currency=quote.currency,
+                amount=quote.fee_amount,
+                program_code=source_program.code,
+                points=quote.points_out,
+                point_value=quote.source_value,
+                point_value_version=quote.source_value_version,
+            )
+        )
+    return obligations
+
+
 # checkout ------------------------------------------------------------------------------------
 
 
@@ -479,24 +490,17 @@ def authorise(
     now: datetime,
     idempotency_key: str,
     hold_ttl: timedelta = DEFAULT_HOLD_TTL,
-) -> tuple[CheckoutOut, bool]:
+) -> Outcome[CheckoutOut]:
     """Hold the points for the part of an order paid with points, with the member's consent."""
     presented = None if req.payment_token is None else token_hash(req.payment_token)
-    read, params = checkout_context_read(
-        caller.org_id, req.program, req.external_id, presented, now
-    )
-    return run_once_reading(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "checkout",
-        req.model_dump(mode="json"),
-        now,
+        req,
         CheckoutOut,
-        read,
-        params,
         lambda row: _authorise(session, caller, req, now, hold_ttl, row),
+        checkout_context_read(caller.org_id, req.program, req.external_id, presented, now),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _authorise(
@@ -583,6 +587,11 @@ def _checkout_key(caller: Caller, checkout_id: uuid.UUID) -> dict[str, Any]:
     return {"b_id": checkout_id, "b_merchant": caller.org_id}
 
 
+def _own_checkout_locked(caller: Caller, checkout_id: uuid.UUID) -> FirstRead:
+    """The first read of a capture, void or refund: the caller's checkout with its hold, locked."""
+    return FirstRead(_LOCK_OWN_CHECKOUT, _checkout_key(caller, checkout_id))
+
+
 def _checkout_of(row: Any | None) -> tuple[CheckoutState, CheckoutParties]:
     """A checkout of the caller and who it involves, from a row of `_OWN_CHECKOUT`."""
     if row is None:
@@ -601,6 +610,46 @@ def _checkout_of(row: Any | None) -> tuple[CheckoutState, CheckoutParties]:
 
 def _platform_id(session: Session, parties: CheckoutParties) -> uuid.UUID:
     return parties.platform_id or platform(session).id  # the latter says it is missing
+
+
+def _checkout_obligations(
+    session: Session,
+    checkout: CheckoutState,
+    parties: CheckoutParties,
+    amount: int,
+    points: int,
+    fee: int,
+    refund: bool = False,
+) -> list[ObligationDraft]:
+    """A capture's obligations: the issuer owes the merchant the amount paid with `points`, and
+    the merchant owes the platform its fee; a refund's run the other way, for what it returns."""
+    merchant, issuer = checkout.merchant_id, parties.issuer_id
+    obligations = [
+        ObligationDraft(
+            event_type="checkout_refund" if refund else "checkout_capture",
+            payer_org_id=merchant if refund else issuer,
+            payee_org_id=issuer if refund else merchant,
+            currency=checkout.currency,
+            amount=amount,
+            program_code=parties.program_code,
+            points=points,
+            point_value=checkout.point_value,
+            point_value_version=checkout.point_value_version,
+        )
+    ]
+    if fee > 0:
+        platform_id = _platform_id(session, parties)
+        obligations.append(
+            ObligationDraft(
+                event_type="fee_refund" if refund else "fee",
+                payer_org_id=platform_id if refund else merchant,
+                payee_org_id=merchant if refund else platform_id,
+                currency=checkout.currency,
+                amount=fee,
+                program_code=parties.program_code,
+            )
+        )
+    return obligations
 
 
 def _save(session: Session, checkout: CheckoutState) -> None:
@@ -626,20 +675,16 @@ def capture(
     req: CaptureCreate,
     now: datetime,
     idempotency_key: str,
-) -> tuple[CheckoutOut, bool]:
+) -> Outcome[CheckoutOut]:
     """Capture an authorised checkout, fully or partly, once; the rest of the hold is released."""
-    return run_once_reading(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "capture",
         {"checkout": str(checkout_id), **req.model_dump(mode="json")},
-        now,
         CheckoutOut,
-        _LOCK_OWN_CHECKOUT,
-        _checkout_key(caller, checkout_id),
         lambda row: _capture(session, caller, _checkout_of(row), req, now),
+        _own_checkout_locked(caller, checkout_id),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _capture(
@@ -663,31 +708,7 @@ def _capture(
         else money.points_for_amount(amount, checkout.point_value, checkout.currency)
     )
     fee = money.fee(amount, checkout.fee_rate)
-    issuer_id = parties.issuer_id
-    obligations = [
-        ObligationDraft(
-            event_type="checkout_capture",
-            payer_org_id=issuer_id,
-            payee_org_id=checkout.merchant_id,
-            currency=checkout.currency,
-            amount=amount,
-            program_code=parties.program_code,
-            points=points,
-            point_value=checkout.point_value,
-            point_value_version=checkout.point_value_version,
-        )
-    ]
-    if fee > 0:
-        obligations.append(
-            ObligationDraft(
-                event_type="fee",
-                payer_org_id=checkout.merchant_id,
-                payee_org_id=_platform_id(session, parties),
-                currency=checkout.currency,
-                amount=fee,
-                program_code=parties.program_code,
-            )
-        )
+    obligations = _checkout_obligations(session, checkout, parties, amount, points, fee)
     posted = ledger.post(
         EntryDraft(
             kind="checkout_capture",
@@ -721,20 +742,16 @@ def _capture(
 
 def void(
     session: Session, caller: Caller, checkout_id: uuid.UUID, now: datetime, idempotency_key: str
-) -> tuple[CheckoutOut, bool]:
+) -> Outcome[CheckoutOut]:
     """Release the hold of an authorised checkout."""
-    return run_once_reading(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "void",
         {"checkout": str(checkout_id)},
-        now,
         CheckoutOut,
-        _LOCK_OWN_CHECKOUT,
-        _checkout_key(caller, checkout_id),
         lambda row: _void(session, _checkout_of(row), now),
+        _own_checkout_locked(caller, checkout_id),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _void(
@@ -755,20 +772,16 @@ def refund(
     req: RefundCreate,
     now: datetime,
     idempotency_key: str,
-) -> tuple[RefundOut, bool]:
+) -> Outcome[RefundOut]:
     """Give points back after capture, in full or in part, never more than captured in total."""
-    return run_once_reading(
-        session,
-        caller.org_id,
-        idempotency_key,
+    operation = Operation(
         "refund",
         {"checkout": str(checkout_id), **req.model_dump(mode="json")},
-        now,
         RefundOut,
-        _LOCK_OWN_CHECKOUT,
-        _checkout_key(caller, checkout_id),
         lambda row: _refund(session, caller, _checkout_of(row), req, now),
+        _own_checkout_locked(caller, checkout_id),
     )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _refund(
@@ -794,30 +807,9 @@ def _refund(
         - checkout.refunded_fee
     )
     ledger = Ledger(session)
-    obligations = [
-        ObligationDraft(
-            event_type="checkout_refund",
-            payer_org_id=checkout.merchant_id,
-            payee_org_id=parties.issuer_id,
-            currency=checkout.currency,
-            amount=req.amount,
-            program_code=parties.program_code,
-            points=points,
-            point_value=checkout.point_value,
-            point_value_version=checkout.point_value_version,
-        )
-    ]
-    if fee_back > 0:
-        obligations.append(
-            ObligationDraft(
-                event_type="fee_refund",
-                payer_org_id=_platform_id(session, parties),
-                payee_org_id=checkout.merchant_id,
-                currency=checkout.currency,
-                amount=fee_back,
-                program_code=parties.program_code,
-            )
-        )
+    obligations = _checkout_obligations(
+        session, checkout, parties, req.amount, points, fee_back, refund=True
+    )
     legs: list[Leg] = []
     if points > 0:
         legs = [

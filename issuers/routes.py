@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.orm import Session
 
 from clearing.core.errors import InvalidInput, NotFound
+from clearing.core.idempotency import Operation
 from clearing.core.schemas import Code, ExternalId
 from clearing.core.timeutil import utcnow
 from clearing.web.api import (
@@ -23,10 +24,10 @@ from clearing.web.api import (
     encode_cursor,
     json_response,
     once_response,
-    run_once_response,
+    respond_once,
 )
 from clearing.web.auth import CallerDep, OperatorDep
-from issuers import keys, service, tokens
+from issuers import accruals, keys, members, organisations, programs, statements, tokens
 from issuers.models import Organisation
 from issuers.schemas import (
     AccrualBatchCreate,
@@ -72,22 +73,21 @@ def create_organisation(
 ) -> Response:
     """Onboard an issuer or a merchant (operator only)."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "organisation",
-        req.model_dump(mode="json"),
-        now,
+        req,
         OrganisationOut,
-        lambda: service.organisation_out(service.create_organisation(session, req, now)),
+        lambda _: organisations.organisation_out(
+            organisations.create_organisation(session, req, now)
+        ),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.get("/organizations/{org_id}", tags=["operator"], response_model=OrganisationOut)
 def get_organisation(caller: OperatorDep, org_id: uuid.UUID, session: SessionDep) -> Response:
     """An organisation (operator only)."""
-    return json_response(service.organisation_out(_organisation(session, org_id)))
+    return json_response(organisations.organisation_out(_organisation(session, org_id)))
 
 
 @router.patch("/organizations/{org_id}", tags=["operator"], response_model=OrganisationOut)
@@ -96,10 +96,10 @@ def update_organisation(
 ) -> Response:
     """Suspend or reactivate an organisation, set its fee rates and merchant terms."""
     update = OrganisationUpdate.model_validate(req.model_dump(exclude={"terms"}))
-    org = service.update_organisation(session, org_id, update)
+    org = organisations.update_organisation(session, org_id, update)
     for term in req.terms or ():
-        service.set_merchant_term(session, org_id, term)
-    return json_response(service.organisation_out(org))
+        programs.set_merchant_term(session, org_id, term)
+    return json_response(organisations.organisation_out(org))
 
 
 @router.post(
@@ -117,16 +117,13 @@ def add_key(
 ) -> Response:
     """Register a public key (PEM or JWK) for an organisation; rotation adds before revoking."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "api_key",
         {"org": str(org_id), **req.model_dump(mode="json")},
-        now,
         keys.ApiKeyOut,
-        lambda: keys.add_key(session, org_id, req, now),
+        lambda _: keys.add_key(session, org_id, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.get("/organizations/{org_id}/keys", tags=["operator"], response_model=list[keys.ApiKeyOut])
@@ -162,7 +159,7 @@ def list_programs(
 ) -> Response:
     """Every program with its issuer and current point value, by code."""
     cursor = decode_cursor(after, 1)[0] if after else None
-    rows = service.list_programs(session, utcnow(), cursor, limit + 1)
+    rows = programs.list_programs(session, utcnow(), cursor, limit + 1)
     more = len(rows) > limit
     page = rows[:limit]
     return json_response(
@@ -176,16 +173,13 @@ def create_program(
 ) -> Response:
     """Register the calling issuer's program with its first point value."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "program",
-        req.model_dump(mode="json"),
-        now,
+        req,
         ProgramOut,
-        lambda: service.create_program(session, caller, req, now),
+        lambda _: programs.create_program(session, caller, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.post(
@@ -203,16 +197,13 @@ def add_point_value(
 ) -> Response:
     """Publish a new point value of one of the caller's programs, effective now or later."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "point_value",
         {"program": code, **req.model_dump(mode="json")},
-        now,
         PointValueOut,
-        lambda: service.add_point_value(session, caller, code, req, now),
+        lambda _: programs.add_point_value(session, caller, code, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 # members -------------------------------------------------------------------------------------
@@ -230,16 +221,13 @@ def create_member(
 ) -> Response:
     """Enrol a member of one of the caller's programs."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "member",
         {"program": code, **req.model_dump(mode="json")},
-        now,
         MemberOut,
-        lambda: service.create_member(session, caller, code, req, now),
+        lambda _: members.create_member(session, caller, code, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.get("/programs/{code}/members/{external_id}", tags=["members"], response_model=MemberOut)
@@ -247,7 +235,7 @@ def get_member(
     caller: CallerDep, code: CodePath, external_id: ExternalIdPath, session: SessionDep
 ) -> Response:
     """Balance, held and available points of one of the caller's members."""
-    return json_response(service.member_view(session, caller, code, external_id, utcnow()))
+    return json_response(members.member_view(session, caller, code, external_id, utcnow()))
 
 
 @router.patch("/programs/{code}/members/{external_id}", tags=["members"], response_model=MemberOut)
@@ -259,8 +247,8 @@ def set_member_status(
     session: SessionDep,
 ) -> Response:
     """Freeze, unfreeze or close one of the caller's members."""
-    service.set_member_status(session, caller, code, external_id, req.status)
-    return json_response(service.member_view(session, caller, code, external_id, utcnow()))
+    members.set_member_status(session, caller, code, external_id, req.status)
+    return json_response(members.member_view(session, caller, code, external_id, utcnow()))
 
 
 @router.get(
@@ -285,7 +273,7 @@ def get_statement(
             booked_after, entry_after = datetime.fromisoformat(booked), uuid.UUID(entry)
         except ValueError:
             raise InvalidInput("invalid cursor", field="after") from None
-    lines = service.statement(
+    lines = statements.statement(
         session, caller, code, external_id, booked_after, limit + 1, after_entry=entry_after
     )
     more = len(lines) > limit
@@ -301,16 +289,13 @@ def link_members(
 ) -> Response:
     """The target issuer lets its member receive points converted from a source member."""
     now = utcnow()
-    return run_once_response(
-        session,
-        caller.org_id,
-        key,
+    operation = Operation(
         "member_link",
-        req.model_dump(mode="json"),
-        now,
+        req,
         MemberLinkOut,
-        lambda: tokens.link_members(session, caller, req, now),
+        lambda _: tokens.link_members(session, caller, req, now),
     )
+    return respond_once(session, caller.org_id, key, operation, now)
 
 
 @router.post(
@@ -390,8 +375,8 @@ def accrue(
     caller: CallerDep, key: IdempotencyKey, req: AccrualCreate, session: SessionDep
 ) -> Response:
     """Credit points to a member: by its issuer, or funded by the calling merchant."""
-    result, replayed = service.accrue(session, caller, req, utcnow(), key)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = accruals.accrue(session, caller, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
 
 
 @router.post("/accrual-batches", tags=["accruals"], status_code=201, response_model=AccrualBatchOut)
@@ -399,8 +384,8 @@ def accrue_batch(
     caller: CallerDep, key: IdempotencyKey, req: AccrualBatchCreate, session: SessionDep
 ) -> Response:
     """A partner's bulk file of accruals, posted in one transaction: every line or none."""
-    result, replayed = service.accrue_batch(session, caller, req, utcnow(), key)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = accruals.accrue_batch(session, caller, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
 
 
 @router.post(
@@ -417,5 +402,5 @@ def reverse_accrual(
     session: SessionDep,
 ) -> Response:
     """Take back points of an accrual (goods returned), by its issuer or its funder."""
-    result, replayed = service.reverse_accrual(session, caller, accrual_id, req, utcnow(), key)
-    return once_response(session, caller.org_id, key, result, replayed)
+    outcome = accruals.reverse_accrual(session, caller, accrual_id, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)

@@ -27,10 +27,15 @@ from sqlalchemy.orm import Session
 
 from clearing.core.db import Sql
 from clearing.core.errors import ClearingError, Conflict, NotFound
-from clearing.core.idempotency import run_once
+from clearing.core.idempotency import Operation, run_once
 from clearing.core.ids import new_id
 from clearing.web.context import Caller
+from issuers import repository
+from issuers.contexts import CheckoutContext
+from issuers.members import active_member, member_of
 from issuers.models import Member, MemberLink, MemberToken, MerchantTerm, Organisation, Program
+from issuers.programs import own_program
+from issuers.repository import MemberRef
 from issuers.schemas import (
     LinkTokenCreate,
     MemberLinkCreate,
@@ -41,7 +46,6 @@ from issuers.schemas import (
     MerchantTrustSet,
     PaymentTokenCreate,
 )
-from issuers.service import CheckoutContext, MemberRef, active_member, member_of, own_program
 
 PAYMENT = "payment"
 LINK = "link"
@@ -174,7 +178,7 @@ def _mint(
     idempotency_key: str,
     secret: bytes,
 ) -> tuple[MemberTokenOut, bool]:
-    def issue() -> MemberTokenIssued:
+    def issue(_: None) -> MemberTokenIssued:
         program = own_program(session, caller, code)
         member = active_member(session, program, external_id)
         token_id = new_id()
@@ -206,16 +210,8 @@ def _mint(
         "ttl_seconds": ttl_seconds,
         "max_amount": max_amount,
     }
-    issued, replayed = run_once(
-        session,
-        caller.org_id,
-        idempotency_key,
-        f"{purpose}_token",
-        request,
-        now,
-        MemberTokenIssued,
-        issue,
-    )
+    operation = Operation(f"{purpose}_token", request, MemberTokenIssued, issue)
+    issued, replayed = run_once(session, caller.org_id, idempotency_key, operation, now)
     token = _token(secret, purpose, issued.id)
     return MemberTokenOut.model_validate({**issued.model_dump(), "token": token}), replayed
 
@@ -288,11 +284,7 @@ def link_members(
     source_id = _use_link_token(
         session, caller, req.source_program, req.source_external_id, req.link_token, now
     )
-    link = session.execute(
-        select(MemberLink).where(
-            MemberLink.source_member_id == source_id, MemberLink.target_member_id == target.id
-        )
-    ).scalar()
+    link = repository.member_link(session, source_id, target.id)
     if link is None:
         link = MemberLink(
             id=new_id(), source_member_id=source_id, target_member_id=target.id, created_at=now
@@ -317,11 +309,7 @@ def set_merchant_trust(
     merchant = session.get(Organisation, merchant_id)
     if merchant is None or merchant.kind != "merchant":
         raise NotFound("unknown merchant")
-    term = session.execute(
-        select(MerchantTerm).where(
-            MerchantTerm.merchant_id == merchant_id, MerchantTerm.program_id == program.id
-        )
-    ).scalar()
+    term = repository.merchant_term(session, merchant_id, program.id)
     if term is None:
         term = MerchantTerm(
             id=new_id(), merchant_id=merchant_id, program_id=program.id, fee_rate=None

@@ -20,8 +20,7 @@ from exchange.schemas import (
     ConversionOut,
     QuoteCreate,
 )
-from issuers import service as issuers
-from issuers import tokens
+from issuers import accruals, members, organisations, programs, tokens
 from issuers.schemas import (
     AccrualCreate,
     AccrualOut,
@@ -69,7 +68,7 @@ def org(
 ) -> Caller:
     """Register an organisation."""
     with transaction(engine) as session:
-        created = issuers.create_organisation(
+        created = organisations.create_organisation(
             session,
             OrganisationCreate(kind=kind, name=name, currency=currency, **rates),
             now,
@@ -87,7 +86,7 @@ def program(
 ) -> str:
     """Register a program of `issuer`."""
     with transaction(engine) as session:
-        issuers.create_program(
+        programs.create_program(
             session,
             issuer,
             ProgramCreate(
@@ -101,7 +100,7 @@ def program(
 def member(engine: Engine, issuer: Caller, code: str, external_id: str, now: datetime = T0) -> str:
     """Enrol a member."""
     with transaction(engine) as session:
-        issuers.create_member(session, issuer, code, MemberCreate(external_id=external_id), now)
+        members.create_member(session, issuer, code, MemberCreate(external_id=external_id), now)
     return external_id
 
 
@@ -116,7 +115,7 @@ def accrue(
 ) -> AccrualOut:
     """Credit points."""
     with transaction(engine) as session:
-        out, _ = issuers.accrue(
+        out, _ = accruals.accrue(
             session,
             caller,
             AccrualCreate(program=code, external_id=external_id, points=points),
@@ -131,7 +130,7 @@ def balance(
 ) -> tuple[int, int]:
     """Balance and available points of a member."""
     with transaction(engine) as session:
-        view = issuers.member_view(session, issuer, code, external_id, now)
+        view = members.member_view(session, issuer, code, external_id, now)
         return view.balance, view.available
 
 
@@ -169,7 +168,7 @@ def authorise(
 def issuer_of(engine: Engine, code: str) -> Caller:
     """The issuer of a program."""
     with transaction(engine) as session:
-        return Caller(issuers.program_by_code(session, code).issuer_id, "issuer")
+        return Caller(programs.program_by_code(session, code).issuer_id, "issuer")
 
 
 def payment_token(
@@ -295,7 +294,7 @@ def build_world(engine: Engine, now: datetime = T0) -> World:
     program(engine, bank_b, "BANKB", "0.01", expiry_months=24, now=now)
     program(engine, carrier, "MOBILE", "0.002", now=now)
     with transaction(engine) as session:
-        issuers.set_merchant_term(
+        programs.set_merchant_term(
             session, cafe.org_id, MerchantTermSet(program="BANKB", fee_rate=Decimal("0.01"))
         )
     world = World(platform, bank_a, bank_b, carrier, shop, cafe)

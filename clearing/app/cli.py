@@ -93,8 +93,8 @@ def org_create(
 ) -> None:
     """Register an organisation; prints its id alone."""
     import clearing.app.tables  # noqa: F401
+    from issuers.organisations import create_organisation
     from issuers.schemas import OrganisationCreate
-    from issuers.service import create_organisation
 
     try:
         req = OrganisationCreate.model_validate({"kind": kind, "name": name, "currency": currency})

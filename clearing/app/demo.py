@@ -29,7 +29,7 @@ from clearing.core.ledger import Ledger
 from clearing.core.models import Obligation
 from clearing.core.timeutil import utcnow
 from clearing.sdk.client import PartnerClient
-from issuers import service as issuers
+from issuers import organisations
 from issuers.keys import ApiKeyCreate, add_key
 from issuers.models import Member, Organisation, Program
 from issuers.schemas import OrganisationCreate
@@ -122,7 +122,7 @@ class _Parties:
         # The operator's own organisation and first key come from the command line's path
         # (`clearing org create`, `clearing key add`); everything after goes through the API.
         with transaction(self.engine) as session:
-            org = issuers.create_organisation(
+            org = organisations.create_organisation(
                 session,
                 OrganisationCreate(
                     kind="platform",

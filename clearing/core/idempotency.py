@@ -1,4 +1,9 @@
-"""Idempotency keys scoped to the calling organisation: a replay returns the first result."""
+"""Idempotency keys scoped to the calling organisation: a replay returns the first result.
+
+An operation is one value (`Operation`: its name, the request that identifies it, an optional
+first read and the action), and `run_once` is the one mechanism that runs it under a key,
+whether a route or a service calls it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel
 from sqlalchemy import Table, bindparam, select, update
@@ -22,9 +27,18 @@ from clearing.core.models import IdempotencyRecord
 
 R = TypeVar("R", bound=BaseModel)
 
+CREATED = 201
 _RECORDS = cast(Table, IdempotencyRecord.__table__)
 _KEY = (_RECORDS.c.org_id == bindparam("b_org"), _RECORDS.c.key == bindparam("b_key"))
-_CLAIM_COLUMNS = ("org_id", "key", "operation", "fingerprint", "status_code", "created_at")
+_CLAIM_COLUMNS = (
+    "org_id",
+    "key",
+    "operation",
+    "fingerprint",
+    "request_digests",
+    "status_code",
+    "created_at",
+)
 _CLAIM_PG = Sql(
     pg_insert(_RECORDS).on_conflict_do_nothing().returning(_RECORDS.c.key), _CLAIM_COLUMNS
 )
@@ -33,7 +47,11 @@ _CLAIM_SQLITE = Sql(
 )
 _FIRST_USE = Sql(
     select(
-        _RECORDS.c.operation, _RECORDS.c.fingerprint, _RECORDS.c.status_code, _RECORDS.c.result
+        _RECORDS.c.operation,
+        _RECORDS.c.fingerprint,
+        _RECORDS.c.request_digests,
+        _RECORDS.c.status_code,
+        _RECORDS.c.result,
     ).where(*_KEY)
 )
 _RECORD = Sql(
@@ -41,6 +59,38 @@ _RECORD = Sql(
     .where(*_KEY)
     .values(status_code=bindparam("b_status_code"), result=bindparam("b_result"))
 )
+_DIGEST_CHARS = 16
+"""Hex characters of a field's digest: enough to tell which field changed (the fingerprint,
+in full, is what decides whether the request is the same)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FirstRead:
+    """A query an operation starts with; on PostgreSQL it travels with the key's claim."""
+
+    query: Sql
+    params: Params
+
+
+@dataclass(frozen=True, slots=True)
+class Operation(Generic[R]):
+    """One idempotent operation: its name and request (which a retry must repeat; a model is
+    taken as its JSON form), an optional first read, and the action, which gets the first row
+    of that read (None without one)."""
+
+    name: str
+    request: Mapping[str, Any] | BaseModel
+    result_type: type[R]
+    action: Callable[[Any | None], R]
+    first_read: FirstRead | None = None
+    status_code: int = CREATED
+
+
+class Outcome(NamedTuple, Generic[R]):
+    """An operation's result, and whether it is the stored result of an earlier request."""
+
+    result: R
+    replayed: bool
 
 
 @dataclass(frozen=True)
@@ -51,64 +101,121 @@ class Replay:
     body: bytes
 
 
-def fingerprint(operation: str, request: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical form of a request."""
-    canonical = json.dumps(
-        {"operation": operation, "request": request},
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a retry must repeat: the operation's name and request, as one fingerprint (which
+    decides) and one digest per request field (which names what differs)."""
+
+    operation: str
+    fingerprint: str
+    digests: dict[str, str]
+
+
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+"""The canonical JSON of a value (one encoder, built once: `json.dumps` with options builds
+one per call, which costs more than the encoding of a short request)."""
+
+
+def identity(operation: str, request: Mapping[str, Any] | BaseModel) -> Identity:
+    """The identity of a request: each field is serialised once, for its digest and for the
+    fingerprint (the SHA-256 of the canonical form of {"operation", "request"})."""
+    if isinstance(request, BaseModel):
+        request = request.model_dump(mode="json")
+    fields = {str(name): _canonical(value) for name, value in request.items()}
+    body = ",".join(f"{_canonical(name)}:{fields[name]}" for name in sorted(fields))
+    canonical = f'{{"operation":{_canonical(operation)},"request":{{{body}}}}}'
+    return Identity(
+        operation,
+        hashlib.sha256(canonical.encode()).hexdigest(),
+        {
+            name: hashlib.sha256(text.encode()).hexdigest()[:_DIGEST_CHARS]
+            for name, text in fields.items()
+        },
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def claim(
-    session: Session,
-    org_id: uuid.UUID,
-    key: str,
-    operation: str,
-    print_: str,
-    now: datetime,
-) -> Replay | None:
-    """Claim `key` for this request, or return the first request's outcome.
+def run_once(
+    session: Session, org_id: uuid.UUID, key: str, operation: Operation[R], now: datetime
+) -> Outcome[R]:
+    """Run `operation` once per key of `org_id`: its result, or the first request's.
 
     The claim row is inserted first: a concurrent request with the same key waits on it until
-    the first transaction ends, then sees the committed outcome, so a key is applied once.
+    the first transaction ends, then sees the committed outcome, so a key is applied once. A
+    first read travels with the claim on PostgreSQL, in one statement.
     """
-    claim_key = _CLAIM_PG if is_postgres(session) else _CLAIM_SQLITE
-    if claim_key.first(session, _claim_params(org_id, key, operation, print_, now)) is not None:
-        return None
-    return _first_use(session, org_id, key, operation, print_)
+    claimed = identity(operation.name, operation.request)
+    params = _claim_params(org_id, key, claimed, now)
+    read = operation.first_read
+    found: Any | None = None
+    if read is not None and is_postgres(session):
+        row = _claiming(read.query).first(session, {**params, **read.params})
+        assert row is not None
+        replay = None if row.clearing_claimed else _first_use(session, org_id, key, claimed)
+        found = row if row.clearing_found else None
+    else:
+        claim = _CLAIM_PG if is_postgres(session) else _CLAIM_SQLITE
+        claimed_now = claim.first(session, params) is not None
+        replay = None if claimed_now else _first_use(session, org_id, key, claimed)
+        if replay is None and read is not None:
+            found = read.query.first(session, read.params)
+    if replay is not None:
+        return Outcome(operation.result_type.model_validate_json(replay.body), True)
+    result = operation.action(found)
+    record(session, org_id, key, operation.status_code, result.model_dump_json().encode())
+    return Outcome(result, False)
 
 
-def _claim_params(
-    org_id: uuid.UUID, key: str, operation: str, print_: str, now: datetime
-) -> dict[str, Any]:
+def _claim_params(org_id: uuid.UUID, key: str, claimed: Identity, now: datetime) -> dict[str, Any]:
     if not key or len(key) > 200:
         raise InvalidInput("idempotency key must be 1 to 200 characters", field="idempotency_key")
     return {
         "org_id": org_id,
         "key": key,
-        "operation": operation,
-        "fingerprint": print_,
+        "operation": claimed.operation,
+        "fingerprint": claimed.fingerprint,
+        "request_digests": claimed.digests,
         "status_code": 0,
         "created_at": now,
     }
 
 
-def _first_use(
-    session: Session, org_id: uuid.UUID, key: str, operation: str, print_: str
-) -> Replay:
+def _first_use(session: Session, org_id: uuid.UUID, key: str, claimed: Identity) -> Replay:
     """The outcome of the first request under a key this request could not claim."""
     row = _FIRST_USE.rows(session, {"b_org": org_id, "b_key": key})[0]
-    if row.operation != operation or row.fingerprint != print_:
-        differing = "operation" if row.operation != operation else "request"
+    if row.operation != claimed.operation or row.fingerprint != claimed.fingerprint:
+        differing = "operation" if row.operation != claimed.operation else "request"
+        differs = (
+            differing
+            if differing == "operation"
+            else differing_field(_stored_digests(row.request_digests), claimed.digests)
+        )
         raise IdempotencyConflict(
-            f"idempotency key was first used with a different {differing}", differing=differing
+            f"idempotency key was first used with a different {differs}",
+            differing=differing,
+            differs=differs,
         )
     if row.status_code == 0 or row.result is None:
         raise IdempotencyConflict("idempotency key is already in use by this transaction")
     return Replay(row.status_code, row.result)
+
+
+def _stored_digests(stored: Any) -> dict[str, str] | None:
+    # SQLite's JSON comes back parsed too; a record from before migration 0009 has none.
+    if stored is None:
+        return None
+    return cast(dict[str, str], json.loads(stored) if isinstance(stored, str) else stored)
+
+
+def differing_field(first: Mapping[str, str] | None, again: Mapping[str, str]) -> str:
+    """The first field, in the repeated request's order, whose digest differs from the first
+    request's (a field only one of them has differs too); "request" when the first request's
+    digests are unknown or every field matches."""
+    if first is None:
+        return "request"
+    for name in [*again, *(n for n in first if n not in again)]:
+        if first.get(name) != again.get(name):
+            return name
+    return "request"
 
 
 def record(session: Session, org_id: uuid.UUID, key: str, status_code: int, body: bytes) -> None:
@@ -116,69 +223,6 @@ def record(session: Session, org_id: uuid.UUID, key: str, status_code: int, body
     _RECORD.rows(
         session, {"b_org": org_id, "b_key": key, "b_status_code": status_code, "b_result": body}
     )
-
-
-def run_once(
-    session: Session,
-    org_id: uuid.UUID,
-    key: str,
-    operation: str,
-    request: Mapping[str, Any],
-    now: datetime,
-    result_type: type[R],
-    action: Callable[[], R],
-    status_code: int = 201,
-) -> tuple[R, bool]:
-    """Run `action` once per key: returns its result and whether it was a replay."""
-    replay = claim(session, org_id, key, operation, fingerprint(operation, request), now)
-    return _outcome(session, org_id, key, status_code, result_type, replay, action)
-
-
-def run_once_reading(
-    session: Session,
-    org_id: uuid.UUID,
-    key: str,
-    operation: str,
-    request: Mapping[str, Any],
-    now: datetime,
-    result_type: type[R],
-    read: Sql,
-    read_params: Params,
-    action: Callable[[Any | None], R],
-    status_code: int = 201,
-) -> tuple[R, bool]:
-    """`run_once` for an action whose first step is the query `read`: the action gets its first
-    row (or None). On PostgreSQL the query travels with the key's claim, in one round trip."""
-    print_ = fingerprint(operation, request)
-    if is_postgres(session):
-        params = _claim_params(org_id, key, operation, print_, now)
-        row = _claiming(read).first(session, {**params, **read_params})
-        assert row is not None
-        replay = (
-            None if row.clearing_claimed else _first_use(session, org_id, key, operation, print_)
-        )
-        found = row if row.clearing_found else None
-    else:
-        replay = claim(session, org_id, key, operation, print_, now)
-        found = None if replay is not None else read.first(session, read_params)
-    return _outcome(session, org_id, key, status_code, result_type, replay, lambda: action(found))
-
-
-def _outcome(
-    session: Session,
-    org_id: uuid.UUID,
-    key: str,
-    status_code: int,
-    result_type: type[R],
-    replay: Replay | None,
-    action: Callable[[], R],
-) -> tuple[R, bool]:
-    """The first request's stored result, or the action's, stored under the key."""
-    if replay is not None:
-        return result_type.model_validate_json(replay.body), True
-    result = action()
-    record(session, org_id, key, status_code, result.model_dump_json().encode())
-    return result, False
 
 
 _CLAIMING: dict[Sql, Sql] = {}

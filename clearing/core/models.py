@@ -195,6 +195,10 @@ class IdempotencyRecord(Base):
     operation: Mapped[str] = mapped_column(String(60))
     fingerprint: Mapped[str] = mapped_column(String(64))
     """SHA-256 of the canonical request; a different request under the same key conflicts."""
+    request_digests: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)
+    """A short SHA-256 of each request field (field name to 16 hex characters), so that a
+    conflict names the field that differs without the request (which may hold a payment
+    token) being stored; null for a record from before migration 0009."""
     status_code: Mapped[int] = mapped_column(SmallInteger, default=0)
     """0 while the first request is in flight inside its transaction."""
     result: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)

@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
@@ -22,12 +22,11 @@ from starlette.types import Receive, Scope, Send
 
 from clearing.core.db import transaction
 from clearing.core.errors import ClearingError, InvalidInput
-from clearing.core.idempotency import run_once
+from clearing.core.idempotency import CREATED, Operation, Outcome, run_once
 from clearing.core.models import IdempotencyRecord
 from clearing.core.schemas import Model
 
 T = TypeVar("T")
-R = TypeVar("R", bound=BaseModel)
 JSON = "application/json"
 KNOWN_DIGEST = "clearing.content_digest"
 """Key of a response start message carrying the body's Content-Digest, known before the body."""
@@ -89,12 +88,10 @@ def json_response(result: BaseModel, status_code: int = 200) -> Response:
     return Response(result.model_dump_json().encode(), status_code=status_code, media_type=JSON)
 
 
-def once_response(
-    session: Session, org_id: uuid.UUID, key: str, result: BaseModel, replayed: bool
-) -> Response:
+def once_response(session: Session, org_id: uuid.UUID, key: str, outcome: Outcome[Any]) -> Response:
     """The answer to a POST run through ``run_once``: a replay sends the stored bytes verbatim."""
-    if not replayed:
-        return json_response(result, 201)
+    if not outcome.replayed:
+        return json_response(outcome.result, CREATED)
     row = session.execute(
         select(IdempotencyRecord.status_code, IdempotencyRecord.result).where(
             IdempotencyRecord.org_id == org_id, IdempotencyRecord.key == key
@@ -106,6 +103,13 @@ def once_response(
         media_type=JSON,
         headers={"Idempotent-Replayed": "true"},
     )
+
+
+def respond_once(
+    session: Session, org_id: uuid.UUID, key: str, operation: Operation[Any], now: datetime
+) -> Response:
+    """Run a route's operation once per Idempotency-Key and answer it (replays byte for byte)."""
+    return once_response(session, org_id, key, run_once(session, org_id, key, operation, now))
 
 
 class Page(Model, Generic[T]):
@@ -133,21 +137,6 @@ def decode_cursor(cursor: str, size: int) -> list[str]:
     ):
         raise InvalidInput("invalid cursor", field="after")
     return parts
-
-
-def run_once_response(
-    session: Session,
-    org_id: uuid.UUID,
-    key: str,
-    operation: str,
-    request: Mapping[str, Any],
-    now: datetime,
-    result_type: type[R],
-    action: Callable[[], R],
-) -> Response:
-    """Run a route's action once per Idempotency-Key and answer it (replays byte for byte)."""
-    result, replayed = run_once(session, org_id, key, operation, request, now, result_type, action)
-    return once_response(session, org_id, key, result, replayed)
 
 
 class DigestedFileResponse(Response):

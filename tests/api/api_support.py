@@ -24,8 +24,8 @@ from clearing.core.timeutil import utcnow
 from clearing.sdk.client import PartnerClient
 from clearing.web.signatures import sign_request
 from issuers.keys import ApiKeyCreate, add_key
+from issuers.organisations import create_organisation
 from issuers.schemas import OrganisationCreate
-from issuers.service import create_organisation
 
 BASE = "http://testserver"
 

@@ -14,7 +14,7 @@ from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.models import JournalEntry, Obligation
 from clearing.core.money import BALANCE_LIMIT, MAX_AMOUNT
-from issuers import service as issuers
+from issuers import accruals, programs
 from issuers.schemas import AccrualBatchCreate, AccrualCreate, PointValueCreate
 
 # The ledger's rules hold whichever engine applies a posting on PostgreSQL.
@@ -47,12 +47,12 @@ def test_a_merchant_accrual_owing_more_than_one_operation_may_is_refused(engine:
     accrue(engine, w.bank_a, "BANKA", "alice", 1)
     # ... while at 0.02 (a new program's value) it would owe twice that
     with transaction(engine) as session:
-        issuers.add_point_value(
+        programs.add_point_value(
             session, w.bank_a, "BANKA", PointValueCreate(value=Decimal("0.02")), T0
         )
     refused(
         engine,
-        lambda s: issuers.accrue(
+        lambda s: accruals.accrue(
             s,
             w.shop,
             AccrualCreate(program="BANKA", external_id="alice", points=MAX_AMOUNT),
@@ -78,7 +78,7 @@ def test_a_posting_that_would_take_a_balance_out_of_range_is_refused(engine: Eng
         )
     refused(
         engine,
-        lambda s: issuers.accrue(
+        lambda s: accruals.accrue(
             s, w.bank_a, AccrualCreate(program="BANKA", external_id="alice", points=6), T0, key()
         ),
     )
@@ -93,7 +93,7 @@ def test_a_bulk_file_summing_beyond_a_balance_is_refused_before_the_database(
     lines = BALANCE_LIMIT // MAX_AMOUNT + 1
     refused(
         engine,
-        lambda s: issuers.accrue_batch(
+        lambda s: accruals.accrue_batch(
             s,
             w.bank_a,
             AccrualBatchCreate(

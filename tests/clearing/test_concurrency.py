@@ -28,7 +28,7 @@ from clearing.core.errors import ClearingError
 from clearing.core.models import Balance, JournalEntry
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
-from issuers import service as issuers
+from issuers import accruals
 from issuers.schemas import AccrualCreate
 
 # The ledger's rules hold whichever engine applies a posting on PostgreSQL.
@@ -153,7 +153,7 @@ def test_same_idempotency_key_concurrently_applies_once(pg_engine: Engine) -> No
 
     def send(i: int) -> object:
         with transaction(pg_engine) as session:
-            out, _ = issuers.accrue(
+            out, _ = accruals.accrue(
                 session,
                 w.bank_a,
                 AccrualCreate(program="BANKA", external_id="alice", points=250),

@@ -53,7 +53,7 @@ from clearing.core.models import (
 from clearing.core.tasks import run_expiry
 from exchange import service as exchange
 from exchange.schemas import RefundCreate
-from issuers import service as issuers
+from issuers import accruals
 from issuers.schemas import AccrualBatchCreate, AccrualCreate, AccrualReversalCreate
 
 LEDGER_TABLES = [
@@ -86,7 +86,7 @@ def _operations(engine: Engine) -> None:
         ]
     )
     with transaction(engine) as session:
-        batch, _ = issuers.accrue_batch(session, w.shop, file, T0 + timedelta(hours=1), key())
+        batch, _ = accruals.accrue_batch(session, w.shop, file, T0 + timedelta(hours=1), key())
     accrue(engine, w.bank_a, "BANKA", "alice", 500, now=T0 + timedelta(days=40))
     convert(engine, w.bank_a, ("BANKA", "alice"), ("BANKB", "bob"), 1000, T0 + timedelta(days=41))
     at = T0 + timedelta(days=42)
@@ -96,7 +96,7 @@ def _operations(engine: Engine) -> None:
         exchange.refund(
             session, w.shop, checkout.id, RefundCreate(amount=250), at + timedelta(days=1), key()
         )
-        issuers.reverse_accrual(
+        accruals.reverse_accrual(
             session,
             w.shop,
             batch.accrual_ids[1],

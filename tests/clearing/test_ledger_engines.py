@@ -31,7 +31,7 @@ from clearing.core.ledger import (
     points_asset,
 )
 from clearing.core.sql import function_body
-from issuers import service as issuers
+from issuers import organisations
 from issuers.schemas import OrganisationCreate
 
 ASSET = points_asset("ENGINE")
@@ -40,7 +40,7 @@ EARNINGS = [(40, 300), (5, 200), (20, 500), (None, 700), (5, 100)]
 
 
 def _org(session: Session) -> tuple[uuid.UUID, str]:
-    org = issuers.create_organisation(
+    org = organisations.create_organisation(
         session, OrganisationCreate(kind="issuer", name="Engine bank", currency="CNY"), T0
     )
     return org.id, org.name
@@ -49,7 +49,7 @@ def _org(session: Session) -> tuple[uuid.UUID, str]:
 def _world(engine: Engine) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
     """An issuer, its redeemed account and two member accounts with the same lots."""
     with transaction(engine) as session:
-        org = issuers.create_organisation(
+        org = organisations.create_organisation(
             session, OrganisationCreate(kind="issuer", name="Engine bank", currency="CNY"), T0
         ).id
         ledger = Ledger(session)

@@ -39,7 +39,7 @@ from clearing.core.models import Lot
 from clearing.core.timeutil import aware
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
-from issuers import service as issuers
+from issuers import accruals, members
 from issuers.models import Member, Organisation
 from issuers.schemas import AccrualCreate
 
@@ -129,7 +129,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def accrue(self, m: str, points: int, funded: bool) -> None:
         caller = self.world.shop if funded else self.world.bank_a
         with transaction(self.engine) as session:
-            issuers.accrue(
+            accruals.accrue(
                 session,
                 caller,
                 AccrualCreate(program="BANKA", external_id=m, points=points),
@@ -265,7 +265,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def balances_match(self) -> None:
         with transaction(self.engine) as session:
             for m in MEMBERS:
-                view = issuers.member_view(session, self.world.bank_a, "BANKA", m, self.now)
+                view = members.member_view(session, self.world.bank_a, "BANKA", m, self.now)
                 assert (view.balance, view.held) == (self.balance(m), self.held[m]), m
             ledger = Ledger(session)
             orgs = {o.name: o.id for o in session.execute(select(Organisation)).scalars()}

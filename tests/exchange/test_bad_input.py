@@ -28,8 +28,7 @@ from clearing.core.models import Hold, IdempotencyRecord, JournalEntry
 from clearing.core.money import MAX_AMOUNT
 from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate
-from issuers import service as issuers
-from issuers import tokens
+from issuers import accruals, members, organisations, programs, tokens
 from issuers.schemas import (
     AccrualCreate,
     OrganisationUpdate,
@@ -62,23 +61,23 @@ def token(session: Session, w: World, external_id: str = "alice") -> str:
 CASES: dict[str, tuple[str, Callable[[Session, World], object]]] = {
     "unknown program": (
         "not_found",
-        lambda s, w: issuers.accrue(s, w.bank_a, accrual("NOPE", "alice"), T0, key()),
+        lambda s, w: accruals.accrue(s, w.bank_a, accrual("NOPE", "alice"), T0, key()),
     ),
     "another issuer's program": (
         "not_found",
-        lambda s, w: issuers.accrue(s, w.bank_b, accrual("BANKA", "alice"), T0, key()),
+        lambda s, w: accruals.accrue(s, w.bank_b, accrual("BANKA", "alice"), T0, key()),
     ),
     "unknown member": (
         "not_found",
-        lambda s, w: issuers.accrue(s, w.bank_a, accrual("BANKA", "ghost"), T0, key()),
+        lambda s, w: accruals.accrue(s, w.bank_a, accrual("BANKA", "ghost"), T0, key()),
     ),
     "frozen member": (
         "member_inactive",
-        lambda s, w: issuers.accrue(s, w.bank_a, accrual("BANKA", "frozen"), T0, key()),
+        lambda s, w: accruals.accrue(s, w.bank_a, accrual("BANKA", "frozen"), T0, key()),
     ),
     "suspended merchant": (
         "organisation_inactive",
-        lambda s, w: issuers.accrue(s, w.cafe, accrual("BANKA", "alice"), T0, key()),
+        lambda s, w: accruals.accrue(s, w.cafe, accrual("BANKA", "alice"), T0, key()),
     ),
     "insufficient points": (
         "insufficient_points",
@@ -156,7 +155,7 @@ CASES: dict[str, tuple[str, Callable[[Session, World], object]]] = {
     ),
     "point value of zero": (
         "invalid_input",
-        lambda s, w: issuers.add_point_value(
+        lambda s, w: programs.add_point_value(
             s, w.bank_a, "BANKA", PointValueCreate.model_construct(value=Decimal(0)), T0
         ),
     ),
@@ -172,8 +171,10 @@ def test_bad_input_is_refused_and_writes_nothing(engine: Engine, case: str) -> N
     frozen_token = payment_token(engine, w.bank_a, "BANKA", "frozen")
     w.programs["frozen_token"] = type(w.shop)(w.bank_a.org_id, frozen_token)
     with transaction(engine) as session:
-        issuers.set_member_status(session, w.bank_a, "BANKA", "frozen", "frozen")
-        issuers.update_organisation(session, w.cafe.org_id, OrganisationUpdate(status="suspended"))
+        members.set_member_status(session, w.bank_a, "BANKA", "frozen", "frozen")
+        organisations.update_organisation(
+            session, w.cafe.org_id, OrganisationUpdate(status="suspended")
+        )
     w.programs["HKSHOP"] = org(engine, "merchant", "HK shop", currency="HKD")
     checkout = authorise(engine, w.shop, "BANKA", "alice", 50)
     w.programs["checkout"] = type(w.shop)(checkout.id, "checkout")

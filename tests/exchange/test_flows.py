@@ -236,14 +236,14 @@ def test_spending_takes_earliest_expiring_lots_and_expiry_posts_the_rest(engine:
 
 def _program_roles(session: Session, code: str) -> list[tuple[str, uuid.UUID]]:
     from issuers.models import Program
-    from issuers.service import PROGRAM_ACCOUNTS
+    from issuers.programs import PROGRAM_ACCOUNTS
 
     program_id = session.execute(select(Program.id).where(Program.code == code)).scalar_one()
     return [(role, program_id) for role in PROGRAM_ACCOUNTS]
 
 
 def test_accrual_reversal_returns_merchant_funding(engine: Engine) -> None:
-    from issuers import service as issuers
+    from issuers import accruals
     from issuers.schemas import AccrualReversalCreate
 
     w = build_world(engine)
@@ -252,25 +252,29 @@ def test_accrual_reversal_returns_merchant_funding(engine: Engine) -> None:
         engine, w.shop, "BANKA", "alice", 1001
     )  # 500.5 fen -> 501 (the funder's debt rounds up)
     with transaction(engine) as session:
-        r1, _ = issuers.reverse_accrual(
+        r1, _ = accruals.reverse_accrual(
             session, w.shop, out.id, AccrualReversalCreate(points=500), T0, key()
         )
-        r2, _ = issuers.reverse_accrual(
+        r2, _ = accruals.reverse_accrual(
             session, w.bank_a, out.id, AccrualReversalCreate(points=501), T0, key()
         )
     assert r1.amount_returned + r2.amount_returned == out.amount_owed
     with transaction(engine) as session, pytest.raises(ClearingError) as err:
-        issuers.reverse_accrual(session, w.shop, out.id, AccrualReversalCreate(points=1), T0, key())
+        accruals.reverse_accrual(
+            session, w.shop, out.id, AccrualReversalCreate(points=1), T0, key()
+        )
     assert err.value.code == "reversal_exceeds_accrual"
     with transaction(engine) as session, pytest.raises(ClearingError) as err:
-        issuers.reverse_accrual(session, w.cafe, out.id, AccrualReversalCreate(points=1), T0, key())
+        accruals.reverse_accrual(
+            session, w.cafe, out.id, AccrualReversalCreate(points=1), T0, key()
+        )
     assert err.value.code == "not_found"
     assert balance(engine, w.bank_a, "BANKA", "alice") == (0, 0)
     assert_clean(engine)
 
 
 def test_point_value_versions_are_effective_dated(engine: Engine) -> None:
-    from issuers import service as issuers
+    from issuers import programs
     from issuers.schemas import PointValueCreate
 
     w = build_world(engine)
@@ -278,7 +282,7 @@ def test_point_value_versions_are_effective_dated(engine: Engine) -> None:
     accrue(engine, w.bank_a, "BANKA", "alice", 10_000)
     later = T0 + timedelta(hours=2)
     with transaction(engine) as session:
-        out = issuers.add_point_value(
+        out = programs.add_point_value(
             session,
             w.bank_a,
             "BANKA",
@@ -291,7 +295,7 @@ def test_point_value_versions_are_effective_dated(engine: Engine) -> None:
     assert (before.points, before.point_value_version) == (200, 1)
     assert (after.points, after.point_value_version) == (100, 2)
     with transaction(engine) as session, pytest.raises(ClearingError) as err:
-        issuers.add_point_value(
+        programs.add_point_value(
             session,
             w.bank_a,
             "BANKA",

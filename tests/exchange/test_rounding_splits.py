@@ -35,8 +35,7 @@ from exchange.schemas import (
     QuoteCreate,
     RefundCreate,
 )
-from issuers import service as issuers
-from issuers import tokens
+from issuers import accruals, members, programs, tokens
 from issuers.schemas import (
     AccrualBatchCreate,
     AccrualCreate,
@@ -192,24 +191,24 @@ class Day:
 
     def program(self, value: Decimal, fee_rate: Decimal) -> str:
         code = f"P{next(self.serial)}"
-        issuers.create_program(
+        programs.create_program(
             self.session,
             self.world.bank_a,
             ProgramCreate(code=code, name=code, point_value=value),
             T0,
         )
-        issuers.set_merchant_term(
+        programs.set_merchant_term(
             self.session, self.world.shop.org_id, MerchantTermSet(program=code, fee_rate=fee_rate)
         )
         return code
 
     def member(self, issuer: Caller, code: str) -> str:
         external_id = f"m{next(self.serial)}"
-        issuers.create_member(self.session, issuer, code, MemberCreate(external_id=external_id), T0)
+        members.create_member(self.session, issuer, code, MemberCreate(external_id=external_id), T0)
         return external_id
 
     def accrue(self, funder: Caller, code: str, external_id: str, points: int) -> AccrualOut:
-        out, _ = issuers.accrue(
+        out, _ = accruals.accrue(
             self.session,
             funder,
             AccrualCreate(program=code, external_id=external_id, points=points),
@@ -343,7 +342,7 @@ def test_no_split_of_accruals_reversals_checkouts_or_refunds_beats_the_whole(
 
             # accruals the shop funds: one accrual against the same points as a file of lines
             whole = d.accrue(shop, code, whole_member, points)
-            file, _ = issuers.accrue_batch(
+            file, _ = accruals.accrue_batch(
                 d.session,
                 shop,
                 AccrualBatchCreate(
@@ -395,7 +394,7 @@ def test_no_split_of_accruals_reversals_checkouts_or_refunds_beats_the_whole(
                 step = min(step, points - reversed_points)
                 if step == 0:
                     break
-                rev, _ = issuers.reverse_accrual(
+                rev, _ = accruals.reverse_accrual(
                     d.session, shop, whole.id, AccrualReversalCreate(points=step), T0, key()
                 )
                 reversed_points += step

@@ -32,8 +32,7 @@ from clearing.core.errors import ClearingError
 from clearing.core.models import Hold, IdempotencyRecord
 from exchange import service as exchange
 from exchange.schemas import QuoteCreate
-from issuers import service as issuers
-from issuers import tokens
+from issuers import members, tokens
 from issuers.models import MemberLink, MemberToken
 from issuers.schemas import MemberLinkCreate, MerchantTrustSet, PaymentTokenCreate
 
@@ -106,7 +105,7 @@ def test_refusals_without_consent_are_all_the_same(engine: Engine) -> None:
     w = shop_world(engine)
     frozen = payment_token(engine, w.bank_a, "BANKA", "frozen")
     with transaction(engine) as session:
-        issuers.set_member_status(session, w.bank_a, "BANKA", "frozen", "frozen")
+        members.set_member_status(session, w.bank_a, "BANKA", "frozen", "frozen")
     expired = payment_token(engine, w.bank_a, "BANKA", "alice", ttl_seconds=60)
     used = payment_token(engine, w.bank_a, "BANKA", "alice")
     authorise(engine, w.shop, "BANKA", "alice", 10, token=used)

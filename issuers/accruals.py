@@ -1,0 +1,354 @@
+"""Accruals: points credited to members by their issuer or funded by a merchant, singly or as
+a partner's bulk file, and their reversal (goods returned)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table
+from sqlalchemy.orm import Session
+
+from clearing.core.db import bulk_insert
+from clearing.core.errors import Conflict, Forbidden, NotFound
+from clearing.core.idempotency import Operation, Outcome, run_once
+from clearing.core.ids import new_id
+from clearing.core.ledger import (
+    ISSUED,
+    EntryDraft,
+    Ledger,
+    Leg,
+    LotSpec,
+    ObligationDraft,
+    points_asset,
+)
+from clearing.core.money import cumulative_share, value_owed_for_points
+from clearing.core.timeutil import add_months
+from clearing.web.context import Caller
+from issuers import repository
+from issuers.contexts import MemberContext, member_context, member_context_of
+from issuers.members import active_members
+from issuers.models import Accrual, Member, Organisation, Program
+from issuers.organisations import CurrencyMismatch, active_organisation
+from issuers.programs import active_program, point_value_at
+from issuers.repository import MemberRef, Party, ProgramRef, ValueRef
+from issuers.schemas import (
+    AccrualBatchCreate,
+    AccrualBatchOut,
+    AccrualCreate,
+    AccrualOut,
+    AccrualReversalCreate,
+    AccrualReversalOut,
+)
+
+
+class AccrualOverReversed(Conflict):
+    code = "reversal_exceeds_accrual"
+    title = "Reversal exceeds what remains of the accrual"
+
+
+def accrue(
+    session: Session, caller: Caller, req: AccrualCreate, now: datetime, idempotency_key: str
+) -> Outcome[AccrualOut]:
+    """Credit points to a member, funded by the issuer or by the calling merchant."""
+
+    def run(row: Any | None) -> AccrualOut:
+        context = member_context_of(row, req.program, req.external_id)
+        return _post_accruals(session, caller, [req], now, context)[0]
+
+    operation = Operation(
+        "accrual",
+        req,
+        AccrualOut,
+        run,
+        repository.member_context_read(caller.org_id, req.program, req.external_id, now),
+    )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
+
+
+def accrue_batch(
+    session: Session, caller: Caller, req: AccrualBatchCreate, now: datetime, idempotency_key: str
+) -> Outcome[AccrualBatchOut]:
+    """Credit a partner's bulk file of accruals in one transaction: all lines or none."""
+
+    def run(_: None) -> AccrualBatchOut:
+        accruals = _post_accruals(session, caller, req.items, now)
+        return AccrualBatchOut(
+            count=len(accruals),
+            points=sum(a.points for a in accruals),
+            amount_owed=sum(a.amount_owed for a in accruals),
+            accrual_ids=[a.id for a in accruals],
+        )
+
+    operation = Operation("accrual_batch", req, AccrualBatchOut, run)
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Funded:
+    """A program accruals credit, as read once per file: its issuer, the point value in force,
+    the program's issued account and the expiry of points credited now."""
+
+    program: ProgramRef
+    issuer: Party
+    value: ValueRef
+    issued_account: uuid.UUID
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reads:
+    """What a set of accruals of one funder reads before it posts."""
+
+    funder: Party
+    programs: dict[str, _Funded]
+    members: dict[tuple[uuid.UUID, str], MemberRef]
+
+
+def _post_accruals(
+    session: Session,
+    caller: Caller,
+    items: Sequence[AccrualCreate],
+    now: datetime,
+    context: MemberContext | None = None,
+) -> list[AccrualOut]:
+    """Accruals of one funder: each its own entry and lot, posted together."""
+    ledger = Ledger(session)
+    if len(items) == 1:
+        # A single accrual reads everything it needs in one statement.
+        item = items[0]
+        if context is None:
+            context = member_context(session, caller.org_id, item.program, item.external_id, now)
+        reads = _single_reads(ledger, item, context, now)
+    else:
+        reads = _file_reads(session, ledger, caller, items, now)
+    drafts: list[EntryDraft] = []
+    results: list[AccrualOut] = []
+    for item in items:
+        draft, out = _accrual(reads, item, now)
+        drafts.append(draft)
+        results.append(out)
+    posted = ledger.post_many(drafts)
+    bulk_insert(
+        session,
+        cast(Table, Accrual.__table__),
+        [
+            {
+                "id": out.id,
+                "entry_id": out.entry_id,
+                "member_id": reads.members[
+                    (reads.programs[out.program].program.id, out.external_id)
+                ].id,
+                "funding_org_id": reads.funder.id,
+                "points": out.points,
+                "reversed_points": 0,
+                "lot_id": entry.lots_created[0],
+                "created_at": now,
+            }
+            for out, entry in zip(results, posted, strict=True)
+        ],
+    )
+    return results
+
+
+def _funded(
+    ledger: Ledger, program: ProgramRef, issuer: Party, value: ValueRef, now: datetime
+) -> _Funded:
+    expires_at = add_months(now, program.expiry_months) if program.expiry_months else None
+    issued = ledger.account_id(points_asset(program.code), ISSUED, program.id)
+    return _Funded(program, issuer, value, issued, expires_at)
+
+
+def _single_reads(
+    ledger: Ledger, item: AccrualCreate, context: MemberContext, now: datetime
+) -> _Reads:
+    funder = _may_fund(context.caller)
+    _may_fund_in(funder, context.program, context.issuer)
+    funded = _funded(ledger, context.program, context.issuer, context.point_value(), now)
+    member = context.active_member()
+    return _Reads(funder, {item.program: funded}, {(context.program.id, item.external_id): member})
+
+
+def _file_reads(
+    session: Session,
+    ledger: Ledger,
+    caller: Caller,
+    items: Sequence[AccrualCreate],
+    now: datetime,
+) -> _Reads:
+    funder = _may_fund(active_organisation(session, caller.org_id))
+    programs: dict[str, _Funded] = {}
+    for code in dict.fromkeys(item.program for item in items):
+        program, issuer = active_program(session, code)
+        _may_fund_in(funder, program, issuer)
+        value = point_value_at(session, program.id, now)
+        programs[code] = _funded(ledger, program, issuer, value, now)
+    wanted = [(programs[i.program].program, i.external_id) for i in items]
+    return _Reads(funder, programs, active_members(session, wanted))
+
+
+def _accrual(reads: _Reads, item: AccrualCreate, now: datetime) -> tuple[EntryDraft, AccrualOut]:
+    """The entry of one accrual line and its answer."""
+    funded, funder = reads.programs[item.program], reads.funder
+    program, issuer, value = funded.program, funded.issuer, funded.value
+    member = reads.members[(program.id, item.external_id)]
+    owed = 0
+    obligations: list[ObligationDraft] = []
+    if funder.kind == "merchant":
+        # Rounded up: every line owes at least one minor unit, so no split of a file into
+        # many small lines owes less than the whole (clearing.core.money).
+        owed = value_owed_for_points(item.points, value.value, issuer.currency)
+        obligations.append(
+            ObligationDraft(
+                event_type="merchant_funded_accrual",
+                payer_org_id=funder.id,
+                payee_org_id=issuer.id,
+                currency=issuer.currency,
+                amount=owed,
+                program_code=program.code,
+                points=item.points,
+                point_value=value.value,
+                point_value_version=value.version,
+            )
+        )
+    draft = EntryDraft(
+        kind="accrual",
+        org_id=funder.id,
+        booked_at=now,
+        legs=[
+            Leg(funded.issued_account, -item.points),
+            Leg(
+                member.account_id,
+                item.points,
+                lot=LotSpec("accrual", funded.expires_at, funding_org_id=funder.id),
+            ),
+        ],
+        obligations=obligations,
+        memo={"reference": item.reference} if item.reference else {},
+    )
+    return draft, AccrualOut(
+        id=new_id(),
+        entry_id=draft.id,
+        program=program.code,
+        external_id=member.external_id,
+        points=item.points,
+        funding_org_id=funder.id,
+        amount_owed=owed,
+        currency=issuer.currency,
+        point_value_version=value.version,
+        expires_at=funded.expires_at,
+    )
+
+
+def _may_fund(funder: Party) -> Party:
+    if funder.kind not in ("issuer", "merchant"):
+        raise Forbidden("only issuers and merchants fund accruals")
+    return funder
+
+
+def _may_fund_in(funder: Party, program: ProgramRef, issuer: Party) -> None:
+    if funder.kind == "issuer" and program.issuer_id != funder.id:
+        raise NotFound(f"unknown program {program.code}")
+    if funder.kind == "merchant" and funder.currency != issuer.currency:
+        raise CurrencyMismatch(
+            f"merchant settles in {funder.currency}, program {program.code} in"
+            f" {issuer.currency}; no currency rate exists between them",
+        )
+
+
+def reverse_accrual(
+    session: Session,
+    caller: Caller,
+    accrual_id: uuid.UUID,
+    req: AccrualReversalCreate,
+    now: datetime,
+    idempotency_key: str,
+) -> Outcome[AccrualReversalOut]:
+    """Take back points of an accrual (goods returned), in full or in part."""
+    operation = Operation(
+        "accrual_reversal",
+        {"accrual": str(accrual_id), **req.model_dump(mode="json")},
+        AccrualReversalOut,
+        lambda _: _reverse_accrual(session, caller, accrual_id, req, now),
+    )
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
+
+
+def _reverse_accrual(
+    session: Session,
+    caller: Caller,
+    accrual_id: uuid.UUID,
+    req: AccrualReversalCreate,
+    now: datetime,
+) -> AccrualReversalOut:
+    accrual = session.get(Accrual, accrual_id, with_for_update=True)
+    member = session.get(Member, accrual.member_id) if accrual else None
+    program = session.get(Program, member.program_id) if member else None
+    if accrual is None or member is None or program is None:
+        raise NotFound("unknown accrual")
+    if caller.org_id not in (accrual.funding_org_id, program.issuer_id):
+        raise NotFound("unknown accrual")
+    if accrual.reversed_points + req.points > accrual.points:
+        raise AccrualOverReversed(
+            "cannot reverse more points than the accrual credited",
+            reversible=accrual.points - accrual.reversed_points,
+        )
+    ledger = Ledger(session)
+    obligations = _money_returned(session, accrual, program, req.points)
+    posted = ledger.post(
+        EntryDraft(
+            kind="accrual_reversal",
+            org_id=caller.org_id,
+            booked_at=now,
+            reverses_id=accrual.entry_id,
+            legs=[
+                Leg(member.account_id, -req.points, prefer_lots=(accrual.lot_id,)),
+                Leg(ledger.account_id(points_asset(program.code), ISSUED, program.id), req.points),
+            ],
+            obligations=obligations,
+        )
+    )
+    accrual.reversed_points += req.points
+    session.flush()
+    return AccrualReversalOut(
+        accrual_id=accrual.id,
+        entry_id=posted.id,
+        points=req.points,
+        amount_returned=sum(o.amount for o in obligations),
+        reversed_points_total=accrual.reversed_points,
+    )
+
+
+def _money_returned(
+    session: Session, accrual: Accrual, program: Program, points: int
+) -> list[ObligationDraft]:
+    """What the issuer gives back to a merchant that funded the accrual, for `points` of it:
+    the share of what the merchant owed, counted cumulatively so that parts add up to the whole."""
+    funder = session.get(Organisation, accrual.funding_org_id)
+    assert funder is not None
+    if funder.kind != "merchant":
+        return []
+    owed_row = repository.accrual_obligation(session, accrual.entry_id)
+    if owed_row is None:
+        return []
+    owed, point_value, version, currency = owed_row
+    before = cumulative_share(owed, accrual.reversed_points, accrual.points)
+    after = cumulative_share(owed, accrual.reversed_points + points, accrual.points)
+    if after - before <= 0:
+        return []
+    return [
+        ObligationDraft(
+            event_type="accrual_reversal",
+            payer_org_id=program.issuer_id,
+            payee_org_id=funder.id,
+            currency=currency,
+            amount=after - before,
+            program_code=program.code,
+            points=points,
+            point_value=point_value,
+            point_value_version=version,
+        )
+    ]
