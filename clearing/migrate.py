@@ -35,9 +35,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def head_revision() -> str:
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(""))
+
+
+def head_revision(scripts: ScriptDirectory | None = None) -> str:
     """The latest revision of the migration history shipped with this code."""
-    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    head = (scripts or _scripts()).get_current_head()
     assert head is not None, "the migration history is empty"
     return head
 
@@ -48,30 +52,27 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def ensure_current(engine: Engine, *, migrate: bool | None = None) -> None:
+def ensure_current(engine: Engine) -> None:
     """Make sure the database is at the code's head revision before a command uses it.
 
     An embedded SQLite database is migrated on the spot (there is no operator to ask, and a
-    newcomer's commands then work in any order). Elsewhere (`migrate` defaults to SQLite only)
-    an un-migrated or older database raises SchemaNotCurrent, whose one-line message says to run
-    `clearing db upgrade`: migrating a shared PostgreSQL database is the operator's decision.
-    A database at a revision this code does not know (newer code ran on it) is never touched.
+    newcomer's commands then work in any order). On PostgreSQL an un-migrated or older database
+    raises SchemaNotCurrent, whose one-line message says to run `clearing db upgrade`: migrating
+    a shared database is the operator's decision. A database at a revision this code does not
+    know (a newer version of the platform migrated it) is never touched.
     """
-    head = head_revision()
+    scripts = _scripts()
+    head = head_revision(scripts)
     current = current_revision(engine)
     if current == head:
         return
-    known = {
-        script.revision
-        for script in ScriptDirectory.from_config(alembic_config("")).walk_revisions()
-    }
     where = engine.url.render_as_string(hide_password=True)
-    if current is not None and current not in known:
+    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
         raise SchemaNotCurrent(
             f"the database {where} is at revision {current}, which this code does not know"
             f" (its latest is {head}): it was migrated by a newer version of the platform"
         )
-    if migrate if migrate is not None else engine.dialect.name == "sqlite":
+    if engine.dialect.name == "sqlite":
         upgrade(engine)
         return
     state = "has no schema yet" if current is None else f"is at revision {current}, not {head}"
