@@ -26,6 +26,7 @@ DEBUG_HINT = "run with --debug for the traceback"
 
 def one_line(error: BaseException) -> str:
     """What went wrong, in one line: the error's own words where they are meant for people."""
+    from alembic.util import CommandError
     from pydantic import ValidationError
     from sqlalchemy.exc import DBAPIError
 
@@ -37,7 +38,7 @@ def one_line(error: BaseException) -> str:
         text = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in error.errors()
         )
-    elif isinstance(error, SchemaNotCurrent | OSError):
+    elif isinstance(error, SchemaNotCurrent | OSError | CommandError):
         text = str(error)
     elif isinstance(error, DBAPIError):
         # The driver's first line says what happened; the rest quotes the statement's values.
@@ -266,6 +267,7 @@ def serve(
     # Checked (or, on SQLite, migrated) once here, before any worker starts: a server on a
     # database without its tables would only fail at its first request or scheduled job.
     open_database().dispose()
+    _can_listen(host, port)
     os.environ["CLEARING_SCHEDULER"] = "1" if scheduler else "0"
 
     uvicorn.run(
@@ -276,6 +278,21 @@ def serve(
         workers=workers,
         access_log=False,
     )
+
+
+def _can_listen(host: str, port: int) -> None:
+    """Refuse, in one line, an address the server could not listen on (uvicorn would log a
+    startup, the error and a shutdown); a port taken in between still fails in uvicorn."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise typer.BadParameter(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 @app.command("platform-key")

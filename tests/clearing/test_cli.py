@@ -314,6 +314,20 @@ def test_serve_refuses_a_port_out_of_range(db_url: str) -> None:
     assert "--port" in line
 
 
+def test_serve_refuses_a_port_in_use(db_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line_error(invoke(db_url, "serve", "--port", str(port)), exit_code=2)
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line
+
+
+def test_serve_refuses_a_host_it_cannot_resolve(db_url: str) -> None:
+    line = one_line_error(invoke(db_url, "serve", "--host", "no-such-host.invalid"), exit_code=2)
+    assert "cannot listen on no-such-host.invalid:8000" in line
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
