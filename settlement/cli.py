@@ -2,49 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import Engine
 
 settlement_app = typer.Typer(help="Daily settlement batches and their files.", no_args_is_help=True)
 
 
-def _as_of(text: str | None) -> datetime:
-    from clearing.core.timeutil import utcnow
+def _database(ctx: typer.Context) -> Engine:
+    """The configured database, opened by the command line that mounts this group (`ctx.obj`),
+    which checks its schema first; a failure is said in one line by that command line."""
+    open_database: Callable[[], Engine] = ctx.obj
+    if not callable(open_database):
+        raise RuntimeError("the settlement commands run under `clearing`, which opens the database")
+    return open_database()
 
-    if text is None:
-        return utcnow()
-    moment = datetime.fromisoformat(text)
+
+def _business_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _instant(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 instant: {text!r}") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @settlement_app.command("run")
 def run(
+    ctx: typer.Context,
     business_date: Annotated[
-        str, typer.Option("--date", help="Business day to settle, YYYY-MM-DD")
+        date,
+        typer.Option("--date", help="Business day to settle, YYYY-MM-DD", parser=_business_date),
     ],
     currency: Annotated[str, typer.Option(help="ISO 4217 currency")] = "CNY",
     as_of: Annotated[
-        str | None,
-        typer.Option(help="Act as of this ISO 8601 instant (default: now); for replays and tests"),
+        datetime | None,
+        typer.Option(
+            help="Act as of this ISO 8601 instant (default: now); for replays and tests",
+            parser=_instant,
+        ),
     ] = None,
 ) -> None:
     """Run the batch of one business day, or resume it where it stopped; prints its folder."""
     from clearing.core.config import Settings
-    from clearing.core.errors import ClearingError
+    from clearing.core.timeutil import utcnow
     from settlement.service import run_batch
 
     settings = Settings.from_env()
-    engine = settings.open_engine()
+    engine = _database(ctx)
     try:
-        day = date.fromisoformat(business_date)
-        batch = run_batch(engine, day, currency.upper(), _as_of(as_of), settings)
-    except (ClearingError, ValueError) as error:
-        code = getattr(error, "code", "invalid_input")
-        typer.echo(f"error: {code}: {error}", err=True)
-        raise typer.Exit(1) from None
+        batch = run_batch(engine, business_date, currency.upper(), as_of or utcnow(), settings)
     finally:
         engine.dispose()
     typer.echo(
@@ -55,14 +72,15 @@ def run(
 
 
 @settlement_app.command("status")
-def status(limit: Annotated[int, typer.Option(help="Batches to show")] = 30) -> None:
+def status(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="Batches to show")] = 30,
+) -> None:
     """List the latest batches, newest first."""
-    from clearing.core.config import Settings
     from clearing.core.db import transaction
     from settlement import repository as repo
 
-    settings = Settings.from_env()
-    engine = settings.open_engine()
+    engine = _database(ctx)
     with transaction(engine) as session:
         batches = repo.list_batches(session, limit=limit)
         rows = [
@@ -91,11 +109,20 @@ def status(limit: Annotated[int, typer.Option(help="Batches to show")] = 30) -> 
 @settlement_app.command("verify")
 def verify(
     directory: Annotated[
-        Path, typer.Argument(help="A party folder, a batch folder or the settlement root")
+        Path,
+        typer.Argument(
+            help="A party folder, a batch folder or the settlement root",
+            exists=True,
+            file_okay=False,
+        ),
     ],
     public_key: Annotated[
         Path | None,
-        typer.Option(help="Platform public key (PEM); default: the configured platform key"),
+        typer.Option(
+            help="Platform public key (PEM); default: the configured platform key",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
 ) -> None:
     """Recompute every control total and check every manifest signature; exit 1 on any error."""
@@ -107,7 +134,10 @@ def verify(
     from settlement.service import verify_tree
 
     if public_key is not None:
-        loaded = serialization.load_pem_public_key(public_key.read_bytes())
+        try:
+            loaded = serialization.load_pem_public_key(public_key.read_bytes())
+        except ValueError:
+            loaded = None
         if not isinstance(loaded, Ed25519PublicKey):
             typer.echo(f"error: {public_key} is not an Ed25519 public key", err=True)
             raise typer.Exit(1)
@@ -118,9 +148,6 @@ def verify(
             typer.echo(f"error: no platform key at {path}; pass --public-key", err=True)
             raise typer.Exit(1)
         key = load_or_create(path).public_key
-    if not directory.is_dir():
-        typer.echo(f"error: {directory} is not a directory", err=True)
-        raise typer.Exit(1)
     checked, errors = verify_tree(directory, key)
     for error in errors:
         typer.echo(error, err=True)

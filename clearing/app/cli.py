@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy import Engine
+
+# Typer carries its own copy of Click; its exceptions are the ones its parser raises.
+from typer._click.core import Context as ClickContext
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from clearing.core.config import Settings
 from clearing.core.db import transaction
@@ -14,7 +21,90 @@ from clearing.core.errors import ClearingError
 from clearing.core.timeutil import utcnow
 from settlement.cli import settlement_app
 
-app = typer.Typer(help="Points clearing platform.", no_args_is_help=True)
+DEBUG_HINT = "run with --debug for the traceback"
+
+
+def one_line(error: BaseException) -> str:
+    """What went wrong, in one line: the error's own words where they are meant for people."""
+    from alembic.util import CommandError
+    from pydantic import ValidationError
+    from sqlalchemy.exc import DBAPIError
+
+    from clearing.app.migrate import SchemaNotCurrent
+
+    if isinstance(error, ClearingError):
+        text = f"{error.code}: {error}"
+    elif isinstance(error, ValidationError):
+        text = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in error.errors()
+        )
+    elif isinstance(error, SchemaNotCurrent | OSError | CommandError):
+        text = str(error)
+    elif isinstance(error, DBAPIError):
+        # The driver's first line says what happened; the rest quotes the statement's values.
+        first = str(error.orig).strip().splitlines()
+        text = f"database error: {first[0] if first else type(error.orig).__name__}; {DEBUG_HINT}"
+    else:
+        text = f"{type(error).__name__}: {error}; {DEBUG_HINT}"
+    return "error: " + " ".join(text.split())
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The root command: every failure is one line on stderr and a non-zero exit, no traceback.
+
+    A usage error (Click's) says what was wrong and where the help is; any other exception is
+    rendered by `one_line`, unless `--debug` asks for the traceback.
+    """
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        """Run the command; turn an unexpected exception into one line unless --debug."""
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as error:
+            if ctx.params.get("debug"):
+                raise
+            typer.echo(one_line(error), err=True)
+            raise typer.Exit(1) from None
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Click's main, with usage errors said in one line instead of a box."""
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as error:
+            error.show()  # the help itself, as asked for by running a group alone
+            code = error.exit_code
+        except typer.TyperException as error:
+            where = error.ctx if isinstance(error, UsageError) else None
+            hint = f" (see `{where.command_path} --help`)" if where is not None else ""
+            typer.echo(f"error: {' '.join(error.format_message().split())}{hint}", err=True)
+            code = error.exit_code
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            code = 1
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    name="clearing",
+    help="Points clearing platform.",
+    no_args_is_help=True,
+    cls=OneLineErrors,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The ledger.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -33,8 +123,31 @@ def _register_tables() -> None:
 app.add_typer(settlement_app, name="settlement", callback=_register_tables)
 
 
-def _engine() -> Engine:
-    return Settings.from_env().open_engine()
+def open_database() -> Engine:
+    """The configured database, at the code's revision: SQLite migrates itself, PostgreSQL must
+    have been upgraded (`clearing db upgrade`), else SchemaNotCurrent says so in one line."""
+    from clearing.app.migrate import ensure_current
+
+    engine = Settings.from_env().open_engine()
+    try:
+        ensure_current(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of a failure.")
+    ] = False,
+) -> None:
+    """Points clearing platform."""
+    # Subcommands of other packages (settlement) open the database through this, so every
+    # command meets the same schema check.
+    ctx.obj = open_database
 
 
 @db_app.command("upgrade")
@@ -42,7 +155,7 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the latest)."""
     from clearing.app.migrate import upgrade
 
-    upgrade(_engine(), revision)
+    upgrade(Settings.from_env().open_engine(), revision)
     typer.echo(f"database at {revision}")
 
 
@@ -52,7 +165,7 @@ def ledger_check() -> None:
     import clearing.app.tables  # noqa: F401
     from clearing.core.check import check_ledger
 
-    with transaction(_engine()) as session:
+    with transaction(open_database()) as session:
         errors = check_ledger(session)
     for error in errors:
         typer.echo(error, err=True)
@@ -62,27 +175,32 @@ def ledger_check() -> None:
 
 
 @app.command("expire")
-def expire(limit: int = typer.Option(10_000, help="Rows per transaction.")) -> None:
+def expire(
+    limit: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 10_000,
+) -> None:
     """Release holds past their time-to-live and post the expiry of every lot due now."""
     import clearing.app.tables  # noqa: F401
     from clearing.core.tasks import run_expiry
 
-    released, expired = run_expiry(_engine(), utcnow(), limit)
+    released, expired = run_expiry(open_database(), utcnow(), limit)
     typer.echo(f"released {released} expired holds, expired {expired} points")
 
 
 @app.command("demo")
 def demo() -> None:
-    """Run one business day end to end on the configured database (SQLite by default)."""
-    from clearing.app.demo import run_demo
+    """Run one business day end to end in a folder of its own (or on CLEARING_DATABASE_URL)."""
+    import os
 
-    raise typer.Exit(run_demo(Settings.from_env()))
+    from clearing.app.demo import prepare_demo, run_demo
+
+    settings, command = prepare_demo(os.environ, _program())
+    raise typer.Exit(run_demo(settings, command=command))
 
 
-def _fail(error: Exception) -> NoReturn:
-    # One line on stderr: stdout stays empty so scripts capturing an id see the failure.
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(1)
+def _program() -> str:
+    """How this command was run, to print commands the user can paste back."""
+    typed = sys.argv[0] if sys.argv else ""
+    return typed if Path(typed).name == "clearing" else "clearing"
 
 
 @org_app.command("create")
@@ -96,34 +214,37 @@ def org_create(
     from issuers.organisations import create_organisation
     from issuers.schemas import OrganisationCreate
 
-    try:
-        req = OrganisationCreate.model_validate({"kind": kind, "name": name, "currency": currency})
-        with transaction(_engine()) as session:
-            org = create_organisation(session, req, utcnow())
-    except (ClearingError, ValueError) as error:
-        _fail(error)
+    # stdout stays empty on failure, so that a script capturing the id sees it fail.
+    req = OrganisationCreate.model_validate({"kind": kind, "name": name, "currency": currency})
+    with transaction(open_database()) as session:
+        org = create_organisation(session, req, utcnow())
     typer.echo(str(org.id))
+
+
+def _organisation_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise typer.BadParameter(f"not an organisation id: {text!r}") from None
 
 
 @key_app.command("add")
 def key_add(
-    org_id: Annotated[str, typer.Argument(help="Organisation id")],
+    org_id: Annotated[
+        uuid.UUID, typer.Argument(help="Organisation id", parser=_organisation_id, metavar="ORG_ID")
+    ],
     public_key: Annotated[
         Path, typer.Option(help="Public key file: PEM or JWK", exists=True, dir_okay=False)
     ],
 ) -> None:
     """Register an organisation's public key; prints the key id alone."""
-    import uuid
 
     import clearing.app.tables  # noqa: F401
     from issuers.keys import ApiKeyCreate, add_key
 
-    try:
-        req = ApiKeyCreate(public_key=public_key.read_text(encoding="utf-8"))
-        with transaction(_engine()) as session:
-            key = add_key(session, uuid.UUID(org_id), req, utcnow())
-    except (ClearingError, ValueError) as error:
-        _fail(error)
+    req = ApiKeyCreate(public_key=public_key.read_text(encoding="utf-8"))
+    with transaction(open_database()) as session:
+        key = add_key(session, org_id, req, utcnow())
     typer.echo(key.keyid)
 
 
@@ -134,19 +255,16 @@ def key_revoke(keyid: str = typer.Argument(...)) -> None:
     import clearing.app.tables  # noqa: F401
     from issuers.keys import revoke_key
 
-    try:
-        with transaction(_engine()) as session:
-            revoke_key(session, keyid, utcnow())
-    except ClearingError as error:
-        _fail(error)
+    with transaction(open_database()) as session:
+        revoke_key(session, keyid, utcnow())
     typer.echo(f"revoked {keyid}")
 
 
 @app.command("serve")
 def serve(
     host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8000),
-    workers: int = typer.Option(1, help="Worker processes"),
+    port: int = typer.Option(8000, min=0, max=65535),
+    workers: int = typer.Option(1, min=1, help="Worker processes"),
     scheduler: bool = typer.Option(True, help="Run the daily settlement scheduler too"),
 ) -> None:
     """Serve the signed partner API with uvicorn."""
@@ -154,6 +272,10 @@ def serve(
 
     import uvicorn
 
+    # Checked (or, on SQLite, migrated) once here, before any worker starts: a server on a
+    # database without its tables would only fail at its first request or scheduled job.
+    open_database().dispose()
+    _can_listen(host, port)
     os.environ["CLEARING_SCHEDULER"] = "1" if scheduler else "0"
 
     uvicorn.run(
@@ -170,7 +292,9 @@ def serve(
 def scheduler(
     grace_minutes: Annotated[
         int | None,
-        typer.Option(help="Minutes after the cut-off before the daily settlement batch runs"),
+        typer.Option(
+            min=0, help="Minutes after the cut-off before the daily settlement batch runs"
+        ),
     ] = None,
 ) -> None:
     """Run every scheduled job in the foreground (settlement catches up missed days at start)."""
@@ -179,6 +303,7 @@ def scheduler(
 
     from clearing.app.scheduler import start_scheduler
 
+    open_database().dispose()  # the schema check, before the scheduler's own engine starts
     settings = Settings.from_env()
     if grace_minutes is not None:
         settings = dataclasses.replace(settings, settlement_grace_minutes=grace_minutes)
@@ -191,6 +316,21 @@ def scheduler(
         pass
     finally:
         running.shutdown()
+
+
+def _can_listen(host: str, port: int) -> None:
+    """Refuse, in one line, an address the server could not listen on (uvicorn would log a
+    startup, the error and a shutdown); a port taken in between still fails in uvicorn."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise typer.BadParameter(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 @app.command("platform-key")

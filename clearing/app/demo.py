@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import dataclasses
+import shlex
+import shutil
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
 import clearing.app.tables  # noqa: F401
 from clearing.app.factory import create_app
-from clearing.app.migrate import upgrade
+from clearing.app.migrate import current_revision, ensure_current, upgrade
 from clearing.core.check import check_ledger
 from clearing.core.config import Settings
 from clearing.core.db import transaction
-from clearing.core.errors import ClearingError
+from clearing.core.errors import Conflict
 from clearing.core.ledger import Ledger
 from clearing.core.models import Obligation
 from clearing.core.timeutil import utcnow
@@ -35,78 +39,116 @@ from issuers.models import Member, Organisation, Program
 from issuers.schemas import OrganisationCreate
 from settlement.service import business_date_of, day_end
 
-DEMO_DB = "demo.db"
+DEMO_FOLDER = "demo"
 
 
-def demo_database(settings: Settings) -> str:
-    """The demo's database: the configured one, or a fresh SQLite file of its own by default."""
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database:
-        path = Path(url.database).parent / DEMO_DB
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return f"sqlite:///{path}"
-    return settings.database_url
+class DatabaseNotEmpty(Conflict):
+    code = "database_not_empty"
 
 
-def run_demo(settings: Settings, console: Console | None = None) -> int:
-    """Run the demo day through the signed API; returns the process exit code."""
-    console = console or Console()
-    url = demo_database(settings)
-    settings = dataclasses.replace(settings, database_url=url)
+def prepare_demo(environ: Mapping[str, str], program: str = "clearing") -> tuple[Settings, str]:
+    """The demo's settings, and the command line that points the other commands at what it makes.
+
+    With CLEARING_DATABASE_URL set, the demo runs there (it must be empty) with every other
+    setting as configured, and the other commands find it through the same environment.
+    Otherwise it runs in a folder of its own, `<CLEARING_VAR_DIR>/demo` (database, settlement
+    files, platform key), emptied here at every run, so that it never mixes its made-up parties
+    with the operator's `var/clearing.db`; `CLEARING_VAR_DIR=var/demo` then shows it to any
+    command. `program` is how the user ran `clearing`, so the printed commands paste back as is.
+    """
+    if environ.get("CLEARING_DATABASE_URL"):
+        return Settings.from_env(environ), program
+    folder = Path(environ.get("CLEARING_VAR_DIR", "var")) / DEMO_FOLDER
+    settings = Settings.from_env({**environ, "CLEARING_VAR_DIR": str(folder)})
+    database = make_url(settings.database_url).database
+    assert database is not None
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    # Only the demo's own files: a CLEARING_SETTLEMENT_DIR set elsewhere is left alone.
+    if settings.settlement_dir.resolve().is_relative_to(folder.resolve()):
+        shutil.rmtree(settings.settlement_dir, ignore_errors=True)
+    return settings, f"CLEARING_VAR_DIR={shlex.quote(str(folder))} {program}"
+
+
+def run_demo(settings: Settings, console: Console | None = None, command: str = "clearing") -> int:
+    """Run the demo day through the signed API on an empty database; returns the exit code.
+
+    `command` prefixes the commands it prints for exploring the result (see `prepare_demo`).
+    """
+    console = console or Console(soft_wrap=True, highlight=False)
     engine = settings.open_engine()
-    upgrade(engine)
+    try:
+        _prepare_database(engine)
+        return _run(engine, settings, console, command)
+    finally:
+        engine.dispose()
+
+
+def _prepare_database(engine: Engine) -> None:
+    """Migrate a database that was never migrated; refuse one that holds anything already."""
+    if current_revision(engine) is None:
+        upgrade(engine)
+    else:
+        ensure_current(engine)
     with transaction(engine) as session:
         if session.execute(select(func.count()).select_from(Organisation)).scalar_one():
-            console.print(
-                "[red]The demo needs an empty database; point CLEARING_DATABASE_URL at a new one.[/red]"
+            raise DatabaseNotEmpty(
+                f"the demo needs an empty database and {engine.url.render_as_string()} is not;"
+                " unset CLEARING_DATABASE_URL (the demo then uses a folder of its own) or point"
+                " it at a new database"
             )
-            return 2
+
+
+def _run(engine: Engine, settings: Settings, console: Console, command: str) -> int:
     first_day = business_date_of(utcnow(), settings.zone, settings.cutoff)
     console.print(
         f"[bold]Points clearing demo[/bold]: business day {first_day} ({settings.zone}),"
-        f" database {engine.url.render_as_string()}, every call signed through the partner API"
+        f" database {escape(engine.url.render_as_string())}, every call signed through the"
+        " partner API"
     )
     app = create_app(settings)
-    with _Parties(app, engine) as parties:
-        _onboard(parties)
-        _business_day(parties)
+    try:
+        with _Parties(app, engine) as parties:
+            _onboard(parties)
+            _business_day(parties)
+    finally:
+        app.state.engine.dispose()
     last_day = business_date_of(utcnow(), settings.zone, settings.cutoff)
     _report(engine, console, utcnow())
     with transaction(engine) as session:
         errors = check_ledger(session)
     if errors:
         for error in errors:
-            console.print(f"[red]{error}[/red]")
+            typer.echo(error, err=True)
         return 1
     console.print("ledger check: [green]clean[/green] (every balance recomputed from the postings)")
-    code = 0
     day = first_day
-    while code == 0 and day <= last_day:
-        code = _settle(engine, settings, day, console)
+    while day <= last_day:
+        _settle(engine, settings, day, console)
         day += timedelta(days=1)
-    engine.dispose()
-    return code
+    console.print("Explore what the demo made (its database, settlement files and keys):")
+    for args in (
+        "ledger check",
+        "settlement status",
+        f"settlement verify {shlex.quote(str(settings.settlement_dir))}",
+        "serve",
+    ):
+        console.print(f"  {command} {args}", markup=False)
+    return 0
 
 
-def _settle(engine: Engine, settings: Settings, day: date, console: Console) -> int:
+def _settle(engine: Engine, settings: Settings, day: date, console: Console) -> None:
     """Settle a business day as if its cut-off had just passed, and say where the files are."""
     from settlement.service import run_batch
 
     end_of_day = day_end(day, settings.zone, settings.cutoff) + timedelta(seconds=1)
-    try:
-        batch = run_batch(engine, day, "CNY", end_of_day, settings)
-    except ClearingError as error:
-        console.print(f"[red]settlement of {day}: {error.code}: {error}[/red]")
-        return 1
+    batch = run_batch(engine, day, "CNY", end_of_day, settings)
     console.print(
         f"settlement batch [bold]{batch.id}[/bold] {batch.state} (end of day simulated):"
         f" {batch.line_count} obligations, {len(batch.positions)} parties, positions sum to"
         f" {sum(p.net for p in batch.positions)}"
     )
-    console.print(f"settlement files: {batch.directory}")
-    console.print(f"verify them with: clearing settlement verify {batch.directory}")
-    return 0
+    console.print(f"settlement files: {batch.directory}", markup=False)
 
 
 class _Parties:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -38,23 +39,24 @@ class Settings:
     """Minutes after the cut-off before the daily batch runs (late postings of the day land)."""
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """Read settings from CLEARING_* variables."""
-        var = Path(os.environ.get("CLEARING_VAR_DIR", "var"))
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from CLEARING_* variables (of `environ`, by default the process's)."""
+        env = os.environ if environ is None else environ
+        var = Path(env.get("CLEARING_VAR_DIR", "var"))
         return cls(
-            database_url=os.environ.get("CLEARING_DATABASE_URL", f"sqlite:///{var}/clearing.db"),
-            zone=os.environ.get("CLEARING_ZONE", "Asia/Shanghai"),
-            cutoff=os.environ.get("CLEARING_CUTOFF", "00:00"),
-            settlement_dir=Path(os.environ.get("CLEARING_SETTLEMENT_DIR", str(var / "settlement"))),
-            hold_ttl_seconds=int(os.environ.get("CLEARING_HOLD_TTL_SECONDS", "900")),
-            balance_slots=int(os.environ.get("CLEARING_BALANCE_SLOTS", "8")),
-            ledger_engine=_ledger_engine(os.environ.get("CLEARING_LEDGER_ENGINE", "server")),
+            database_url=env.get("CLEARING_DATABASE_URL", f"sqlite:///{var}/clearing.db"),
+            zone=env.get("CLEARING_ZONE", "Asia/Shanghai"),
+            cutoff=env.get("CLEARING_CUTOFF", "00:00"),
+            settlement_dir=Path(env.get("CLEARING_SETTLEMENT_DIR", str(var / "settlement"))),
+            hold_ttl_seconds=int(env.get("CLEARING_HOLD_TTL_SECONDS", "900")),
+            balance_slots=int(env.get("CLEARING_BALANCE_SLOTS", "8")),
+            ledger_engine=_ledger_engine(env.get("CLEARING_LEDGER_ENGINE", "server")),
             platform_key_path=Path(
-                os.environ.get("CLEARING_PLATFORM_KEY", str(var / "keys" / "platform.pem"))
+                env.get("CLEARING_PLATFORM_KEY", str(var / "keys" / "platform.pem"))
             ),
-            max_body_bytes=int(os.environ.get("CLEARING_MAX_BODY_BYTES", str(1 << 20))),
-            max_bulk_body_bytes=int(os.environ.get("CLEARING_MAX_BULK_BODY_BYTES", str(64 << 20))),
-            settlement_grace_minutes=int(os.environ.get("CLEARING_SETTLEMENT_GRACE_MINUTES", "10")),
+            max_body_bytes=int(env.get("CLEARING_MAX_BODY_BYTES", str(1 << 20))),
+            max_bulk_body_bytes=int(env.get("CLEARING_MAX_BULK_BODY_BYTES", str(64 << 20))),
+            settlement_grace_minutes=int(env.get("CLEARING_SETTLEMENT_GRACE_MINUTES", "10")),
         )
 
     def open_engine(self) -> Engine:

@@ -7,8 +7,10 @@ import io
 from pathlib import Path
 
 from rich.console import Console
+from typer.testing import CliRunner
 
-from clearing.app.demo import run_demo
+from clearing.app.cli import app as cli
+from clearing.app.demo import prepare_demo, run_demo
 from clearing.core.config import Settings
 from clearing.web.platform_key import load_or_create
 from settlement.verify import verify_directory
@@ -31,3 +33,48 @@ def test_demo_runs_a_day_through_the_api_and_settles_it(tmp_path: Path) -> None:
     public = load_or_create(settings.platform_key_path).public_key
     for manifest in folders:
         assert verify_directory(manifest.parent, public) == []
+
+
+def test_demo_runs_in_a_folder_of_its_own_emptied_at_every_run(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    stale = var / "demo" / "settlement" / "CNY" / "2020-01-01"
+    stale.mkdir(parents=True)
+    (var / "demo" / "clearing.db").write_bytes(b"an earlier demo")
+    (var / "clearing.db").write_bytes(b"the operator's own")
+    settings, command = prepare_demo({"CLEARING_VAR_DIR": str(var)}, ".venv/bin/clearing")
+    assert settings.database_url == f"sqlite:///{var}/demo/clearing.db"
+    assert settings.settlement_dir == var / "demo" / "settlement"
+    assert settings.platform_key_path == var / "demo" / "keys" / "platform.pem"
+    assert command == f"CLEARING_VAR_DIR={var}/demo .venv/bin/clearing"
+    assert not (var / "demo" / "clearing.db").exists()
+    assert not stale.exists()
+    assert (var / "clearing.db").read_bytes() == b"the operator's own"
+
+
+def test_demo_on_a_configured_database_leaves_the_other_settings_alone(tmp_path: Path) -> None:
+    environ = {
+        "CLEARING_DATABASE_URL": f"sqlite:///{tmp_path}/mine.db",
+        "CLEARING_VAR_DIR": str(tmp_path / "var"),
+    }
+    settings, command = prepare_demo(environ, "clearing")
+    assert settings == Settings.from_env(environ)
+    assert command == "clearing"
+
+
+def test_demo_prints_the_commands_that_explore_it(tmp_path: Path) -> None:
+    settings = dataclasses.replace(
+        Settings.from_env({"CLEARING_VAR_DIR": str(tmp_path / "var")}),
+        database_url=f"sqlite:///{tmp_path}/demo.db",
+    )
+    out = io.StringIO()
+    command = f"CLEARING_VAR_DIR={tmp_path}/var .venv/bin/clearing"
+    assert run_demo(settings, Console(file=out, width=60, soft_wrap=True), command) == 0
+    lines = out.getvalue().splitlines()
+    for args in ("ledger check", "settlement status", "serve"):
+        assert f"  {command} {args}" in lines
+    assert f"  {command} settlement verify {settings.settlement_dir}" in lines
+    # What it printed works: the other commands find the demo's database.
+    result = CliRunner().invoke(
+        cli, ["ledger", "check"], env={"CLEARING_DATABASE_URL": settings.database_url}
+    )
+    assert result.stdout == "ledger check: clean\n"
