@@ -23,6 +23,9 @@ class Settings:
     """Largest request body accepted, in bytes (a larger one is refused with 413)."""
     max_bulk_body_bytes: int = 64 << 20
     """Largest body of the bulk accrual-file route, in bytes."""
+    settlement_reader: str = "select"
+    """How a settlement batch reads its window: `select` (SQLAlchemy, either database) or
+    `psql` (PostgreSQL through a `psql` COPY child; faster on large days). settlement/FILES.md."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -40,4 +43,16 @@ class Settings:
             ),
             max_body_bytes=int(os.environ.get("CLEARING_MAX_BODY_BYTES", str(1 << 20))),
             max_bulk_body_bytes=int(os.environ.get("CLEARING_MAX_BULK_BODY_BYTES", str(64 << 20))),
+            settlement_reader=_one_of(
+                "CLEARING_SETTLEMENT_READER",
+                os.environ.get("CLEARING_SETTLEMENT_READER", "select"),
+                ("select", "psql"),
+            ),
         )
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """`value` if it is one of `allowed`; a ValueError naming the variable otherwise."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
