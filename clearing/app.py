@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clearing.api import KNOWN_DIGEST
 from clearing.config import Settings
 from clearing.db import make_engine
-from clearing.errors import ClearingError
+from clearing.errors import ClearingError, problem_body
 from clearing.ingress import Ingress, adopt
 from clearing.platform_key import PlatformKey, load_or_create
 from clearing.routes import router as platform_router
@@ -32,18 +32,6 @@ from settlement.tasks import start_scheduler
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger("clearing.api")
-
-
-def problem_body(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
-    """An RFC 9457 problem document with our stable ``code``."""
-    return {
-        "type": f"https://clearing.example/problems/{code}",
-        "title": title,
-        "status": status,
-        "code": code,
-        "detail": detail,
-        **extra,
-    }
 
 
 def _problem(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:

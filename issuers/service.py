@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from clearing.context import Caller
 from clearing.db import Sql, bulk_insert, row_to
-from clearing.errors import Conflict, Forbidden, InactiveParty, InvalidInput, NotFound
+from clearing.errors import Conflict, Forbidden, InactiveParty, NotFound
 from clearing.idempotency import run_once, run_once_reading
 from clearing.ids import new_id
 from clearing.ledger import (
@@ -90,6 +90,11 @@ class ProgramInactive(InactiveParty):
 
 class MemberInactive(InactiveParty):
     code = "member_inactive"
+
+
+class FeeRateNotApplicable(Conflict):
+    code = "fee_rate_not_applicable"
+    title = "This kind of organisation has no such fee rate"
 
 
 class PointValueHistory(Conflict):
@@ -304,13 +309,15 @@ def update_organisation(
         org.status = req.status
     if req.conversion_fee_rate is not None:
         if org.kind != "platform":
-            raise InvalidInput(
+            raise FeeRateNotApplicable(
                 "only the platform has a conversion fee rate", field="conversion_fee_rate"
             )
         org.conversion_fee_rate = req.conversion_fee_rate
     if req.default_fee_rate is not None:
         if org.kind != "merchant":
-            raise InvalidInput("only merchants have a default fee rate", field="default_fee_rate")
+            raise FeeRateNotApplicable(
+                "only merchants have a default fee rate", field="default_fee_rate"
+            )
         org.default_fee_rate = req.default_fee_rate
     session.flush()
     return org

@@ -17,6 +17,7 @@ from sqlalchemy import BigInteger, Engine, Select, and_, func, or_, select, unio
 from sqlalchemy.orm import Session
 
 from clearing.db import make_engine
+from clearing.errors import ClearingError, Kind
 from clearing.ledger import POSITION, money_asset
 from clearing.models import Account, JournalEntry, Obligation, Posting
 from clearing.timeutil import aware
@@ -301,8 +302,12 @@ WINDOW_READERS = ("select", "psql")
 `psql` COPY child process parsed by pandas' C reader (the fast path for large days)."""
 
 
-class WindowReaderUnavailable(ValueError):
+class WindowReaderUnavailable(ClearingError):
     """The configured window reader cannot read this database (psql on SQLite, no psql)."""
+
+    kind = Kind.OUR_FAULT
+    code = "window_reader_unavailable"
+    title = "The configured settlement window reader cannot run here"
 
 
 def iter_window_frames(

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from clearing.config import Settings
 from clearing.db import transaction
-from clearing.errors import ClearingError, Conflict, InvalidInput, NotFound
+from clearing.errors import ClearingError, Conflict, InvalidInput, Kind, NotFound
 from clearing.money import exponent, parse_minor
 from clearing.platform_key import load_or_create
 from settlement import repository as repo
@@ -93,7 +93,7 @@ class PlatformMissing(Conflict):
 
 
 class SettlementInvariantBroken(ClearingError):
-    status = 500
+    kind = Kind.OUR_FAULT
     code = "settlement_invariant"
     title = "A settlement invariant does not hold; nothing was published"
 

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from clearing.errors import InvalidInput
+from clearing.errors import ClearingError, Kind
 from clearing.money import exponent
 from settlement.lines import (
     FEE_EVENT_TYPES,
@@ -25,7 +25,10 @@ from settlement.lines import (
 from settlement.sums import INT64_MAX, exact_group_sums, exact_sum
 
 
-class StatementInputError(InvalidInput):
+class StatementInputError(ClearingError):
+    """Lines or nets the batch itself produced do not make a statement: a fault of ours."""
+
+    kind = Kind.OUR_FAULT
     code = "statement_input"
     title = "Lines cannot be written as a statement"
 
