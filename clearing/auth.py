@@ -36,7 +36,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from starlette.types import Scope
 
 from clearing.context import Caller
-from clearing.db import Sql
+from clearing.db import Sql, is_postgres
 from clearing.errors import Forbidden
 from clearing.models import SeenNonce
 from clearing.signatures import (
@@ -132,10 +132,6 @@ _PRUNE_PG = delete(_NONCES).where(
 )
 
 
-def _is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
-
-
 _ACTIVE_PEM_STATEMENT = Sql(_ACTIVE_PEM)
 _BURN_STATEMENT = Sql(_BURN_PG)
 _PRUNE_STATEMENT = Sql(_PRUNE)
@@ -215,7 +211,7 @@ class _Owner:
 def _burn(engine: Engine, keyid: str, pem: str, nonce: str, now: datetime) -> _Owner | None:
     """Burn the nonce if the key is still active with this PEM: its owner; None if it is not."""
     params = {"keyid": keyid, "pem": pem, "nonce": nonce, "seen_at": now}
-    if _is_postgres(engine):
+    if is_postgres(engine):
         row = _BURN_STATEMENT.first_committed(engine, params)
         return None if row is None else _Owner(row.org_id, row.kind, row.status, bool(row.fresh))
     with engine.begin() as conn:
@@ -232,7 +228,7 @@ def _burn_in(conn: Connection, params: Mapping[str, Any]) -> _Owner | None:
 
 def prune_nonces(engine: Engine, now: datetime) -> None:
     """Forget nonces too old to be replayed, a bounded batch at a time."""
-    statement = _PRUNE_PG_STATEMENT if _is_postgres(engine) else _PRUNE_STATEMENT
+    statement = _PRUNE_PG_STATEMENT if is_postgres(engine) else _PRUNE_STATEMENT
     statement.first_committed(engine, {"cutoff": now - NONCE_RETENTION})
 
 

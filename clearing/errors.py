@@ -117,12 +117,6 @@ class InactiveParty(Conflict):
     title = "Inactive organisation, program or member"
 
 
-class Unauthorized(ClearingError):
-    kind = Kind.UNAUTHENTICATED
-    code = "unauthorized"
-    title = "Unauthorized"
-
-
 class Forbidden(ClearingError):
     kind = Kind.FORBIDDEN
     code = "forbidden"

@@ -23,7 +23,7 @@ from sqlalchemy import Table, and_, bindparam, func, insert, select, text, updat
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from clearing.db import Sql, bulk_insert, is_postgres
+from clearing.db import Sql, bulk_insert, is_postgres, violated_constraint
 from clearing.errors import ClearingError, Conflict, InsufficientPoints, InvalidInput, NotFound
 from clearing.ids import new_id
 from clearing.models import (
@@ -47,6 +47,12 @@ REDEEMED = "redeemed"  # credited when points are spent at checkout
 EXPIRED = "expired"  # credited when points expire
 POSITION = "position"  # a party's money position in one currency
 MEMBER = "member"
+
+
+FLOOR_ZERO = "ck_balances_floor_zero_respected"
+"""The balances CHECK that a floor-zero slot never goes below what it holds (its full name)."""
+BALANCE_IN_RANGE = "ck_balances_balance_in_range"
+"""The balances CHECK that a slot stays within BALANCE_LIMIT (its full name)."""
 
 
 class LedgerImbalance(ClearingError):
@@ -522,7 +528,7 @@ class Ledger:
             document = orjson.dumps(payload, default=_decimal_text).decode()
             _LEDGER_POST.rows(self.session, {"payload": document})
         except DBAPIError as error:
-            if "floor_zero_respected" in str(error.orig):
+            if violated_constraint(error) == FLOOR_ZERO:
                 raise _insufficient(moves, infos) from None
             if getattr(error.orig, "sqlstate", None) == "CL001":
                 raise LedgerImbalance("lots do not cover the balance of a member account") from None
@@ -585,7 +591,7 @@ class Ledger:
         try:
             rows = _MOVE_MANY.rows(self.session, params)
         except IntegrityError as error:
-            if "floor_zero_respected" in str(error.orig):
+            if violated_constraint(error) == FLOOR_ZERO:
                 raise InsufficientPoints("not enough available points") from None
             raise
         if len(rows) != len(moves):
@@ -984,8 +990,10 @@ def _balances_in_range() -> Iterator[None]:
     try:
         yield
     except DBAPIError as error:
-        message = str(error.orig)
-        if "balance_in_range" in message or getattr(error.orig, "sqlstate", None) == "22003":
+        if (
+            violated_constraint(error) == BALANCE_IN_RANGE
+            or getattr(error.orig, "sqlstate", None) == "22003"
+        ):
             raise AmountOutOfRange(
                 f"this posting would take a balance beyond {BALANCE_LIMIT}", limit=BALANCE_LIMIT
             ) from None

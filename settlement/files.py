@@ -221,7 +221,6 @@ class BatchFiles:
         self._engine = DetailFrames(parties, first)
         self._states = [_PartyState(folders[p.id], p, metas[p.id]) for p in parties]
         self._probe = probe
-        self._closed = False
         try:
             for state in self._states:
                 state.directory.mkdir(parents=True, exist_ok=True)
@@ -385,7 +384,6 @@ class BatchFiles:
                 if n not in state.omitted
             ]
             _publish([(_partial(directory / n), directory / n) for n in names], directory)
-        self._closed = True
         return results
 
     def abort(self) -> None:
@@ -397,7 +395,6 @@ class BatchFiles:
             for path in state.partials():
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-        self._closed = True
 
 
 def write_statement_csv(

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import BigInteger, Engine, Select, and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
-from clearing.db import make_engine
+from clearing.db import is_postgres, make_engine
 from clearing.errors import ClearingError, Kind
 from clearing.ledger import POSITION, money_asset
 from clearing.models import Account, JournalEntry, Obligation, Posting
@@ -330,7 +330,7 @@ def iter_window_frames(
     in memory at a time.
     """
     if reader == "psql":
-        if engine.dialect.name != "postgresql":
+        if not is_postgres(engine):
             raise WindowReaderUnavailable("the psql window reader needs PostgreSQL")
         if shutil.which("psql") is None:
             raise WindowReaderUnavailable("the psql window reader needs psql on the PATH")
@@ -640,11 +640,6 @@ def positions(session: Session, batch_id: str) -> list[SettlementPosition]:
             .order_by(SettlementPosition.org_id)
         ).scalars()
     )
-
-
-def position_of(session: Session, batch_id: str, org_id: uuid.UUID) -> SettlementPosition | None:
-    """One party's position in a batch."""
-    return session.get(SettlementPosition, (batch_id, org_id))
 
 
 def files(session: Session, batch_id: str, org_id: uuid.UUID | None = None) -> list[SettlementFile]:

@@ -735,11 +735,6 @@ def position_out(position: SettlementPosition) -> PositionOut:
     )
 
 
-def list_batch_outs(session: Session, settings: Settings, limit: int = 100) -> list[BatchOut]:
-    """The latest batches, newest first."""
-    return [batch_out(session, b, settings) for b in repo.list_batches(session, limit=limit)]
-
-
 def verify_tree(directory: Path, public_key: Ed25519PublicKey) -> tuple[int, list[str]]:
     """Verify every party folder (one holding a manifest) under `directory`.
 

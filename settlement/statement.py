@@ -91,11 +91,6 @@ class DetailRow:
         """Gross plus fee: what this line adds to the owner's net position."""
         return self.gross + self.fee
 
-    @property
-    def dc(self) -> str:
-        """ "C" when the platform owes the owner (net >= 0), "D" when the owner owes."""
-        return "C" if self.gross + self.fee >= 0 else "D"
-
 
 @dataclass(slots=True)
 class CounterpartySummary:
@@ -468,11 +463,6 @@ class DetailFrames:
         carry, self._carry = self._carry, None
         if carry is not None and len(carry):
             yield from self._details(carry)
-
-    @property
-    def detail_counts(self) -> dict[str, int]:
-        """Detail rows yielded so far, per party id."""
-        return {p.id: int(n) for p, n in zip(self.parties, self._line_nos, strict=True)}
 
     def _validate(self, frame: pd.DataFrame) -> None:
         ref = frame["reference"].to_numpy()

@@ -7,11 +7,13 @@ import pkgutil
 from datetime import timedelta
 
 import pytest
-from factories import T0, build_world
-from sqlalchemy import Engine
+from factories import T0, build_world, member
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
-from clearing.db import transaction
+from clearing.db import transaction, violated_constraint
 from clearing.errors import ClearingError, Conflict, InvalidInput, Kind, NotFound
+from clearing.ledger import BALANCE_IN_RANGE, FLOOR_ZERO
 from exchange import service as exchange
 from exchange.schemas import BilateralRateCreate
 
@@ -112,3 +114,20 @@ def test_a_rate_in_the_past_is_refused_as_history(engine: Engine) -> None:
         exchange.set_bilateral_rate(session, w.carrier, request, T0)
     assert refused.value.status == 409
     assert refused.value.problem()["field"] == "effective_from"
+
+
+@pytest.mark.parametrize(
+    ("update", "constraint"),
+    [
+        ("UPDATE balances SET held = balance + 1 WHERE floor_zero", FLOOR_ZERO),
+        ("UPDATE balances SET balance = 2000000000000000000", BALANCE_IN_RANGE),
+    ],
+)
+def test_a_database_error_names_its_constraint(
+    engine: Engine, update: str, constraint: str
+) -> None:
+    w = build_world(engine)
+    member(engine, w.bank_a, "BANKA", "alice")
+    with pytest.raises(DBAPIError) as error, transaction(engine) as session:
+        session.execute(text(update))
+    assert violated_constraint(error.value) == constraint
