@@ -11,15 +11,16 @@ the ledger's `obligations`, then times:
 - reference: `SELECT currency, payer, payee, event_type, sum(amount), count(*) ... GROUP BY`;
 - ours: `settlement.service.net_and_write`, the function `run_batch` runs for its netting
   and files pass (from state closing), with `--workers` processes (default 2), each reading
-  the window through `settlement.repository.iter_window_frames` (on PostgreSQL: psql COPY
-  into pandas, connection taken from the engine URL); clearing rides on the calling
+  the window through `settlement.repository.WindowSource` with `--reader` (default psql:
+  psql COPY into pandas, connection taken from the engine URL); clearing rides on the calling
   process's stream; then its invariants (against the ledger's control totals; each
   statement's net against its position) and, here only, the gross obligations against the
   GROUP BY. Every file is written: CSV, XLSX and camt.053 (policy:
   settlement.files.DETAIL_LIMIT), manifests signed with an Ed25519 key made for the run.
   `total_seconds` is wall time for all of it (plus the control-totals query that the
-  service runs in its closing step); per-phase figures are CPU seconds summed over the
-  workers. `--db NAME` keeps (and later reuses) the loaded database.
+  service runs in its closing step); per-phase figures are seconds summed over the workers,
+  timed by a `PhaseTimer` probe injected into the files pass (settlement.probe). `--db NAME`
+  keeps (and later reuses) the loaded database.
 
 Not timed (the scratch database holds the obligations table only, no ledger): the batch row
 and its state commits, the party and previous-statement look-ups, the comparison of each
@@ -33,6 +34,7 @@ The last line printed is one JSON object with every figure. The scratch database
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -40,6 +42,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,7 +57,8 @@ from sqlalchemy.engine import make_url
 from settlement.files import DETAIL_LIMIT
 from settlement.lines import Party
 from settlement.netting import Totals
-from settlement.repository import copy_reader_available, iter_window_frames
+from settlement.probe import BatchProbe
+from settlement.repository import WINDOW_READERS, WindowSource
 from settlement.service import net_and_write
 from settlement.statement import StatementMeta
 
@@ -140,6 +145,34 @@ FROM obligations WHERE booked_at >= %(start)s AND booked_at < %(end)s GROUP BY c
 """
 
 
+class PhaseTimer(BatchProbe):
+    """Wall seconds per phase of the files pass, and of each worker's whole share."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.shares: list[float] = []
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time one stretch of `name`."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - began
+            if name == "share":
+                self.shares.append(elapsed)
+            else:
+                self.seconds[name] += elapsed
+
+    def merge(self, worker: BatchProbe) -> None:
+        """Add the files worker's figures (its share after the calling process's)."""
+        assert isinstance(worker, PhaseTimer)
+        for name, value in worker.seconds.items():
+            self.seconds[name] += value
+        self.shares.extend(worker.shares)
+
+
 def peak_rss_mib() -> tuple[float, float]:
     """Peak resident set size of this process and of its largest waited-for child (the files
     worker or a psql), MiB (ru_maxrss is KiB). Their sum bounds the run's peak."""
@@ -202,6 +235,7 @@ def main() -> int:
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--no-index-study", action="store_true", help="skip the bare COPY timing")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--reader", choices=WINDOW_READERS, default="psql")
     parser.add_argument("--db", default=None, help="reuse (or create and keep) this database")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="settle-bench-"))
@@ -252,6 +286,7 @@ def main() -> int:
                 make_url(ADMIN_URL).set(drivername="postgresql+psycopg", database=scratch)
             )
             key = Ed25519PrivateKey.generate()
+            timer = PhaseTimer()
 
             t0 = time.perf_counter()
             control = {
@@ -262,7 +297,7 @@ def main() -> int:
             # folder, then the invariants (the service reads parties, metas and control totals
             # from its tables; here they are made above and by CONTROL).
             result = net_and_write(
-                lambda: iter_window_frames(engine, "CNY", START, END, chunk_rows=args.chunk),
+                WindowSource(engine, "CNY", START, END, args.reader, chunk_rows=args.chunk),
                 folders,
                 parties,
                 metas,
@@ -271,6 +306,7 @@ def main() -> int:
                 expected=control,
                 platform_id=platform_id,
                 workers=args.workers,
+                probe=timer,
             )
             t_files = time.perf_counter()
             written, clearing, errors = result.written, result.clearing, list(result.errors)
@@ -284,17 +320,17 @@ def main() -> int:
             t_end = time.perf_counter()
             if errors:
                 raise SystemExit("invariants broken: " + "; ".join(errors[:5]))
-            seconds = dict(written.seconds)
+            seconds = dict(timer.seconds)
             total = t_end - t0
             figures.update(
                 {
-                    "workers": len(written.worker_seconds),
-                    "worker_wall_seconds": [round(w, 2) for w in written.worker_seconds],
+                    "workers": written.workers,
+                    "worker_wall_seconds": [round(w, 2) for w in timer.shares],
                     "stream_parse_cpu_seconds": round(seconds.get("stream", 0.0), 2),
                     "clear_seconds": round(seconds.get("tap", 0.0), 2),
                     "net_and_write_seconds": round(t_files - t0, 2),
                     "group_by_check_seconds": round(t_end - t_files, 2),
-                    "reader": "psql COPY" if copy_reader_available(engine) else "SQLAlchemy",
+                    "reader": args.reader,
                     "detail_rows_cpu_seconds": round(seconds.get("details", 0.0), 2),
                     "csv_format_write_cpu_seconds": round(seconds.get("csv", 0.0), 2),
                     "xlsx_cpu_seconds": round(seconds.get("xlsx", 0.0), 2),

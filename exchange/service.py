@@ -162,14 +162,19 @@ class MemberNotLinked(Conflict):
     title = "Target member is not linked to the source member"
 
 
-class NotWholeBlocks(InvalidInput):
+class NotWholeBlocks(Conflict):
     code = "not_whole_blocks"
     title = "Points do not fill whole blocks of the bilateral rate"
 
 
-class ConversionTooSmall(InvalidInput):
+class ConversionTooSmall(Conflict):
     code = "conversion_too_small"
     title = "Conversion gives no points"
+
+
+class RateHistory(Conflict):
+    code = "rate_history"
+    title = "Rate history cannot change"
 
 
 class CaptureExceedsHold(Conflict):
@@ -210,7 +215,7 @@ def set_bilateral_rate(
         raise InvalidInput("the minimum must be at least one block", field="min_source_points")
     effective = within_horizon(aware(req.effective_from) if req.effective_from else now, now)
     if effective < now:
-        raise InvalidInput("a rate cannot take effect in the past", field="effective_from")
+        raise RateHistory("a rate cannot take effect in the past", field="effective_from")
     latest = session.execute(
         select(BilateralRate.version)
         .where(

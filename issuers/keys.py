@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from clearing.core.db import Sql
+from clearing.core.db import Sql, is_postgres
 from clearing.core.errors import Conflict, NotFound
 from clearing.core.models import SeenNonce
 from clearing.core.schemas import Model
@@ -156,7 +156,7 @@ class OrganisationKeys:
     ) -> KeyOwner | None:
         """Burn the nonce if the key is still active with this PEM: its owner; None if it is not."""
         params = {"keyid": keyid, "pem": pem, "nonce": nonce, "seen_at": now}
-        if engine.dialect.name == "postgresql":
+        if is_postgres(engine):
             row = _CLAIM_STATEMENT.first_committed(engine, params)
             return (
                 None if row is None else KeyOwner(row.org_id, row.kind, row.status, bool(row.fresh))

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from clearing.core.errors import Conflict, InactiveParty, InvalidInput, NotFound
+from clearing.core.errors import Conflict, InactiveParty, NotFound
 from clearing.core.ids import new_id
 from clearing.core.ledger import POSITION, Ledger, money_asset
 from clearing.core.money import check_fee_rate, exponent
@@ -16,6 +16,11 @@ from issuers import repository
 from issuers.models import Organisation
 from issuers.repository import Party
 from issuers.schemas import OrganisationCreate, OrganisationOut, OrganisationUpdate
+
+
+class FeeRateNotApplicable(Conflict):
+    code = "fee_rate_not_applicable"
+    title = "This kind of organisation has no such fee rate"
 
 
 class CurrencyMismatch(Conflict):
@@ -78,13 +83,15 @@ def update_organisation(
         org.status = req.status
     if req.conversion_fee_rate is not None:
         if org.kind != "platform":
-            raise InvalidInput(
+            raise FeeRateNotApplicable(
                 "only the platform has a conversion fee rate", field="conversion_fee_rate"
             )
         org.conversion_fee_rate = req.conversion_fee_rate
     if req.default_fee_rate is not None:
         if org.kind != "merchant":
-            raise InvalidInput("only merchants have a default fee rate", field="default_fee_rate")
+            raise FeeRateNotApplicable(
+                "only merchants have a default fee rate", field="default_fee_rate"
+            )
         org.default_fee_rate = req.default_fee_rate
     session.flush()
     return org

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
 import hashlib
 import io
 import multiprocessing
 import os
 import tempfile
-import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from itertools import islice
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Final
 
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,6 +26,7 @@ from clearing.core.money import exponent, parse_minor
 from settlement.camt053 import OMITTED_TOO_LARGE, Camt053Writer, CamtAmountTooLarge, camt_can_hold
 from settlement.lines import ObligationLine, Party
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME, manifest_bytes, sign_manifest
+from settlement.probe import NO_PROBE, BatchProbe
 from settlement.statement import (
     DetailFrames,
     DetailRow,
@@ -67,12 +66,14 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex of a file's bytes, as manifests and settlement_files list them."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entry to disk (a folder: the names renamed into it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -84,10 +85,10 @@ def _publish(partials: Iterable[tuple[Path, Path]], directory: Path) -> None:
     # Data first, manifest and signature last: a crash in between leaves complete files that
     # verify reports as not matching the manifest, never a truncated file under a final name.
     for partial, final in partials:
-        _fsync(partial)
+        fsync_path(partial)
         os.replace(partial, final)
     with contextlib.suppress(OSError):
-        _fsync(directory)
+        fsync_path(directory)
 
 
 @contextlib.contextmanager
@@ -184,8 +185,8 @@ class BatchFiles:
     Usage: `feed` every chunk (sorted lines, see DetailFrames), `finish_csv`, `write_formats`
     (XLSX and camt.053 from each finished CSV, by the DETAIL_LIMIT policy), then `publish`
     (manifest, signature, atomic renames). Nothing has a final name before `publish`; leaving
-    the `with` block by an exception deletes every partial file. `seconds` holds the time
-    spent per phase.
+    the `with` block by an exception deletes every partial file. `probe` is told of each
+    party written and wraps each phase (a benchmark times them).
     """
 
     def __init__(
@@ -198,6 +199,7 @@ class BatchFiles:
         key_id: str,
         detail_limit: int = DETAIL_LIMIT,
         max_rows_per_sheet: int = EXCEL_MAX_ROWS,
+        probe: BatchProbe = NO_PROBE,
     ) -> None:
         if not parties:
             raise ValueError("no parties")
@@ -218,8 +220,7 @@ class BatchFiles:
         self._currency = first.currency
         self._engine = DetailFrames(parties, first)
         self._states = [_PartyState(folders[p.id], p, metas[p.id]) for p in parties]
-        self.seconds: dict[str, float] = defaultdict(float)
-        self._closed = False
+        self._probe = probe
         try:
             for state in self._states:
                 state.directory.mkdir(parents=True, exist_ok=True)
@@ -248,14 +249,14 @@ class BatchFiles:
 
     def feed(self, chunk: Chunk) -> None:
         """Write the detail records of one chunk of sorted lines."""
-        began = time.perf_counter()
-        pieces = list(self._engine.feed(chunk))
-        self.seconds["details"] += time.perf_counter() - began
+        with self._probe.phase("details"):
+            pieces = list(self._engine.feed(chunk))
         self._write(pieces)
 
     def _write(self, pieces: list[tuple[int, pd.DataFrame]]) -> None:
-        began = time.perf_counter()
-        if pieces:
+        if not pieces:
+            return
+        with self._probe.phase("csv"):
             # Format every party's rows of the chunk at once, then hand each party its slice.
             frame = pieces[0][1] if len(pieces) == 1 else pd.concat([d for _, d in pieces])
             records = detail_records(frame, self._currency)
@@ -266,35 +267,32 @@ class BatchFiles:
                 assert state.writer is not None
                 state.writer.write_records(records[at : at + len(details)])
                 at += len(details)
-        self.seconds["csv"] += time.perf_counter() - began
 
     def finish_csv(self) -> None:
         """Write the last reference, summaries and trailers; close every CSV."""
-        began = time.perf_counter()
-        pieces = list(self._engine.close())
-        self.seconds["details"] += time.perf_counter() - began
+        with self._probe.phase("details"):
+            pieces = list(self._engine.close())
         self._write(pieces)
-        began = time.perf_counter()
-        for state in self._states:
-            assert state.writer is not None
-            assert state.handle is not None
-            state.body_sha256 = state.writer.finish(state.totals)
-            state.csv_sha256 = state.writer.file_hash.hexdigest()
-            state.handle.close()
-            state.handle = None
-        self.seconds["csv"] += time.perf_counter() - began
+        with self._probe.phase("csv"):
+            for state in self._states:
+                assert state.writer is not None
+                assert state.handle is not None
+                state.body_sha256 = state.writer.finish(state.totals)
+                state.csv_sha256 = state.writer.file_hash.hexdigest()
+                state.handle.close()
+                state.handle = None
 
-    def write_formats(self, on_party: Callable[[int], None] | None = None) -> None:
+    def write_formats(self) -> None:
         """XLSX and camt.053 of every party, from its finished CSV (policy: DETAIL_LIMIT);
-        `on_party(n)` after the n-th party's."""
+        the probe hears of the n-th party's after it is written."""
         for n, state in enumerate(self._states, start=1):
-            self._write_xlsx(state)
-            self._write_camt(state)
-            if on_party is not None:
-                on_party(n)
+            with self._probe.phase("xlsx"):
+                self._write_xlsx(state)
+            with self._probe.phase("camt"):
+                self._write_camt(state)
+            self._probe.party_written(n)
 
     def _write_xlsx(self, state: _PartyState) -> None:
-        began = time.perf_counter()
         count = state.totals.count
         omitted = count if count > self._detail_limit else None
         writer = XlsxStatementWriter(
@@ -312,10 +310,8 @@ class BatchFiles:
             writer.discard()
             raise
         writer.finish(state.totals, state.body_sha256, _partial(state.directory / XLSX_NAME))
-        self.seconds["xlsx"] += time.perf_counter() - began
 
     def _write_camt(self, state: _PartyState) -> None:
-        began = time.perf_counter()
         partial = _partial(state.directory / CAMT_NAME)
         # A party's camt.053 that cannot carry its figures is left out, never the batch
         # stopped: the CSV and XLSX hold every figure, the manifest says why (FILES.md).
@@ -342,11 +338,13 @@ class BatchFiles:
             # only a statement of at most detail_limit lines: a short write thrown away.
             partial.unlink(missing_ok=True)
             state.omitted[CAMT_NAME] = OMITTED_TOO_LARGE
-        self.seconds["camt"] += time.perf_counter() - began
 
     def publish(self, expected_nets: Mapping[str, int] | None = None) -> dict[str, PartyFiles]:
         """Check nets, write and sign every manifest, then give every file its final name."""
-        began = time.perf_counter()
+        with self._probe.phase("manifests"):
+            return self._publish(expected_nets)
+
+    def _publish(self, expected_nets: Mapping[str, int] | None) -> dict[str, PartyFiles]:
         for state in self._states:
             want = None if expected_nets is None else expected_nets.get(state.party.id)
             if want is not None and state.totals.net != want:
@@ -359,7 +357,7 @@ class BatchFiles:
             hashes = {CSV_NAME: state.csv_sha256}
             for name in (XLSX_NAME, CAMT_NAME):
                 if name not in state.omitted:
-                    hashes[name] = _sha256(_partial(directory / name))
+                    hashes[name] = file_sha256(_partial(directory / name))
             manifest = manifest_bytes(
                 state.meta.batch_id, state.party.id, self._key_id, hashes, state.omitted
             )
@@ -386,8 +384,6 @@ class BatchFiles:
                 if n not in state.omitted
             ]
             _publish([(_partial(directory / n), directory / n) for n in names], directory)
-        self._closed = True
-        self.seconds["manifests"] += time.perf_counter() - began
         return results
 
     def abort(self) -> None:
@@ -399,7 +395,6 @@ class BatchFiles:
             for path in state.partials():
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-        self._closed = True
 
 
 def write_statement_csv(
@@ -467,18 +462,17 @@ def write_party_files(
 # across worker processes.
 
 ChunkSource = Callable[[], Iterable[Chunk]]
-"""Opens the window's lines, sorted, as a fresh iterator of chunks (called once per worker)."""
+"""Opens the window's lines, sorted, as a fresh iterator of chunks (called once per worker).
+With two workers it is pickled into the files worker's process: a module-level function, a
+functools.partial of one, or an object such as repository.WindowSource, never a lambda."""
 
 
 @dataclass(frozen=True)
 class BatchWrite:
-    """What write_batch_folders produced: every party's files and the time per phase."""
+    """What write_batch_folders produced: every party's files, and how many processes wrote."""
 
     parties: Mapping[str, PartyFiles]
-    seconds: Mapping[str, float]
-    """Phase -> seconds, summed over the workers (they overlap in wall time)."""
-    worker_seconds: tuple[float, ...]
-    """Wall seconds of each worker's share, the first is the calling process's."""
+    workers: int
 
 
 def _shares(parties: Sequence[Party], workers: int) -> list[list[Party]]:
@@ -492,60 +486,78 @@ def _shares(parties: Sequence[Party], workers: int) -> list[list[Party]]:
     return [platform, others]
 
 
+@dataclass(frozen=True)
+class _Share:
+    """One process's part of the files pass; it pickles (the signing key as its raw bytes)."""
+
+    source: ChunkSource
+    folders: Mapping[str, Path]
+    parties: Sequence[Party]
+    metas: Mapping[str, StatementMeta]
+    signing_key: bytes
+    key_id: str
+    expected_nets: Mapping[str, int] | None
+    detail_limit: int
+    max_rows_per_sheet: int
+    probe: BatchProbe
+
+
 def _write_share(
-    source: ChunkSource,
-    folders: Mapping[str, Path],
-    parties: Sequence[Party],
-    *,
-    metas: Mapping[str, StatementMeta],
-    signing_key: Ed25519PrivateKey,
-    key_id: str,
-    expected_nets: Mapping[str, int] | None,
-    detail_limit: int,
-    max_rows_per_sheet: int,
-    tap: Callable[[Chunk], None] | None,
-    on_lines: Callable[[int], None] | None,
-    on_party: Callable[[int], None] | None,
-) -> tuple[dict[str, PartyFiles], dict[str, float], float]:
-    began = time.perf_counter()
-    with BatchFiles(
-        folders,
-        parties,
-        metas,
-        signing_key=signing_key,
-        key_id=key_id,
-        detail_limit=detail_limit,
-        max_rows_per_sheet=max_rows_per_sheet,
-    ) as batch:
+    share: _Share,
+    tap: Callable[[Chunk], None] | None = None,
+    on_lines: Callable[[int], None] | None = None,
+) -> dict[str, PartyFiles]:
+    probe = share.probe
+    with (
+        probe.phase("share"),
+        BatchFiles(
+            share.folders,
+            share.parties,
+            share.metas,
+            signing_key=Ed25519PrivateKey.from_private_bytes(share.signing_key),
+            key_id=share.key_id,
+            detail_limit=share.detail_limit,
+            max_rows_per_sheet=share.max_rows_per_sheet,
+            probe=probe,
+        ) as batch,
+    ):
         handed = 0
-        chunks = iter(line_chunks(source()))
+        chunks = iter(line_chunks(share.source()))
         while True:
-            mark = time.perf_counter()
-            chunk = next(chunks, None)
-            batch.seconds["stream"] += time.perf_counter() - mark
+            with probe.phase("stream"):
+                chunk = next(chunks, None)
             if chunk is None:
                 break
             if tap is not None:
-                mark = time.perf_counter()
-                tap(chunk)
-                batch.seconds["tap"] += time.perf_counter() - mark
+                with probe.phase("tap"):
+                    tap(chunk)
             batch.feed(chunk)
             handed += len(chunk)
             if on_lines is not None:
                 on_lines(handed)
         batch.finish_csv()
-        batch.write_formats(on_party)
+        batch.write_formats()
         nets = None
-        if expected_nets is not None:
-            nets = {p.id: expected_nets.get(p.id, 0) for p in parties}
+        if share.expected_nets is not None:
+            nets = {p.id: share.expected_nets.get(p.id, 0) for p in share.parties}
         written = batch.publish(nets)
-        seconds = dict(batch.seconds)
     # Plain mappings: a worker's result crosses a pipe.
-    plain = {
+    return {
         pid: PartyFiles(f.directory, f.file_id, dict(f.hashes), f.totals, dict(f.omitted))
         for pid, f in written.items()
     }
-    return plain, seconds, time.perf_counter() - began
+
+
+def _share_worker(share: _Share, sender: Connection) -> None:
+    """The files worker process: write its share, send back its files and its probe."""
+    try:
+        result: object = ("ok", (_write_share(share), share.probe))
+    except BaseException as exc:  # reported to the parent, which raises
+        result = ("error", f"{type(exc).__name__}: {exc}")
+    try:
+        sender.send(result)
+    finally:
+        sender.close()
 
 
 def _remove_partials(folders: Iterable[Path]) -> None:
@@ -554,6 +566,12 @@ def _remove_partials(folders: Iterable[Path]) -> None:
             for path in folder.glob(".*.partial"):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+
+
+WORKER_START_METHOD: Final = "spawn"
+"""How the files worker starts. Never fork: the batch may run inside `clearing serve`, whose
+threads (and their locks, and the database pool's connections) a forked child would inherit
+in whatever state they were at that instant."""
 
 
 def write_batch_folders(
@@ -569,62 +587,50 @@ def write_batch_folders(
     detail_limit: int = DETAIL_LIMIT,
     max_rows_per_sheet: int = EXCEL_MAX_ROWS,
     tap: Callable[[Chunk], None] | None = None,
-    on_lines: Callable[[int], None] | None = None,
-    on_party: Callable[[int], None] | None = None,
+    probe: BatchProbe = NO_PROBE,
 ) -> BatchWrite:
     """Write every party's folder (statements, manifest, signature) from the batch's lines.
 
     One pass over `source()` per worker: with `workers` >= 2 the parties are split in two
     shares (the platform; every other party), each written by its own process from its own
-    stream of the window: the platform's in the calling process, the others' in a forked
-    child. Any other `workers` value writes everything in the calling process.
+    stream of the window: the platform's in the calling process, the others' in a spawned
+    worker (WORKER_START_METHOD; `source` and `probe` must pickle). Any other `workers`
+    value writes everything in the calling process.
     The files do not depend on the split: a statement depends only on its party's lines and
     meta. `tap` sees every chunk of the calling process's stream (e.g. a Clearer's `add`);
-    `on_lines(n)` is called after n lines were written (calling process), `on_party(n)` after
-    the n-th party's XLSX and camt.053 (in whichever process writes it). When `expected_nets`
+    the probe hears of the lines written (calling process) and of each party's XLSX and
+    camt.053 (in whichever process writes it). When `expected_nets`
     is given, a party whose statement nets otherwise fails the batch before any file gets
     its final name in that share. On any failure every partial file is removed (a share that
     already published keeps its files: callers write into a staging folder, as the service).
     """
-    shares = _shares(parties, workers)
-    write_share = functools.partial(
-        _write_share,
-        source,
-        folders,
-        metas=metas,
-        signing_key=signing_key,
-        key_id=key_id,
-        expected_nets=expected_nets,
-        detail_limit=detail_limit,
-        max_rows_per_sheet=max_rows_per_sheet,
-        on_party=on_party,
-    )
+    shares = [
+        _Share(
+            source,
+            folders,
+            share,
+            metas,
+            signing_key.private_bytes_raw(),
+            key_id,
+            expected_nets,
+            detail_limit,
+            max_rows_per_sheet,
+            probe,
+        )
+        for share in _shares(parties, workers)
+    ]
     if len(shares) == 1:
-        written, seconds, wall = write_share(parties, tap=tap, on_lines=on_lines)
-        return BatchWrite(MappingProxyType(written), MappingProxyType(seconds), (wall,))
-    context = multiprocessing.get_context("fork")
+        return BatchWrite(_write_share(shares[0], tap, probe.lines_written), 1)
+    context = multiprocessing.get_context(WORKER_START_METHOD)
     receiver, sender = context.Pipe(duplex=False)
-    child_parties = shares[1]
-
-    def child() -> None:
-        receiver.close()
-        try:
-            result: object = (
-                "ok",
-                write_share(child_parties, tap=None, on_lines=None),
-            )
-        except BaseException as exc:  # reported to the parent, which raises
-            result = ("error", f"{type(exc).__name__}: {exc}")
-        try:
-            sender.send(result)
-        finally:
-            sender.close()
-
-    process = context.Process(target=child, name="settlement-files", daemon=True)
+    child_parties = shares[1].parties
+    process = context.Process(
+        target=_share_worker, args=(shares[1], sender), name="settlement-files", daemon=True
+    )
     process.start()
     sender.close()
     try:
-        written, seconds, wall = write_share(shares[0], tap=tap, on_lines=on_lines)
+        written = _write_share(shares[0], tap, probe.lines_written)
         try:
             status, payload = receiver.recv()
         except EOFError:
@@ -632,7 +638,7 @@ def write_batch_folders(
         process.join()
         if status != "ok":
             raise StatementInputError(f"files worker failed: {payload}")
-        child_written, child_seconds, child_wall = payload
+        child_written, child_probe = payload
     except BaseException:
         if process.is_alive():
             process.kill()
@@ -641,9 +647,6 @@ def write_batch_folders(
         raise
     finally:
         receiver.close()
-    merged = dict(seconds)
-    for name, value in child_seconds.items():
-        merged[name] = merged.get(name, 0.0) + value
+    probe.merge(child_probe)
     written.update(child_written)
-    ordered = {p.id: written[p.id] for p in parties}
-    return BatchWrite(MappingProxyType(ordered), MappingProxyType(merged), (wall, child_wall))
+    return BatchWrite(MappingProxyType({p.id: written[p.id] for p in parties}), 2)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from clearing.core.db import is_postgres
 from clearing.core.errors import Conflict
 
 LOCK_KEY = 0x5E771E_0001
@@ -40,7 +41,7 @@ def lock_file(engine: Engine, fallback_dir: Path) -> Path:
 @contextmanager
 def runner_lock(engine: Engine, fallback_dir: Path) -> Iterator[None]:
     """Hold the settlement runner lock, or raise BatchRunning at once if another process has it."""
-    if engine.dialect.name == "postgresql":
+    if is_postgres(engine):
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
             if not got:

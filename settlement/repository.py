@@ -16,6 +16,8 @@ import pandas as pd
 from sqlalchemy import BigInteger, Engine, Select, and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
+from clearing.core.db import is_postgres, make_engine
+from clearing.core.errors import ClearingError, Kind
 from clearing.core.ledger import POSITION, money_asset
 from clearing.core.models import Account, JournalEntry, Obligation, Posting
 from clearing.core.timeutil import aware
@@ -294,30 +296,92 @@ def _frame(rows: Sequence[Any]) -> pd.DataFrame:
     )
 
 
+WINDOW_READERS = ("select", "psql")
+"""How a batch reads its window (setting CLEARING_SETTLEMENT_READER, see FILES.md): `select`
+(the default) through SQLAlchemy, on either database; `psql`, PostgreSQL only, through a
+`psql` COPY child process parsed by pandas' C reader (the fast path for large days)."""
+
+
+class WindowReaderUnavailable(ClearingError):
+    """The configured window reader cannot read this database (psql on SQLite, no psql)."""
+
+    kind = Kind.OUR_FAULT
+    code = "window_reader_unavailable"
+    title = "The configured settlement window reader cannot run here"
+
+
 def iter_window_frames(
     engine: Engine,
     currency: str,
     start: datetime,
     end: datetime,
     *,
+    reader: str = "select",
     party: uuid.UUID | None = None,
     chunk_rows: int | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The window's obligation lines (of one party, if given) as frames of at most
     `chunk_rows` rows with the ObligationLine field names as columns, in statement order.
 
-    PostgreSQL (with `psql` on the PATH): `iter_window_frames_copy`, a COPY parsed by pandas'
-    C reader. Otherwise (SQLite): `iter_window_frames_select`. Both give equal frames (same
-    columns, dtypes after normalisation and values), so the files do not depend on the reader.
-    Only one chunk is in memory at a time.
+    `reader` (WINDOW_READERS) says how: `select`, `iter_window_frames_select`; `psql`,
+    `iter_window_frames_copy`, refused with WindowReaderUnavailable unless the database is
+    PostgreSQL and `psql` is on the PATH. Both give equal frames (same columns, dtypes after
+    normalisation and values), so the files do not depend on the reader. Only one chunk is
+    in memory at a time.
     """
-    if copy_reader_available(engine):
+    if reader == "psql":
+        if not is_postgres(engine):
+            raise WindowReaderUnavailable("the psql window reader needs PostgreSQL")
+        if shutil.which("psql") is None:
+            raise WindowReaderUnavailable("the psql window reader needs psql on the PATH")
         return iter_window_frames_copy(
             engine, currency, start, end, party=party, chunk_rows=chunk_rows or COPY_CHUNK_ROWS
         )
+    if reader != "select":
+        raise WindowReaderUnavailable(f"no window reader {reader!r}: one of {WINDOW_READERS}")
     return iter_window_frames_select(
         engine, currency, start, end, party=party, chunk_rows=chunk_rows or CHUNK_ROWS
     )
+
+
+class WindowSource:
+    """The window's lines as a files.ChunkSource that pickles into a spawned files worker.
+
+    The engine stays in the calling process; the worker's copy opens an engine of its own on
+    the same URL (password included, it never leaves this machine's pipes).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        currency: str,
+        start: datetime,
+        end: datetime,
+        reader: str = "select",
+        chunk_rows: int | None = None,
+    ) -> None:
+        self._engine: Engine | None = engine
+        self._url = engine.url.render_as_string(hide_password=False)
+        self.currency = currency
+        self.start = start
+        self.end = end
+        self.reader = reader
+        self.chunk_rows = chunk_rows
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_engine": None}
+
+    def __call__(self) -> Iterator[pd.DataFrame]:
+        if self._engine is None:
+            self._engine = make_engine(self._url)
+        return iter_window_frames(
+            self._engine,
+            self.currency,
+            self.start,
+            self.end,
+            reader=self.reader,
+            chunk_rows=self.chunk_rows,
+        )
 
 
 def iter_window_frames_select(
@@ -400,11 +464,6 @@ _LIBPQ_QUERY_KEYS = frozenset(
     }
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-
-
-def copy_reader_available(engine: Engine) -> bool:
-    """Whether the window can be read through psql COPY: PostgreSQL and psql on the PATH."""
-    return engine.dialect.name == "postgresql" and shutil.which("psql") is not None
 
 
 def _psql_command(engine: Engine) -> tuple[list[str], dict[str, str]]:
@@ -581,11 +640,6 @@ def positions(session: Session, batch_id: str) -> list[SettlementPosition]:
             .order_by(SettlementPosition.org_id)
         ).scalars()
     )
-
-
-def position_of(session: Session, batch_id: str, org_id: uuid.UUID) -> SettlementPosition | None:
-    """One party's position in a batch."""
-    return session.get(SettlementPosition, (batch_id, org_id))
 
 
 def files(session: Session, batch_id: str, org_id: uuid.UUID | None = None) -> list[SettlementFile]:

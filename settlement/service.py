@@ -25,20 +25,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import os
 import shutil
-import signal
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import cast
 from zoneinfo import ZoneInfo
 
-import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -48,23 +44,27 @@ from sqlalchemy.orm import Session
 
 from clearing.core.config import Settings
 from clearing.core.db import transaction
-from clearing.core.errors import ClearingError, Conflict, InvalidInput, NotFound
+from clearing.core.errors import ClearingError, Conflict, InvalidInput, Kind, NotFound
 from clearing.core.money import exponent, parse_minor
 from clearing.web.platform_key import load_or_create
 from settlement import repository as repo
-from settlement.files import CSV_NAME, BatchWrite, ChunkSource, write_batch_folders
+from settlement.files import (
+    CSV_NAME,
+    BatchWrite,
+    ChunkSource,
+    file_sha256,
+    fsync_path,
+    write_batch_folders,
+)
 from settlement.lines import Party, PartyKind
 from settlement.lock import runner_lock
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from settlement.models import SettlementBatch, SettlementFile, SettlementPosition
 from settlement.netting import Clearer, Clearing, Totals, check_invariants
+from settlement.probe import NO_PROBE, BatchProbe
 from settlement.schemas import BatchOut, PositionOut
 from settlement.statement import StatementMeta, statement_file_id
 from settlement.verify import verify_directory
-
-CRASH_ENV = "CLEARING_SETTLEMENT_CRASH_AFTER"
-"""Fault injection for the kill tests: open, closing, netted, party:<n>, lines:<n>,
-files_written, renamed. The process SIGKILLs itself at that point."""
 
 
 class BatchNotDue(Conflict):
@@ -93,7 +93,7 @@ class PlatformMissing(Conflict):
 
 
 class SettlementInvariantBroken(ClearingError):
-    status = 500
+    kind = Kind.OUR_FAULT
     code = "settlement_invariant"
     title = "A settlement invariant does not hold; nothing was published"
 
@@ -148,35 +148,6 @@ def batch_id_of(currency: str, day: date) -> str:
     return f"SB-{currency}-{day:%Y%m%d}"
 
 
-# fault injection ----------------------------------------------------------------------------
-
-
-def _die(batch_pid: int | None = None) -> None:
-    # A files worker takes the batch process down with it: the kill test's "crash".
-    if batch_pid is not None and batch_pid != os.getpid():
-        os.kill(batch_pid, signal.SIGKILL)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _crash_point(name: str, batch_pid: int | None = None) -> None:
-    if os.environ.get(CRASH_ENV) == name:
-        _die(batch_pid)
-
-
-def _crash_after_lines() -> Callable[[int], None] | None:
-    """`lines:<n>`: die once n lines of the window were written into statements."""
-    setting = os.environ.get(CRASH_ENV, "")
-    if not setting.startswith("lines:"):
-        return None
-    limit = int(setting.removeprefix("lines:"))
-
-    def check(handed: int) -> None:
-        if handed >= limit:
-            _die()
-
-    return check
-
-
 # running a batch ----------------------------------------------------------------------------
 
 
@@ -186,18 +157,26 @@ class _Context:
     settings: Settings
     now: datetime
     batch_id: str
+    probe: BatchProbe
 
 
 def run_batch(
-    engine: Engine, business_date: date, currency: str, now: datetime, settings: Settings
+    engine: Engine,
+    business_date: date,
+    currency: str,
+    now: datetime,
+    settings: Settings,
+    *,
+    probe: BatchProbe = NO_PROBE,
 ) -> BatchOut:
     """Run, or resume, the batch of `business_date` in `currency`; a published batch is returned
-    as it is. Holds the runner lock throughout: a second runner gets BatchRunning."""
+    as it is. Holds the runner lock throughout: a second runner gets BatchRunning. `probe`
+    hears of every step (a kill test stops the process at one)."""
     exponent(currency)
     now = repo.utc(now)
     with runner_lock(engine, settings.settlement_dir):
-        batch_id = _open(engine, business_date, currency, now, settings)
-        ctx = _Context(engine, settings, now, batch_id)
+        batch_id = _open(engine, business_date, currency, now, settings, probe)
+        ctx = _Context(engine, settings, now, batch_id, probe)
         steps = {
             "open": _close,
             "closing": _net_and_write,
@@ -234,7 +213,14 @@ def _record_error(ctx: _Context, error: Exception) -> None:
         batch.updated_at = ctx.now
 
 
-def _open(engine: Engine, day: date, currency: str, now: datetime, settings: Settings) -> str:
+def _open(
+    engine: Engine,
+    day: date,
+    currency: str,
+    now: datetime,
+    settings: Settings,
+    probe: BatchProbe,
+) -> str:
     """Check the request and open the batch; nothing is written unless every check passes."""
     with transaction(engine) as session:
         existing = repo.get_batch(session, currency, day)
@@ -312,7 +298,7 @@ def _open(engine: Engine, day: date, currency: str, now: datetime, settings: Set
         session.add(batch)
         session.flush()
         batch_id = batch.id
-    _crash_point("open")
+    probe.reached("open")
     return batch_id
 
 
@@ -344,7 +330,7 @@ def _close(ctx: _Context) -> str:
         batch.points_total = totals.points
         batch.state = "closing"
         batch.updated_at = ctx.now
-    _crash_point("closing")
+    ctx.probe.reached("closing")
     return "closing"
 
 
@@ -369,8 +355,7 @@ def net_and_write(
     expected: dict[str, Totals],
     platform_id: str,
     workers: int = 1,
-    on_lines: Callable[[int], None] | None = None,
-    on_party: Callable[[int], None] | None = None,
+    probe: BatchProbe = NO_PROBE,
 ) -> NetAndWrite:
     """Net the window and write every party's folder in one pass over `source()`.
 
@@ -393,8 +378,7 @@ def net_and_write(
         key_id=key_id,
         workers=workers,
         tap=clearer.add,
-        on_lines=on_lines,
-        on_party=on_party,
+        probe=probe,
     )
     clearing = clearer.result()
     errors = check_invariants(clearing, expected=expected, platform_id=platform_id)
@@ -448,9 +432,8 @@ def _net_and_write(ctx: _Context) -> str:
     ]
     staging = _fresh_staging(final)
     key = load_or_create(ctx.settings.platform_key_path)
-    batch_pid = os.getpid()
     result = net_and_write(
-        _WindowSource(ctx.engine, currency, start, end),
+        repo.WindowSource(ctx.engine, currency, start, end, ctx.settings.settlement_reader),
         {p.id: staging / p.id for p in parties},
         parties,
         metas,
@@ -458,9 +441,8 @@ def _net_and_write(ctx: _Context) -> str:
         key_id=key.keyid,
         expected={currency: ledger_totals} if ledger_totals.count else {},
         platform_id=str(platform_id),
-        workers=_workers(line_count),
-        on_lines=_crash_after_lines(),
-        on_party=lambda n: _crash_point(f"party:{n}", batch_pid),
+        workers=_workers(line_count, ctx.settings.settlement_workers),
+        probe=ctx.probe,
     )
     errors = result.errors
     nets = {uuid.UUID(p): v for (c, p), v in result.clearing.positions.items() if c == currency}
@@ -494,7 +476,7 @@ def _net_and_write(ctx: _Context) -> str:
         batch.fee_income = result.clearing.fee_income.get(currency, 0)
         batch.state = "netted"
         batch.updated_at = ctx.now
-    _crash_point("netted")
+    ctx.probe.reached("netted")
     rows = _file_rows(
         ctx.batch_id,
         staging,
@@ -528,34 +510,15 @@ def _staging(final: Path) -> Path:
     return final.with_name(f".{final.name}.staging")
 
 
-WORKERS_ENV = "CLEARING_SETTLEMENT_WORKERS"
-"""Processes writing a batch's files (1 or 2). Default: 2 from PARALLEL_FROM lines on."""
 PARALLEL_FROM = 200_000
+"""Lines from which a batch's files are written by two processes, unless a setting says."""
 
 
-def _workers(line_count: int) -> int:
-    setting = os.environ.get(WORKERS_ENV, "").strip()
-    if setting:
-        return 2 if int(setting) >= 2 else 1
+def _workers(line_count: int, setting: int | None) -> int:
+    """Processes writing a batch's files (1 or 2): `settlement_workers`, else by the day's size."""
+    if setting is not None:
+        return 2 if setting >= 2 else 1
     return 2 if line_count >= PARALLEL_FROM and (os.cpu_count() or 1) >= 2 else 1
-
-
-class _WindowSource:
-    """The window's lines from the repository; a forked worker opens its own connections."""
-
-    def __init__(self, engine: Engine, currency: str, start: datetime, end: datetime) -> None:
-        self.engine = engine
-        self.currency = currency
-        self.start = start
-        self.end = end
-        self.pid = os.getpid()
-
-    def __call__(self) -> Iterator[pd.DataFrame]:
-        if os.getpid() != self.pid:
-            # Connections of the parent's pool are not this process's to use (or close).
-            self.engine.dispose(close=False)
-            self.pid = os.getpid()
-        return repo.iter_window_frames(self.engine, self.currency, self.start, self.end)
 
 
 def _write_files(ctx: _Context) -> str:
@@ -574,22 +537,20 @@ def _write_files(ctx: _Context) -> str:
         }
     staging = _fresh_staging(final)
     key = load_or_create(ctx.settings.platform_key_path)
-    batch_pid = os.getpid()
     parties = [
         Party(str(p.org_id), p.party_name, cast(PartyKind, p.party_kind), currency)
         for p in positions
     ]
     written = write_batch_folders(
-        _WindowSource(ctx.engine, currency, start, end),
+        repo.WindowSource(ctx.engine, currency, start, end, ctx.settings.settlement_reader),
         {p.id: staging / p.id for p in parties},
         parties,
         metas,
         signing_key=key.private_key,
         key_id=key.keyid,
         expected_nets={str(p.org_id): p.net for p in positions},
-        workers=_workers(line_count),
-        on_lines=_crash_after_lines(),
-        on_party=lambda n: _crash_point(f"party:{n}", batch_pid),
+        workers=_workers(line_count, ctx.settings.settlement_workers),
+        probe=ctx.probe,
     )
     rows = _file_rows(
         ctx.batch_id, staging, directory, [(p.org_id, p.net) for p in positions], written
@@ -632,7 +593,7 @@ def _file_rows(
                     "batch_id": batch_id,
                     "org_id": org_id,
                     "name": name,
-                    "sha256": result.hashes.get(name) or _sha256(path),
+                    "sha256": result.hashes.get(name) or file_sha256(path),
                     "size": path.stat().st_size,
                     "path": f"{directory}/{party_id}/{name}",
                 }
@@ -648,22 +609,8 @@ def _files_written(ctx: _Context, rows: list[dict[str, object]]) -> str:
         batch = _batch(session, ctx.batch_id)
         batch.state = "files_written"
         batch.updated_at = ctx.now
-    _crash_point("files_written")
+    ctx.probe.reached("files_written")
     return "files_written"
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def csv_trailer_net(path: Path, currency: str) -> int:
@@ -691,8 +638,9 @@ def _publish(ctx: _Context) -> str:
         if final.exists():
             shutil.rmtree(final)
         os.rename(staging, final)
-        _fsync_dir(final.parent)
-    _crash_point("renamed")
+        with contextlib.suppress(OSError):
+            fsync_path(final.parent)
+    ctx.probe.reached("renamed")
     public_key = load_or_create(ctx.settings.platform_key_path).public_key
     errors = check_published_files(
         ctx.settings.settlement_dir, currency, positions, recorded, public_key
@@ -723,7 +671,7 @@ def check_published_files(
         path = root / row.path
         if not path.is_file():
             errors.append(f"{row.path} is missing")
-        elif _sha256(path) != row.sha256:
+        elif file_sha256(path) != row.sha256:
             errors.append(f"{row.path} differs from the hash recorded when it was written")
     folders = {
         p.org_id: (root / r.path).parent
@@ -784,11 +732,6 @@ def position_out(position: SettlementPosition) -> PositionOut:
         statement_sequence=position.statement_sequence,
         previous_file_id=position.previous_file_id,
     )
-
-
-def list_batch_outs(session: Session, settings: Settings, limit: int = 100) -> list[BatchOut]:
-    """The latest batches, newest first."""
-    return [batch_out(session, b, settings) for b in repo.list_batches(session, limit=limit)]
 
 
 def verify_tree(directory: Path, public_key: Ed25519PublicKey) -> tuple[int, list[str]]:

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from clearing.core.errors import InvalidInput
+from clearing.core.errors import ClearingError, Kind
 from clearing.core.money import exponent
 from settlement.lines import (
     FEE_EVENT_TYPES,
@@ -25,7 +25,10 @@ from settlement.lines import (
 from settlement.sums import INT64_MAX, exact_group_sums, exact_sum
 
 
-class StatementInputError(InvalidInput):
+class StatementInputError(ClearingError):
+    """Lines or nets the batch itself produced do not make a statement: a fault of ours."""
+
+    kind = Kind.OUR_FAULT
     code = "statement_input"
     title = "Lines cannot be written as a statement"
 
@@ -87,11 +90,6 @@ class DetailRow:
     def net(self) -> int:
         """Gross plus fee: what this line adds to the owner's net position."""
         return self.gross + self.fee
-
-    @property
-    def dc(self) -> str:
-        """ "C" when the platform owes the owner (net >= 0), "D" when the owner owes."""
-        return "C" if self.gross + self.fee >= 0 else "D"
 
 
 @dataclass(slots=True)
@@ -465,11 +463,6 @@ class DetailFrames:
         carry, self._carry = self._carry, None
         if carry is not None and len(carry):
             yield from self._details(carry)
-
-    @property
-    def detail_counts(self) -> dict[str, int]:
-        """Detail rows yielded so far, per party id."""
-        return {p.id: int(n) for p, n in zip(self.parties, self._line_nos, strict=True)}
 
     def _validate(self, frame: pd.DataFrame) -> None:
         ref = frame["reference"].to_numpy()

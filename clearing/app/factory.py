@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clearing.app.scheduler import start_scheduler
 from clearing.core.config import Settings
-from clearing.core.errors import ClearingError
+from clearing.core.errors import ClearingError, problem_body
 from clearing.core.timeutil import utcnow
 from clearing.web.api import KNOWN_DIGEST
 from clearing.web.ingress import Ingress, adopt
@@ -32,18 +32,6 @@ from settlement.routes import router as settlement_router
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger("clearing.web.api")
-
-
-def problem_body(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
-    """An RFC 9457 problem document with our stable ``code``."""
-    return {
-        "type": f"https://clearing.example/problems/{code}",
-        "title": title,
-        "status": status,
-        "code": code,
-        "detail": detail,
-        **extra,
-    }
 
 
 def _problem(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:

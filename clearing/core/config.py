@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -35,6 +35,11 @@ class Settings:
     """Largest request body accepted, in bytes (a larger one is refused with 413)."""
     max_bulk_body_bytes: int = 64 << 20
     """Largest body of the bulk accrual-file route, in bytes."""
+    settlement_reader: str = "select"
+    """How a settlement batch reads its window: `select` (SQLAlchemy, either database) or
+    `psql` (PostgreSQL through a `psql` COPY child; faster on large days). settlement/FILES.md."""
+    settlement_workers: int | None = None
+    """Processes writing a batch's files (1 or 2); unset: two from 200,000 lines on."""
     settlement_grace_minutes: int = 10
     """Minutes after the cut-off before the daily batch runs (late postings of the day land)."""
 
@@ -57,6 +62,14 @@ class Settings:
             max_body_bytes=int(env.get("CLEARING_MAX_BODY_BYTES", str(1 << 20))),
             max_bulk_body_bytes=int(env.get("CLEARING_MAX_BULK_BODY_BYTES", str(64 << 20))),
             settlement_grace_minutes=int(env.get("CLEARING_SETTLEMENT_GRACE_MINUTES", "10")),
+            settlement_workers=int(workers)
+            if (workers := env.get("CLEARING_SETTLEMENT_WORKERS"))
+            else None,
+            settlement_reader=_one_of(
+                "CLEARING_SETTLEMENT_READER",
+                env.get("CLEARING_SETTLEMENT_READER", "select"),
+                ("select", "psql"),
+            ),
         )
 
     def open_engine(self) -> Engine:
@@ -69,8 +82,11 @@ class Settings:
 
 
 def _ledger_engine(value: str) -> LedgerEngine:
-    if value not in LEDGER_ENGINES:
-        raise ValueError(
-            f"CLEARING_LEDGER_ENGINE must be one of {', '.join(LEDGER_ENGINES)}, not {value!r}"
-        )
+    return cast(LedgerEngine, _one_of("CLEARING_LEDGER_ENGINE", value, tuple(LEDGER_ENGINES)))
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """`value` if it is one of `allowed`; a ValueError naming the variable otherwise."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
     return value

@@ -6,6 +6,8 @@ import dataclasses
 import functools
 import json
 import operator
+import re
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -280,6 +282,25 @@ def _getter(cls: type[Any], prefix: str) -> Callable[[Any], tuple[Any, ...]]:
 def row_to(cls: type[T], row: Any, prefix: str = "") -> T:
     """The dataclass `cls` made of a row's columns named like its fields (after `prefix`)."""
     return cls(*_getter(cast(Any, cls), prefix)(row))
+
+
+_SQLITE_CHECK = re.compile(r"CHECK constraint failed: (\w+)")
+
+
+def violated_constraint(error: DBAPIError) -> str | None:
+    """The name of the constraint a database error says was violated, else None.
+
+    The one place that reads it: psycopg reports it as `diag.constraint_name` (also for a
+    statement inside a PL/pgSQL function); SQLite offers it only inside its message, and only
+    for CHECK constraints ("CHECK constraint failed: <name>").
+    """
+    orig = error.orig
+    if isinstance(orig, psycopg.Error):
+        return orig.diag.constraint_name
+    if isinstance(orig, sqlite3.Error):
+        match = _SQLITE_CHECK.search(str(orig))
+        return match.group(1) if match else None
+    return None
 
 
 def _wrapped(sql: str, error: psycopg.Error) -> StatementError:

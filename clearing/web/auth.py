@@ -24,7 +24,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine, Table, bindparam, delete, select, tuple_
 from starlette.types import Scope
 
-from clearing.core.db import Sql
+from clearing.core.db import Sql, is_postgres
 from clearing.core.errors import Forbidden
 from clearing.core.models import SeenNonce
 from clearing.web.context import Caller
@@ -171,7 +171,7 @@ def _verified_pem(
 
 def prune_nonces(engine: Engine, now: datetime) -> None:
     """Forget nonces too old to be replayed, a bounded batch at a time."""
-    statement = _PRUNE_PG_STATEMENT if engine.dialect.name == "postgresql" else _PRUNE_STATEMENT
+    statement = _PRUNE_PG_STATEMENT if is_postgres(engine) else _PRUNE_STATEMENT
     statement.first_committed(engine, {"cutoff": now - NONCE_RETENTION})
 
 

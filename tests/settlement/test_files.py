@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -13,6 +14,7 @@ from collections.abc import Sized
 from pathlib import Path
 
 import pandas as pd
+import probes
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +28,7 @@ from settlement.camt053 import validation_errors
 from settlement.files import (
     CAMT_NAME,
     CSV_NAME,
+    WORKER_START_METHOD,
     XLSX_NAME,
     BatchFiles,
     PartyFiles,
@@ -384,7 +387,7 @@ def test_two_workers_write_the_same_bytes_as_one(
         folders = {org: base / str(workers) / org for org in orgs}
         seen: list[int] = []
         written = write_batch_folders(
-            lambda: chunked(lines, size),
+            functools.partial(chunked, lines, size),
             folders,
             parties,
             metas,
@@ -395,7 +398,7 @@ def test_two_workers_write_the_same_bytes_as_one(
             tap=functools.partial(count_into, seen),
         )
         assert sum(seen) == len(lines)
-        assert len(written.worker_seconds) == (2 if workers == 2 and len(orgs) > 1 else 1)
+        assert written.workers == (2 if workers == 2 and len(orgs) > 1 else 1)
         assert list(written.parties) == orgs
         for org in orgs:
             assert written.parties[org].totals.net == nets.get(org, 0)
@@ -412,7 +415,7 @@ def test_a_failing_worker_fails_the_batch_and_leaves_no_files(tmp_path: Path) ->
     nets = {org: 0 for org in orgs}  # wrong for everyone: both workers refuse to publish
     with pytest.raises(StatementInputError, match="nets"):
         write_batch_folders(
-            lambda: [lines],
+            functools.partial(chunked, lines, len(lines)),
             folders,
             parties,
             {org: meta() for org in orgs},
@@ -422,6 +425,37 @@ def test_a_failing_worker_fails_the_batch_and_leaves_no_files(tmp_path: Path) ->
             workers=2,
         )
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_the_files_worker_is_spawned_not_forked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch may run inside `clearing serve` (threads, pooled connections): the second files
+    process must start afresh, inheriting none of the calling process's memory."""
+    lines = sample_day()
+    orgs = sorted({*orgs_of(lines), PLATFORM.id})
+    parties = [PLATFORM if org == PLATFORM.id else party(org) for org in orgs]
+    monkeypatch.setattr(probes, "MARK", "set in the calling process")
+    witness = probes.ProcessWitness()
+    written = write_batch_folders(
+        functools.partial(chunked, lines, 2),
+        {org: tmp_path / org for org in orgs},
+        parties,
+        {org: meta() for org in orgs},
+        signing_key=KEY,
+        key_id="k-2026",
+        workers=2,
+        probe=witness,
+    )
+    assert written.workers == 2
+    assert WORKER_START_METHOD == "spawn"
+    here = [mark for pid, mark in witness.parties if pid == os.getpid()]
+    there = [mark for pid, mark in witness.parties if pid != os.getpid()]
+    assert here == ["set in the calling process"]  # the platform's share
+    assert len(there) == len(orgs) - 1
+    assert set(there) == {"unset"}  # a forked child would have seen the calling process's MARK
+    for org in orgs:
+        assert verify_directory(tmp_path / org, PUBLIC) == []
 
 
 def test_huge_amounts_take_the_exact_path(tmp_path: Path) -> None:

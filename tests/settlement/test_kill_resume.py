@@ -1,8 +1,8 @@
 """Kill -9 a real `clearing settlement run` at every step; the rerun gives the same bytes.
 
 Each test books a day, copies the database, settles the copy in one uninterrupted run, then
-settles the original in a process that SIGKILLs itself at a chosen point (the
-CLEARING_SETTLEMENT_CRASH_AFTER fault-injection hook) and reruns it. The two settlement trees
+settles the original in a process that SIGKILLs itself at a chosen point (the same batch run
+with probes.CrashAt injected as its probe) and reruns it with the real CLI. The two settlement trees
 must be byte-identical and the batch published exactly once. Needs real commits: file SQLite
 databases and real PostgreSQL databases, no rolled-back transactions.
 """
@@ -26,6 +26,12 @@ from clearing.core.db import make_engine, transaction
 from settlement.models import SettlementBatch, SettlementPosition
 
 CLI = [sys.executable, "-c", "from clearing.app.cli import app; app()"]
+CRASHING = [
+    sys.executable,
+    "-c",
+    f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import probes; "
+    "probes.main(sys.argv[1:])",
+]
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -46,11 +52,8 @@ def run_cli(
         "CLEARING_CUTOFF": "00:00",
         "CLEARING_SETTLEMENT_WORKERS": str(workers),
     }
-    env.pop("CLEARING_SETTLEMENT_CRASH_AFTER", None)
-    if crash is not None:
-        env["CLEARING_SETTLEMENT_CRASH_AFTER"] = crash
-    return subprocess.run(
-        [
+    if crash is None:
+        command = [
             *CLI,
             "settlement",
             "run",
@@ -60,7 +63,11 @@ def run_cli(
             "CNY",
             "--as-of",
             AFTER_DAY2.isoformat(),
-        ],
+        ]
+    else:
+        command = [*CRASHING, crash, DAY1.isoformat(), "CNY", AFTER_DAY2.isoformat()]
+    return subprocess.run(
+        command,
         env=env,
         capture_output=True,
         text=True,

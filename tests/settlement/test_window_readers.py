@@ -1,19 +1,29 @@
-"""The PostgreSQL COPY reader gives the same frames (and so the same files) as the SQLAlchemy one."""
+"""The window readers: the setting chooses one (default select), psql is used only when chosen,
+and the PostgreSQL COPY reader gives the same frames (and so the same files) as the SQLAlchemy
+one."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from settlement_world import DAY1, DAY2, book_two_days
-from sqlalchemy import Engine, create_engine
+from settlement_world import AFTER_DAY2, DAY1, DAY2, book_two_days, settlement_settings
+from sqlalchemy import Engine, create_engine, select
 
+from clearing.core.config import Settings
+from clearing.core.db import make_engine, transaction
+from clearing.web.platform_key import load_or_create
 from settlement import repository as repo
 from settlement.files import write_batch_folders
 from settlement.lines import LINE_COLUMNS, Party, normalize_frame
-from settlement.service import business_window
+from settlement.models import SettlementBatch
+from settlement.service import business_window, run_batch, verify_tree
 from settlement.statement import StatementMeta
 
 
@@ -33,7 +43,7 @@ def test_copy_and_select_readers_give_identical_frames_and_files(
     pg_engine: Engine, tmp_path: Path
 ) -> None:
     book_two_days(pg_engine)
-    assert repo.copy_reader_available(pg_engine)
+    assert shutil.which("psql") is not None
     for day in (DAY1, DAY2):
         start, end = business_window(day, "Asia/Shanghai", "00:00")
         fast_chunks = list(repo.iter_window_frames_copy(pg_engine, "CNY", start, end, chunk_rows=3))
@@ -109,3 +119,91 @@ def test_prefixed_columns_keep_their_text_whatever_pandas_infers() -> None:
     assert repo._unprefixed(numeric).astype(object).tolist() == ["0.005000000000", "0.010000000000"]
     null_and_empty = pd.Series(["", "x", "x007"], dtype="category")
     assert repo._unprefixed(null_and_empty).tolist() == ["", "", "007"]
+
+
+def test_the_setting_names_the_reader_and_defaults_to_select(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CLEARING_SETTLEMENT_READER", raising=False)
+    assert Settings.from_env().settlement_reader == "select"
+    monkeypatch.setenv("CLEARING_SETTLEMENT_READER", "psql")
+    assert Settings.from_env().settlement_reader == "psql"
+    monkeypatch.setenv("CLEARING_SETTLEMENT_READER", "copy")
+    with pytest.raises(ValueError, match="CLEARING_SETTLEMENT_READER"):
+        Settings.from_env()
+
+
+@pytest.fixture
+def psql_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `psql` first on the PATH that notes each call in the returned file, then runs the
+    real one."""
+    real = shutil.which("psql")
+    assert real is not None
+    log = tmp_path / "psql-calls"
+    log.touch()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "psql"
+    wrapper.write_text(f'#!/bin/sh\necho called >> "{log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert shutil.which("psql") == str(wrapper)
+    return log
+
+
+def test_psql_on_the_path_is_used_only_when_the_setting_says_psql(
+    pg_engine: Engine, psql_log: Path
+) -> None:
+    book_two_days(pg_engine)
+    start, end = business_window(DAY1, "Asia/Shanghai", "00:00")
+    chosen = {
+        reader: _frame(list(repo.iter_window_frames(pg_engine, "CNY", start, end, reader=reader)))
+        for reader in ("select", "psql")
+    }
+    assert psql_log.read_text().splitlines() == ["called"]  # the psql read only
+    assert len(chosen["select"]) > 3
+    pd.testing.assert_frame_equal(chosen["select"], chosen["psql"], check_exact=True)
+
+
+@pytest.mark.parametrize("reader", ["select", "psql"])
+def test_a_batch_reads_its_window_with_the_configured_reader(
+    pg_url: str, tmp_path: Path, psql_log: Path, reader: str
+) -> None:
+    engine = make_engine(pg_url)
+    try:
+        book_two_days(engine)
+        settings = dataclasses.replace(
+            settlement_settings(pg_url, tmp_path), settlement_reader=reader
+        )
+        batch = run_batch(engine, DAY1, "CNY", AFTER_DAY2, settings)
+    finally:
+        engine.dispose()
+    assert batch.state == "published"
+    assert batch.line_count
+    checked, errors = verify_tree(
+        settings.settlement_dir, load_or_create(settings.platform_key_path).public_key
+    )
+    assert errors == []
+    assert checked == len(batch.positions)
+    calls = psql_log.read_text().splitlines()
+    assert calls == ([] if reader == "select" else ["called"])
+
+
+def test_the_psql_reader_on_sqlite_stops_the_batch_and_says_why(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    engine = make_engine(sqlite_url)
+    try:
+        book_two_days(engine)
+        settings = dataclasses.replace(
+            settlement_settings(sqlite_url, tmp_path), settlement_reader="psql"
+        )
+        with pytest.raises(repo.WindowReaderUnavailable, match="needs PostgreSQL"):
+            run_batch(engine, DAY1, "CNY", AFTER_DAY2, settings)
+        with transaction(engine) as session:
+            batch = session.execute(select(SettlementBatch)).scalar_one()
+            assert batch.state == "closing"
+            assert batch.error is not None
+            assert "needs PostgreSQL" in batch.error
+    finally:
+        engine.dispose()

@@ -7,7 +7,7 @@
 - `options`: which engine and how many balance slots, from the settings.
 """
 
-from clearing.core.ledger.engines import LEDGER_POST_FUNCTION
+from clearing.core.ledger.engines import BALANCE_IN_RANGE, FLOOR_ZERO, LEDGER_POST_FUNCTION
 from clearing.core.ledger.expiry import expire_due_lots
 from clearing.core.ledger.holds import HoldExpired, HoldNotOpen, HoldState, OpenHold
 from clearing.core.ledger.model import (
@@ -36,9 +36,11 @@ from clearing.core.ledger.options import LedgerOptions, bind_ledger_options, led
 from clearing.core.ledger.posting import Ledger, PostingCheck, register_posting_check
 
 __all__ = [
+    "BALANCE_IN_RANGE",
     "CONVERTED_IN",
     "CONVERTED_OUT",
     "EXPIRED",
+    "FLOOR_ZERO",
     "ISSUED",
     "LEDGER_POST_FUNCTION",
     "MEMBER",

@@ -21,7 +21,7 @@ from sqlalchemy import Table, bindparam, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from clearing.core.db import Sql
+from clearing.core.db import Sql, violated_constraint
 from clearing.core.errors import InsufficientPoints
 from clearing.core.ledger.lots import new_lot
 from clearing.core.ledger.model import Infos, LedgerImbalance, Move, PostedEntry, Prepared
@@ -29,6 +29,10 @@ from clearing.core.models import Balance
 from clearing.core.money import BALANCE_LIMIT, AmountOutOfRange
 
 LEDGER_POST_FUNCTION = "ledger_post_v2"
+FLOOR_ZERO = "ck_balances_floor_zero_respected"
+"""The balances CHECK that a floor-zero slot never goes below what it holds (its full name)."""
+BALANCE_IN_RANGE = "ck_balances_balance_in_range"
+"""The balances CHECK that a slot stays within BALANCE_LIMIT (its full name)."""
 """The version of the server function this code calls; migration 0008 installs it from
 clearing/core/sql/ledger_post_v2.sql."""
 
@@ -114,7 +118,7 @@ def _move_many_balances(session: Session, moves: list[Move], infos: Infos) -> No
     try:
         rows = _MOVE_MANY.rows(session, params)
     except IntegrityError as error:
-        if "floor_zero_respected" in str(error.orig):
+        if violated_constraint(error) == FLOOR_ZERO:
             raise insufficient(moves, infos) from None
         raise
     if len(rows) != len(moves):
@@ -189,7 +193,7 @@ def post_on_server(
         document = orjson.dumps(payload, default=_decimal_text).decode()
         _LEDGER_POST.rows(session, {"payload": document})
     except DBAPIError as error:
-        if "floor_zero_respected" in str(error.orig):
+        if violated_constraint(error) == FLOOR_ZERO:
             raise insufficient(moves, infos) from None
         sqlstate = getattr(error.orig, "sqlstate", None)
         if sqlstate == "CL001":
@@ -223,8 +227,10 @@ def balances_in_range() -> Iterator[None]:
     try:
         yield
     except DBAPIError as error:
-        message = str(error.orig)
-        if "balance_in_range" in message or getattr(error.orig, "sqlstate", None) == "22003":
+        if (
+            violated_constraint(error) == BALANCE_IN_RANGE
+            or getattr(error.orig, "sqlstate", None) == "22003"
+        ):
             raise AmountOutOfRange(
                 f"this posting would take a balance beyond {BALANCE_LIMIT}", limit=BALANCE_LIMIT
             ) from None
