@@ -54,6 +54,7 @@ from psycopg import sql
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from clearing.core.kinds import OrgKind
 from settlement.files import DETAIL_LIMIT
 from settlement.lines import Party
 from settlement.netting import Totals
@@ -262,10 +263,12 @@ def main() -> int:
             figures["group_by_seconds"] = round(time.perf_counter() - began, 2)
 
             platform_id, issuers, merchants = org_ids(conn)
-            parties = [Party(platform_id, "Points Clearing Platform", "platform", "CNY")]
-            parties += [Party(i, f"Issuer {n}", "issuer", "CNY") for n, i in enumerate(issuers)]
+            parties = [Party(platform_id, "Points Clearing Platform", OrgKind.PLATFORM, "CNY")]
             parties += [
-                Party(m, f"Merchant {n}", "merchant", "CNY") for n, m in enumerate(merchants)
+                Party(i, f"Issuer {n}", OrgKind.ISSUER, "CNY") for n, i in enumerate(issuers)
+            ]
+            parties += [
+                Party(m, f"Merchant {n}", OrgKind.MERCHANT, "CNY") for n, m in enumerate(merchants)
             ]
             metas = {
                 p.id: StatementMeta(

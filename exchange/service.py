@@ -16,6 +16,7 @@ from clearing.core.db import Sql, row_to
 from clearing.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from clearing.core.idempotency import FirstRead, Operation, Outcome, run_once
 from clearing.core.ids import new_id
+from clearing.core.kinds import EntryKind, HoldStatus, LotSource, ObligationEvent, OrgKind
 from clearing.core.ledger import (
     CONVERTED_IN,
     CONVERTED_OUT,
@@ -127,7 +128,7 @@ _OWN_CHECKOUT_QUERY = (
         _PROGRAMS.c.code.label("program_code"),
         _PROGRAMS.c.issuer_id.label("program_issuer_id"),
         select(_ORGS.c.id)
-        .where(_ORGS.c.kind == "platform")
+        .where(_ORGS.c.kind == OrgKind.PLATFORM)
         .limit(1)
         .scalar_subquery()
         .label("platform_id"),
@@ -411,7 +412,7 @@ def _convert(
     )
     posted = ledger.post(
         EntryDraft(
-            kind="conversion",
+            kind=EntryKind.CONVERSION,
             org_id=caller.org_id,
             booked_at=now,
             legs=[
@@ -422,7 +423,7 @@ def _convert(
                     target.account_id,
                     quote.points_in,
                     lot=LotSpec(
-                        "conversion",
+                        LotSource.CONVERSION,
                         expires_at,
                         funding_org_id=source_issuer.id,
                         source_program=source_program.code,
@@ -457,7 +458,7 @@ def _conversion_obligations(
     """Issuer A owes issuer B the value of the points B credits, and the platform its fee."""
     obligations = [
         ObligationDraft(
-            event_type="conversion",
+            event_type=ObligationEvent.CONVERSION,
             payer_org_id=source_issuer.id,
             payee_org_id=target_issuer.id,
             currency=quote.currency,
@@ -471,7 +472,7 @@ def _conversion_obligations(
     if quote.fee_amount > 0:
         obligations.append(
             ObligationDraft(
-                event_type="fee",
+                event_type=ObligationEvent.FEE,
                 payer_org_id=source_issuer.id,
                 payee_org_id=plat.id,
                 currency=quote.currency,
@@ -516,7 +517,7 @@ def _authorise(
     hold_ttl: timedelta,
     row: Any | None,
 ) -> CheckoutOut:
-    if caller.kind != "merchant":
+    if caller.kind != OrgKind.MERCHANT:
         raise Forbidden("only merchants take checkouts")
     checkout_context = checkout_context_of(row, req.program, req.external_id)
     context = checkout_context.member
@@ -543,7 +544,7 @@ def _authorise(
         point_value=value.value,
         point_value_version=value.version,
         fee_rate=context.merchant_fee_rate(),
-        status="authorised",
+        status=HoldStatus.AUTHORISED,
         captured_amount=0,
         captured_points=0,
         fee_amount=0,
@@ -563,8 +564,8 @@ def _checkout_out(
     checkout: CheckoutState, program: str, external_id: str, now: datetime
 ) -> CheckoutOut:
     status = checkout.status
-    if status == "authorised" and aware(checkout.expires_at) <= now:
-        status = "expired"
+    if status == HoldStatus.AUTHORISED and aware(checkout.expires_at) <= now:
+        status = HoldStatus.EXPIRED
     return CheckoutOut(
         id=checkout.id,
         status=status,
@@ -631,7 +632,9 @@ def _checkout_obligations(
     merchant, issuer = checkout.merchant_id, parties.issuer_id
     obligations = [
         ObligationDraft(
-            event_type="checkout_refund" if refund else "checkout_capture",
+            event_type=(
+                ObligationEvent.CHECKOUT_REFUND if refund else ObligationEvent.CHECKOUT_CAPTURE
+            ),
             payer_org_id=merchant if refund else issuer,
             payee_org_id=issuer if refund else merchant,
             currency=checkout.currency,
@@ -646,7 +649,7 @@ def _checkout_obligations(
         platform_id = _platform_id(session, parties)
         obligations.append(
             ObligationDraft(
-                event_type="fee_refund" if refund else "fee",
+                event_type=ObligationEvent.FEE_REFUND if refund else ObligationEvent.FEE,
                 payer_org_id=platform_id if refund else merchant,
                 payee_org_id=merchant if refund else platform_id,
                 currency=checkout.currency,
@@ -716,7 +719,7 @@ def _capture(
     obligations = _checkout_obligations(session, checkout, parties, amount, points, fee)
     posted = ledger.post(
         EntryDraft(
-            kind="checkout_capture",
+            kind=EntryKind.CHECKOUT_CAPTURE,
             org_id=caller.org_id,
             booked_at=now,
             legs=[
@@ -730,12 +733,12 @@ def _capture(
             ],
             obligations=obligations,
             memo={"checkout": str(checkout.id)},
-            closes_hold=HoldClose(hold.id, "captured", points),
+            closes_hold=HoldClose(hold.id, HoldStatus.CAPTURED, points),
         )
     )
     checkout = replace(
         checkout,
-        status="captured",
+        status=HoldStatus.CAPTURED,
         captured_amount=amount,
         captured_points=points,
         fee_amount=fee,
@@ -765,7 +768,7 @@ def _void(
     checkout, parties = own
     ledger = Ledger(session)
     ledger.void_hold(parties.hold.open_at(now), now)
-    checkout = replace(checkout, status="voided")
+    checkout = replace(checkout, status=HoldStatus.VOIDED)
     _save(session, checkout)
     return _checkout_out(checkout, parties.program_code, parties.external_id, now)
 
@@ -797,7 +800,7 @@ def _refund(
     now: datetime,
 ) -> RefundOut:
     checkout, parties = own
-    if checkout.status != "captured" or checkout.capture_entry_id is None:
+    if checkout.status != HoldStatus.CAPTURED or checkout.capture_entry_id is None:
         raise CheckoutNotCaptured(f"checkout is {checkout.status}; only captured checkouts refund")
     remaining = checkout.captured_amount - checkout.refunded_amount
     if req.amount > remaining:
@@ -826,7 +829,7 @@ def _refund(
         ]
     posted = ledger.post(
         EntryDraft(
-            kind="checkout_refund",
+            kind=EntryKind.CHECKOUT_REFUND,
             org_id=caller.org_id,
             booked_at=now,
             reverses_id=checkout.capture_entry_id,

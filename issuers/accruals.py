@@ -16,6 +16,7 @@ from clearing.core.db import bulk_insert
 from clearing.core.errors import Conflict, Forbidden, NotFound
 from clearing.core.idempotency import Operation, Outcome, run_once
 from clearing.core.ids import new_id
+from clearing.core.kinds import EntryKind, LotSource, ObligationEvent, OrgKind
 from clearing.core.ledger import (
     ISSUED,
     EntryDraft,
@@ -197,13 +198,13 @@ def _accrual(reads: _Reads, item: AccrualCreate, now: datetime) -> tuple[EntryDr
     member = reads.members[(program.id, item.external_id)]
     owed = 0
     obligations: list[ObligationDraft] = []
-    if funder.kind == "merchant":
+    if funder.kind == OrgKind.MERCHANT:
         # Rounded up: every line owes at least one minor unit, so no split of a file into
         # many small lines owes less than the whole (clearing.core.money).
         owed = value_owed_for_points(item.points, value.value, issuer.currency)
         obligations.append(
             ObligationDraft(
-                event_type="merchant_funded_accrual",
+                event_type=ObligationEvent.MERCHANT_FUNDED_ACCRUAL,
                 payer_org_id=funder.id,
                 payee_org_id=issuer.id,
                 currency=issuer.currency,
@@ -215,7 +216,7 @@ def _accrual(reads: _Reads, item: AccrualCreate, now: datetime) -> tuple[EntryDr
             )
         )
     draft = EntryDraft(
-        kind="accrual",
+        kind=EntryKind.ACCRUAL,
         org_id=funder.id,
         booked_at=now,
         legs=[
@@ -223,7 +224,7 @@ def _accrual(reads: _Reads, item: AccrualCreate, now: datetime) -> tuple[EntryDr
             Leg(
                 member.account_id,
                 item.points,
-                lot=LotSpec("accrual", funded.expires_at, funding_org_id=funder.id),
+                lot=LotSpec(LotSource.ACCRUAL, funded.expires_at, funding_org_id=funder.id),
             ),
         ],
         obligations=obligations,
@@ -244,15 +245,15 @@ def _accrual(reads: _Reads, item: AccrualCreate, now: datetime) -> tuple[EntryDr
 
 
 def _may_fund(funder: Party) -> Party:
-    if funder.kind not in ("issuer", "merchant"):
+    if funder.kind not in (OrgKind.ISSUER, OrgKind.MERCHANT):
         raise Forbidden("only issuers and merchants fund accruals")
     return funder
 
 
 def _may_fund_in(funder: Party, program: ProgramRef, issuer: Party) -> None:
-    if funder.kind == "issuer" and program.issuer_id != funder.id:
+    if funder.kind == OrgKind.ISSUER and program.issuer_id != funder.id:
         raise NotFound(f"unknown program {program.code}")
-    if funder.kind == "merchant" and funder.currency != issuer.currency:
+    if funder.kind == OrgKind.MERCHANT and funder.currency != issuer.currency:
         raise CurrencyMismatch(
             f"merchant settles in {funder.currency}, program {program.code} in"
             f" {issuer.currency}; no currency rate exists between them",
@@ -300,7 +301,7 @@ def _reverse_accrual(
     obligations = _money_returned(session, accrual, program, req.points)
     posted = ledger.post(
         EntryDraft(
-            kind="accrual_reversal",
+            kind=EntryKind.ACCRUAL_REVERSAL,
             org_id=caller.org_id,
             booked_at=now,
             reverses_id=accrual.entry_id,
@@ -329,7 +330,7 @@ def _money_returned(
     the share of what the merchant owed, counted cumulatively so that parts add up to the whole."""
     funder = session.get(Organisation, accrual.funding_org_id)
     assert funder is not None
-    if funder.kind != "merchant":
+    if funder.kind != OrgKind.MERCHANT:
         return []
     owed_row = repository.accrual_obligation(session, accrual.entry_id)
     if owed_row is None:
@@ -341,7 +342,7 @@ def _money_returned(
         return []
     return [
         ObligationDraft(
-            event_type="accrual_reversal",
+            event_type=ObligationEvent.ACCRUAL_REVERSAL,
             payer_org_id=program.issuer_id,
             payee_org_id=funder.id,
             currency=currency,

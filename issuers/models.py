@@ -22,9 +22,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clearing.core.db import Base, ExactDecimal
+from clearing.core.kinds import OrgKind
 from clearing.core.models import UTCDateTime
 
-ORG_KINDS = ("platform", "issuer", "merchant")
+ORG_KINDS = tuple(kind.value for kind in OrgKind)
 ORG_STATUSES = ("active", "suspended")
 MEMBER_STATUSES = ("active", "frozen", "closed")
 TOKEN_PURPOSES = ("payment", "link")

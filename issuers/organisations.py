@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from clearing.core.errors import Conflict, InactiveParty, NotFound
 from clearing.core.ids import new_id
+from clearing.core.kinds import OrgKind
 from clearing.core.ledger import POSITION, Ledger, money_asset
 from clearing.core.money import check_fee_rate, exponent
 from issuers import repository
@@ -49,7 +50,7 @@ def organisation_out(org: Organisation) -> OrganisationOut:
 def create_organisation(session: Session, req: OrganisationCreate, now: datetime) -> Organisation:
     """Register an organisation with its money position account in its settlement currency."""
     exponent(req.currency)
-    if req.kind == "platform" and repository.platform_party(session) is not None:
+    if req.kind == OrgKind.PLATFORM and repository.platform_party(session) is not None:
         raise Conflict("the platform organisation already exists")
     org = Organisation(
         id=new_id(),
@@ -60,10 +61,10 @@ def create_organisation(session: Session, req: OrganisationCreate, now: datetime
         zone=req.zone,
         conversion_fee_rate=check_fee_rate(req.conversion_fee_rate, "conversion_fee_rate")
         if req.conversion_fee_rate is not None
-        else (Decimal("0") if req.kind == "platform" else None),
+        else (Decimal("0") if req.kind == OrgKind.PLATFORM else None),
         default_fee_rate=check_fee_rate(req.default_fee_rate, "default_fee_rate")
         if req.default_fee_rate is not None
-        else (Decimal("0") if req.kind == "merchant" else None),
+        else (Decimal("0") if req.kind == OrgKind.MERCHANT else None),
         created_at=now,
     )
     session.add(org)
@@ -82,13 +83,13 @@ def update_organisation(
     if req.status is not None:
         org.status = req.status
     if req.conversion_fee_rate is not None:
-        if org.kind != "platform":
+        if org.kind != OrgKind.PLATFORM:
             raise FeeRateNotApplicable(
                 "only the platform has a conversion fee rate", field="conversion_fee_rate"
             )
         org.conversion_fee_rate = req.conversion_fee_rate
     if req.default_fee_rate is not None:
-        if org.kind != "merchant":
+        if org.kind != OrgKind.MERCHANT:
             raise FeeRateNotApplicable(
                 "only merchants have a default fee rate", field="default_fee_rate"
             )

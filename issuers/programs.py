@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from clearing.core.errors import Conflict, Forbidden, InactiveParty, NotFound
 from clearing.core.ids import new_id
+from clearing.core.kinds import OrgKind
 from clearing.core.ledger import (
     CONVERTED_IN,
     CONVERTED_OUT,
@@ -81,7 +82,7 @@ def create_program(
     session: Session, caller: Caller, req: ProgramCreate, now: datetime
 ) -> ProgramOut:
     """Register an issuer's program with its first point value and its system accounts."""
-    if caller.kind != "issuer":
+    if caller.kind != OrgKind.ISSUER:
         raise Forbidden("only issuers register programs")
     issuer = active_organisation(session, caller.org_id)
     check_rate(req.point_value, "point_value")
@@ -183,7 +184,7 @@ def set_merchant_term(
 ) -> MerchantTerm:
     """Set a merchant's fee rate for one program."""
     merchant = session.get(Organisation, merchant_id)
-    if merchant is None or merchant.kind != "merchant":
+    if merchant is None or merchant.kind != OrgKind.MERCHANT:
         raise NotFound("unknown merchant")
     program = program_by_code(session, req.program)
     term = repository.merchant_term(session, merchant_id, program.id)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from clearing.core.db import Sql, row_to
 from clearing.core.idempotency import FirstRead
+from clearing.core.kinds import ObligationEvent, OrgKind
 from clearing.core.models import JournalEntry, Obligation, Posting
 from clearing.core.timeutil import aware
 from issuers.models import (
@@ -83,7 +84,7 @@ _VALUES = cast(Table, PointValue.__table__)
 _MEMBERS = cast(Table, Member.__table__)
 _PARTY_COLUMNS = [_ORGS.c[f.name] for f in fields(Party)]
 _PARTY = Sql(select(*_PARTY_COLUMNS).where(_ORGS.c.id == bindparam("b_org")))
-_PLATFORM = Sql(select(*_PARTY_COLUMNS).where(_ORGS.c.kind == "platform"))
+_PLATFORM = Sql(select(*_PARTY_COLUMNS).where(_ORGS.c.kind == OrgKind.PLATFORM))
 _PROGRAM_AND_ISSUER = Sql(
     select(
         *[_PROGRAMS.c[f.name] for f in fields(ProgramRef)],
@@ -345,6 +346,9 @@ def accrual_obligation(
             Obligation.point_value,
             Obligation.point_value_version,
             Obligation.currency,
-        ).where(Obligation.entry_id == entry_id, Obligation.event_type == "merchant_funded_accrual")
+        ).where(
+            Obligation.entry_id == entry_id,
+            Obligation.event_type == ObligationEvent.MERCHANT_FUNDED_ACCRUAL,
+        )
     ).first()
     return None if row is None else (row[0], row[1], row[2], row[3])

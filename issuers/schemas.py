@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from clearing.core.kinds import OrgKind
 from clearing.core.schemas import (
     Code,
     Currency,
@@ -26,7 +27,7 @@ from clearing.core.schemas import (
 
 
 class OrganisationCreate(Model):
-    kind: Literal["platform", "issuer", "merchant"]
+    kind: OrgKind
     name: Name
     currency: Currency
     zone: Zone = "Asia/Shanghai"

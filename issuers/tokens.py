@@ -29,6 +29,7 @@ from clearing.core.db import Sql
 from clearing.core.errors import ClearingError, Conflict, NotFound
 from clearing.core.idempotency import Operation, run_once
 from clearing.core.ids import new_id
+from clearing.core.kinds import OrgKind
 from clearing.web.context import Caller
 from issuers import repository
 from issuers.contexts import CheckoutContext
@@ -307,7 +308,7 @@ def set_merchant_trust(
     stops letting it; the fee rate of the term is left as the operator set it."""
     program = own_program(session, caller, code)
     merchant = session.get(Organisation, merchant_id)
-    if merchant is None or merchant.kind != "merchant":
+    if merchant is None or merchant.kind != OrgKind.MERCHANT:
         raise NotFound("unknown merchant")
     term = repository.merchant_term(session, merchant_id, program.id)
     if term is None:

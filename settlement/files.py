@@ -22,6 +22,7 @@ from typing import IO, BinaryIO, Final
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from clearing.core.kinds import OrgKind
 from clearing.core.money import exponent, parse_minor
 from settlement.camt053 import OMITTED_TOO_LARGE, Camt053Writer, CamtAmountTooLarge, camt_can_hold
 from settlement.lines import ObligationLine, Party
@@ -479,8 +480,8 @@ def _shares(parties: Sequence[Party], workers: int) -> list[list[Party]]:
     # The platform's statement holds every line (about half of all detail lines of a batch);
     # the other parties together hold the other half: two balanced shares. The platform's
     # goes to the calling process, which also runs the tap (clearing, in the benchmark).
-    platform = [p for p in parties if p.kind == "platform"]
-    others = [p for p in parties if p.kind != "platform"]
+    platform = [p for p in parties if p.kind == OrgKind.PLATFORM]
+    others = [p for p in parties if p.kind != OrgKind.PLATFORM]
     if workers < 2 or not platform or not others:
         return [list(parties)]
     return [platform, others]

@@ -7,25 +7,21 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-EVENT_TYPES = (
-    "merchant_funded_accrual",
-    "accrual_reversal",
-    "conversion",
-    "checkout_capture",
-    "checkout_refund",
-    "fee",
-    "fee_refund",
-)
-# Fee lines belong to the transaction booked under the same reference; statements fold them in.
-FEE_EVENT_TYPES = frozenset({"fee", "fee_refund"})
+from clearing.core.kinds import FEE_EVENTS, ObligationEvent, OrgKind
 
-PartyKind = Literal["issuer", "merchant", "platform"]
+EVENT_TYPES = tuple(event.value for event in ObligationEvent)
+"""The ledger's obligation events, in the order statements list them (plain text for pandas)."""
+# Fee lines belong to the transaction booked under the same reference; statements fold them in.
+FEE_EVENT_TYPES = frozenset(event.value for event in FEE_EVENTS)
+
+PartyKind = OrgKind
+"""What a party is (the organisation's kind)."""
 
 
 @dataclass(frozen=True, slots=True)

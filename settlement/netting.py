@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from clearing.core.kinds import ObligationEvent
 from clearing.core.money import is_known_currency
 from settlement.lines import EVENT_TYPES, ObligationLine, ensure_frame, lines_to_frame
 from settlement.sums import exact_group_sums
@@ -154,9 +155,9 @@ class Clearer:
         for (cur, payer, payee, event_type), g in gross.items():
             positions[(cur, payee)] += g.amount
             positions[(cur, payer)] -= g.amount
-            if event_type == "fee":
+            if event_type == ObligationEvent.FEE:
                 fee_income[cur] += g.amount
-            elif event_type == "fee_refund":
+            elif event_type == ObligationEvent.FEE_REFUND:
                 fee_income[cur] -= g.amount
         anomalies = tuple(
             f"{self.anomaly_counts[w]} line(s): {w} (e.g. {', '.join(ex)})"

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from clearing.core.db import is_postgres, make_engine
 from clearing.core.errors import ClearingError, Kind
+from clearing.core.kinds import OrgKind
 from clearing.core.ledger import POSITION, money_asset
 from clearing.core.models import Account, JournalEntry, Obligation, Posting
 from clearing.core.timeutil import aware
@@ -610,7 +611,7 @@ def organisations(session: Session, org_ids: set[uuid.UUID]) -> dict[uuid.UUID, 
 def platform_organisation(session: Session) -> Organisation | None:
     """The platform organisation, if registered."""
     return session.execute(
-        select(Organisation).where(Organisation.kind == "platform").order_by(Organisation.id)
+        select(Organisation).where(Organisation.kind == OrgKind.PLATFORM).order_by(Organisation.id)
     ).scalar()
 
 

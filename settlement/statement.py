@@ -13,6 +13,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from clearing.core.errors import ClearingError, Kind
+from clearing.core.kinds import OrgKind
 from clearing.core.money import exponent
 from settlement.lines import (
     FEE_EVENT_TYPES,
@@ -307,7 +308,7 @@ def iter_detail_rows(
     """Detail rows of `party`'s statement, streaming over lines sorted by (booked_at, ref, seq)."""
     exponent(meta.currency)
     owner = party.id
-    as_platform = party.kind == "platform"
+    as_platform = party.kind == OrgKind.PLATFORM
     previous: tuple[datetime, str, int] | None = None
     run: list[_Leg] = []
     run_reference: str | None = None
@@ -435,8 +436,10 @@ class DetailFrames:
         self._currency = meta.currency
         self._start = micros(meta.window_start)
         self._end = micros(meta.window_end)
-        self._party_view = {p.id: i for i, p in enumerate(parties) if p.kind != "platform"}
-        self._platform_view = [(i, p.id) for i, p in enumerate(parties) if p.kind == "platform"]
+        self._party_view = {p.id: i for i, p in enumerate(parties) if p.kind != OrgKind.PLATFORM}
+        self._platform_view = [
+            (i, p.id) for i, p in enumerate(parties) if p.kind == OrgKind.PLATFORM
+        ]
         self._line_nos = np.zeros(len(parties), dtype=np.int64)
         self._carry: pd.DataFrame | None = None
         self._last: tuple[int, str, int] | None = None
@@ -658,7 +661,7 @@ class DetailFrames:
         lines = list(frame_lines(frame))
         records: list[tuple[Any, ...]] = []
         for owner, party in enumerate(self.parties):
-            as_platform = party.kind == "platform"
+            as_platform = party.kind == OrgKind.PLATFORM
             run: list[_Leg] = []
             run_reference: str | None = None
             for ln in [*lines, None]:

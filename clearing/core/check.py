@@ -8,6 +8,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from clearing.core.kinds import HoldStatus
 from clearing.core.ledger import POSITION
 from clearing.core.models import Account, Balance, Hold, Lot, LotMovement, Obligation, Posting
 
@@ -84,7 +85,7 @@ def _check_members(
     open_holds = dict(
         session.execute(
             select(Hold.account_id, func.sum(Hold.points))
-            .where(Hold.status == "authorised")
+            .where(Hold.status == HoldStatus.AUTHORISED)
             .group_by(Hold.account_id)
         ).all()
     )

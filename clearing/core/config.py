@@ -53,18 +53,20 @@ class Settings:
             zone=env.get("CLEARING_ZONE", "Asia/Shanghai"),
             cutoff=env.get("CLEARING_CUTOFF", "00:00"),
             settlement_dir=Path(env.get("CLEARING_SETTLEMENT_DIR", str(var / "settlement"))),
-            hold_ttl_seconds=int(env.get("CLEARING_HOLD_TTL_SECONDS", "900")),
-            balance_slots=int(env.get("CLEARING_BALANCE_SLOTS", "8")),
+            hold_ttl_seconds=_whole(env, "CLEARING_HOLD_TTL_SECONDS", 900),
+            balance_slots=_whole(env, "CLEARING_BALANCE_SLOTS", 8),
             ledger_engine=_ledger_engine(env.get("CLEARING_LEDGER_ENGINE", "server")),
             platform_key_path=Path(
                 env.get("CLEARING_PLATFORM_KEY", str(var / "keys" / "platform.pem"))
             ),
-            max_body_bytes=int(env.get("CLEARING_MAX_BODY_BYTES", str(1 << 20))),
-            max_bulk_body_bytes=int(env.get("CLEARING_MAX_BULK_BODY_BYTES", str(64 << 20))),
-            settlement_grace_minutes=int(env.get("CLEARING_SETTLEMENT_GRACE_MINUTES", "10")),
-            settlement_workers=int(workers)
-            if (workers := env.get("CLEARING_SETTLEMENT_WORKERS"))
-            else None,
+            max_body_bytes=_whole(env, "CLEARING_MAX_BODY_BYTES", 1 << 20),
+            max_bulk_body_bytes=_whole(env, "CLEARING_MAX_BULK_BODY_BYTES", 64 << 20),
+            settlement_grace_minutes=_whole(env, "CLEARING_SETTLEMENT_GRACE_MINUTES", 10),
+            settlement_workers=(
+                _whole(env, "CLEARING_SETTLEMENT_WORKERS", 0)
+                if env.get("CLEARING_SETTLEMENT_WORKERS")
+                else None
+            ),
             settlement_reader=_one_of(
                 "CLEARING_SETTLEMENT_READER",
                 env.get("CLEARING_SETTLEMENT_READER", "select"),
@@ -90,3 +92,14 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """The whole number `env[name]` holds (`default` when unset); a ValueError naming it if not."""
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {text!r}") from None

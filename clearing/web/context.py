@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from clearing.core.kinds import OrgKind
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
@@ -16,4 +18,4 @@ class Caller:
     @property
     def is_platform(self) -> bool:
         """Operators act with a key of the platform organisation."""
-        return self.kind == "platform"
+        return self.kind == OrgKind.PLATFORM

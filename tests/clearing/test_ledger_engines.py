@@ -18,6 +18,7 @@ from clearing.app.migrate import alembic_config
 from clearing.core.check import check_ledger
 from clearing.core.db import transaction
 from clearing.core.errors import InsufficientPoints
+from clearing.core.kinds import EntryKind, LotSource
 from clearing.core.ledger import (
     LEDGER_POST_FUNCTION,
     MEMBER,
@@ -61,12 +62,12 @@ def _world(engine: Engine) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
                 expires = None if days is None else T0 + timedelta(days=days + 365)
                 ledger.post(
                     EntryDraft(
-                        kind="accrual",
+                        kind=EntryKind.ACCRUAL,
                         org_id=org,
                         booked_at=T0,
                         legs=[
                             Leg(redeemed, -points),
-                            Leg(account, points, lot=LotSpec("accrual", expires, org)),
+                            Leg(account, points, lot=LotSpec(LotSource.ACCRUAL, expires, org)),
                         ],
                     )
                 )
@@ -83,7 +84,7 @@ def _spend(
 ) -> None:
     Ledger(session, on_server=on_server).post(
         EntryDraft(
-            kind="checkout_capture",
+            kind=EntryKind.CHECKOUT_CAPTURE,
             org_id=org,
             booked_at=T0 + timedelta(days=1),
             legs=[Leg(account, -points), Leg(redeemed, points)],
@@ -199,7 +200,7 @@ def test_both_engines_refuse_a_missing_system_balance_row(
         pytest.raises(LedgerImbalance, match="balance row is missing"),
         transaction(pg_engine) as session,
     ):
-        Ledger(session, on_server=on_server).post(EntryDraft("test", org, T0, legs))
+        Ledger(session, on_server=on_server).post(EntryDraft(EntryKind.ACCRUAL, org, T0, legs))
     with transaction(pg_engine) as session:
         assert session.execute(text("SELECT count(*) FROM journal_entries")).scalar_one() == 0
         assert session.execute(text("SELECT sum(balance) FROM balances")).scalar_one() == 0
@@ -216,10 +217,10 @@ def test_both_engines_refuse_a_missing_member_balance_row(
         account = ledger.open_account(ASSET, MEMBER, org, uuid.uuid4(), T0)
         session.execute(text("DELETE FROM balances WHERE account_id = :a"), {"a": account})
     draft = EntryDraft(
-        "accrual",
+        EntryKind.ACCRUAL,
         org,
         T0,
-        [Leg(issued, -7), Leg(account, 7, lot=LotSpec("accrual", None, org))],
+        [Leg(issued, -7), Leg(account, 7, lot=LotSpec(LotSource.ACCRUAL, None, org))],
     )
     with (
         pytest.raises(LedgerImbalance, match="balance row is missing"),
@@ -242,7 +243,9 @@ def test_both_engines_answer_a_member_below_zero_alike(pg_engine: Engine, accoun
     problems = []
     for on_server in (True, False):
         with pytest.raises(InsufficientPoints) as refused, transaction(pg_engine) as session:
-            Ledger(session, on_server=on_server).post(EntryDraft("checkout_capture", org, T0, legs))
+            Ledger(session, on_server=on_server).post(
+                EntryDraft(EntryKind.CHECKOUT_CAPTURE, org, T0, legs)
+            )
         problems.append(refused.value.problem())
     assert problems[0] == problems[1]
     assert problems[0]["needed"] == 1801

@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from clearing.core.check import check_ledger
 from clearing.core.db import transaction
+from clearing.core.kinds import EntryKind
 from clearing.core.ledger import EntryDraft, Ledger, LedgerImbalance, Leg
 
 # The ledger's rules hold whichever engine applies a posting on PostgreSQL.
@@ -44,7 +45,9 @@ def post_unbalanced_draft(engine: Engine, org: uuid.UUID) -> None:
     """Ask the ledger to post a debit with no matching credit."""
     with transaction(engine) as session:
         account = session.execute(select_member_account).scalar_one()
-        Ledger(session).post(EntryDraft("forged", org, T0, [Leg(uuid.UUID(str(account)), -5)]))
+        Ledger(session).post(
+            EntryDraft(EntryKind.ACCRUAL, org, T0, [Leg(uuid.UUID(str(account)), -5)])
+        )
 
 
 select_member_account = text("SELECT account_id FROM members")

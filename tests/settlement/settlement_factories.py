@@ -8,10 +8,11 @@ from decimal import Decimal
 
 from hypothesis import strategies as st
 
+from clearing.core.kinds import OrgKind
 from settlement.lines import ObligationLine, Party
 from settlement.statement import StatementMeta
 
-PLATFORM = Party("platform", "Points Clearing Platform", "platform", "CNY")
+PLATFORM = Party("platform", "Points Clearing Platform", OrgKind.PLATFORM, "CNY")
 ISSUERS = ("bank-a", "bank-b", "carrier-c")
 MERCHANTS = ("shop-x", "=shop-y")  # the "=" checks that names never become formulas
 WINDOW_START = datetime(2026, 3, 1, 16, 0, tzinfo=UTC)
@@ -21,10 +22,10 @@ WINDOW_END = WINDOW_START + timedelta(days=1)
 def party(org: str, currency: str = "CNY") -> Party:
     """The display descriptor of a test organisation."""
     if org == PLATFORM.id:
-        return Party(PLATFORM.id, PLATFORM.name, "platform", currency)
+        return Party(PLATFORM.id, PLATFORM.name, OrgKind.PLATFORM, currency)
     if org in MERCHANTS:
-        return Party(org, f"{org.upper()}, Co.", "merchant", currency)
-    return Party(org, f"{org.upper()}, Co.", "issuer", currency)
+        return Party(org, f"{org.upper()}, Co.", OrgKind.MERCHANT, currency)
+    return Party(org, f"{org.upper()}, Co.", OrgKind.ISSUER, currency)
 
 
 def meta(currency: str = "CNY", sequence: int = 42) -> StatementMeta:

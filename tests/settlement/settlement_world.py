@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 
 from clearing.core.config import Settings
 from clearing.core.db import transaction
+from clearing.core.kinds import EntryKind, ObligationEvent
 from clearing.core.ledger import POSITION, EntryDraft, Ledger, ObligationDraft, money_asset
 from clearing.core.money import MAX_AMOUNT
 from exchange import service as exchange
@@ -127,7 +128,11 @@ class LargeDay:
     fees_paid: dict[uuid.UUID, int]
 
 
-LARGE_EVENTS = ("merchant_funded_accrual", "conversion", "checkout_capture")
+LARGE_EVENTS = (
+    ObligationEvent.MERCHANT_FUNDED_ACCRUAL,
+    ObligationEvent.CONVERSION,
+    ObligationEvent.CHECKOUT_CAPTURE,
+)
 
 
 def book_large_day(
@@ -194,7 +199,7 @@ def book_large_day(
         day.amount_total += amount
         day.points_total += MAX_AMOUNT
         if k % fee_every == 0:
-            obligations.append(ObligationDraft("fee", payer, platform, currency, fee))
+            obligations.append(ObligationDraft(ObligationEvent.FEE, payer, platform, currency, fee))
             day.fees_paid[payer] += fee
             day.positions[payer] -= fee
             day.positions[platform] += fee
@@ -203,7 +208,7 @@ def book_large_day(
         day.line_count += len(obligations)
         drafts.append(
             EntryDraft(
-                kind="test_large",
+                kind=EntryKind.ACCRUAL,
                 org_id=payer,
                 booked_at=at + timedelta(milliseconds=k),
                 legs=(),

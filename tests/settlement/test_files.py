@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from openpyxl import load_workbook
 from settlement_factories import PLATFORM, chunked, days, line, meta, orgs_of, party
 
+from clearing.core.kinds import OrgKind
 from clearing.core.money import UnknownCurrency
 from settlement.camt053 import validation_errors
 from settlement.files import (
@@ -314,7 +315,7 @@ def test_generated_days_write_verifiable_folders(
         assert verify_directory(folder, PUBLIC) == []
         if org != PLATFORM.id:
             total += result.totals.net
-    platform = Party(PLATFORM.id, PLATFORM.name, "platform", "CNY")
+    platform = Party(PLATFORM.id, PLATFORM.name, OrgKind.PLATFORM, "CNY")
     assert total + positions.get(("CNY", platform.id), 0) == 0
 
 

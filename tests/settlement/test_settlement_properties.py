@@ -19,6 +19,7 @@ from settlement_world import DAY1, settlement_settings
 from sqlalchemy import Engine, func, select
 
 from clearing.core.db import transaction
+from clearing.core.kinds import EntryKind, ObligationEvent
 from clearing.core.ledger import EntryDraft, Ledger, ObligationDraft
 from clearing.core.models import Obligation
 from clearing.web.platform_key import load_or_create
@@ -50,35 +51,51 @@ def book(
             issuer, merchant = issuers[i], merchants[m]
             if kind == "conversion":
                 other = issuers[(i + 1) % 3]
-                main = ObligationDraft("conversion", issuer.org_id, other.org_id, "CNY", amount)
+                main = ObligationDraft(
+                    ObligationEvent.CONVERSION, issuer.org_id, other.org_id, "CNY", amount
+                )
                 fee_payer = issuer
             elif kind == "checkout":
                 main = ObligationDraft(
-                    "checkout_capture", issuer.org_id, merchant.org_id, "CNY", amount, "BANKA", 7
+                    ObligationEvent.CHECKOUT_CAPTURE,
+                    issuer.org_id,
+                    merchant.org_id,
+                    "CNY",
+                    amount,
+                    "BANKA",
+                    7,
                 )
                 fee_payer = merchant
             elif kind == "accrual":
                 main = ObligationDraft(
-                    "merchant_funded_accrual", merchant.org_id, issuer.org_id, "CNY", amount
+                    ObligationEvent.MERCHANT_FUNDED_ACCRUAL,
+                    merchant.org_id,
+                    issuer.org_id,
+                    "CNY",
+                    amount,
                 )
                 fee_payer = merchant
             else:
                 main = ObligationDraft(
-                    "checkout_refund", merchant.org_id, issuer.org_id, "CNY", amount
+                    ObligationEvent.CHECKOUT_REFUND, merchant.org_id, issuer.org_id, "CNY", amount
                 )
                 fee_payer = None
             obligations = [main]
             if fee and fee_payer is not None:
                 obligations.append(
-                    ObligationDraft("fee", fee_payer.org_id, w.platform.org_id, "CNY", fee)
+                    ObligationDraft(
+                        ObligationEvent.FEE, fee_payer.org_id, w.platform.org_id, "CNY", fee
+                    )
                 )
             elif fee:
                 obligations.append(
-                    ObligationDraft("fee_refund", w.platform.org_id, merchant.org_id, "CNY", fee)
+                    ObligationDraft(
+                        ObligationEvent.FEE_REFUND, w.platform.org_id, merchant.org_id, "CNY", fee
+                    )
                 )
             ledger.post(
                 EntryDraft(
-                    kind="test",
+                    kind=EntryKind.ACCRUAL,
                     org_id=issuer.org_id,
                     booked_at=start + timedelta(seconds=second),
                     legs=[],

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, select
 
 from clearing.core.config import Settings
 from clearing.core.db import make_engine, transaction
+from clearing.core.kinds import OrgKind
 from clearing.web.platform_key import load_or_create
 from settlement import repository as repo
 from settlement.files import write_batch_folders
@@ -68,7 +69,7 @@ def test_copy_and_select_readers_give_identical_frames_and_files(
     start, end = business_window(DAY1, "Asia/Shanghai", "00:00")
     lines = _frame(list(repo.iter_window_frames_select(pg_engine, "CNY", start, end)))
     ids = sorted(set(lines["payer"]) | set(lines["payee"]))
-    parties = [Party(p, f"Party {n}", "merchant", "CNY") for n, p in enumerate(ids)]
+    parties = [Party(p, f"Party {n}", OrgKind.MERCHANT, "CNY") for n, p in enumerate(ids)]
     meta = StatementMeta(
         batch_id="SB-CNY-20261120",
         settlement_date=DAY1,

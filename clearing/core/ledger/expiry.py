@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from clearing.core.kinds import EntryKind
 from clearing.core.ledger.model import EXPIRED, EntryDraft, Leg
 from clearing.core.ledger.posting import Ledger
 from clearing.core.models import Account, Balance, Lot
@@ -49,7 +50,7 @@ def expire_due_lots(session: Session, now: datetime, limit: int = 1000) -> int:
         ).scalar_one()
         ledger.post(
             EntryDraft(
-                kind="expiry",
+                kind=EntryKind.EXPIRY,
                 org_id=info.org_id,
                 booked_at=now,
                 legs=[

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from clearing.core.db import Sql, is_postgres
 from clearing.core.errors import Conflict, InsufficientPoints
 from clearing.core.ids import new_id
+from clearing.core.kinds import HoldStatus
 from clearing.core.ledger.engines import MEMBER_MOVE
 from clearing.core.ledger.model import HoldClose, check_amount
 from clearing.core.models import Balance, Hold
@@ -42,7 +43,7 @@ class HoldState:
 
     def open_at(self, now: datetime) -> OpenHold:
         """The hold, if it can still be captured or voided at `now`."""
-        if self.status != "authorised":
+        if self.status != HoldStatus.AUTHORISED:
             raise HoldNotOpen(f"hold is {self.status}", hold_status=self.status)
         if aware(self.expires_at) <= now:
             raise HoldExpired(
@@ -118,7 +119,7 @@ def place_hold(
         "account_id": account_id,
         "org_id": org_id,
         "points": points,
-        "status": "authorised",
+        "status": HoldStatus.AUTHORISED.value,
         "captured_points": 0,
         "created_at": now,
         "expires_at": expires_at,
@@ -159,7 +160,7 @@ def close_hold(session: Session, close: HoldClose, now: datetime) -> None:
 def void_hold(session: Session, hold: OpenHold, now: datetime) -> None:
     """Release all points of an open hold and mark it voided."""
     _release(session, hold.account_id, hold.points)
-    close_hold(session, HoldClose(hold.id, "voided", 0), now)
+    close_hold(session, HoldClose(hold.id, HoldStatus.VOIDED, 0), now)
 
 
 def _release(session: Session, account_id: uuid.UUID, points: int) -> None:
@@ -171,7 +172,7 @@ def release_expired_holds(
 ) -> int:
     """Release holds whose time-to-live has passed; returns how many were released."""
     query = select(Hold.id, Hold.account_id, Hold.points).where(
-        Hold.status == "authorised", Hold.expires_at <= now
+        Hold.status == HoldStatus.AUTHORISED, Hold.expires_at <= now
     )
     if account_id is not None:
         query = query.where(Hold.account_id == account_id)
@@ -179,8 +180,8 @@ def release_expired_holds(
     for row in rows:
         released = session.execute(
             update(Hold)
-            .where(and_(Hold.id == row.id, Hold.status == "authorised"))
-            .values(status="expired", closed_at=now)
+            .where(and_(Hold.id == row.id, Hold.status == HoldStatus.AUTHORISED))
+            .values(status=HoldStatus.EXPIRED.value, closed_at=now)
         ).rowcount  # type: ignore[attr-defined]
         if released:
             _release(session, row.account_id, row.points)

@@ -11,6 +11,7 @@ from typing import Any
 
 from clearing.core.errors import ClearingError, InvalidInput
 from clearing.core.ids import new_id
+from clearing.core.kinds import EntryKind, HoldStatus, LotSource, ObligationEvent
 from clearing.core.money import MAX_AMOUNT, AmountOutOfRange
 
 # System account roles of a points asset, owned by the program's issuer.
@@ -59,7 +60,7 @@ def check_amount(value: object, what: str = "points", *, allow_zero: bool = Fals
 class LotSpec:
     """Where credited points came from and when they expire."""
 
-    source: str
+    source: LotSource
     expires_at: datetime | None
     funding_org_id: uuid.UUID | None = None
     source_program: str | None = None
@@ -83,7 +84,7 @@ class Leg:
 class ObligationDraft:
     """Money one party owes another because of this entry."""
 
-    event_type: str
+    event_type: ObligationEvent
     payer_org_id: uuid.UUID
     payee_org_id: uuid.UUID
     currency: str
@@ -98,7 +99,7 @@ class ObligationDraft:
 class EntryDraft:
     """A journal entry about to be posted."""
 
-    kind: str
+    kind: EntryKind
     org_id: uuid.UUID
     booked_at: datetime
     legs: Sequence[Leg]
@@ -115,7 +116,7 @@ class HoldClose:
     """How an entry closes a hold: its new status and the points it captured."""
 
     hold_id: uuid.UUID
-    status: str
+    status: HoldStatus
     captured: int
 
 

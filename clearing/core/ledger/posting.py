@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from clearing.core.db import bulk_insert, is_postgres
 from clearing.core.errors import NotFound
 from clearing.core.ids import new_id
+from clearing.core.kinds import HoldStatus
 from clearing.core.ledger import engines, holds
 from clearing.core.ledger.lots import LotWriter
 from clearing.core.ledger.model import (
@@ -269,7 +270,9 @@ class Ledger:
         balance = self.balance(account_id)
         held = self.session.execute(
             select(func.coalesce(func.sum(Hold.points), 0)).where(
-                Hold.account_id == account_id, Hold.status == "authorised", Hold.expires_at > now
+                Hold.account_id == account_id,
+                Hold.status == HoldStatus.AUTHORISED,
+                Hold.expires_at > now,
             )
         ).scalar_one()
         return balance, int(held)

@@ -1,0 +1,61 @@
+"""The ledger's words as enums: kinds of entries, obligations, lots and organisations; hold statuses.
+
+Each is a StrEnum: a member is its own text, so it is stored, compared and serialised as the
+string the database has always held. A new word is added here once; mypy then finds every place
+that must know it (settlement's netting reads `ObligationEvent`, the ledger check `HoldStatus`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class OrgKind(StrEnum):
+    """What an organisation is to the platform."""
+
+    PLATFORM = "platform"
+    ISSUER = "issuer"
+    MERCHANT = "merchant"
+
+
+class EntryKind(StrEnum):
+    """Why a journal entry was posted."""
+
+    ACCRUAL = "accrual"
+    ACCRUAL_REVERSAL = "accrual_reversal"
+    CONVERSION = "conversion"
+    CHECKOUT_CAPTURE = "checkout_capture"
+    CHECKOUT_REFUND = "checkout_refund"
+    EXPIRY = "expiry"
+
+
+class ObligationEvent(StrEnum):
+    """Why one party owes another money: the events settlement nets."""
+
+    MERCHANT_FUNDED_ACCRUAL = "merchant_funded_accrual"
+    ACCRUAL_REVERSAL = "accrual_reversal"
+    CONVERSION = "conversion"
+    CHECKOUT_CAPTURE = "checkout_capture"
+    CHECKOUT_REFUND = "checkout_refund"
+    FEE = "fee"
+    FEE_REFUND = "fee_refund"
+
+
+FEE_EVENTS = frozenset({ObligationEvent.FEE, ObligationEvent.FEE_REFUND})
+"""The platform's income: fees charged and given back."""
+
+
+class LotSource(StrEnum):
+    """Where credited points came from."""
+
+    ACCRUAL = "accrual"
+    CONVERSION = "conversion"
+
+
+class HoldStatus(StrEnum):
+    """A hold (and the checkout it reserves for): open until captured, voided or expired."""
+
+    AUTHORISED = "authorised"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    EXPIRED = "expired"
