@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from api_support import World, signed
 from starlette.testclient import TestClient
+
+from tests.api.api_support import World, signed
 
 
 def test_replay_is_byte_for_byte_with_header(world: World, http: TestClient) -> None:

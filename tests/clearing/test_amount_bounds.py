@@ -6,7 +6,6 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from factories import T0, accrue, build_world, key, member
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
@@ -16,6 +15,7 @@ from clearing.models import JournalEntry, Obligation
 from clearing.money import BALANCE_LIMIT, MAX_AMOUNT
 from issuers import service as issuers
 from issuers.schemas import AccrualBatchCreate, AccrualCreate, PointValueCreate
+from tests.factories import T0, accrue, build_world, key, member
 
 
 def entries(engine: Engine) -> tuple[int, int]:

@@ -8,17 +8,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from factories import (
-    T0,
-    World,
-    accrue,
-    authorise,
-    balance,
-    build_world,
-    key,
-    member,
-    payment_token,
-)
 from sqlalchemy import Engine, func, select
 
 from clearing.check import check_ledger
@@ -29,6 +18,17 @@ from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
 from issuers import service as issuers
 from issuers.schemas import AccrualCreate
+from tests.factories import (
+    T0,
+    World,
+    accrue,
+    authorise,
+    balance,
+    build_world,
+    key,
+    member,
+    payment_token,
+)
 
 T = TypeVar("T")
 WORKERS = 16

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from factories import T0, accrue, authorise, balance, build_world, member
 from sqlalchemy import Engine
 
 from clearing.check import check_ledger
 from clearing.db import transaction
 from clearing.tasks import run_expiry
+from tests.factories import T0, accrue, authorise, balance, build_world, member
 
 
 def test_run_expiry_releases_holds_then_expires_the_points(engine: Engine) -> None:

@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from factories import T0
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -26,6 +25,7 @@ from clearing.ledger import (
 )
 from issuers import service as issuers
 from issuers.schemas import OrganisationCreate
+from tests.factories import T0
 
 ASSET = points_asset("ENGINE")
 # Lots earned on these days after T0, expiring a year later; one never expires.

@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from factories import T0, accrue, build_world, member
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from clearing.check import check_ledger
 from clearing.db import transaction
 from clearing.ledger import EntryDraft, Ledger, LedgerImbalance, Leg
+from tests.factories import T0, accrue, build_world, member
 
 
 def forge_unbalanced_entry(engine: Engine, org: uuid.UUID) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from factories import T0, balance, build_world, key, member
 from sqlalchemy import Engine, func, select
 
 from clearing.check import check_ledger
@@ -12,6 +11,7 @@ from clearing.errors import ClearingError
 from clearing.models import JournalEntry, Obligation
 from issuers import service as issuers
 from issuers.schemas import AccrualBatchCreate, AccrualCreate
+from tests.factories import T0, balance, build_world, key, member
 
 
 def batch(*lines: tuple[str, int]) -> AccrualBatchCreate:

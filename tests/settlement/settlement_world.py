@@ -9,7 +9,16 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from factories import (
+from sqlalchemy import Engine
+
+from clearing.config import Settings
+from clearing.db import transaction
+from clearing.ledger import POSITION, EntryDraft, Ledger, ObligationDraft, money_asset
+from clearing.money import MAX_AMOUNT
+from exchange import service as exchange
+from exchange.schemas import RefundCreate
+from settlement.repository import position_accounts
+from tests.factories import (
     T0,
     World,
     accrue,
@@ -22,15 +31,6 @@ from factories import (
     member,
     org,
 )
-from sqlalchemy import Engine
-
-from clearing.config import Settings
-from clearing.db import transaction
-from clearing.ledger import POSITION, EntryDraft, Ledger, ObligationDraft, money_asset
-from clearing.money import MAX_AMOUNT
-from exchange import service as exchange
-from exchange.schemas import RefundCreate
-from settlement.repository import position_accounts
 
 DAY1 = date(2026, 11, 20)
 """T0 is 2026-11-20 09:00 in Asia/Shanghai: business day DAY1 with the 00:00 cut-off."""

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
-from settlement_factories import PLATFORM, chunked, days, line, meta, orgs_of, party
 
 from clearing.money import UnknownCurrency
 from settlement.camt053 import validation_errors
@@ -39,6 +38,15 @@ from settlement.netting import clear
 from settlement.statement import StatementInputError, StatementTotals, iter_detail_rows
 from settlement.statement_csv import CsvStatementWriter
 from settlement.verify import verify_directory
+from tests.settlement.settlement_factories import (
+    PLATFORM,
+    chunked,
+    days,
+    line,
+    meta,
+    orgs_of,
+    party,
+)
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PUBLIC = KEY.public_key()

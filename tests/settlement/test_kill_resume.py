@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from settlement_world import AFTER_DAY2, DAY1, book_two_days
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from clearing.db import make_engine, transaction
 from settlement.models import SettlementBatch, SettlementPosition
+from tests.settlement.settlement_world import AFTER_DAY2, DAY1, book_two_days
 
 CLI = [sys.executable, "-c", "from clearing.cli import app; app()"]
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from settlement_world import DAY1, DAY2, book_two_days
 from sqlalchemy import Engine, create_engine
 
 from settlement import repository as repo
@@ -15,6 +14,7 @@ from settlement.files import write_batch_folders
 from settlement.lines import LINE_COLUMNS, Party, normalize_frame
 from settlement.service import business_window
 from settlement.statement import StatementMeta
+from tests.settlement.settlement_world import DAY1, DAY2, book_two_days
 
 
 def _frame(chunks: list[pd.DataFrame]) -> pd.DataFrame:
