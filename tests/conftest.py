@@ -3,13 +3,18 @@ template) and SQLite (a fresh file per test, copied from a migrated one)."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import cast
 
@@ -71,7 +76,9 @@ def pg_admin_url() -> Iterator[str]:
             "-D",
             str(data / "db"),
             "-o",
-            f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+            # A throwaway cluster: durability would only cost the tests time.
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c full_page_writes=off",
             "-w",
             "start",
             "-l",
@@ -96,23 +103,102 @@ def _admin_engine(url: str) -> Engine:
     )
 
 
+class _Databases:
+    """Fresh clones of the template, made ahead in a thread and dropped behind in another.
+
+    Creating and dropping a database each cost the server a WAL copy or a checkpoint: a test
+    should not wait for either. A clone made ahead is as fresh as one made on demand, since the
+    template never changes once migrated. Commits skip the WAL flush (`synchronous_commit=off`):
+    no test crashes the server, only clients.
+    """
+
+    AHEAD = 2
+
+    def __init__(self, admin_url: str, template: str) -> None:
+        self.admin = _admin_engine(admin_url)
+        self.template = template
+        self.ready: queue.Queue[str] = queue.Queue(maxsize=self.AHEAD)
+        self.error: BaseException | None = None
+        self.stopping = threading.Event()
+        self.dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drop-db")
+        self.drops: list[Future[None]] = []
+        self.maker = threading.Thread(target=self._make, name="make-db", daemon=True)
+        self.maker.start()
+
+    def _make(self) -> None:
+        while not self.stopping.is_set():
+            name = f"clearing_t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+            try:
+                with self.admin.connect() as conn:
+                    conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+                    conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+            except BaseException as error:  # the test waiting for a database shows why
+                self.error = error
+                return
+            while True:
+                try:
+                    self.ready.put(name, timeout=0.2)
+                    break
+                except queue.Full:
+                    if self.stopping.is_set():
+                        self.drop(name)
+                        return
+
+    def take(self) -> str:
+        """The name of a fresh database, now this test's own."""
+        while True:
+            try:
+                return self.ready.get(timeout=0.2)
+            except queue.Empty:
+                if not self.maker.is_alive():
+                    raise RuntimeError("no fresh database: making one failed") from self.error
+
+    def drop(self, name: str) -> None:
+        """Drop ``name`` behind the tests (and its leftover connections with it)."""
+        self.drops.append(self.dropper.submit(self._drop, name))
+
+    def _drop(self, name: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def close(self) -> None:
+        """Stop making, drop what is left, and wait until every drop is done."""
+        self.stopping.set()
+        while self.maker.is_alive() or not self.ready.empty():
+            with suppress(queue.Empty):
+                self.drop(self.ready.get(timeout=0.2))
+        self.dropper.shutdown(wait=True)
+        self.admin.dispose()
+        for drop in self.drops:
+            drop.result()  # a database left behind fails the run instead of piling up
+
+
 @pytest.fixture(scope="session")
 def pg_template(pg_admin_url: str) -> Iterator[str]:
-    """A migrated template database for this run; dropped at the end."""
+    """A migrated template database for this run (for this worker under xdist); dropped at the end."""
     name = f"clearing_tpl_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = _admin_engine(pg_admin_url)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
     try:
+        url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
         yield name
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def _pg_databases(pg_admin_url: str, pg_template: str) -> Iterator[_Databases]:
+    databases = _Databases(pg_admin_url, pg_template)
+    try:
+        yield databases
+    finally:
+        databases.close()
 
 
 @pytest.fixture(scope="session")
@@ -126,18 +212,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def pg_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
+def pg_url(pg_admin_url: str, _pg_databases: _Databases) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for one test."""
-    name = f"clearing_t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    admin = _admin_engine(pg_admin_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    name = _pg_databases.take()
     try:
         yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        _pg_databases.drop(name)
 
 
 @pytest.fixture
@@ -219,3 +300,43 @@ def pg_engine(pg_url: str, ledger_engine: LedgerEngine) -> Iterator[Engine]:
     eng = bind_ledger_options(make_engine(pg_url), LedgerOptions(engine=ledger_engine))
     yield eng
     eng.dispose()
+
+
+# The tests that take longest, longest first (measured with --durations on 2 cores). Under xdist
+# they go out first, one between two short ones, so that no two of them wait in one worker's queue
+# and the run does not end on one worker still in a long test.
+_LONG_RUNNING = (
+    "tests/exchange/test_rounding_splits.py::test_no_split_of_accruals_reversals_checkouts_or_refunds_beats_the_whole[postgresql]",
+    "tests/clearing/test_readme_blocks.py::",
+    "tests/exchange/test_rounding_splits.py::test_no_split_of_a_conversion_beats_the_whole[postgresql]",
+    "tests/exchange/test_rounding_splits.py::test_no_split_of_accruals_reversals_checkouts_or_refunds_beats_the_whole[sqlite]",
+    "tests/settlement/test_files.py::test_vectorised_csv_is_byte_identical_to_row_by_row",
+    "tests/exchange/test_rounding_splits.py::test_no_split_of_a_conversion_beats_the_whole[sqlite]",
+    "tests/clearing/test_ledger_model.py::test_ledger_matches_model[postgresql-12]",
+    "tests/clearing/test_ledger_model.py::test_ledger_matches_model[sqlite-40]",
+    "tests/clearing/test_ledger_model.py::",
+    "tests/clearing/test_ledger_differential.py::",
+    "tests/settlement/test_large_amounts.py::",
+    "tests/settlement/test_files.py::test_two_workers_write_the_same_bytes_as_one",
+    "tests/settlement/test_kill_resume.py::",
+    "tests/settlement/test_netting.py::test_chunked_clearing_matches_the_plain_model",
+    "tests/api/test_api_schemathesis.py::",
+    "tests/exchange/test_rounding_splits.py::",
+)
+
+
+def _rank(item: pytest.Item) -> int:
+    return next(
+        (n for n, prefix in enumerate(_LONG_RUNNING) if item.nodeid.startswith(prefix)),
+        len(_LONG_RUNNING),
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first, each followed by a short one (the order of the rest is kept)."""
+    ranked = sorted(items, key=_rank)  # stable: equal ranks keep their collected order
+    long = [item for item in ranked if _rank(item) < len(_LONG_RUNNING)]
+    short = ranked[len(long) :]
+    items[:] = [
+        item for pair in itertools.zip_longest(long, short[: len(long)]) for item in pair if item
+    ] + short[len(long) :]

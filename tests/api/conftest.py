@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_support import BASE, World, bootstrap_operator, make_settings, onboard
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from clearing.app.factory import create_app
 from clearing.core.config import Settings
+from tests.api.api_support import BASE, World, bootstrap_operator, make_settings, onboard
 
 
 @pytest.fixture

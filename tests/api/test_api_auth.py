@@ -12,7 +12,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from api_support import BASE, Party, World, assert_problem, make_settings, public_pem, signed
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from http_message_signatures import HTTPMessageSigner, HTTPMessageVerifier, MappingKeyResolver
 from http_message_signatures.algorithms import ED25519
@@ -21,6 +20,15 @@ from starlette.testclient import TestClient
 from clearing.app.factory import create_app
 from clearing.sdk.client import ApiError
 from clearing.web.signatures import load_public_key, public_jwk, sign_request, verify_response
+from tests.api.api_support import (
+    BASE,
+    Party,
+    World,
+    assert_problem,
+    make_settings,
+    public_pem,
+    signed,
+)
 
 
 def test_unsigned_request_is_signature_missing(world: World, http: TestClient) -> None:

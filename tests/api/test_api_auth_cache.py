@@ -7,7 +7,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from api_support import Party, World, assert_problem, public_pem, signed
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
@@ -17,6 +16,7 @@ from clearing.core.models import SeenNonce
 from clearing.core.timeutil import utcnow
 from clearing.web import auth
 from issuers.models import ApiKey
+from tests.api.api_support import Party, World, assert_problem, public_pem, signed
 
 
 def _revoke(world: World, party: Party) -> None:

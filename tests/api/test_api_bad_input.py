@@ -7,13 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from api_support import World, assert_problem, signed
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from clearing.core.db import transaction
 from clearing.core.money import BALANCE_LIMIT, MAX_AMOUNT
 from clearing.core.timeutil import utcnow
+from tests.api.api_support import World, assert_problem, signed
 
 
 def members_of(world: World) -> list[str]:

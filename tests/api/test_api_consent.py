@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from api_support import World, assert_problem, signed
 from starlette.testclient import TestClient
 
 from clearing.sdk.client import ApiError
+from tests.api.api_support import World, assert_problem, signed
 
 
 def test_checkout_with_a_token_once_and_one_answer_without(world: World, http: TestClient) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from api_support import BASE, World
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clearing.sdk.client import ApiError, PartnerClient, SignatureError
+from tests.api.api_support import BASE, World
 
 
 def test_accrue_checkout_capture_refund_and_conversion(world: World) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import httpx
-from api_support import World, signed
 from sqlalchemy import update
 from starlette.testclient import TestClient
 
 from clearing.core.models import IdempotencyRecord
+from tests.api.api_support import World, signed
 
 
 def test_replay_is_byte_for_byte_with_header(world: World, http: TestClient) -> None:

@@ -25,7 +25,6 @@ from typing import Any
 
 import anyio
 import pytest
-from api_support import BASE, Party, World, assert_problem, bootstrap_operator, onboard, signed
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 from starlette.types import Message
@@ -41,6 +40,15 @@ from clearing.web.signatures import (
     verify_signature_base,
 )
 from settlement.models import SettlementBatch, SettlementFile
+from tests.api.api_support import (
+    BASE,
+    Party,
+    World,
+    assert_problem,
+    bootstrap_operator,
+    onboard,
+    signed,
+)
 
 ACCRUAL = b'{"program":"BANK","external_id":"alice","points":1}'
 

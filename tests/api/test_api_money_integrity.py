@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from api_support import World, signed
 from starlette.testclient import TestClient
+
+from tests.api.api_support import World, signed
 
 
 def test_a_file_of_one_point_lines_owes_at_least_what_one_accrual_of_them_owes(

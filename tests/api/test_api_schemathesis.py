@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import schemathesis
-from api_support import BASE, Party, World, signed
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from starlette.testclient import TestClient
 
 from clearing.web.signatures import sign_request
+from tests.api.api_support import BASE, Party, World, signed
 
 
 def _party(world: World, path: str) -> Party:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from api_support import World
 
 from clearing.sdk.client import ApiError
+from tests.api.api_support import World
 
 
 def not_found(call: object, *args: object, **kwargs: object) -> None:

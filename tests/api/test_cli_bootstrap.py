@@ -6,7 +6,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_support import BASE, make_settings, public_pem
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
@@ -15,6 +14,7 @@ from clearing.app.factory import create_app
 from clearing.sdk.client import ApiError, PartnerClient
 from clearing.web.platform_key import jwk_thumbprint
 from clearing.web.signatures import public_jwk
+from tests.api.api_support import BASE, make_settings, public_pem
 
 
 def test_org_create_and_key_add_print_ids_alone(

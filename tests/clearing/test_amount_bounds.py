@@ -6,7 +6,6 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from factories import T0, accrue, build_world, key, member
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
@@ -16,6 +15,7 @@ from clearing.core.models import JournalEntry, Obligation
 from clearing.core.money import BALANCE_LIMIT, MAX_AMOUNT
 from issuers import accruals, programs
 from issuers.schemas import AccrualBatchCreate, AccrualCreate, PointValueCreate
+from tests.factories import T0, accrue, build_world, key, member
 
 # The ledger's rules hold whichever engine applies a posting on PostgreSQL.
 pytestmark = pytest.mark.ledger_engines

@@ -9,17 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
-from factories import (
-    T0,
-    World,
-    accrue,
-    authorise,
-    balance,
-    build_world,
-    key,
-    member,
-    payment_token,
-)
 from sqlalchemy import Engine, func, select
 
 from clearing.core.check import check_ledger
@@ -30,6 +19,17 @@ from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
 from issuers import accruals
 from issuers.schemas import AccrualCreate
+from tests.factories import (
+    T0,
+    World,
+    accrue,
+    authorise,
+    balance,
+    build_world,
+    key,
+    member,
+    payment_token,
+)
 
 # The ledger's rules hold whichever engine applies a posting on PostgreSQL.
 pytestmark = pytest.mark.ledger_engines

@@ -7,7 +7,6 @@ import pkgutil
 from datetime import timedelta
 
 import pytest
-from factories import T0, build_world, member
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -16,6 +15,7 @@ from clearing.core.errors import ClearingError, Conflict, InvalidInput, Kind, No
 from clearing.core.ledger import BALANCE_IN_RANGE, FLOOR_ZERO
 from exchange import service as exchange
 from exchange.schemas import BilateralRateCreate
+from tests.factories import T0, build_world, member
 
 PACKAGES = ("clearing", "issuers", "exchange", "settlement", "risk", "reports")
 

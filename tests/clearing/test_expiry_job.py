@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from factories import T0, accrue, authorise, balance, build_world, member, org, program
 from sqlalchemy import Engine, select
 
 from clearing.core.check import check_ledger
@@ -13,6 +12,7 @@ from clearing.core.db import transaction
 from clearing.core.models import Lot
 from clearing.core.tasks import run_expiry
 from clearing.core.timeutil import aware
+from tests.factories import T0, accrue, authorise, balance, build_world, member, org, program
 
 # The ledger's rules hold whichever engine applies a posting on PostgreSQL.
 pytestmark = pytest.mark.ledger_engines

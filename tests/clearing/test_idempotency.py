@@ -10,7 +10,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from factories import T0, accrue, build_world, key, member, trust
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -25,6 +24,7 @@ from exchange import service as exchange
 from exchange.schemas import CaptureCreate, CheckoutCreate
 from issuers import accruals
 from issuers.schemas import AccrualCreate
+from tests.factories import T0, accrue, build_world, key, member, trust
 
 ORG = new_id()
 

@@ -23,17 +23,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
-from factories import (
-    T0,
-    accrue,
-    authorise,
-    build_world,
-    capture,
-    convert,
-    key,
-    link,
-    member,
-)
 from sqlalchemy import JSON, Engine, String, Table, select, text
 from sqlalchemy import cast as sql_cast
 
@@ -55,6 +44,17 @@ from exchange import service as exchange
 from exchange.schemas import RefundCreate
 from issuers import accruals
 from issuers.schemas import AccrualBatchCreate, AccrualCreate, AccrualReversalCreate
+from tests.factories import (
+    T0,
+    accrue,
+    authorise,
+    build_world,
+    capture,
+    convert,
+    key,
+    link,
+    member,
+)
 
 LEDGER_TABLES = [
     cast(Table, model.__table__)

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from alembic import command
-from factories import T0
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -34,6 +33,7 @@ from clearing.core.ledger import (
 from clearing.core.sql import function_body
 from issuers import organisations
 from issuers.schemas import OrganisationCreate
+from tests.factories import T0
 
 ASSET = points_asset("ENGINE")
 # Lots earned on these days after T0, expiring a year later; one never expires.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from factories import T0, accrue, authorise, build_world, member
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -13,6 +12,7 @@ from clearing.core.check import check_ledger
 from clearing.core.db import transaction
 from clearing.core.kinds import EntryKind
 from clearing.core.ledger import EntryDraft, Ledger, LedgerImbalance, Leg
+from tests.factories import T0, accrue, authorise, build_world, member
 
 # The ledger's rules hold whichever engine applies a posting on PostgreSQL.
 pytestmark = pytest.mark.ledger_engines

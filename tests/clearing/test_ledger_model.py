@@ -16,7 +16,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from factories import T0, build_world, member, payment_token
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
@@ -42,6 +41,7 @@ from exchange.schemas import CaptureCreate, CheckoutCreate, RefundCreate
 from issuers import accruals, members
 from issuers.models import Member, Organisation
 from issuers.schemas import AccrualCreate
+from tests.factories import T0, build_world, member, payment_token
 
 MEMBERS = ("m0", "m1", "m2")
 VALUE = Decimal("0.005")  # BANKA's point value: 2 points per fen

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from factories import accrue, build_world, member
 from sqlalchemy import Engine, func, select
 
 from clearing.app.factory import create_app
@@ -14,6 +13,7 @@ from clearing.core.config import Settings
 from clearing.core.db import make_engine, transaction
 from clearing.core.ledger import MEMBER, Ledger, LedgerOptions, ledger_options
 from clearing.core.models import Account, Balance
+from tests.factories import accrue, build_world, member
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, url: str, tmp_path: Path, **env: str) -> Settings:

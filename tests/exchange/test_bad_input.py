@@ -6,18 +6,6 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from factories import (
-    T0,
-    TOKEN_SECRET,
-    World,
-    accrue,
-    authorise,
-    build_world,
-    key,
-    member,
-    org,
-    payment_token,
-)
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -35,6 +23,18 @@ from issuers.schemas import (
     PaymentTokenCreate,
     PointValueCreate,
     ProgramCreate,
+)
+from tests.factories import (
+    T0,
+    TOKEN_SECRET,
+    World,
+    accrue,
+    authorise,
+    build_world,
+    key,
+    member,
+    org,
+    payment_token,
 )
 
 

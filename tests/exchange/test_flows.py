@@ -8,7 +8,17 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from factories import (
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from clearing.core.check import check_ledger
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError
+from clearing.core.ledger import Ledger, expire_due_lots
+from clearing.core.models import Obligation
+from exchange import service as exchange
+from exchange.schemas import BilateralRateCreate, CaptureCreate, RefundCreate
+from tests.factories import (
     T0,
     accrue,
     authorise,
@@ -20,16 +30,6 @@ from factories import (
     link,
     member,
 )
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
-
-from clearing.core.check import check_ledger
-from clearing.core.db import transaction
-from clearing.core.errors import ClearingError
-from clearing.core.ledger import Ledger, expire_due_lots
-from clearing.core.models import Obligation
-from exchange import service as exchange
-from exchange.schemas import BilateralRateCreate, CaptureCreate, RefundCreate
 
 
 def obligations(engine: Engine) -> list[tuple[str, int]]:
@@ -197,7 +197,7 @@ def test_conversion_needs_link_and_same_currency(engine: Engine) -> None:
     with pytest.raises(ClearingError) as err:
         convert(engine, w.bank_a, ("BANKA", "alice"), ("BANKB", "bob"), 1000)
     assert err.value.code == "member_not_linked"
-    from factories import org, program
+    from tests.factories import org, program
 
     hk = org(engine, "issuer", "HK Bank", currency="HKD")
     program(engine, hk, "HKB", "0.01")

@@ -14,7 +14,6 @@ from contextlib import contextmanager, suppress
 from decimal import Decimal
 
 import pytest
-from factories import T0, TOKEN_SECRET, World, build_world, key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
@@ -48,6 +47,7 @@ from issuers.schemas import (
     PaymentTokenCreate,
     ProgramCreate,
 )
+from tests.factories import T0, TOKEN_SECRET, World, build_world, key
 
 PURE_EXAMPLES = int(os.environ.get("CLEARING_SPLIT_EXAMPLES_PURE", "2000"))
 DB_EXAMPLES = int(os.environ.get("CLEARING_SPLIT_EXAMPLES_DB", "1000"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from factories import T0, balance, build_world, key, member
 from sqlalchemy import Engine, func, select
 
 from clearing.core.check import check_ledger
@@ -12,6 +11,7 @@ from clearing.core.errors import ClearingError
 from clearing.core.models import JournalEntry, Obligation
 from issuers import accruals, members
 from issuers.schemas import AccrualBatchCreate, AccrualCreate
+from tests.factories import T0, balance, build_world, key, member
 
 
 def batch(*lines: tuple[str, int]) -> AccrualBatchCreate:

@@ -10,7 +10,17 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from factories import (
+from sqlalchemy import Engine, func, select, text
+
+from clearing.core.db import transaction
+from clearing.core.errors import ClearingError
+from clearing.core.models import Hold, IdempotencyRecord
+from exchange import service as exchange
+from exchange.schemas import QuoteCreate
+from issuers import members, tokens
+from issuers.models import MemberLink, MemberToken
+from issuers.schemas import MemberLinkCreate, MerchantTrustSet, PaymentTokenCreate
+from tests.factories import (
     T0,
     TOKEN_SECRET,
     World,
@@ -25,16 +35,6 @@ from factories import (
     payment_token,
     trust,
 )
-from sqlalchemy import Engine, func, select, text
-
-from clearing.core.db import transaction
-from clearing.core.errors import ClearingError
-from clearing.core.models import Hold, IdempotencyRecord
-from exchange import service as exchange
-from exchange.schemas import QuoteCreate
-from issuers import members, tokens
-from issuers.models import MemberLink, MemberToken
-from issuers.schemas import MemberLinkCreate, MerchantTrustSet, PaymentTokenCreate
 
 
 def refused(action: Callable[[], object]) -> dict[str, object]:

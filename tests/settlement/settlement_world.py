@@ -9,7 +9,17 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from factories import (
+from sqlalchemy import Engine
+
+from clearing.core.config import Settings
+from clearing.core.db import transaction
+from clearing.core.kinds import EntryKind, ObligationEvent
+from clearing.core.ledger import POSITION, EntryDraft, Ledger, ObligationDraft, money_asset
+from clearing.core.money import MAX_AMOUNT
+from exchange import service as exchange
+from exchange.schemas import RefundCreate
+from settlement.repository import position_accounts
+from tests.factories import (
     T0,
     World,
     accrue,
@@ -22,16 +32,6 @@ from factories import (
     member,
     org,
 )
-from sqlalchemy import Engine
-
-from clearing.core.config import Settings
-from clearing.core.db import transaction
-from clearing.core.kinds import EntryKind, ObligationEvent
-from clearing.core.ledger import POSITION, EntryDraft, Ledger, ObligationDraft, money_asset
-from clearing.core.money import MAX_AMOUNT
-from exchange import service as exchange
-from exchange.schemas import RefundCreate
-from settlement.repository import position_accounts
 
 DAY1 = date(2026, 11, 20)
 """T0 is 2026-11-20 09:00 in Asia/Shanghai: business day DAY1 with the 00:00 cut-off."""

@@ -8,8 +8,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from factories import T0
-from settlement_world import AFTER_DAY2, DAY1, DAY2, book_two_days, settlement_settings
 from sqlalchemy import Engine, func, insert, select
 
 from clearing.core.config import Settings
@@ -29,6 +27,14 @@ from settlement.service import (
     csv_trailer_net,
     run_batch,
     verify_tree,
+)
+from tests.factories import T0
+from tests.settlement.settlement_world import (
+    AFTER_DAY2,
+    DAY1,
+    DAY2,
+    book_two_days,
+    settlement_settings,
 )
 
 

@@ -14,14 +14,12 @@ from collections.abc import Sized
 from pathlib import Path
 
 import pandas as pd
-import probes
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
-from settlement_factories import PLATFORM, chunked, days, line, meta, orgs_of, party
 
 from clearing.core.kinds import OrgKind
 from clearing.core.money import UnknownCurrency
@@ -43,6 +41,16 @@ from settlement.netting import clear
 from settlement.statement import StatementInputError, StatementTotals, iter_detail_rows
 from settlement.statement_csv import CsvStatementWriter
 from settlement.verify import verify_directory
+from tests.settlement import probes
+from tests.settlement.settlement_factories import (
+    PLATFORM,
+    chunked,
+    days,
+    line,
+    meta,
+    orgs_of,
+    party,
+)
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PUBLIC = KEY.public_key()

@@ -18,19 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from settlement_world import AFTER_DAY2, DAY1, book_two_days
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from clearing.core.db import make_engine, transaction
 from settlement.models import SettlementBatch, SettlementPosition
+from tests.settlement.settlement_world import AFTER_DAY2, DAY1, book_two_days
 
 CLI = [sys.executable, "-c", "from clearing.app.cli import app; app()"]
 CRASHING = [
     sys.executable,
     "-c",
-    f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import probes; "
-    "probes.main(sys.argv[1:])",
+    # Run from the project folder (the runs' cwd), where `tests` is a package.
+    "import sys; from tests.settlement import probes; probes.main(sys.argv[1:])",
 ]
 
 

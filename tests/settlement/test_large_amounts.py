@@ -19,9 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from factories import org
-from settlement_factories import PLATFORM, WINDOW_START, line, meta, party
-from settlement_world import AFTER_DAY2, DAY1, LargeDay, book_large_day, settlement_settings
 from sqlalchemy import Engine
 
 from clearing.core.config import Settings
@@ -39,6 +36,15 @@ from settlement.statement import StatementTotals
 from settlement.sums import exact_group_sums, exact_sum, fits_int64_sum
 from settlement.tasks import catch_up
 from settlement.verify import verify_directory
+from tests.factories import org
+from tests.settlement.settlement_factories import PLATFORM, WINDOW_START, line, meta, party
+from tests.settlement.settlement_world import (
+    AFTER_DAY2,
+    DAY1,
+    LargeDay,
+    book_large_day,
+    settlement_settings,
+)
 
 INT64_MAX = 2**63 - 1
 

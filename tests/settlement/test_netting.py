@@ -7,10 +7,10 @@ from collections import defaultdict
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from settlement_factories import PLATFORM, chunked, days, line
 
 from settlement.lines import ObligationLine
 from settlement.netting import Gross, Totals, check_invariants, clear, lines_to_frame
+from tests.settlement.settlement_factories import PLATFORM, chunked, days, line
 
 
 def model(

@@ -5,13 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from settlement_world import AFTER_DAY2, DAY1, DAY2, book_two_days, settlement_settings
 from sqlalchemy import Engine, inspect
 
 from clearing.app.scheduler import JOBS_TABLE, start_scheduler
 from clearing.core.db import transaction
 from settlement import repository as repo
 from settlement.tasks import catch_up, due_dates
+from tests.settlement.settlement_world import (
+    AFTER_DAY2,
+    DAY1,
+    DAY2,
+    book_two_days,
+    settlement_settings,
+)
 
 
 def test_due_dates_wait_for_cutoff_plus_grace(engine: Engine, db_url: str, tmp_path: Path) -> None:

@@ -12,9 +12,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from factories import T0
 from fastapi import FastAPI
-from settlement_world import AFTER_DAY2, DAY1, DAY2, Days, book_two_days, settlement_settings
 from starlette.testclient import TestClient
 
 from clearing.app.factory import create_app
@@ -23,6 +21,15 @@ from clearing.web.context import Caller
 from clearing.web.signatures import sign_request
 from issuers.keys import ApiKeyCreate, add_key
 from settlement.service import run_batch
+from tests.factories import T0
+from tests.settlement.settlement_world import (
+    AFTER_DAY2,
+    DAY1,
+    DAY2,
+    Days,
+    book_two_days,
+    settlement_settings,
+)
 
 BASE = "http://testserver"
 Signer = tuple[str, Ed25519PrivateKey]

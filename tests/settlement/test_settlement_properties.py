@@ -12,10 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from factories import T0, World, build_world
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from settlement_world import DAY1, settlement_settings
 from sqlalchemy import Engine, func, select
 
 from clearing.core.db import transaction
@@ -24,6 +22,8 @@ from clearing.core.ledger import EntryDraft, Ledger, ObligationDraft
 from clearing.core.models import Obligation
 from clearing.web.platform_key import load_or_create
 from settlement.service import business_window, run_batch, verify_tree
+from tests.factories import T0, World, build_world
+from tests.settlement.settlement_world import DAY1, settlement_settings
 
 KINDS = ("conversion", "checkout", "accrual", "refund")
 transactions = st.lists(

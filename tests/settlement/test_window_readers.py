@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from settlement_world import AFTER_DAY2, DAY1, DAY2, book_two_days, settlement_settings
 from sqlalchemy import Engine, create_engine, select
 
 from clearing.core.config import Settings
@@ -26,6 +25,13 @@ from settlement.lines import LINE_COLUMNS, Party, normalize_frame
 from settlement.models import SettlementBatch
 from settlement.service import business_window, run_batch, verify_tree
 from settlement.statement import StatementMeta
+from tests.settlement.settlement_world import (
+    AFTER_DAY2,
+    DAY1,
+    DAY2,
+    book_two_days,
+    settlement_settings,
+)
 
 
 def _frame(chunks: list[pd.DataFrame]) -> pd.DataFrame:
