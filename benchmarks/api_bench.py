@@ -326,6 +326,11 @@ def _run(target: Any, args: list[tuple[Any, ...]]) -> list[Any]:
 
 
 def main() -> None:
+    """Run the benchmark; print a table, then one JSON line.
+
+    Long on purpose: the script's phases, in the order they run and print; each measurement
+    lives in its own function above.
+    """
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -360,6 +360,11 @@ def run_phase(
 
 
 def main() -> None:
+    """Run the benchmark; print a table, then one JSON line.
+
+    Long on purpose: the script's phases, in the order they run and print; each measurement
+    lives in its own function above.
+    """
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=8)

@@ -47,6 +47,7 @@ from clearing.core.db import transaction
 from clearing.core.errors import ClearingError, Conflict, InvalidInput, Kind, NotFound
 from clearing.core.money import exponent, parse_minor
 from clearing.web.platform_key import load_or_create
+from issuers.models import Organisation
 from settlement import repository as repo
 from settlement.files import (
     CSV_NAME,
@@ -234,52 +235,8 @@ def _open(
                 f"business day {day} closes at {end.isoformat()}; it is {now.isoformat()}",
                 window_end=end.isoformat(),
             )
-        earlier = repo.unpublished_before(session, currency, day)
-        if earlier:
-            stuck = earlier[0]
-            # Say why the earlier day is stuck: its own recorded failure, not just its state.
-            why = (
-                f"; its last attempt ({stuck.attempts}) failed: {stuck.error}"
-                if stuck.error
-                else ""
-            )
-            raise EarlierBatchOpen(
-                f"batch {stuck.id} ({stuck.state}) must be published first{why}",
-                batch=stuck.id,
-                batch_state=stuck.state,
-                batch_error=stuck.error,
-            )
-        latest = repo.latest_batch(session, currency)
-        if latest is not None:
-            expected = latest.business_date + timedelta(days=1)
-            if day != expected:
-                raise EarlierBatchMissing(
-                    f"the next {currency} business day to settle is {expected}, not {day}",
-                    next_date=expected.isoformat(),
-                )
-            # Windows chain: a changed zone or cut-off takes effect without gap or overlap.
-            start = repo.utc(latest.window_end)
-        else:
-            unsettled = repo.obligations_before(session, currency, start)
-            if unsettled:
-                first = repo.earliest_obligation(session, currency)
-                assert first is not None
-                first_day = business_date_of(first, settings.zone, settings.cutoff)
-                raise EarlierBatchMissing(
-                    f"{unsettled} {currency} obligation(s) were booked before {day}; "
-                    f"settle from {first_day} on",
-                    next_date=first_day.isoformat(),
-                )
-        if repo.platform_organisation(session) is None:
-            raise PlatformMissing("register the platform organisation first")
-        parties = repo.window_parties(session, currency, start, end)
-        missing = parties - repo.position_accounts(session, currency, parties)
-        if missing:
-            raise NoSettlementAccount(
-                f"{len(missing)} part(ies) in the window have no {currency} position account: "
-                + ", ".join(sorted(str(m) for m in missing)[:5]),
-                parties=sorted(str(m) for m in missing),
-            )
+        start = _chained_start(session, currency, day, start, settings)
+        _check_parties(session, currency, start, end)
         batch = SettlementBatch(
             id=batch_id_of(currency, day),
             currency=currency,
@@ -300,6 +257,59 @@ def _open(
         batch_id = batch.id
     probe.reached("open")
     return batch_id
+
+
+def _chained_start(
+    session: Session, currency: str, day: date, start: datetime, settings: Settings
+) -> datetime:
+    """Where the day's window starts: right after the last batch; refused when a day is skipped."""
+    earlier = repo.unpublished_before(session, currency, day)
+    if earlier:
+        stuck = earlier[0]
+        # Say why the earlier day is stuck: its own recorded failure, not just its state.
+        why = f"; its last attempt ({stuck.attempts}) failed: {stuck.error}" if stuck.error else ""
+        raise EarlierBatchOpen(
+            f"batch {stuck.id} ({stuck.state}) must be published first{why}",
+            batch=stuck.id,
+            batch_state=stuck.state,
+            batch_error=stuck.error,
+        )
+    latest = repo.latest_batch(session, currency)
+    if latest is not None:
+        expected = latest.business_date + timedelta(days=1)
+        if day != expected:
+            raise EarlierBatchMissing(
+                f"the next {currency} business day to settle is {expected}, not {day}",
+                next_date=expected.isoformat(),
+            )
+        # Windows chain: a changed zone or cut-off takes effect without gap or overlap.
+        start = repo.utc(latest.window_end)
+    else:
+        unsettled = repo.obligations_before(session, currency, start)
+        if unsettled:
+            first = repo.earliest_obligation(session, currency)
+            assert first is not None
+            first_day = business_date_of(first, settings.zone, settings.cutoff)
+            raise EarlierBatchMissing(
+                f"{unsettled} {currency} obligation(s) were booked before {day}; "
+                f"settle from {first_day} on",
+                next_date=first_day.isoformat(),
+            )
+    return start
+
+
+def _check_parties(session: Session, currency: str, start: datetime, end: datetime) -> None:
+    """The platform exists, and every party of the window has a position account to settle."""
+    if repo.platform_organisation(session) is None:
+        raise PlatformMissing("register the platform organisation first")
+    parties = repo.window_parties(session, currency, start, end)
+    missing = parties - repo.position_accounts(session, currency, parties)
+    if missing:
+        raise NoSettlementAccount(
+            f"{len(missing)} part(ies) in the window have no {currency} position account: "
+            + ", ".join(sorted(str(m) for m in missing)[:5]),
+            parties=sorted(str(m) for m in missing),
+        )
 
 
 def _close(ctx: _Context) -> str:
@@ -444,35 +454,15 @@ def _net_and_write(ctx: _Context) -> str:
         workers=_workers(line_count, ctx.settings.settlement_workers),
         probe=ctx.probe,
     )
-    errors = result.errors
     nets = {uuid.UUID(p): v for (c, p), v in result.clearing.positions.items() if c == currency}
-    with transaction(ctx.engine) as session:
-        ledger = repo.ledger_positions(session, currency, start, end)
-    for party_id in sorted(set(nets) | set(ledger), key=str):
-        if nets.get(party_id, 0) != ledger.get(party_id, 0):
-            errors.append(
-                f"{currency}: {party_id} nets {nets.get(party_id, 0)} but its position "
-                f"account moved {ledger.get(party_id, 0)} in the window"
-            )
+    errors = result.errors + _nets_against_ledger(ctx, currency, start, end, nets)
     if errors:
         shutil.rmtree(staging, ignore_errors=True)
         raise SettlementInvariantBroken("; ".join(errors[:20]), errors=errors[:100])
     with transaction(ctx.engine) as session:
         batch = _batch(session, ctx.batch_id)
         for org_id in ordered:
-            meta = metas[str(org_id)]
-            session.add(
-                SettlementPosition(
-                    batch_id=batch.id,
-                    org_id=org_id,
-                    party_kind=orgs[org_id].kind,
-                    party_name=orgs[org_id].name,
-                    net=nets.get(org_id, 0),
-                    statement_sequence=meta.sequence,
-                    file_id=statement_file_id(meta, str(org_id)),
-                    previous_file_id=meta.previous_file_id,
-                )
-            )
+            session.add(_position(batch, orgs[org_id], metas[str(org_id)], nets.get(org_id, 0)))
         batch.fee_income = result.clearing.fee_income.get(currency, 0)
         batch.state = "netted"
         batch.updated_at = ctx.now
@@ -485,6 +475,36 @@ def _net_and_write(ctx: _Context) -> str:
         result.written,
     )
     return _files_written(ctx, rows)
+
+
+def _nets_against_ledger(
+    ctx: _Context, currency: str, start: datetime, end: datetime, nets: dict[uuid.UUID, int]
+) -> list[str]:
+    """Each party's net must be what its position account moved in the window."""
+    with transaction(ctx.engine) as session:
+        ledger = repo.ledger_positions(session, currency, start, end)
+    return [
+        f"{currency}: {party_id} nets {nets.get(party_id, 0)} but its position "
+        f"account moved {ledger.get(party_id, 0)} in the window"
+        for party_id in sorted(set(nets) | set(ledger), key=str)
+        if nets.get(party_id, 0) != ledger.get(party_id, 0)
+    ]
+
+
+def _position(
+    batch: SettlementBatch, org: Organisation, meta: StatementMeta, net: int
+) -> SettlementPosition:
+    """The netted position of one party, with the statement it will get."""
+    return SettlementPosition(
+        batch_id=batch.id,
+        org_id=org.id,
+        party_kind=org.kind,
+        party_name=org.name,
+        net=net,
+        statement_sequence=meta.sequence,
+        file_id=statement_file_id(meta, str(org.id)),
+        previous_file_id=meta.previous_file_id,
+    )
 
 
 def _meta(batch: SettlementBatch, sequence: int, previous_file_id: str | None) -> StatementMeta:

@@ -542,6 +542,12 @@ class DetailFrames:
             yield int(owner), details.iloc[lo : lo + int(counts[owner])]
 
     def _vector_details(self, frame: pd.DataFrame, starts: npt.NDArray[np.intp]) -> pd.DataFrame:
+        """Every party's detail rows of a chunk, from whole-column array operations.
+
+        Long on purpose: a dozen aligned arrays (runs, parties, legs, fees) are built and indexed
+        together; split, each piece would take and return most of them, and the byte-identity
+        test against the row-by-row reference (`iter_detail_rows`) covers it as one unit.
+        """
         n = len(frame)
         run = np.zeros(n, dtype=np.int64)
         run[starts[1:]] = 1

@@ -79,6 +79,11 @@ def _body_sha256(path: Path, length: int) -> str:
 
 
 def _check_csv(path: Path, errors: list[str]) -> _CsvFacts | None:
+    """Read a statement CSV once, record by record, collecting every error; its facts.
+
+    Long on purpose: one streaming pass over a file that may hold millions of records, with
+    the header, detail, summary and trailer checks sharing the running totals of that pass.
+    """
     facts = _CsvFacts()
     name = path.name
     with open(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
