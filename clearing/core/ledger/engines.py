@@ -21,7 +21,7 @@ from sqlalchemy import Table, bindparam, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from clearing.core.db import Sql, violated_constraint
+from clearing.core.db import Sql, is_postgres, violated_constraint
 from clearing.core.errors import InsufficientPoints
 from clearing.core.ledger.lots import new_lot
 from clearing.core.ledger.model import Infos, LedgerImbalance, Move, PostedEntry, Prepared
@@ -89,7 +89,7 @@ def _missing_row() -> LedgerImbalance:
 
 def move_balances(session: Session, moves: list[Move], infos: Infos) -> None:
     """The Python engine's balance moves, in lock order; a missing row is refused."""
-    if len(moves) > _MANY_BALANCES and session.get_bind().dialect.name == "postgresql":
+    if len(moves) > _MANY_BALANCES and is_postgres(session):
         _move_many_balances(session, moves, infos)
         return
     # Fixed lock order (account id, then slot) rules out deadlocks between entries.
