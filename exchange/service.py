@@ -31,6 +31,7 @@ from clearing.core.ledger import (
     points_asset,
 )
 from clearing.core.models import Hold
+from clearing.core.policy import Action, OperationContext, debits_of, screen
 from clearing.core.timeutil import add_months, aware, within_horizon
 from clearing.web.context import Caller
 from exchange.models import BilateralRate, Checkout, ConversionQuote
@@ -217,6 +218,24 @@ def set_bilateral_rate(
     effective = within_horizon(aware(req.effective_from) if req.effective_from else now, now)
     if effective < now:
         raise RateHistory("a rate cannot take effect in the past", field="effective_from")
+    screen(
+        session,
+        [
+            OperationContext(
+                action=Action.RATE,
+                caller_org_id=caller.org_id,
+                caller_key_id=caller.key_id,
+                at=effective,
+                program_id=source.id,
+                program_code=source.code,
+                issuer_org_id=source.issuer_id,
+                target_program_id=target.id,
+                target_program_code=target.code,
+                target_issuer_org_id=target.issuer_id,
+                block_rate=(req.source_block, req.target_block),
+            )
+        ],
+    )
     latest = session.execute(
         select(BilateralRate.version)
         .where(
@@ -302,6 +321,30 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
         )
     # Rounded up: at least one minor unit for at least one point, so no quote settles for 0.
     settlement_amount = money.value_owed_for_points(points_in, target_value.value, currency)
+    screen(
+        session,
+        [
+            OperationContext(
+                action=Action.QUOTE,
+                caller_org_id=caller.org_id,
+                caller_key_id=caller.key_id,
+                at=now,
+                program_id=source_program.id,
+                program_code=source_program.code,
+                issuer_org_id=source_issuer.id,
+                member_id=source.id,
+                member_external_id=source.external_id,
+                member_account_id=source.account_id,
+                target_program_id=target_program.id,
+                target_program_code=target_program.code,
+                target_issuer_org_id=target_issuer.id,
+                points=req.points,
+                amount=settlement_amount,
+                currency=currency,
+                spends=True,
+            )
+        ],
+    )
     quote = ConversionQuote(
         id=new_id(),
         org_id=caller.org_id,
@@ -371,24 +414,36 @@ def convert(
     session: Session, caller: Caller, req: ConversionCreate, now: datetime, idempotency_key: str
 ) -> Outcome[ConversionOut]:
     """Execute a quote once: points leave A, arrive in B; A owes B the value and the platform the fee."""
-    operation = Operation(
-        "conversion",
-        req,
-        ConversionOut,
-        lambda _: _convert(session, caller, req, now),
-    )
+    operation = conversion_operation(session, caller, req, now)
     return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
+def conversion_operation(
+    session: Session,
+    caller: Caller,
+    req: ConversionCreate,
+    now: datetime,
+    requested_at: datetime | None = None,
+) -> Operation[ConversionOut]:
+    """A conversion as one idempotent operation; one completed after a review honours the
+    quote if it was valid when the conversion was requested (`requested_at`)."""
+    return Operation(
+        "conversion",
+        req,
+        ConversionOut,
+        lambda _: _convert(session, caller, req, now, requested_at or now),
+    )
+
+
 def _convert(
-    session: Session, caller: Caller, req: ConversionCreate, now: datetime
+    session: Session, caller: Caller, req: ConversionCreate, now: datetime, requested_at: datetime
 ) -> ConversionOut:
     quote = session.get(ConversionQuote, req.quote_id, with_for_update=True)
     if quote is None or quote.org_id != caller.org_id:
         raise NotFound("unknown quote")
     if quote.entry_id is not None:
         raise QuoteUsed("this quote was already executed")
-    if aware(quote.valid_until) <= now:
+    if aware(quote.valid_until) <= requested_at:
         raise QuoteExpired("this quote has expired; ask for a new one")
     source = session.get(Member, quote.source_member_id)
     target = session.get(Member, quote.target_member_id)
@@ -404,6 +459,32 @@ def _convert(
     active_member(session, target_program, target.external_id)
     obligations = _conversion_obligations(
         quote, source_issuer, target_issuer, platform(session), source_program, target_program
+    )
+    screen(
+        session,
+        [
+            OperationContext(
+                action=Action.CONVERSION,
+                caller_org_id=caller.org_id,
+                caller_key_id=caller.key_id,
+                at=now,
+                program_id=source_program.id,
+                program_code=source_program.code,
+                issuer_org_id=source_issuer.id,
+                member_id=source.id,
+                member_external_id=source.external_id,
+                member_account_id=source.account_id,
+                target_program_id=target_program.id,
+                target_program_code=target_program.code,
+                target_issuer_org_id=target_issuer.id,
+                points=quote.points_out,
+                amount=quote.settlement_amount,
+                currency=quote.currency,
+                debits=debits_of(obligations),
+                spends=True,
+                reference=str(quote.id),
+            )
+        ],
     )
     ledger = Ledger(session)
     a_asset, b_asset = points_asset(source_program.code), points_asset(target_program.code)
@@ -530,6 +611,29 @@ def _authorise(
         session, checkout_context, req.payment_token is not None, req.points_amount, now
     )
     points = money.points_for_amount(req.points_amount, value.value, currency)
+    screen(
+        session,
+        [
+            OperationContext(
+                action=Action.AUTHORISATION,
+                caller_org_id=caller.org_id,
+                caller_key_id=caller.key_id,
+                at=now,
+                program_id=program.id,
+                program_code=program.code,
+                issuer_org_id=context.issuer.id,
+                member_id=member.id,
+                member_external_id=member.external_id,
+                member_account_id=member.account_id,
+                merchant_org_id=merchant.id,
+                points=points,
+                amount=req.points_amount,
+                currency=currency,
+                spends=True,
+                reference=req.reference,
+            )
+        ],
+    )
     ttl = timedelta(seconds=req.ttl_seconds) if req.ttl_seconds else hold_ttl
     hold_id = Ledger(session).place_hold(member.account_id, points, merchant.id, now, now + ttl)
     checkout = CheckoutState(
@@ -660,6 +764,38 @@ def _checkout_obligations(
     return obligations
 
 
+def _checkout_context(
+    action: Action,
+    caller: Caller,
+    own: tuple[CheckoutState, CheckoutParties],
+    now: datetime,
+    amount: int,
+    points: int,
+    obligations: list[ObligationDraft],
+) -> OperationContext:
+    """A capture, void or refund of a checkout as the risk policy sees it."""
+    checkout, parties = own
+    return OperationContext(
+        action=action,
+        caller_org_id=caller.org_id,
+        caller_key_id=caller.key_id,
+        at=now,
+        program_id=parties.program_id,
+        program_code=parties.program_code,
+        issuer_org_id=parties.issuer_id,
+        member_id=checkout.member_id,
+        member_external_id=parties.external_id,
+        member_account_id=parties.member_account_id,
+        merchant_org_id=checkout.merchant_id,
+        points=points,
+        amount=amount,
+        currency=checkout.currency,
+        debits=debits_of(obligations),
+        spends=action == Action.CAPTURE,
+        reference=str(checkout.id),
+    )
+
+
 def _save(session: Session, checkout: CheckoutState) -> None:
     _SAVE_CHECKOUT.rows(
         session, {f"b_{c}": getattr(checkout, c) for c in _CHANGING} | {"b_id": checkout.id}
@@ -717,6 +853,10 @@ def _capture(
     )
     fee = money.fee(amount, checkout.fee_rate)
     obligations = _checkout_obligations(session, checkout, parties, amount, points, fee)
+    screen(
+        session,
+        [_checkout_context(Action.CAPTURE, caller, own, now, amount, points, obligations)],
+    )
     posted = ledger.post(
         EntryDraft(
             kind=EntryKind.CHECKOUT_CAPTURE,
@@ -756,18 +896,20 @@ def void(
         "void",
         {"checkout": str(checkout_id)},
         CheckoutOut,
-        lambda row: _void(session, _checkout_of(row), now),
+        lambda row: _void(session, caller, _checkout_of(row), now),
         _own_checkout_locked(caller, checkout_id),
     )
     return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _void(
-    session: Session, own: tuple[CheckoutState, CheckoutParties], now: datetime
+    session: Session, caller: Caller, own: tuple[CheckoutState, CheckoutParties], now: datetime
 ) -> CheckoutOut:
     checkout, parties = own
     ledger = Ledger(session)
-    ledger.void_hold(parties.hold.open_at(now), now)
+    hold = parties.hold.open_at(now)
+    screen(session, [_checkout_context(Action.VOID, caller, own, now, 0, hold.points, [])])
+    ledger.void_hold(hold, now)
     checkout = replace(checkout, status=HoldStatus.VOIDED)
     _save(session, checkout)
     return _checkout_out(checkout, parties.program_code, parties.external_id, now)
@@ -782,14 +924,21 @@ def refund(
     idempotency_key: str,
 ) -> Outcome[RefundOut]:
     """Give points back after capture, in full or in part, never more than captured in total."""
-    operation = Operation(
+    operation = refund_operation(session, caller, checkout_id, req, now)
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
+
+
+def refund_operation(
+    session: Session, caller: Caller, checkout_id: uuid.UUID, req: RefundCreate, now: datetime
+) -> Operation[RefundOut]:
+    """A refund as one idempotent operation (run now, or on a review's approval)."""
+    return Operation(
         "refund",
         {"checkout": str(checkout_id), **req.model_dump(mode="json")},
         RefundOut,
         lambda row: _refund(session, caller, _checkout_of(row), req, now),
         _own_checkout_locked(caller, checkout_id),
     )
-    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def _refund(
@@ -817,6 +966,10 @@ def _refund(
     ledger = Ledger(session)
     obligations = _checkout_obligations(
         session, checkout, parties, req.amount, points, fee_back, refund=True
+    )
+    screen(
+        session,
+        [_checkout_context(Action.REFUND, caller, own, now, req.amount, points, obligations)],
     )
     legs: list[Leg] = []
     if points > 0:

@@ -27,6 +27,7 @@ from clearing.core.ledger import (
     points_asset,
 )
 from clearing.core.money import cumulative_share, value_owed_for_points
+from clearing.core.policy import Action, OperationContext, debits_of, screen
 from clearing.core.timeutil import add_months
 from clearing.web.context import Caller
 from issuers import repository
@@ -55,25 +56,40 @@ def accrue(
     session: Session, caller: Caller, req: AccrualCreate, now: datetime, idempotency_key: str
 ) -> Outcome[AccrualOut]:
     """Credit points to a member, funded by the issuer or by the calling merchant."""
+    operation = accrual_operation(session, caller, req, now)
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
+
+
+def accrual_operation(
+    session: Session, caller: Caller, req: AccrualCreate, now: datetime
+) -> Operation[AccrualOut]:
+    """An accrual as one idempotent operation (run now, or on a review's approval)."""
 
     def run(row: Any | None) -> AccrualOut:
         context = member_context_of(row, req.program, req.external_id)
         return _post_accruals(session, caller, [req], now, context)[0]
 
-    operation = Operation(
+    return Operation(
         "accrual",
         req,
         AccrualOut,
         run,
         repository.member_context_read(caller.org_id, req.program, req.external_id, now),
     )
-    return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
 def accrue_batch(
     session: Session, caller: Caller, req: AccrualBatchCreate, now: datetime, idempotency_key: str
 ) -> Outcome[AccrualBatchOut]:
     """Credit a partner's bulk file of accruals in one transaction: all lines or none."""
+    operation = accrual_batch_operation(session, caller, req, now)
+    return run_once(session, caller.org_id, idempotency_key, operation, now)
+
+
+def accrual_batch_operation(
+    session: Session, caller: Caller, req: AccrualBatchCreate, now: datetime
+) -> Operation[AccrualBatchOut]:
+    """A bulk file of accruals as one idempotent operation."""
 
     def run(_: None) -> AccrualBatchOut:
         accruals = _post_accruals(session, caller, req.items, now)
@@ -84,8 +100,7 @@ def accrue_batch(
             accrual_ids=[a.id for a in accruals],
         )
 
-    operation = Operation("accrual_batch", req, AccrualBatchOut, run)
-    return run_once(session, caller.org_id, idempotency_key, operation, now)
+    return Operation("accrual_batch", req, AccrualBatchOut, run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +147,13 @@ def _post_accruals(
         draft, out = _accrual(reads, item, now)
         drafts.append(draft)
         results.append(out)
+    screen(
+        session,
+        [
+            _screened(caller, reads, item, draft, now)
+            for item, draft in zip(items, drafts, strict=True)
+        ],
+    )
     posted = ledger.post_many(drafts)
     bulk_insert(
         session,
@@ -153,6 +175,33 @@ def _post_accruals(
         ],
     )
     return results
+
+
+def _screened(
+    caller: Caller, reads: _Reads, item: AccrualCreate, draft: EntryDraft, now: datetime
+) -> OperationContext:
+    """One accrual line as the risk policy sees it."""
+    funded = reads.programs[item.program]
+    member = reads.members[(funded.program.id, item.external_id)]
+    currency = funded.issuer.currency
+    return OperationContext(
+        action=Action.ACCRUAL,
+        caller_org_id=caller.org_id,
+        caller_key_id=caller.key_id,
+        at=now,
+        program_id=funded.program.id,
+        program_code=funded.program.code,
+        issuer_org_id=funded.issuer.id,
+        member_id=member.id,
+        member_external_id=member.external_id,
+        member_account_id=member.account_id,
+        merchant_org_id=reads.funder.id if reads.funder.kind == OrgKind.MERCHANT else None,
+        points=item.points,
+        amount=value_owed_for_points(item.points, funded.value.value, currency),
+        currency=currency,
+        debits=debits_of(draft.obligations),
+        reference=item.reference,
+    )
 
 
 def _funded(
@@ -299,6 +348,27 @@ def _reverse_accrual(
         )
     ledger = Ledger(session)
     obligations = _money_returned(session, accrual, program, req.points)
+    screen(
+        session,
+        [
+            OperationContext(
+                action=Action.ACCRUAL_REVERSAL,
+                caller_org_id=caller.org_id,
+                caller_key_id=caller.key_id,
+                at=now,
+                program_id=program.id,
+                program_code=program.code,
+                issuer_org_id=program.issuer_id,
+                member_id=member.id,
+                member_external_id=member.external_id,
+                member_account_id=member.account_id,
+                points=req.points,
+                amount=sum(o.amount for o in obligations),
+                currency=obligations[0].currency if obligations else None,
+                debits=debits_of(obligations),
+            )
+        ],
+    )
     posted = ledger.post(
         EntryDraft(
             kind=EntryKind.ACCRUAL_REVERSAL,

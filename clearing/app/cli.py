@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from typer._click.core import Context as ClickContext
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
+from clearing.app.policy import open_engine
 from clearing.core.config import Settings
 from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
@@ -128,7 +129,7 @@ def open_database() -> Engine:
     have been upgraded (`clearing db upgrade`), else SchemaNotCurrent says so in one line."""
     from clearing.app.migrate import ensure_current
 
-    engine = Settings.from_env().open_engine()
+    engine = open_engine(Settings.from_env())
     try:
         ensure_current(engine)
     except BaseException:

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 import clearing.app.tables  # noqa: F401
 from clearing.app.factory import create_app
 from clearing.app.migrate import current_revision, ensure_current, upgrade
+from clearing.app.policy import open_engine
 from clearing.core.check import check_ledger
 from clearing.core.config import Settings
 from clearing.core.db import transaction
@@ -76,7 +77,7 @@ def run_demo(settings: Settings, console: Console | None = None, command: str = 
     `command` prefixes the commands it prints for exploring the result (see `prepare_demo`).
     """
     console = console or Console(soft_wrap=True, highlight=False)
-    engine = settings.open_engine()
+    engine = open_engine(settings)
     try:
         _prepare_database(engine)
         return _run(engine, settings, console, command)

@@ -16,9 +16,11 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clearing.app.policy import open_engine
 from clearing.app.scheduler import start_scheduler
 from clearing.core.config import Settings
 from clearing.core.errors import ClearingError, problem_body
+from clearing.core.policy import PendingReview
 from clearing.core.timeutil import utcnow
 from clearing.web.api import KNOWN_DIGEST
 from clearing.web.ingress import Ingress, adopt
@@ -40,6 +42,9 @@ def _problem(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSO
 
 async def _clearing_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ClearingError)
+    if isinstance(exc, PendingReview):
+        # Held for review is an answer, not a problem: the pending operation, as JSON.
+        return JSONResponse(exc.problem(), status_code=exc.status)
     return _problem(exc.problem())
 
 
@@ -169,7 +174,7 @@ class SignedResponses:
 
 def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
     """The partner API on the database and platform key of ``settings``."""
-    engine = settings.open_engine()
+    engine = open_engine(settings)
     key = load_or_create(settings.platform_key_path)
 
     @asynccontextmanager

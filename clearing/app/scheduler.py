@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 import clearing.core.tasks
 import settlement.tasks
+from clearing.app.policy import open_engine
 from clearing.core.config import Settings
 from clearing.core.tasks import ScheduledJob
 
@@ -69,7 +70,7 @@ def start_scheduler(settings: Settings, *, now: datetime | None = None) -> Backg
     With `now`, the jobs that run once at start run at once, here, as of `now`; without it they
     run as the scheduler's first jobs, so that start-up (of the API, say) does not wait for them.
     """
-    engine = settings.open_engine()
+    engine = open_engine(settings)
     jobs = declared_jobs(settings, engine)
     if now is not None:
         for job in jobs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import clearing.core.models
 import exchange.models
 import issuers.models
+import risk.models
 import settlement.models
 
-__all__ = ["clearing", "exchange", "issuers", "settlement"]
+__all__ = ["clearing", "exchange", "issuers", "risk", "settlement"]

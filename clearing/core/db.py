@@ -41,6 +41,8 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from clearing.core.errors import ClearingError
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -133,9 +135,20 @@ def _configure_sqlite(engine: Engine) -> None:
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commits if the block succeeds, rolls everything back if it raises."""
-    with Session(engine, expire_on_commit=False) as session, session.begin():
-        yield session
+    """One unit of work: commits if the block succeeds, rolls everything back if it raises.
+
+    An error that carries `kept` writes (a risk decision, a pending review) has them written
+    after the rollback, in a transaction of their own on the same engine, then goes on.
+    """
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            with session.begin():
+                yield session
+        except ClearingError as error:
+            if error.kept is not None:
+                with Session(engine, expire_on_commit=False) as fresh, fresh.begin():
+                    error.kept(fresh)
+            raise
 
 
 Params = Mapping[str, Any]

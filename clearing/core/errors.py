@@ -18,6 +18,12 @@ kind alone gives its status.
   Idempotency-Key header). 401 UNAUTHENTICATED: the signature. 403 FORBIDDEN: the caller may
   not do this. 404 NOT_FOUND. 413 TOO_LARGE: the body.
 - 500 OUR_FAULT: an invariant of ours broke (never the caller's doing).
+- 202 ACCEPTED is not a refusal: a risk control holds the operation for an operator's review
+  (`clearing.core.policy.PendingReview`); it travels as an error only so that the operation's
+  own writes roll back.
+
+An error may carry `kept`: writes that must outlive the rollback (a risk decision, a pending
+review). `clearing.core.db.transaction` runs them in a transaction of their own.
 
 tests/clearing/test_errors.py walks every subclass and holds each to this rule.
 """
@@ -25,12 +31,14 @@ tests/clearing/test_errors.py walks every subclass and holds each to this rule.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 
 class Kind(enum.Enum):
     """Why a request is refused; its value is the HTTP status (see the module's rule)."""
 
+    ACCEPTED = 202
     FRAMING = 400
     UNAUTHENTICATED = 401
     FORBIDDEN = 403
@@ -64,6 +72,8 @@ class ClearingError(Exception):
     status: ClassVar[int] = Kind.FRAMING.value
     code: ClassVar[str] = "bad_request"
     title: ClassVar[str] = "Bad request"
+    kept: Callable[[Any], None] | None = None
+    """Writes that outlive the rollback, given a fresh session (see the module's docstring)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

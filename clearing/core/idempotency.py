@@ -23,11 +23,19 @@ from sqlalchemy.orm import Session
 
 from clearing.core.db import Params, Sql, is_postgres
 from clearing.core.errors import IdempotencyConflict, InvalidInput
+from clearing.core.ids import new_id
 from clearing.core.models import IdempotencyRecord
+from clearing.core.policy import (
+    PendingOperation,
+    PendingReview,
+    ReviewRequired,
+    approving,
+)
 
 R = TypeVar("R", bound=BaseModel)
 
 CREATED = 201
+ACCEPTED = 202
 _RECORDS = cast(Table, IdempotencyRecord.__table__)
 _KEY = (_RECORDS.c.org_id == bindparam("b_org"), _RECORDS.c.key == bindparam("b_key"))
 _CLAIM_COLUMNS = (
@@ -159,10 +167,74 @@ def run_once(
         if replay is None and read is not None:
             found = read.query.first(session, read.params)
     if replay is not None:
+        if replay.status_code == ACCEPTED:
+            raise PendingReview(json.loads(replay.body), None)
         return Outcome(operation.result_type.model_validate_json(replay.body), True)
-    result = operation.action(found)
+    try:
+        result = operation.action(found)
+    except ReviewRequired as review:
+        raise _held_for_review(org_id, key, operation, claimed, review, now) from None
     record(session, org_id, key, operation.status_code, result.model_dump_json().encode())
     return Outcome(result, False)
+
+
+def _held_for_review(
+    org_id: uuid.UUID,
+    key: str,
+    operation: Operation[R],
+    claimed: Identity,
+    review: ReviewRequired,
+    now: datetime,
+) -> PendingReview:
+    """The 202 of an operation a policy sent to review: after the operation's own writes roll
+    back, the key is claimed with this answer and the policy queues the operation."""
+    request = operation.request
+    pending = PendingOperation(
+        review_id=new_id(),
+        operation=operation.name,
+        request=request.model_dump(mode="json") if isinstance(request, BaseModel) else request,
+        org_id=org_id,
+        key_id=review.operation.caller_key_id,
+        idempotency_key=key,
+        requested_at=now,
+    )
+    decision = review.decision
+    body = {
+        "status": "pending_review",
+        "review_id": str(pending.review_id),
+        "operation": operation.name,
+        "code": decision.code,
+        "rule": decision.rule_id,
+        "rule_version": decision.rule_version,
+        "reason": decision.reason,
+    }
+
+    def kept(session: Session) -> None:
+        claim = _CLAIM_PG if is_postgres(session) else _CLAIM_SQLITE
+        if claim.first(session, _claim_params(org_id, key, claimed, now)) is None:
+            raise IdempotencyConflict("idempotency key is already in use by this transaction")
+        record(session, org_id, key, ACCEPTED, _canonical(body).encode())
+        review.policy.hold_for_review(session, review.operation, decision, pending)
+
+    return PendingReview(body, kept)
+
+
+def complete_reviewed(session: Session, pending: PendingOperation, operation: Operation[R]) -> R:
+    """Run an operation an operator approved, as its own request would have: its result
+    replaces the 202 under the request's idempotency key, so a retry now gets the result."""
+    approving(session, pending.review_id)
+    found = None
+    if operation.first_read is not None:
+        found = operation.first_read.query.first(session, operation.first_read.params)
+    result = operation.action(found)
+    record(
+        session,
+        pending.org_id,
+        pending.idempotency_key,
+        operation.status_code,
+        result.model_dump_json().encode(),
+    )
+    return result
 
 
 def _claim_params(org_id: uuid.UUID, key: str, claimed: Identity, now: datetime) -> dict[str, Any]:

@@ -218,7 +218,7 @@ def authenticate(
         prune_nonces(engine, now)
     if owner.status != "active":
         raise OrganisationSuspended(f"organisation is {owner.status}")
-    return Caller(owner.org_id, owner.kind)
+    return Caller(owner.org_id, owner.kind, keyid)
 
 
 def target_uri(scope: Scope) -> str:

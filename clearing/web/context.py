@@ -14,6 +14,8 @@ class Caller:
 
     org_id: uuid.UUID
     kind: str
+    key_id: str | None = None
+    """The signing key's id (None for the platform's own tools and jobs)."""
 
     @property
     def is_platform(self) -> bool:
