@@ -30,6 +30,7 @@ from clearing.web.signatures import sign_response
 from exchange.routes import router as exchange_router
 from issuers.keys import ORGANISATION_KEYS
 from issuers.routes import router as issuers_router
+from risk.routes import router as risk_router
 from settlement.routes import router as settlement_router
 
 PROBLEM = "application/problem+json"
@@ -202,7 +203,13 @@ def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
     app.add_exception_handler(ClearingError, _clearing_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for router in (platform_router, issuers_router, exchange_router, settlement_router):
+    for router in (
+        platform_router,
+        issuers_router,
+        exchange_router,
+        settlement_router,
+        risk_router,
+    ):
         adopt(router)
         app.include_router(router)
     # Added first, so it runs inside SignedResponses: its refusals are signed too.
