@@ -33,10 +33,11 @@ def business_date(text: str) -> date:
 @risk_app.command("decisions")
 def decisions_command(
     ctx: typer.Context,
-    day: date | None = typer.Option(
-        None, "--date", help="Business day, YYYY-MM-DD", parser=business_date
-    ),
-    limit: int = typer.Option(50, min=1, max=1000, help="How many, newest first"),
+    day: Annotated[
+        date | None,
+        typer.Option("--date", help="Business day, YYYY-MM-DD", parser=business_date),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first")] = 50,
 ) -> None:
     """List recent risk decisions (declines, reviews and the allows that follow a review)."""
     from clearing.core.config import Settings
