@@ -28,6 +28,7 @@ from clearing.core.models import IdempotencyRecord
 from clearing.core.policy import (
     PendingOperation,
     PendingReview,
+    ReviewRejected,
     ReviewRequired,
     approving,
 )
@@ -169,6 +170,9 @@ def run_once(
     if replay is not None:
         if replay.status_code == ACCEPTED:
             raise PendingReview(json.loads(replay.body), None)
+        if replay.status_code == ReviewRejected.status:
+            stored = json.loads(replay.body)
+            raise ReviewRejected(stored.get("detail", "rejected after review"), **_extra(stored))
         return Outcome(operation.result_type.model_validate_json(replay.body), True)
     try:
         result = operation.action(found)
@@ -217,6 +221,23 @@ def _held_for_review(
         review.policy.hold_for_review(session, review.operation, decision, pending)
 
     return PendingReview(body, kept)
+
+
+def _extra(problem: Mapping[str, Any]) -> dict[str, Any]:
+    fixed = {"type", "title", "status", "code", "detail"}
+    return {k: v for k, v in problem.items() if k not in fixed}
+
+
+def reject_reviewed(session: Session, pending: PendingOperation, reason: str) -> None:
+    """Answer a rejected review under the request's idempotency key: a retry gets the 409."""
+    refusal = ReviewRejected(reason, review_id=str(pending.review_id))
+    record(
+        session,
+        pending.org_id,
+        pending.idempotency_key,
+        refusal.status,
+        _canonical(refusal.problem()).encode(),
+    )
 
 
 def complete_reviewed(session: Session, pending: PendingOperation, operation: Operation[R]) -> R:

@@ -58,9 +58,12 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Debit:
-    """Money a party comes to owe through an operation (what its settlement exposure grows by)."""
+    """Money one party comes to owe another through an operation: the payer's settlement
+    exposure grows by it, the payee's shrinks."""
 
     org_id: uuid.UUID
+    """The payer."""
+    payee_org_id: uuid.UUID
     currency: str
     amount: int
 
@@ -107,7 +110,12 @@ class OperationContext:
                 continue
             if name == "debits":
                 value = [
-                    {"org_id": str(d.org_id), "currency": d.currency, "amount": d.amount}
+                    {
+                        "org_id": str(d.org_id),
+                        "payee_org_id": str(d.payee_org_id),
+                        "currency": d.currency,
+                        "amount": d.amount,
+                    }
                     for d in value
                 ]
             elif isinstance(value, uuid.UUID | Decimal | datetime):
@@ -172,7 +180,7 @@ class Policy(Protocol):
 
 def debits_of(obligations: Iterable[ObligationDraft]) -> tuple[Debit, ...]:
     """What each payer comes to owe through an entry's obligations."""
-    return tuple(Debit(o.payer_org_id, o.currency, o.amount) for o in obligations)
+    return tuple(Debit(o.payer_org_id, o.payee_org_id, o.currency, o.amount) for o in obligations)
 
 
 class AllowAll:
@@ -248,6 +256,13 @@ class ReviewRequired(Exception):
         self.operation = operation
         self.decision = decision
         self.policy = policy
+
+
+class ReviewRejected(Conflict):
+    """An operator rejected the operation after its review: a retry of its key answers this."""
+
+    code = "review_rejected"
+    title = "Rejected after review"
 
 
 class PendingReview(ClearingError):
