@@ -30,10 +30,9 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import cast
-from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -44,8 +43,9 @@ from sqlalchemy.orm import Session
 
 from clearing.core.config import Settings
 from clearing.core.db import transaction
-from clearing.core.errors import ClearingError, Conflict, InvalidInput, Kind, NotFound
+from clearing.core.errors import ClearingError, Conflict, Kind, NotFound
 from clearing.core.money import exponent, parse_minor
+from clearing.core.timeutil import business_date_of, business_window
 from clearing.web.platform_key import load_or_create
 from issuers.models import Organisation
 from settlement import repository as repo
@@ -102,46 +102,6 @@ class SettlementInvariantBroken(ClearingError):
 class BatchNotFound(NotFound):
     code = "batch_not_found"
     title = "No such settlement batch"
-
-
-# the business day ---------------------------------------------------------------------------
-
-
-def parse_cutoff(text: str) -> time:
-    """The local cut-off time from HH:MM."""
-    try:
-        hours, minutes = (int(part) for part in text.split(":"))
-        return time(hours, minutes)
-    except ValueError:
-        raise InvalidInput(f"cut-off must be HH:MM, not {text!r}", field="cutoff") from None
-
-
-def day_end(day: date, zone: str, cutoff: str) -> datetime:
-    """The instant (UTC) business day `day` closes: its cut-off, DST-correct in `zone`.
-
-    A cut-off before noon closes the day on the next calendar morning (00:00 closes `day` at
-    the midnight after it); from noon on it closes the day on `day` itself (22:00: evening).
-    """
-    at = parse_cutoff(cutoff)
-    calendar_day = day + timedelta(days=1) if at < time(12, 0) else day
-    # fold=0: a cut-off inside a DST gap or overlap resolves the same way every time, and the
-    # end of one day is by construction the start of the next.
-    return datetime.combine(calendar_day, at, tzinfo=ZoneInfo(zone)).astimezone(UTC)
-
-
-def business_window(day: date, zone: str, cutoff: str) -> tuple[datetime, datetime]:
-    """The half-open window [end of day-1, end of day) of business day `day`, in UTC."""
-    return day_end(day - timedelta(days=1), zone, cutoff), day_end(day, zone, cutoff)
-
-
-def business_date_of(instant: datetime, zone: str, cutoff: str) -> date:
-    """The business day whose window holds `instant`."""
-    day = instant.astimezone(ZoneInfo(zone)).date()
-    while instant >= day_end(day, zone, cutoff):
-        day += timedelta(days=1)
-    while instant < day_end(day - timedelta(days=1), zone, cutoff):
-        day -= timedelta(days=1)
-    return day
 
 
 def batch_id_of(currency: str, day: date) -> str:

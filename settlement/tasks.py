@@ -20,11 +20,11 @@ from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.money import is_known_currency
 from clearing.core.tasks import ScheduledJob
-from clearing.core.timeutil import utcnow
+from clearing.core.timeutil import business_date_of, parse_cutoff, utcnow
 from settlement import repository as repo
 from settlement.lock import BatchRunning
 from settlement.schemas import BatchOut
-from settlement.service import business_date_of, parse_cutoff, run_batch
+from settlement.service import run_batch
 
 log = logging.getLogger("settlement.tasks")
 

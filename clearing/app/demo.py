@@ -32,13 +32,12 @@ from clearing.core.db import transaction
 from clearing.core.errors import Conflict
 from clearing.core.ledger import Ledger
 from clearing.core.models import Obligation
-from clearing.core.timeutil import utcnow
+from clearing.core.timeutil import business_date_of, day_end, utcnow
 from clearing.sdk.client import PartnerClient
 from issuers import organisations
 from issuers.keys import ApiKeyCreate, add_key
 from issuers.models import Member, Organisation, Program
 from issuers.schemas import OrganisationCreate
-from settlement.service import business_date_of, day_end
 
 DEMO_FOLDER = "demo"
 

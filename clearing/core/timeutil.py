@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from clearing.core.errors import InvalidInput
 
@@ -37,3 +38,43 @@ def within_horizon(at: datetime, now: datetime, field: str = "effective_from") -
             f"{field} may be at most {EFFECTIVE_HORIZON.days} days ahead", field=field
         )
     return at
+
+
+# the business day: one definition for settlement's windows and risk's daily counters ------
+
+
+def parse_cutoff(text: str) -> time:
+    """The local cut-off time from HH:MM."""
+    try:
+        hours, minutes = (int(part) for part in text.split(":"))
+        return time(hours, minutes)
+    except ValueError:
+        raise InvalidInput(f"cut-off must be HH:MM, not {text!r}", field="cutoff") from None
+
+
+def day_end(day: date, zone: str, cutoff: str) -> datetime:
+    """The instant (UTC) business day `day` closes: its cut-off, DST-correct in `zone`.
+
+    A cut-off before noon closes the day on the next calendar morning (00:00 closes `day` at
+    the midnight after it); from noon on it closes the day on `day` itself (22:00: evening).
+    """
+    at = parse_cutoff(cutoff)
+    calendar_day = day + timedelta(days=1) if at < time(12, 0) else day
+    # fold=0: a cut-off inside a DST gap or overlap resolves the same way every time, and the
+    # end of one day is by construction the start of the next.
+    return datetime.combine(calendar_day, at, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def business_window(day: date, zone: str, cutoff: str) -> tuple[datetime, datetime]:
+    """The half-open window [end of day-1, end of day) of business day `day`, in UTC."""
+    return day_end(day - timedelta(days=1), zone, cutoff), day_end(day, zone, cutoff)
+
+
+def business_date_of(instant: datetime, zone: str, cutoff: str) -> date:
+    """The business day whose window holds `instant`."""
+    day = instant.astimezone(ZoneInfo(zone)).date()
+    while instant >= day_end(day, zone, cutoff):
+        day += timedelta(days=1)
+    while instant < day_end(day - timedelta(days=1), zone, cutoff):
+        day -= timedelta(days=1)
+    return day

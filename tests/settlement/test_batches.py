@@ -14,6 +14,7 @@ from clearing.core.config import Settings
 from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.models import JournalEntry, Obligation
+from clearing.core.timeutil import business_date_of, business_window
 from clearing.web.platform_key import load_or_create
 from settlement import repository as repo
 from settlement.camt053 import validation_errors
@@ -21,13 +22,7 @@ from settlement.files import CAMT_NAME, CSV_NAME
 from settlement.lock import BatchRunning, runner_lock
 from settlement.models import SettlementBatch, SettlementFile, SettlementPosition
 from settlement.schemas import BatchOut
-from settlement.service import (
-    business_date_of,
-    business_window,
-    csv_trailer_net,
-    run_batch,
-    verify_tree,
-)
+from settlement.service import csv_trailer_net, run_batch, verify_tree
 from tests.factories import T0
 from tests.settlement.settlement_world import (
     AFTER_DAY2,

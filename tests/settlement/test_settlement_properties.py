@@ -20,8 +20,9 @@ from clearing.core.db import transaction
 from clearing.core.kinds import EntryKind, ObligationEvent
 from clearing.core.ledger import EntryDraft, Ledger, ObligationDraft
 from clearing.core.models import Obligation
+from clearing.core.timeutil import business_window
 from clearing.web.platform_key import load_or_create
-from settlement.service import business_window, run_batch, verify_tree
+from settlement.service import run_batch, verify_tree
 from tests.factories import T0, World, build_world
 from tests.settlement.settlement_world import DAY1, settlement_settings
 

@@ -18,12 +18,13 @@ from sqlalchemy import Engine, create_engine, select
 from clearing.core.config import Settings
 from clearing.core.db import make_engine, transaction
 from clearing.core.kinds import OrgKind
+from clearing.core.timeutil import business_window
 from clearing.web.platform_key import load_or_create
 from settlement import repository as repo
 from settlement.files import write_batch_folders
 from settlement.lines import LINE_COLUMNS, Party, normalize_frame
 from settlement.models import SettlementBatch
-from settlement.service import business_window, run_batch, verify_tree
+from settlement.service import run_batch, verify_tree
 from settlement.statement import StatementMeta
 from tests.settlement.settlement_world import (
     AFTER_DAY2,
