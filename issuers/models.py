@@ -179,3 +179,60 @@ class ApiKey(Base):
     """active, revoked (revocation is final)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+AGREEMENT_STATUSES = ("proposed", "active", "superseded", "ended")
+
+
+class MerchantAgreement(Base):
+    """What a merchant may do with a program's points: accept them at checkout, fund accruals
+    into it; in force only once both sides agreed (one proposes, the other approves).
+
+    Each change is a new version; approving one supersedes the version in force. The fee the
+    merchant pays is its merchant term's (`MerchantTerm.fee_rate`), not written twice here.
+    """
+
+    __tablename__ = "merchant_agreements"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "program_id", "version"),
+        CheckConstraint(
+            "status IN ('proposed', 'active', 'superseded', 'ended')", name="status_known"
+        ),
+        Index("ix_merchant_agreements_in_force", "merchant_id", "program_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    merchant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(12))
+    accept: Mapped[bool] = mapped_column(Boolean)
+    fund: Mapped[bool] = mapped_column(Boolean)
+    daily_accept_cap: Mapped[int | None] = mapped_column(BigInteger)
+    """Money (minor units) of the program's points the merchant may capture per business day."""
+    daily_fund_cap: Mapped[int | None] = mapped_column(BigInteger)
+    """Money (minor units) of accruals the merchant may fund into the program per business day."""
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_to: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    proposed_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    proposed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    approved_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organisations.id"))
+    approved_key: Mapped[str | None] = mapped_column(String(200))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Interchange(Base):
+    """An issuer's consent to exchange points with another issuer: value-based conversion
+    between their programs needs both sides' consent; a bilateral rate into a program needs
+    the consent of the program's issuer towards the rate's publisher."""
+
+    __tablename__ = "interchange"
+    __table_args__ = (UniqueConstraint("issuer_id", "counterparty_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    issuer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    counterparty_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    changed_by_key: Mapped[str | None] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)

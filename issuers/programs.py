@@ -20,6 +20,7 @@ from clearing.core.ledger import (
     points_asset,
 )
 from clearing.core.money import check_rate
+from clearing.core.policy import Action, OperationContext, screen
 from clearing.core.timeutil import aware, within_horizon
 from clearing.web.context import Caller
 from issuers import repository
@@ -159,6 +160,21 @@ def add_point_value(
     latest = repository.latest_point_value(session, program.id)
     if effective < aware(latest.effective_from):
         raise PointValueHistory("a point value cannot take effect before the latest version")
+    screen(
+        session,
+        [
+            OperationContext(
+                action=Action.RATE,
+                caller_org_id=caller.org_id,
+                caller_key_id=caller.key_id,
+                at=effective,
+                program_id=program.id,
+                program_code=program.code,
+                issuer_org_id=program.issuer_id,
+                point_value=req.value,
+            )
+        ],
+    )
     value = PointValue(
         program_id=program.id,
         version=latest.version + 1,

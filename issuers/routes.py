@@ -27,7 +27,16 @@ from clearing.web.api import (
     respond_once,
 )
 from clearing.web.auth import CallerDep, OperatorDep
-from issuers import accruals, keys, members, organisations, programs, statements, tokens
+from issuers import (
+    accruals,
+    agreements,
+    keys,
+    members,
+    organisations,
+    programs,
+    statements,
+    tokens,
+)
 from issuers.models import Organisation
 from issuers.schemas import (
     AccrualBatchCreate,
@@ -36,6 +45,10 @@ from issuers.schemas import (
     AccrualOut,
     AccrualReversalCreate,
     AccrualReversalOut,
+    AgreementCreate,
+    AgreementOut,
+    InterchangeOut,
+    InterchangeSet,
     LinkTokenCreate,
     MemberCreate,
     MemberLinkCreate,
@@ -404,3 +417,74 @@ def reverse_accrual(
     """Take back points of an accrual (goods returned), by its issuer or its funder."""
     outcome = accruals.reverse_accrual(session, caller, accrual_id, req, utcnow(), key)
     return once_response(session, caller.org_id, key, outcome)
+
+
+# agreements and interchange ------------------------------------------------------------------
+
+
+@router.post("/agreements", tags=["agreements"], status_code=201, response_model=AgreementOut)
+def propose_agreement(
+    caller: CallerDep, key: IdempotencyKey, req: AgreementCreate, session: SessionDep
+) -> Response:
+    """Propose what a merchant may do with a program's points (the other side approves)."""
+    now = utcnow()
+    operation = Operation(
+        "agreement", req, AgreementOut, lambda _: agreements.propose(session, caller, req, now)
+    )
+    return respond_once(session, caller.org_id, key, operation, now)
+
+
+@router.post(
+    "/agreements/{agreement_id}/approve",
+    tags=["agreements"],
+    status_code=201,
+    response_model=AgreementOut,
+)
+def approve_agreement(
+    caller: CallerDep, key: IdempotencyKey, agreement_id: uuid.UUID, session: SessionDep
+) -> Response:
+    """Approve the other side's proposal: it comes into force, superseding the one before."""
+    now = utcnow()
+    operation = Operation(
+        "agreement_approval",
+        {"agreement": str(agreement_id)},
+        AgreementOut,
+        lambda _: agreements.approve(session, caller, agreement_id, now),
+    )
+    return respond_once(session, caller.org_id, key, operation, now)
+
+
+@router.post(
+    "/agreements/{agreement_id}/end",
+    tags=["agreements"],
+    status_code=201,
+    response_model=AgreementOut,
+)
+def end_agreement(
+    caller: CallerDep, key: IdempotencyKey, agreement_id: uuid.UUID, session: SessionDep
+) -> Response:
+    """End an agreement, or withdraw a proposal (either side)."""
+    now = utcnow()
+    operation = Operation(
+        "agreement_end",
+        {"agreement": str(agreement_id)},
+        AgreementOut,
+        lambda _: agreements.end(session, caller, agreement_id, now),
+    )
+    return respond_once(session, caller.org_id, key, operation, now)
+
+
+@router.get("/agreements", tags=["agreements"], response_model=list[AgreementOut])
+def list_agreements(caller: CallerDep, session: SessionDep) -> list[AgreementOut]:
+    """The caller's agreements, as merchant or as issuer of the program."""
+    return agreements.list_agreements(session, caller)
+
+
+@router.put("/interchange/{counterparty_id}", tags=["agreements"], response_model=InterchangeOut)
+def set_interchange(
+    caller: CallerDep, counterparty_id: uuid.UUID, req: InterchangeSet, session: SessionDep
+) -> Response:
+    """Consent (or stop consenting) to exchange points with another issuer."""
+    return json_response(
+        agreements.set_interchange(session, caller, counterparty_id, req, utcnow())
+    )

@@ -218,3 +218,49 @@ class MerchantTrustOut(Model):
     program: str
     merchant_id: uuid.UUID
     checkout_without_token: bool
+
+
+class AgreementCreate(Model):
+    """A merchant's or an issuer's proposal of what the merchant may do with a program's points."""
+
+    program: Code
+    merchant_id: uuid.UUID | None = Field(
+        default=None,
+        description="The merchant (an issuer proposing names it; a merchant is itself)",
+    )
+    accept: bool = Field(description="The merchant may accept the program's points at checkout")
+    fund: bool = Field(description="The merchant may fund accruals into the program")
+    daily_accept_cap: MinorUnits | None = None
+    daily_fund_cap: MinorUnits | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+
+
+class AgreementOut(Model):
+    id: uuid.UUID
+    program: str
+    merchant_id: uuid.UUID
+    version: int
+    status: str
+    accept: bool
+    fund: bool
+    fee_rate: Decimal | None = Field(description="The merchant's fee rate for the program's points")
+    daily_accept_cap: int | None
+    daily_fund_cap: int | None
+    valid_from: datetime
+    valid_to: datetime | None
+    proposed_by: uuid.UUID
+    proposed_at: datetime
+    approved_by: uuid.UUID | None
+    approved_at: datetime | None
+
+
+class InterchangeSet(Model):
+    enabled: bool
+
+
+class InterchangeOut(Model):
+    issuer_id: uuid.UUID
+    counterparty_id: uuid.UUID
+    enabled: bool
+    changed_at: datetime

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, BigInteger, Date, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clearing.core.db import Base
@@ -70,3 +70,15 @@ class Review(Base):
     decided_by_org: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     decided_by_key: Mapped[str | None] = mapped_column(String(200))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AgreementUsage(Base):
+    """How much of an agreement's daily caps a business day has used (money, minor units);
+    its row is locked while an operation counts against it."""
+
+    __tablename__ = "risk_agreement_usage"
+
+    agreement_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    business_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    accepted: Mapped[int] = mapped_column(BigInteger, default=0)
+    funded: Mapped[int] = mapped_column(BigInteger, default=0)
