@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from fractions import Fraction
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -138,7 +139,7 @@ def _add_usage(
     session: Session, agreement_id: uuid.UUID, day: date, accepted: int, funded: int
 ) -> tuple[int, int]:
     """Add to a day's usage row (created if new, locked either way); the totals after."""
-    table = AgreementUsage.__table__
+    table = cast(Table, AgreementUsage.__table__)
     insert = pg_insert(table) if is_postgres(session) else sqlite_insert(table)
     statement = (
         insert.values(
@@ -221,12 +222,13 @@ class ArbitrageRule:
                 answers.append(None)
                 continue
             answers.append(
-                _decline(
+                Decision(
+                    Verdict.DECLINE,
                     "arbitrage_cycle",
-                    f"this rate would let conversions create value: {cycle.describe()}",
                     "arbitrage",
-                    cycle=list(cycle.programs),
-                    gain=str(cycle.gain),
+                    None,
+                    f"this rate would let conversions create value: {cycle.description}",
+                    cycle.detail(),
                 )
             )
         return answers

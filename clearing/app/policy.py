@@ -16,9 +16,11 @@ from clearing.core.idempotency import Operation
 from clearing.core.policy import bind_policy
 from clearing.web.context import Caller
 from exchange import service as exchange
+from exchange.rates import rate_graph
 from exchange.schemas import ConversionCreate, RefundCreate
 from issuers import accruals
 from issuers.schemas import AccrualBatchCreate, AccrualCreate
+from risk.agreements import AgreementRule, ArbitrageRule, InterchangeRule
 from risk.policy import OperationBuilder, RiskPolicy, Rule
 
 
@@ -66,8 +68,13 @@ decided on the spot: a checkout cannot wait for an operator)."""
 
 
 def risk_policy(settings: Settings) -> RiskPolicy:
-    """The platform's policy: its rules, cheapest first, counting rules last."""
-    rules: list[Rule] = []
+    """The platform's policy: its rules, reading rules first, counting rules last (in this
+    order, which is also the order their rows are locked in)."""
+    rules: list[Rule] = [
+        InterchangeRule(),
+        ArbitrageRule(rate_graph),
+        AgreementRule(settings.zone, settings.cutoff),
+    ]
     return RiskPolicy(rules=rules, operations=REVIEWABLE)
 
 

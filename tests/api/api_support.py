@@ -72,6 +72,29 @@ class World:
         )
 
 
+def agree_everything(w: World) -> None:
+    """The agreements the risk controls ask for: each issuer lets both merchants accept and
+    fund its program's points, and the two issuers consent to interchange."""
+    for issuer, program in ((w.bank, "BANK"), (w.telco, "TEL")):
+        for merchant in (w.shop, w.other_shop):
+            with w.client(issuer) as client:
+                proposed = client.request(
+                    "POST",
+                    "/v1/agreements",
+                    {
+                        "program": program,
+                        "merchant_id": merchant.org_id,
+                        "accept": True,
+                        "fund": True,
+                    },
+                )
+            with w.client(merchant) as client:
+                client.request("POST", f"/v1/agreements/{proposed['id']}/approve", {})
+    for issuer, counterparty in ((w.bank, w.telco), (w.telco, w.bank)):
+        with w.client(issuer) as client:
+            client.request("PUT", f"/v1/interchange/{counterparty.org_id}", {"enabled": True})
+
+
 def make_settings(db_url: str, tmp_path: Path) -> Settings:
     """Settings on ``db_url`` with a platform key under ``tmp_path``."""
     return dataclasses.replace(

@@ -11,7 +11,14 @@ from starlette.testclient import TestClient
 
 from clearing.app.factory import create_app
 from clearing.core.config import Settings
-from tests.api.api_support import BASE, World, bootstrap_operator, make_settings, onboard
+from tests.api.api_support import (
+    BASE,
+    World,
+    agree_everything,
+    bootstrap_operator,
+    make_settings,
+    onboard,
+)
 
 
 @pytest.fixture
@@ -52,4 +59,5 @@ def world(app: FastAPI) -> World:
             "POST", "/v1/programs", {"code": "TEL", "name": "Telco points", "point_value": "0.005"}
         )
         telco.request("POST", "/v1/programs/TEL/members", {"external_id": "carol"})
+    agree_everything(w)
     return w

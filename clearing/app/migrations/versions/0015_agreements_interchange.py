@@ -63,7 +63,7 @@ def upgrade() -> None:
             "merchant_id",
             "program_id",
             "version",
-            name=op.f("uq_merchant_agreements_merchant_id_program_id_version"),
+            name=op.f("uq_merchant_agreements_merchant_id"),
         ),
     )
     with op.batch_alter_table("merchant_agreements", schema=None) as batch_op:
@@ -87,9 +87,7 @@ def upgrade() -> None:
             name=op.f("fk_interchange_counterparty_id_organisations"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_interchange")),
-        sa.UniqueConstraint(
-            "issuer_id", "counterparty_id", name=op.f("uq_interchange_issuer_id_counterparty_id")
-        ),
+        sa.UniqueConstraint("issuer_id", "counterparty_id", name=op.f("uq_interchange_issuer_id")),
     )
     op.create_table(
         "risk_agreement_usage",
