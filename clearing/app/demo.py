@@ -233,6 +233,7 @@ def _onboard(p: _Parties) -> None:
         f"/v1/organizations/{p.ids['coffee']}",
         {"terms": [{"program": "JNBONUS", "fee_rate": "0.01"}]},
     )
+    _agree(p)
     for client, code, externals in (
         (bank_a, "HXCARD", ["HX-0001", "HX-0002", "HX-0003"]),
         (bank_b, "JNBONUS", ["JN-7001", "JN-7002"]),
@@ -240,6 +241,25 @@ def _onboard(p: _Parties) -> None:
     ):
         for external in externals:
             client.request("POST", f"/v1/programs/{code}/members", {"external_id": external})
+
+
+def _agree(p: _Parties) -> None:
+    """The agreements the risk controls ask for: the supermarket takes and funds every
+    program's points, the coffee shop takes the two banks' (not the carrier's); the banks
+    exchange points with the carrier, the carrier with the second bank."""
+    for issuer, code, merchants in (
+        ("bank_a", "HXCARD", ("market", "coffee")),
+        ("bank_b", "JNBONUS", ("market", "coffee")),
+        ("carrier", "PRMPTS", ("market",)),
+    ):
+        for merchant in merchants:
+            proposal = p[merchant].request(
+                "POST", "/v1/agreements", {"program": code, "accept": True, "fund": True}
+            )
+            p[issuer].request("POST", f"/v1/agreements/{proposal['id']}/approve", {})
+    for one, other in (("bank_a", "carrier"), ("carrier", "bank_b")):
+        for issuer, counterparty in ((one, other), (other, one)):
+            p[issuer].request("PUT", f"/v1/interchange/{p.ids[counterparty]}", {"enabled": True})
 
 
 def _business_day(p: _Parties) -> None:
