@@ -6,6 +6,9 @@
     authorisation, checkout capture, with checkouts spread over 50 merchants;
 (b) the batched path: bulk accrual files of 1,000 lines, one transaction per file;
 (c) the hot-account case: (a) again with every checkout at one merchant.
+(a) and (b) run twice: with the platform's risk policy and its default rules bound, as the app
+binds them (`clearing.app.policy.open_engine`), and with none; the ratios say what the controls
+cost. The merchants have agreements with the program (the controls ask for them).
 The reference is pgbench's TPC-B with the same client count, scale = clients (as pgbench's
 documentation advises). Prints a table, then one JSON line with every figure and ratio.
 It also prints the CPU each side spends per operation: the client's (the worker processes) and
@@ -145,10 +148,11 @@ def setup(url: str, workers: int) -> Setup:
     from clearing.app.migrate import upgrade
     from clearing.core.db import make_engine, transaction
     from clearing.web.context import Caller
-    from issuers import accruals, members, organisations, programs, tokens
+    from issuers import accruals, agreements, members, organisations, programs, tokens
     from issuers.schemas import (
         AccrualBatchCreate,
         AccrualCreate,
+        AgreementCreate,
         MemberCreate,
         MerchantTrustSet,
         OrganisationCreate,
@@ -197,6 +201,13 @@ def setup(url: str, workers: int) -> Setup:
             tokens.set_merchant_trust(
                 s, caller, "BANK", merchant.id, MerchantTrustSet(checkout_without_token=True)
             )
+            proposal = agreements.propose(
+                s,
+                caller,
+                AgreementCreate(program="BANK", merchant_id=merchant.id, accept=True, fund=True),
+                now,
+            )
+            agreements.approve(s, Caller(merchant.id, "merchant"), proposal.id, now)
         for w in range(workers):
             for m in range(MEMBERS_PER_WORKER):
                 members.create_member(
@@ -213,7 +224,18 @@ def setup(url: str, workers: int) -> Setup:
     return Setup(url, (str(bank.id), "issuer"), [(str(m.id), "merchant") for m in merchants])
 
 
-Job = tuple[Setup, int, float, bool, Any, Any]
+Job = tuple[Setup, int, float, bool, bool, Any, Any]
+
+
+def _engine(conf: Setup, rules: bool) -> Engine:
+    """A worker's engine: one connection, the risk policy bound or not."""
+    from clearing.app.policy import risk_policy
+    from clearing.core.config import Settings
+    from clearing.core.db import make_engine
+    from clearing.core.policy import bind_policy
+
+    engine = make_engine(conf.url, pool_size=1, max_overflow=0)
+    return bind_policy(engine, risk_policy(Settings.from_env())) if rules else engine
 
 
 def _start(seconds: float, ready: Any) -> float:
@@ -224,15 +246,15 @@ def _start(seconds: float, ready: Any) -> float:
 
 def _single_worker(args: Job) -> None:
     """One worker: accrual, authorise, capture in a loop, one transaction each."""
-    conf, worker, seconds, hot, ready, queue = args
-    from clearing.core.db import make_engine, transaction
+    conf, worker, seconds, hot, rules, ready, queue = args
+    from clearing.core.db import transaction
     from clearing.web.context import Caller
     from exchange import service as exchange
     from exchange.schemas import CaptureCreate, CheckoutCreate
     from issuers import accruals
     from issuers.schemas import AccrualCreate
 
-    engine = make_engine(conf.url, pool_size=1, max_overflow=0)
+    engine = _engine(conf, rules)
     backend = _backend_pid(engine)
     issuer = Caller(uuid.UUID(conf.issuer[0]), "issuer")
     merchants = [Caller(uuid.UUID(m), "merchant") for m, _ in conf.merchants]
@@ -286,13 +308,13 @@ def _single_worker(args: Job) -> None:
 
 def _batch_worker(args: Job) -> None:
     """One worker posting bulk accrual files of FILE_LINES lines, one transaction per file."""
-    conf, worker, seconds, _, ready, queue = args
-    from clearing.core.db import make_engine, transaction
+    conf, worker, seconds, _, rules, ready, queue = args
+    from clearing.core.db import transaction
     from clearing.web.context import Caller
     from issuers import accruals
     from issuers.schemas import AccrualBatchCreate, AccrualCreate
 
-    engine = make_engine(conf.url, pool_size=1, max_overflow=0)
+    engine = _engine(conf, rules)
     backend = _backend_pid(engine)
     issuer = Caller(uuid.UUID(conf.issuer[0]), "issuer")
     items = [
@@ -325,14 +347,19 @@ def _batch_worker(args: Job) -> None:
 
 
 def run_phase(
-    conf: Setup, workers: int, seconds: float, target: Callable[..., None], hot: bool = False
+    conf: Setup,
+    workers: int,
+    seconds: float,
+    target: Callable[..., None],
+    hot: bool = False,
+    rules: bool = True,
 ) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     # Workers start, import and connect, then all start the clock together.
     ready = ctx.Barrier(workers)
     procs = [
-        ctx.Process(target=target, args=((conf, w, seconds, hot, ready, queue),))
+        ctx.Process(target=target, args=((conf, w, seconds, hot, rules, ready, queue),))
         for w in range(workers)
     ]
     for p in procs:
@@ -377,6 +404,8 @@ def main() -> None:
         single = run_phase(conf, args.workers, args.seconds, _single_worker)
         batched = run_phase(conf, args.workers, args.seconds, _batch_worker)
         hot = run_phase(conf, args.workers, args.seconds, _single_worker, hot=True)
+        single_off = run_phase(conf, args.workers, args.seconds, _single_worker, rules=False)
+        batched_off = run_phase(conf, args.workers, args.seconds, _batch_worker, rules=False)
         from clearing.core.check import check_ledger
         from clearing.core.db import make_engine, transaction
 
@@ -417,6 +446,11 @@ def main() -> None:
             for phase, d in (("a", single), ("b", batched), ("c", hot))
             for k, v in ((f"{phase}_{key}", val) for key, val in d.items() if key.endswith("_ms"))
         },
+        "a_rules_off_ops_per_s": round(single_off["ops_per_s"], 1),
+        "a_rules_on_to_off": round(single["ops_per_s"] / single_off["ops_per_s"], 3),
+        "b_rules_off_ops_per_s": round(batched_off["ops_per_s"], 1),
+        "b_rules_on_to_off": round(batched["ops_per_s"] / batched_off["ops_per_s"], 3),
+        "rules_target": 0.85,
         "peak_rss_mib": round(peak_mib, 1),
         "ledger_check_errors": len(errors),
     }
@@ -430,6 +464,14 @@ def main() -> None:
     )
     print(
         f"{'(c) hot merchant ops/s':<28}{hot['ops_per_s']:>14.1f}{figures['c_ratio_to_a']:>10}{'>=0.5':>9}"
+    )
+    print(
+        f"{'(a) rules off ops/s':<28}{single_off['ops_per_s']:>14.1f}"
+        f"{figures['a_rules_on_to_off']:>10}{'>=0.85':>9}"
+    )
+    print(
+        f"{'(b) rules off ops/s':<28}{batched_off['ops_per_s']:>14.1f}"
+        f"{figures['b_rules_on_to_off']:>10}{'>=0.85':>9}"
     )
     print(f"{'peak RSS MiB':<28}{peak_mib:>14.1f}")
     # What bounds (a): the database's own CPU per operation against its CPU per TPC-B transaction.
