@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from sqlalchemy import Engine
+
+from risk.schemas import LimitRuleOut, LimitRuleSet
 
 risk_app = typer.Typer(
     help="Risk controls: limits, decisions, the anomaly scan.", no_args_is_help=True
@@ -54,3 +57,132 @@ def decisions_command(
         )
     if not found:
         typer.echo("no decisions")
+
+
+# limits ------------------------------------------------------------------------------------------
+
+limits_app = typer.Typer(help="Limit rules: list, set, history.", no_args_is_help=True)
+risk_app.add_typer(limits_app, name="limits")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _line(rule: LimitRuleOut) -> str:
+    thresholds = " ".join(
+        f"{name}={getattr(rule, name)}"
+        for name in (
+            "max_count",
+            "max_points",
+            "max_amount",
+            "max_share",
+            "review_count",
+            "review_points",
+            "review_amount",
+            "review_share",
+            "allowance",
+            "trailing_days",
+        )
+        if getattr(rule, name) is not None
+    )
+    scope = rule.scope if rule.scope_id is None else f"{rule.scope}:{rule.scope_id}"
+    return (
+        f"{rule.rule_id} v{rule.version} {'on' if rule.enabled else 'off'} {scope}"
+        f" {rule.kind} {rule.action}{'/' + rule.period if rule.period else ''} {thresholds}"
+        f" by {rule.created_by_key or '-'} at {rule.created_at.isoformat()}"
+    )
+
+
+@limits_app.command("list")
+def limits_list(ctx: typer.Context) -> None:
+    """List the limit rules in force."""
+    from clearing.core.db import transaction
+    from risk.limits import list_rules
+
+    with transaction(database(ctx)) as session:
+        for rule in list_rules(session):
+            typer.echo(_line(rule))
+
+
+@limits_app.command("history")
+def limits_history(ctx: typer.Context, rule_id: str) -> None:
+    """Every version of one limit rule, oldest first."""
+    from clearing.core.db import transaction
+    from clearing.core.errors import ClearingError
+    from risk.limits import rule_history
+
+    try:
+        wanted = uuid.UUID(rule_id)
+    except ValueError:
+        _fail(f"not a rule id: {rule_id!r}")
+    try:
+        with transaction(database(ctx)) as session:
+            found = rule_history(session, wanted)
+    except ClearingError as error:
+        _fail(str(error))
+    for rule in found:
+        typer.echo(_line(rule))
+
+
+@limits_app.command("set")
+def limits_set(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Option(help="member_window, single_operation, ...")],
+    action: Annotated[str, typer.Option(help="The operation counted")] = "",
+    period: Annotated[str, typer.Option(help="minute, hour or day")] = "",
+    scope: Annotated[str, typer.Option(help="platform, organisation or program")] = "platform",
+    scope_id: Annotated[str | None, typer.Option(help="The organisation or program id")] = None,
+    max_count: Annotated[int | None, typer.Option()] = None,
+    max_points: Annotated[int | None, typer.Option()] = None,
+    max_amount: Annotated[int | None, typer.Option()] = None,
+    max_share: Annotated[str | None, typer.Option()] = None,
+    review_count: Annotated[int | None, typer.Option()] = None,
+    review_points: Annotated[int | None, typer.Option()] = None,
+    review_amount: Annotated[int | None, typer.Option()] = None,
+    review_share: Annotated[str | None, typer.Option()] = None,
+    allowance: Annotated[int | None, typer.Option()] = None,
+    trailing_days: Annotated[int | None, typer.Option()] = None,
+    note: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Put a new version of a limit rule in force."""
+    from pydantic import ValidationError
+
+    from clearing.core.db import transaction
+    from clearing.core.errors import ClearingError
+    from clearing.core.timeutil import utcnow
+    from clearing.web.context import Caller
+    from issuers.organisations import platform
+    from risk.limits import set_rule
+
+    fields = {
+        "kind": kind,
+        "action": action,
+        "period": period,
+        "scope": scope,
+        "scope_id": scope_id,
+        "max_count": max_count,
+        "max_points": max_points,
+        "max_amount": max_amount,
+        "max_share": max_share,
+        "review_count": review_count,
+        "review_points": review_points,
+        "review_amount": review_amount,
+        "review_share": review_share,
+        "allowance": allowance,
+        "trailing_days": trailing_days,
+        "note": note,
+    }
+    try:
+        req = LimitRuleSet.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as error:
+        first = error.errors()[0]
+        _fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+    try:
+        with transaction(database(ctx)) as session:
+            operator = Caller(platform(session).id, "platform", "cli")
+            rule = set_rule(session, operator, req, utcnow())
+    except ClearingError as error:
+        _fail(str(error))
+    typer.echo(_line(rule))

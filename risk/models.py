@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Date, Index, Integer, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from clearing.core.db import Base
+from clearing.core.db import Base, ExactDecimal
 from clearing.core.models import UTCDateTime
 
 
@@ -82,3 +94,61 @@ class AgreementUsage(Base):
     business_date: Mapped[date] = mapped_column(Date, primary_key=True)
     accepted: Mapped[int] = mapped_column(BigInteger, default=0)
     funded: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# limits (rules as data) ------------------------------------------------------------------------
+
+
+class LimitVersion(Base):
+    """One version of a limit rule: a kind of control at a scope, with its decline and review
+    thresholds; every change is a new version (who and when), the latest one is in force."""
+
+    __tablename__ = "risk_limit_rules"
+    __table_args__ = (
+        PrimaryKeyConstraint("rule_id", "version"),
+        Index("ix_risk_limit_rules_slot", "kind", "action", "period", "scope", "scope_id"),
+    )
+
+    rule_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    version: Mapped[int] = mapped_column(Integer)
+    scope: Mapped[str] = mapped_column(String(16))
+    """`platform`, `organisation` or `program`."""
+    scope_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    """The organisation or program; null at platform scope."""
+    kind: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(24))
+    period: Mapped[str] = mapped_column(String(8))
+    """`minute`, `hour` or `day` for a member's rolling window; `day` for the daily kinds;
+    empty for the kinds that look at one operation."""
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    max_count: Mapped[int | None] = mapped_column(BigInteger)
+    max_points: Mapped[int | None] = mapped_column(BigInteger)
+    """Whole points of the program."""
+    max_amount: Mapped[int | None] = mapped_column(BigInteger)
+    """Minor units of the operation's currency."""
+    max_share: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    review_count: Mapped[int | None] = mapped_column(BigInteger)
+    review_points: Mapped[int | None] = mapped_column(BigInteger)
+    review_amount: Mapped[int | None] = mapped_column(BigInteger)
+    review_share: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    allowance: Mapped[int | None] = mapped_column(BigInteger)
+    """Refund share: minor units a merchant may refund in a day whatever its captures."""
+    trailing_days: Mapped[int | None] = mapped_column(Integer)
+    """Refund share: the days of captures the share is taken of."""
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by_org: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_by_key: Mapped[str | None] = mapped_column(String(200))
+
+
+class LimitCounter(Base):
+    """What a limit has counted in one bucket of time (bucket 0: the key's lock row)."""
+
+    __tablename__ = "risk_limit_counters"
+    __table_args__ = (PrimaryKeyConstraint("key", "bucket"),)
+
+    key: Mapped[str] = mapped_column(String(120))
+    bucket: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(BigInteger)
+    points: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
