@@ -33,7 +33,7 @@ from clearing.core.errors import Conflict
 from clearing.core.ledger import Ledger
 from clearing.core.models import Obligation
 from clearing.core.timeutil import business_date_of, day_end, utcnow
-from clearing.sdk.client import PartnerClient
+from clearing.sdk.client import ApiError, PartnerClient
 from issuers import organisations
 from issuers.keys import ApiKeyCreate, add_key
 from issuers.models import Member, Organisation, Program
@@ -111,6 +111,7 @@ def _run(engine: Engine, settings: Settings, console: Console, command: str) -> 
         with _Parties(app, engine) as parties:
             _onboard(parties)
             _business_day(parties)
+            _risk_controls(parties, console)
     finally:
         app.state.engine.dispose()
     last_day = business_date_of(utcnow(), settings.zone, settings.cutoff)
@@ -318,6 +319,37 @@ def _business_day(p: _Parties) -> None:
     market.capture(phone)
     market.refund(phone, 4_000)
     coffee.capture(pay("coffee", "HXCARD", "HX-0002", 3_200, 3_200))
+
+
+def _risk_controls(p: _Parties, console: Console) -> None:
+    """The risk controls at work: a checkout without an agreement is declined, and a rate
+    that would let conversions create points is refused."""
+    token = p["carrier"].payment_token("PRMPTS", "13900139000")["token"]
+    try:
+        p["coffee"].authorise("PRMPTS", "13900139000", 2_000, 2_000, payment_token=token)
+    except ApiError as declined:
+        console.print(
+            f"risk: declined [bold]{declined.code}[/bold] (Harbour Coffee has no agreement with"
+            f" Pearl River Mobile): {escape(str(declined.problem.get('detail', '')))}"
+        )
+    p["bank_b"].request("PUT", f"/v1/interchange/{p.ids['bank_a']}", {"enabled": True})
+    try:
+        p["bank_a"].request(
+            "POST",
+            "/v1/bilateral-rates",
+            {
+                "source_program": "HXCARD",
+                "target_program": "JNBONUS",
+                "source_block": 1_000,
+                "target_block": 1_000,
+                "min_source_points": 1_000,
+            },
+        )
+    except ApiError as refused:
+        console.print(
+            f"risk: rate refused [bold]{refused.code}[/bold]:"
+            f" {escape(str(refused.problem.get('detail', '')))}"
+        )
 
 
 def _report(engine: Engine, console: Console, now: datetime) -> None:
