@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, NoReturn
 
 import typer
@@ -186,3 +186,43 @@ def limits_set(
     except ClearingError as error:
         _fail(str(error))
     typer.echo(_line(rule))
+
+
+# the anomaly scan -----------------------------------------------------------------------------
+
+
+def _instant(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 instant: {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@risk_app.command("scan")
+def scan_command(
+    ctx: typer.Context,
+    day: Annotated[
+        date,
+        typer.Option("--date", help="Business day to scan, YYYY-MM-DD", parser=business_date),
+    ],
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Record flags as of this ISO 8601 instant (default: now)", parser=_instant
+        ),
+    ] = None,
+) -> None:
+    """Scan one business day for anomalies; prints one line per flag (a re-run adds no twins)."""
+    from clearing.core.config import Settings
+    from clearing.core.timeutil import utcnow
+    from risk.scan import run_scan, summary
+
+    engine = database(ctx)
+    try:
+        result = run_scan(engine, day, Settings.from_env(), as_of or utcnow())
+    finally:
+        engine.dispose()
+    for line in summary(result.anomalies):
+        typer.echo(line)
+    typer.echo(f"{day}: {len(result.anomalies)} anomalies, {result.created} new")

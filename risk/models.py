@@ -11,12 +11,14 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     Index,
     Integer,
     PrimaryKeyConstraint,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -152,3 +154,49 @@ class LimitCounter(Base):
     count: Mapped[int] = mapped_column(BigInteger)
     points: Mapped[int] = mapped_column(BigInteger)
     amount: Mapped[int] = mapped_column(BigInteger)
+
+
+# the daily anomaly scan -----------------------------------------------------------------------
+
+ANOMALY_STATUSES = ("open", "cleared")
+
+
+class Anomaly(Base):
+    """An outlier the daily scan found: the scan's part of the review queue, cleared by an operator."""
+
+    __tablename__ = "risk_anomalies"
+    __table_args__ = (
+        # A second run of the same day finds the same flags and writes none of them twice.
+        UniqueConstraint(
+            "business_date",
+            "subject_kind",
+            "subject_id",
+            "feature",
+            name="uq_risk_anomalies_day_subject_feature",
+        ),
+        CheckConstraint("status IN ('open', 'cleared')", name="status_known"),
+        CheckConstraint("subject_kind IN ('member', 'organisation')", name="subject_kind_known"),
+        Index("ix_risk_anomalies_status_date", "status", "business_date"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    business_date: Mapped[date] = mapped_column(Date)
+    subject_kind: Mapped[str] = mapped_column(String(12))
+    """'member' or 'organisation'."""
+    subject_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    """members.id or organisations.id."""
+    program_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    feature: Mapped[str] = mapped_column(String(40))
+    """risk.anomalies.Feature."""
+    observed: Mapped[Decimal] = mapped_column(ExactDecimal(24, 6))
+    """The feature's value that day (points, a share or minutes, as the feature measures)."""
+    baseline: Mapped[Decimal] = mapped_column(ExactDecimal(24, 6))
+    """What the subject (or its peers) usually shows, in the same unit."""
+    score: Mapped[Decimal] = mapped_column(ExactDecimal(24, 6))
+    """How far out: a modified z-score, or the feature's own ratio (see the feature)."""
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12), default="open")
+    cleared_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    """The operator organisation that cleared it."""
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
