@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -23,6 +23,7 @@ import networkx as nx
 import pandas as pd
 
 from clearing.core.kinds import EntryKind, OrgKind
+from clearing.core.timeutil import day_end
 
 TRAILING_DAYS = 30
 """The baseline of a feature: the business days before the scanned one."""
@@ -122,16 +123,21 @@ class Activity:
 # business days ------------------------------------------------------------------------------
 
 
-def business_dates(instants: pd.Series, zone: str, cutoff: time) -> pd.Series:
-    """The business date of each UTC instant: its local time less the cut-off (plus a day for a
-    cut-off from noon on, which closes the day in the evening); the vectorised form of
-    `clearing.core.timeutil.business_date_of`, which tests/risk holds it to."""
-    local = pd.to_datetime(instants, utc=True).dt.tz_convert(zone).dt.tz_localize(None)
-    shift = pd.Timedelta(hours=cutoff.hour, minutes=cutoff.minute)
-    days = (local - shift).dt.normalize()
-    if cutoff >= time(12, 0):
-        days = days + pd.Timedelta(days=1)
-    return days.dt.date
+def business_dates(
+    instants: pd.Series, zone: str, cutoff: str, first: date, last: date
+) -> pd.Series:
+    """The business date of each UTC instant between the start of `first` and the end of
+    `last`: each day's window comes from `clearing.core.timeutil.day_end` (one definition of a
+    business day, DST included), and each instant is placed among the windows' ends."""
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    ends = pd.DatetimeIndex([day_end(d, zone, cutoff) for d in days])
+    at = pd.DatetimeIndex(pd.to_datetime(instants, utc=True))
+    found = ends.searchsorted(at, side="right")
+    if len(found) and (
+        found.max() >= len(days) or at.min() < day_end(first - timedelta(days=1), zone, cutoff)
+    ):
+        raise ValueError("an instant lies outside the business days asked for")
+    return pd.Series([days[i] for i in found], index=instants.index, dtype="object")
 
 
 # statistics ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from clearing.core.ids import new_id
 from clearing.core.kinds import EntryKind, OrgKind
 from clearing.core.ledger.model import MEMBER
 from clearing.core.models import Account, JournalEntry, Posting
-from clearing.core.timeutil import business_window, parse_cutoff
+from clearing.core.timeutil import business_window
 from issuers.models import Member, Organisation, Program
 from risk.anomalies import (
     LEG_COLUMNS,
@@ -107,7 +107,9 @@ def read_activity(session: Session, day: date, zone: str, cutoff: str) -> Activi
     )
     frame["booked_at"] = pd.to_datetime(frame["booked_at"], utc=True)
     frame["member_created_at"] = pd.to_datetime(frame["member_created_at"], utc=True)
-    frame["business_date"] = business_dates(frame["booked_at"], zone, parse_cutoff(cutoff))
+    frame["business_date"] = business_dates(
+        frame["booked_at"], zone, cutoff, day - timedelta(days=TRAILING_DAYS), day
+    )
     frame["points"] = frame["points"].astype("int64")
     today = frame[frame["booked_at"] >= pd.Timestamp(start)]
     spenders = sorted(set(today.loc[today["points"] < 0, "member_id"]))
