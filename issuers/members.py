@@ -25,6 +25,11 @@ class MemberInactive(InactiveParty):
     code = "member_inactive"
 
 
+class MemberClosed(Conflict):
+    code = "member_closed"
+    title = "Member is closed"
+
+
 def create_member(
     session: Session, caller: Caller, code: str, req: MemberCreate, now: datetime
 ) -> MemberOut:
@@ -117,7 +122,14 @@ def member_view(
 def set_member_status(
     session: Session, caller: Caller, code: str, external_id: str, status: str
 ) -> None:
-    """Freeze, unfreeze or close a member."""
+    """Freeze, unfreeze or close a member; a closed member stays closed."""
     program = own_program(session, caller, code)
     member = member_of(session, program, external_id)
-    session.execute(update(Member).where(Member.id == member.id).values(status=status))
+    changing = update(Member).where(Member.id == member.id).values(status=status)
+    if status != "closed":
+        # Closing is final: a closed account reopened would take points again under an id its
+        # owner may no longer hold. Checked in the update itself, so a close that commits
+        # meanwhile is never undone.
+        changing = changing.where(Member.status != "closed")
+    if not session.execute(changing).rowcount:  # type: ignore[attr-defined]
+        raise MemberClosed(f"member {external_id} is closed for good", member_status="closed")

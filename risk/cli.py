@@ -5,15 +5,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Annotated, NoReturn
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
+from clearing.core.kinds import OrgKind
+from clearing.web.context import Caller
 from risk.schemas import LimitRuleOut, LimitRuleSet
 
+if TYPE_CHECKING:
+    from risk.schemas import FreezeOut
+
 risk_app = typer.Typer(
-    help="Risk controls: limits, decisions, the anomaly scan.", no_args_is_help=True
+    help="Risk controls: limits, freezes, the blocklist, reviews, decisions, the anomaly scan.",
+    no_args_is_help=True,
 )
 
 
@@ -226,3 +234,208 @@ def scan_command(
     for line in summary(result.anomalies):
         typer.echo(line)
     typer.echo(f"{day}: {len(result.anomalies)} anomalies, {result.created} new")
+
+
+# freezes, the blocklist and reviews ------------------------------------------------------------
+
+
+def _console(session: Session) -> Caller:
+    """The operator at the console: the platform organisation, acting without a signing key."""
+    from issuers.organisations import platform
+
+    return Caller(platform(session).id, OrgKind.PLATFORM)
+
+
+class Subject(StrEnum):
+    member = "member"
+    program = "program"
+    organisation = "organisation"
+
+
+Reason = Annotated[str, typer.Option("--reason", help="Why (recorded with who and when)")]
+
+
+@risk_app.command("freeze")
+def freeze_command(
+    ctx: typer.Context,
+    subject: Annotated[Subject, typer.Argument(help="What to freeze")],
+    reason: Reason,
+    program: Annotated[str | None, typer.Option(help="Program code (member, program)")] = None,
+    member: Annotated[str | None, typer.Option(help="The issuer's id of the member")] = None,
+    org: Annotated[str | None, typer.Option(help="Organisation id (organisation)")] = None,
+    points: Annotated[
+        int | None, typer.Option(help="Freeze only this many of the member's points")
+    ] = None,
+) -> None:
+    """Freeze a member, part of its points, a program or an organisation."""
+    from clearing.core.db import transaction
+    from clearing.core.timeutil import utcnow
+    from risk.freezes import freeze
+    from risk.schemas import FreezeCreate
+
+    req = FreezeCreate.model_validate(
+        {
+            "subject": subject.value,
+            "program": program,
+            "external_id": member,
+            "org_id": org,
+            "points": points,
+            "reason": reason,
+        }
+    )
+    with transaction(database(ctx)) as session:
+        out = freeze(session, _console(session), req, utcnow())
+    typer.echo(f"frozen {_freeze_line(out)}")
+
+
+@risk_app.command("unfreeze")
+def unfreeze_command(
+    ctx: typer.Context,
+    freeze_id: Annotated[uuid.UUID, typer.Argument(help="The freeze's id")],
+    reason: Reason,
+) -> None:
+    """Lift a freeze."""
+    from clearing.core.db import transaction
+    from clearing.core.timeutil import utcnow
+    from risk.freezes import unfreeze
+
+    with transaction(database(ctx)) as session:
+        out = unfreeze(session, _console(session), freeze_id, reason, utcnow())
+    typer.echo(f"lifted {_freeze_line(out)}")
+
+
+@risk_app.command("freezes")
+def freezes_command(
+    ctx: typer.Context,
+    include_lifted: Annotated[bool, typer.Option("--all", help="Lifted freezes too")] = False,
+) -> None:
+    """List freezes in force (or all), newest first."""
+    from clearing.core.db import transaction
+    from risk.freezes import list_freezes
+
+    with transaction(database(ctx)) as session:
+        found = list_freezes(session, active=not include_lifted)
+    for out in found:
+        lifted = f" lifted {out.lifted_at.isoformat()}" if out.lifted_at else ""
+        typer.echo(f"{out.frozen_at.isoformat()} {_freeze_line(out)}{lifted}")
+    if not found:
+        typer.echo("no freezes")
+
+
+def _freeze_line(out: FreezeOut) -> str:
+    what = (
+        f"member {out.program_code}/{out.external_id}"
+        if out.subject == "member"
+        else f"program {out.program_code}"
+        if out.subject == "program"
+        else f"organisation {out.subject_id}"
+    )
+    amount = f" ({out.points} points)" if out.points is not None else ""
+    return f"{out.id} {what}{amount}: {out.reason}"
+
+
+@risk_app.command("block")
+def block_command(
+    ctx: typer.Context,
+    program: Annotated[str, typer.Argument(help="Program code")],
+    member: Annotated[str, typer.Argument(help="The issuer's id of the member")],
+    reason: Reason,
+) -> None:
+    """Put a member id of a program on the blocklist."""
+    from clearing.core.db import transaction
+    from clearing.core.timeutil import utcnow
+    from risk.freezes import block
+    from risk.schemas import BlocklistCreate
+
+    req = BlocklistCreate(program=program, external_id=member, reason=reason)
+    with transaction(database(ctx)) as session:
+        out = block(session, _console(session), req, utcnow())
+    typer.echo(f"blocklisted {out.id} {out.program_code}/{out.external_id}: {out.reason}")
+
+
+@risk_app.command("unblock")
+def unblock_command(
+    ctx: typer.Context,
+    entry_id: Annotated[uuid.UUID, typer.Argument(help="The blocklist entry's id")],
+    reason: Reason,
+) -> None:
+    """Take a member id off the blocklist."""
+    from clearing.core.db import transaction
+    from clearing.core.timeutil import utcnow
+    from risk.freezes import unblock
+
+    with transaction(database(ctx)) as session:
+        out = unblock(session, _console(session), entry_id, reason, utcnow())
+    typer.echo(f"removed {out.id} {out.program_code}/{out.external_id}: {reason}")
+
+
+@risk_app.command("blocklist")
+def blocklist_command(
+    ctx: typer.Context,
+    program: Annotated[str | None, typer.Option(help="Only this program")] = None,
+    include_removed: Annotated[bool, typer.Option("--all", help="Removed entries too")] = False,
+) -> None:
+    """List the blocklist (entries in force, or all), newest first."""
+    from clearing.core.db import transaction
+    from risk.freezes import list_blocklist
+
+    with transaction(database(ctx)) as session:
+        found = list_blocklist(session, program=program, active=not include_removed)
+    for out in found:
+        removed = f" removed {out.removed_at.isoformat()}" if out.removed_at else ""
+        typer.echo(
+            f"{out.added_at.isoformat()} {out.id} {out.program_code}/{out.external_id}:"
+            f" {out.reason}{removed}"
+        )
+    if not found:
+        typer.echo("no blocklist entries")
+
+
+@risk_app.command("reviews")
+def reviews_command(
+    ctx: typer.Context,
+    include_decided: Annotated[bool, typer.Option("--all", help="Decided reviews too")] = False,
+) -> None:
+    """List the review queue (pending, or all), oldest first."""
+    from clearing.core.db import transaction
+    from risk.reviews import list_reviews
+
+    with transaction(database(ctx)) as session:
+        found = list_reviews(session, status=None if include_decided else "pending")
+    for out in found:
+        typer.echo(
+            f"{out.requested_at.isoformat()} {out.id} {out.operation} {out.status}"
+            f" {out.code or '-'} rule={out.rule_id or '-'} held={out.points_held} {out.reason}"
+        )
+    if not found:
+        typer.echo("no reviews")
+
+
+@risk_app.command("approve")
+def approve_command(
+    ctx: typer.Context, review_id: Annotated[uuid.UUID, typer.Argument(help="The review's id")]
+) -> None:
+    """Approve a reviewed operation: it completes now, once."""
+    from clearing.core.db import transaction
+    from clearing.core.timeutil import utcnow
+    from risk.reviews import approve
+
+    with transaction(database(ctx)) as session:
+        review, result = approve(session, _console(session), review_id, utcnow())
+    typer.echo(f"approved {review.id} {review.operation}: {result.model_dump_json()}")
+
+
+@risk_app.command("reject")
+def reject_command(
+    ctx: typer.Context,
+    review_id: Annotated[uuid.UUID, typer.Argument(help="The review's id")],
+    reason: Reason,
+) -> None:
+    """Reject a reviewed operation: its held points are released."""
+    from clearing.core.db import transaction
+    from clearing.core.timeutil import utcnow
+    from risk.reviews import reject
+
+    with transaction(database(ctx)) as session:
+        review = reject(session, _console(session), review_id, reason, utcnow())
+    typer.echo(f"rejected {review.id} {review.operation}: {reason}")

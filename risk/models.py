@@ -200,3 +200,60 @@ class Anomaly(Base):
     """The operator organisation that cleared it."""
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# freezes and the blocklist (risk/freezes.py) -------------------------------------------------
+
+
+class Freeze(Base):
+    """An operator's freeze of a member, a program or an organisation (every operation touching
+    it is declined, a void excepted), or of part of a member's points (held by a ledger hold
+    until the freeze is lifted); with who froze and lifted it, when and why."""
+
+    __tablename__ = "risk_freezes"
+    __table_args__ = (
+        Index("ix_risk_freezes_active", "lifted_at", "subject_id"),
+        Index("ix_risk_freezes_subject", "subject_id", "frozen_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(16))
+    """`member`, `program` or `organisation`."""
+    subject_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    program_code: Mapped[str | None] = mapped_column(String(64))
+    """The program of a frozen member or program (for people reading the list)."""
+    external_id: Mapped[str | None] = mapped_column(String(100))
+    """The issuer's id of a frozen member."""
+    points: Mapped[int | None] = mapped_column(BigInteger)
+    """Whole points of the member's program frozen; None: the whole subject is frozen."""
+    hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    """The ledger hold that keeps the frozen points from being spent."""
+    reason: Mapped[str] = mapped_column(Text)
+    frozen_by_org: Mapped[uuid.UUID] = mapped_column(Uuid)
+    frozen_by_key: Mapped[str | None] = mapped_column(String(200))
+    frozen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lifted_reason: Mapped[str | None] = mapped_column(Text)
+    lifted_by_org: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    lifted_by_key: Mapped[str | None] = mapped_column(String(200))
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BlocklistEntry(Base):
+    """A member id a program's operations refuse (`blocklisted`), whether or not the member
+    exists yet; with who added and removed it, when and why."""
+
+    __tablename__ = "risk_blocklist"
+    __table_args__ = (Index("ix_risk_blocklist_program", "program_id", "external_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    program_code: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    added_by_org: Mapped[uuid.UUID] = mapped_column(Uuid)
+    added_by_key: Mapped[str | None] = mapped_column(String(200))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    removed_reason: Mapped[str | None] = mapped_column(Text)
+    removed_by_org: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    removed_by_key: Mapped[str | None] = mapped_column(String(200))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import date
 from typing import Annotated
@@ -10,12 +11,25 @@ from fastapi import APIRouter, Query, Request, Response
 
 from clearing.core.config import Settings
 from clearing.core.idempotency import Operation
+from clearing.core.schemas import Code
 from clearing.core.timeutil import utcnow
 from clearing.web.api import IdempotencyKey, Limit, SessionDep, respond_once
 from clearing.web.auth import OperatorDep
-from risk import limits
+from risk import freezes, limits, reviews
 from risk.decisions import list_decisions
-from risk.schemas import DecisionOut, LimitRuleOut, LimitRuleSet
+from risk.schemas import (
+    BlocklistCreate,
+    BlocklistOut,
+    DecisionOut,
+    FreezeCreate,
+    FreezeOut,
+    LiftCreate,
+    LimitRuleOut,
+    LimitRuleSet,
+    ReviewDecided,
+    ReviewOut,
+    ReviewReject,
+)
 
 router = APIRouter(prefix="/v1/risk", tags=["risk"])
 
@@ -77,5 +91,147 @@ def disable_limit(
         {"rule_id": str(rule_id)},
         LimitRuleOut,
         lambda _: limits.disable_rule(session, operator, rule_id, now),
+    )
+    return respond_once(session, operator.org_id, key, operation, now)
+
+
+# freezes -------------------------------------------------------------------------------------
+
+
+@router.get("/freezes")
+def get_freezes(
+    session: SessionDep,
+    _operator: OperatorDep,
+    include_lifted: Annotated[bool, Query()] = False,
+    limit: Limit = 50,
+) -> list[FreezeOut]:
+    """Freezes in force (or all), newest first."""
+    return freezes.list_freezes(session, active=not include_lifted, limit=limit)
+
+
+@router.post("/freezes", status_code=201, response_model=FreezeOut)
+def post_freeze(
+    session: SessionDep, operator: OperatorDep, key: IdempotencyKey, req: FreezeCreate
+) -> Response:
+    """Freeze a member, part of a member's points, a program or an organisation."""
+    now = utcnow()
+    operation = Operation(
+        "risk_freeze", req, FreezeOut, lambda _: freezes.freeze(session, operator, req, now)
+    )
+    return respond_once(session, operator.org_id, key, operation, now)
+
+
+@router.post("/freezes/{freeze_id}/lift", status_code=201, response_model=FreezeOut)
+def post_unfreeze(
+    session: SessionDep,
+    operator: OperatorDep,
+    key: IdempotencyKey,
+    freeze_id: uuid.UUID,
+    req: LiftCreate,
+) -> Response:
+    """Lift a freeze (a frozen amount's points become spendable again)."""
+    now = utcnow()
+    operation = Operation(
+        "risk_unfreeze",
+        {"freeze": str(freeze_id), **req.model_dump(mode="json")},
+        FreezeOut,
+        lambda _: freezes.unfreeze(session, operator, freeze_id, req.reason, now),
+    )
+    return respond_once(session, operator.org_id, key, operation, now)
+
+
+# blocklist -----------------------------------------------------------------------------------
+
+
+@router.get("/blocklist")
+def get_blocklist(
+    session: SessionDep,
+    _operator: OperatorDep,
+    program: Annotated[Code | None, Query()] = None,
+    include_removed: Annotated[bool, Query()] = False,
+    limit: Limit = 50,
+) -> list[BlocklistOut]:
+    """Blocklist entries in force (or all), newest first, of one program or all."""
+    return freezes.list_blocklist(session, program=program, active=not include_removed, limit=limit)
+
+
+@router.post("/blocklist", status_code=201, response_model=BlocklistOut)
+def post_blocklist(
+    session: SessionDep, operator: OperatorDep, key: IdempotencyKey, req: BlocklistCreate
+) -> Response:
+    """Put a member id of a program on the blocklist."""
+    now = utcnow()
+    operation = Operation(
+        "risk_block", req, BlocklistOut, lambda _: freezes.block(session, operator, req, now)
+    )
+    return respond_once(session, operator.org_id, key, operation, now)
+
+
+@router.post("/blocklist/{entry_id}/remove", status_code=201, response_model=BlocklistOut)
+def post_unblock(
+    session: SessionDep,
+    operator: OperatorDep,
+    key: IdempotencyKey,
+    entry_id: uuid.UUID,
+    req: LiftCreate,
+) -> Response:
+    """Take a member id off the blocklist."""
+    now = utcnow()
+    operation = Operation(
+        "risk_unblock",
+        {"entry": str(entry_id), **req.model_dump(mode="json")},
+        BlocklistOut,
+        lambda _: freezes.unblock(session, operator, entry_id, req.reason, now),
+    )
+    return respond_once(session, operator.org_id, key, operation, now)
+
+
+# reviews -------------------------------------------------------------------------------------
+
+
+@router.get("/reviews")
+def get_reviews(
+    session: SessionDep,
+    _operator: OperatorDep,
+    status: Annotated[str | None, Query(pattern="^(pending|approved|rejected|all)$")] = None,
+    limit: Limit = 50,
+) -> list[ReviewOut]:
+    """The review queue, oldest first: pending (by default), approved, rejected or all."""
+    wanted = "pending" if status is None else None if status == "all" else status
+    return reviews.list_reviews(session, status=wanted, limit=limit)
+
+
+@router.post("/reviews/{review_id}/approve", status_code=201, response_model=ReviewDecided)
+def post_approve(
+    session: SessionDep, operator: OperatorDep, key: IdempotencyKey, review_id: uuid.UUID
+) -> Response:
+    """Approve a reviewed operation: it completes now, once (never by the key that asked)."""
+    now = utcnow()
+
+    def run(_: None) -> ReviewDecided:
+        review, result = reviews.approve(session, operator, review_id, now)
+        return ReviewDecided(review=review, result=json.loads(result.model_dump_json()))
+
+    operation = Operation("risk_approve", {"review": str(review_id)}, ReviewDecided, run)
+    return respond_once(session, operator.org_id, key, operation, now)
+
+
+@router.post("/reviews/{review_id}/reject", status_code=201, response_model=ReviewDecided)
+def post_reject(
+    session: SessionDep,
+    operator: OperatorDep,
+    key: IdempotencyKey,
+    review_id: uuid.UUID,
+    req: ReviewReject,
+) -> Response:
+    """Reject a reviewed operation: its hold is released; a retry of its request gets 409."""
+    now = utcnow()
+    operation = Operation(
+        "risk_reject",
+        {"review": str(review_id), **req.model_dump(mode="json")},
+        ReviewDecided,
+        lambda _: ReviewDecided(
+            review=reviews.reject(session, operator, review_id, req.reason, now)
+        ),
     )
     return respond_once(session, operator.org_id, key, operation, now)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from clearing.core.money import MAX_AMOUNT
-from clearing.core.schemas import Model
+from clearing.core.schemas import Code, ExternalId, Model, Points
 
 
 class DecisionOut(Model):
@@ -103,3 +103,139 @@ class LimitRuleOut(Model):
     created_at: datetime
     created_by_org: uuid.UUID | None
     created_by_key: str | None
+
+
+# freezes, the blocklist and reviews -----------------------------------------------------------
+
+Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
+"""Why an operator acts, in words (recorded with who and when)."""
+
+
+class FreezeCreate(Model):
+    """Freeze a member (or `points` of its points), a program or an organisation."""
+
+    subject: Literal["member", "program", "organisation"]
+    program: Code | None = None
+    """The program of a member, or the program frozen."""
+    external_id: ExternalId | None = None
+    """The issuer's id of the member frozen."""
+    org_id: uuid.UUID | None = None
+    """The organisation frozen."""
+    points: Points | None = None
+    """Freeze only this many of the member's points (they cannot be spent); else the member."""
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _names_its_subject(self) -> Self:
+        wanted = {
+            "member": {"program", "external_id"},
+            "program": {"program"},
+            "organisation": {"org_id"},
+        }[self.subject] | ({"points"} if self.subject == "member" else set())
+        given = {
+            name
+            for name in ("program", "external_id", "org_id", "points")
+            if getattr(self, name) is not None
+        }
+        missing = wanted - given - {"points"}
+        if missing:
+            raise ValueError(f"a {self.subject} freeze names its {', '.join(sorted(missing))}")
+        extra = given - wanted
+        if extra:
+            raise ValueError(f"a {self.subject} freeze takes no {', '.join(sorted(extra))}")
+        return self
+
+
+class LiftCreate(Model):
+    """Lift a freeze, or take a member id off a blocklist."""
+
+    reason: Reason
+
+
+class FreezeOut(Model):
+    """A freeze, active or lifted."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    subject: str
+    subject_id: uuid.UUID
+    program_code: str | None
+    external_id: str | None
+    points: int | None
+    hold_id: uuid.UUID | None
+    reason: str
+    frozen_by_org: uuid.UUID
+    frozen_by_key: str | None
+    frozen_at: datetime
+    lifted_reason: str | None
+    lifted_by_org: uuid.UUID | None
+    lifted_by_key: str | None
+    lifted_at: datetime | None
+
+
+class BlocklistCreate(Model):
+    """Refuse every operation of a program on a member id."""
+
+    program: Code
+    external_id: ExternalId
+    reason: Reason
+
+
+class BlocklistOut(Model):
+    """A blocklist entry, in force or removed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    program_id: uuid.UUID
+    program_code: str
+    external_id: str
+    reason: str
+    added_by_org: uuid.UUID
+    added_by_key: str | None
+    added_at: datetime
+    removed_reason: str | None
+    removed_by_org: uuid.UUID | None
+    removed_by_key: str | None
+    removed_at: datetime | None
+
+
+class ReviewReject(Model):
+    """Reject a reviewed operation."""
+
+    reason: Reason
+
+
+class ReviewOut(Model):
+    """An operation in (or through) the review queue."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    operation: str
+    status: str
+    org_id: uuid.UUID
+    key_id: str | None
+    idempotency_key: str
+    requested_at: datetime
+    code: str | None
+    rule_id: str | None
+    rule_version: int | None
+    reason: str
+    request: dict[str, Any]
+    inputs: dict[str, Any]
+    member_id: uuid.UUID | None
+    hold_id: uuid.UUID | None
+    points_held: int
+    decided_by_org: uuid.UUID | None
+    decided_by_key: str | None
+    decided_at: datetime | None
+
+
+class ReviewDecided(Model):
+    """A review an operator decided; an approval carries the completed operation's result (the
+    answer a retry of the original request now gets)."""
+
+    review: ReviewOut
+    result: dict[str, Any] | None = None

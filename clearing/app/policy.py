@@ -21,6 +21,7 @@ from exchange.schemas import ConversionCreate, RefundCreate
 from issuers import accruals
 from issuers.schemas import AccrualBatchCreate, AccrualCreate
 from risk.agreements import AgreementRule, ArbitrageRule, InterchangeRule
+from risk.freezes import FreezeRule
 from risk.limits import LimitRule
 from risk.policy import OperationBuilder, RiskPolicy, Rule
 
@@ -72,6 +73,7 @@ def risk_policy(settings: Settings) -> RiskPolicy:
     """The platform's policy: its rules, reading rules first, counting rules last (in this
     order, which is also the order their rows are locked in)."""
     rules: list[Rule] = [
+        FreezeRule(),
         InterchangeRule(),
         ArbitrageRule(rate_graph),
         AgreementRule(settings.zone, settings.cutoff),
