@@ -137,12 +137,13 @@ class FreezeCreate(Model):
             for name in ("program", "external_id", "org_id", "points")
             if getattr(self, name) is not None
         }
+        kind = f"{'an' if self.subject[0] in 'aeiou' else 'a'} {self.subject} freeze"
         missing = wanted - given - {"points"}
         if missing:
-            raise ValueError(f"a {self.subject} freeze names its {', '.join(sorted(missing))}")
+            raise ValueError(f"{kind} names its {', '.join(sorted(missing))}")
         extra = given - wanted
         if extra:
-            raise ValueError(f"a {self.subject} freeze takes no {', '.join(sorted(extra))}")
+            raise ValueError(f"{kind} takes no {', '.join(sorted(extra))}")
         return self
 
 
