@@ -7,10 +7,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from clearing.core.money import MAX_AMOUNT
 from clearing.core.schemas import Code, ExternalId, Model, Points
+from clearing.core.timeutil import aware
 
 
 class DecisionOut(Model):
@@ -107,6 +108,8 @@ class LimitRuleOut(Model):
 
 # freezes, the blocklist and reviews -----------------------------------------------------------
 
+Utc = Annotated[datetime, AfterValidator(aware)]
+"""A stored time, timezone-aware (SQLite hands times back naive; all are UTC)."""
 Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
 """Why an operator acts, in words (recorded with who and when)."""
 
@@ -168,11 +171,11 @@ class FreezeOut(Model):
     reason: str
     frozen_by_org: uuid.UUID
     frozen_by_key: str | None
-    frozen_at: datetime
+    frozen_at: Utc
     lifted_reason: str | None
     lifted_by_org: uuid.UUID | None
     lifted_by_key: str | None
-    lifted_at: datetime | None
+    lifted_at: Utc | None
 
 
 class BlocklistCreate(Model):
@@ -195,11 +198,11 @@ class BlocklistOut(Model):
     reason: str
     added_by_org: uuid.UUID
     added_by_key: str | None
-    added_at: datetime
+    added_at: Utc
     removed_reason: str | None
     removed_by_org: uuid.UUID | None
     removed_by_key: str | None
-    removed_at: datetime | None
+    removed_at: Utc | None
 
 
 class ReviewReject(Model):
@@ -219,7 +222,7 @@ class ReviewOut(Model):
     org_id: uuid.UUID
     key_id: str | None
     idempotency_key: str
-    requested_at: datetime
+    requested_at: Utc
     code: str | None
     rule_id: str | None
     rule_version: int | None
@@ -231,7 +234,7 @@ class ReviewOut(Model):
     points_held: int
     decided_by_org: uuid.UUID | None
     decided_by_key: str | None
-    decided_at: datetime | None
+    decided_at: Utc | None
 
 
 class ReviewDecided(Model):

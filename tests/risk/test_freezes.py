@@ -240,7 +240,7 @@ def test_freezes_are_recorded_listed_and_refused_twice(engine: Engine, w: World)
             T0,
         )
     with transaction(engine) as session:
-        assert [f.id for f in freezes.list_freezes(session)] == [frozen.id]
+        assert [(f.id, f.frozen_at) for f in freezes.list_freezes(session)] == [(frozen.id, T0)]
     do_unfreeze(engine, w, frozen.id)
     with transaction(engine) as session:
         assert freezes.list_freezes(session) == []
