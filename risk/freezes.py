@@ -7,17 +7,25 @@ the operator, far from expiry, voided when the freeze is lifted): the ledger alr
 points from being spent, on both engines, so no second mechanism guards them. A blocklisted
 member id declines every operation of its program on it (`blocklisted`), a conversion from or
 into it included. `FreezeRule` is the policy rule that says both.
+
+The freezes and the blocklist in force are read once per `CACHE_SECONDS` per process, as limits
+are (a change is seen at once by the process that made it, within seconds by the others): read
+live they would cost every operation a statement. What an issuer did to its own member (frozen,
+closed) is read live, and only for the captures, refunds and reversals whose services do not.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import cast
 
-from sqlalchemy import String, Text, Uuid, cast, column, literal_column, null, select, table
+from sqlalchemy import Engine, Uuid, column, event, select, table
 from sqlalchemy.orm import Session
 
 from clearing.core.errors import Conflict, NotFound
@@ -121,6 +129,7 @@ def freeze(session: Session, operator: Caller, req: FreezeCreate, now: datetime)
             raise AlreadyFrozen(f"this {req.subject} is already frozen", freeze=str(held.id))
     session.add(row)
     session.flush()
+    _changed(session)
     return FreezeOut.model_validate(row)
 
 
@@ -141,6 +150,7 @@ def unfreeze(
     row.lifted_by_key = operator.key_id
     row.lifted_at = now
     session.flush()
+    _changed(session)
     return FreezeOut.model_validate(row)
 
 
@@ -198,6 +208,7 @@ def block(session: Session, operator: Caller, req: BlocklistCreate, now: datetim
     )
     session.add(row)
     session.flush()
+    _changed(session)
     return BlocklistOut.model_validate(row)
 
 
@@ -218,6 +229,7 @@ def unblock(
     row.removed_by_key = operator.key_id
     row.removed_at = now
     session.flush()
+    _changed(session)
     return BlocklistOut.model_validate(row)
 
 
@@ -235,26 +247,78 @@ def list_blocklist(
 
 # the rule ------------------------------------------------------------------------------------
 
+CACHE_SECONDS = 5.0
+"""How long a process trusts its copy of the freezes and the blocklist in force (as limits do:
+a change is seen at once by the process that made it, within this time by the others)."""
 _QUOTES = table("conversion_quotes", column("id", Uuid), column("target_member_id", Uuid))
 """Exchange's quotes, read as a plain table: a conversion names its quote, whose target member
 the freeze and the blocklist must see too (risk never imports exchange)."""
 _MEMBER_STATUS_ACTIONS = frozenset({Action.CAPTURE, Action.REFUND, Action.ACCRUAL_REVERSAL})
 """The operations whose services do not check the member is active (they act on a checkout or
-an accrual made while it was): the rule checks it for them."""
+an accrual made while it was): the rule reads the member's status for them, every time."""
 
 
 @dataclass(frozen=True, slots=True)
-class _Seen:
-    """What the rule read for a batch of operations, in one statement."""
+class InForce:
+    """The whole-subject freezes and the blocklist entries in force."""
 
     frozen: dict[uuid.UUID, tuple[uuid.UUID, str]]
-    """Subject id -> (freeze id, subject kind), of whole-subject freezes in force."""
+    """Subject id -> (freeze id, subject kind)."""
     blocked: dict[tuple[uuid.UUID, str], uuid.UUID]
-    """(program id, member id) -> blocklist entry id, for the programs of the batch."""
-    inactive: dict[uuid.UUID, str]
-    """Member id -> status, of the members asked about that are not active."""
-    targets: dict[str, tuple[uuid.UUID, str]]
-    """Quote id (text) -> (target member id, external id), of the conversions of the batch."""
+    """(program id, member id) -> blocklist entry id."""
+    blocked_programs: frozenset[uuid.UUID]
+
+
+_CACHE: weakref.WeakKeyDictionary[Engine, tuple[float, InForce]] = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def _load(session: Session) -> InForce:
+    frozen = {
+        row.subject_id: (row.id, row.subject)
+        for row in session.execute(
+            select(Freeze.subject_id, Freeze.id, Freeze.subject).where(
+                Freeze.lifted_at.is_(None), Freeze.points.is_(None)
+            )
+        )
+    }
+    blocked = {
+        (row.program_id, row.external_id): row.id
+        for row in session.execute(
+            select(BlocklistEntry.program_id, BlocklistEntry.external_id, BlocklistEntry.id).where(
+                BlocklistEntry.removed_at.is_(None)
+            )
+        )
+    }
+    return InForce(frozen, blocked, frozenset(p for p, _ in blocked))
+
+
+def in_force(session: Session) -> InForce:
+    """The freezes and blocklist in force, from this process's copy if younger than
+    `CACHE_SECONDS` (a statement on every operation would be the price of reading them live)."""
+    engine = cast(Engine, session.get_bind())
+    clock = time.monotonic()
+    with _CACHE_LOCK:
+        cached = _CACHE.get(engine)
+    if cached is not None and clock - cached[0] < CACHE_SECONDS:
+        return cached[1]
+    found = _load(session)
+    with _CACHE_LOCK:
+        _CACHE[engine] = (clock, found)
+    return found
+
+
+def _changed(session: Session) -> None:
+    """Drop this process's copy now and again once the change commits, so that no operation
+    keeps a copy read in between."""
+    engine = cast(Engine, session.get_bind())
+
+    def forget(*_: object) -> None:
+        with _CACHE_LOCK:
+            _CACHE.pop(engine, None)
+
+    forget()
+    event.listen(session, "after_commit", forget, once=True)
 
 
 def _uuid(text: str | None) -> uuid.UUID | None:
@@ -264,69 +328,43 @@ def _uuid(text: str | None) -> uuid.UUID | None:
         return None
 
 
-def _read(session: Session, operations: Sequence[OperationContext]) -> _Seen:
-    """Everything the rule needs for `operations`, in one round trip (freezes are few: all
-    those in force are read; the blocklist only for the programs at hand)."""
-    programs = {
-        p for op in operations for p in (op.program_id, op.target_program_id) if p is not None
-    }
+def _inactive_members(
+    session: Session, operations: Sequence[OperationContext]
+) -> dict[uuid.UUID, str]:
+    """Member id -> status, of the members of captures, refunds and reversals not active."""
     members = {
         op.member_id
         for op in operations
         if op.action in _MEMBER_STATUS_ACTIONS and op.member_id is not None
     }
+    if not members:
+        return {}
+    rows = session.execute(
+        select(Member.id, Member.status).where(Member.id.in_(members), Member.status != "active")
+    )
+    return {row.id: row.status for row in rows}
+
+
+def _conversion_targets(
+    session: Session, operations: Sequence[OperationContext], seen: InForce
+) -> dict[str, tuple[uuid.UUID, str]]:
+    """Quote id (text) -> (target member id, its external id), of the conversions whose target
+    could be frozen or blocklisted (read only then)."""
     quotes = {
         q
         for op in operations
-        if op.action == Action.CONVERSION and (q := _uuid(op.reference)) is not None
+        if op.action == Action.CONVERSION
+        and (seen.frozen or op.target_program_id in seen.blocked_programs)
+        and (q := _uuid(op.reference)) is not None
     }
-    no_uuid = cast(null(), Uuid)
-    parts: list[Any] = [
-        select(
-            literal_column("'f'", String).label("k"),
-            Freeze.subject_id.label("a"),
-            Freeze.id.label("b"),
-            cast(Freeze.subject, Text).label("t"),
-        ).where(Freeze.lifted_at.is_(None), Freeze.points.is_(None))
-    ]
-    if programs:
-        parts.append(
-            select(
-                literal_column("'b'", String),
-                BlocklistEntry.program_id,
-                BlocklistEntry.id,
-                cast(BlocklistEntry.external_id, Text),
-            ).where(BlocklistEntry.program_id.in_(programs), BlocklistEntry.removed_at.is_(None))
-        )
-    if members:
-        parts.append(
-            select(
-                literal_column("'m'", String), Member.id, no_uuid, cast(Member.status, Text)
-            ).where(Member.id.in_(members), Member.status != "active")
-        )
-    if quotes:
-        parts.append(
-            select(
-                literal_column("'q'", String),
-                _QUOTES.c.id,
-                Member.id,
-                cast(Member.external_id, Text),
-            )
-            .join(Member, Member.id == _QUOTES.c.target_member_id)
-            .where(_QUOTES.c.id.in_(quotes))
-        )
-    query = parts[0] if len(parts) == 1 else parts[0].union_all(*parts[1:])
-    seen = _Seen({}, {}, {}, {})
-    for kind, a, b, text in session.execute(query):
-        if kind == "f":
-            seen.frozen[a] = (b, text)
-        elif kind == "b":
-            seen.blocked[(a, text)] = b
-        elif kind == "m":
-            seen.inactive[a] = text
-        else:
-            seen.targets[str(a)] = (b, text)
-    return seen
+    if not quotes:
+        return {}
+    rows = session.execute(
+        select(_QUOTES.c.id, Member.id.label("member_id"), Member.external_id)
+        .join(Member, Member.id == _QUOTES.c.target_member_id)
+        .where(_QUOTES.c.id.in_(quotes))
+    )
+    return {str(row.id): (row.member_id, row.external_id) for row in rows}
 
 
 class FreezeRule:
@@ -342,12 +380,22 @@ class FreezeRule:
         """One decision per operation, None where nothing is frozen."""
         if all(op.action == Action.VOID for op in operations):
             return [None] * len(operations)
-        seen = _read(session, operations)
-        return [None if op.action == Action.VOID else _decide(op, seen) for op in operations]
+        seen = in_force(session)
+        targets = _conversion_targets(session, operations, seen)
+        inactive = _inactive_members(session, operations)
+        return [
+            None if op.action == Action.VOID else _decide(op, seen, targets, inactive)
+            for op in operations
+        ]
 
 
-def _decide(op: OperationContext, seen: _Seen) -> Decision | None:
-    target = seen.targets.get(op.reference or "") if op.action == Action.CONVERSION else None
+def _decide(
+    op: OperationContext,
+    seen: InForce,
+    targets: dict[str, tuple[uuid.UUID, str]],
+    inactive: dict[uuid.UUID, str],
+) -> Decision | None:
+    target = targets.get(op.reference or "") if op.action == Action.CONVERSION else None
     touched = [
         op.member_id,
         target[0] if target else None,
@@ -387,7 +435,7 @@ def _decide(op: OperationContext, seen: _Seen) -> Decision | None:
                 rule_version=FREEZE_RULE_VERSION,
                 reason=f"member {external_id} is on the platform's blocklist",
             )
-    status = seen.inactive.get(op.member_id) if op.member_id is not None else None
+    status = inactive.get(op.member_id) if op.member_id is not None else None
     if status is not None:
         return Decision(
             Verdict.DECLINE,
