@@ -267,6 +267,7 @@ class InForce:
     blocked: dict[tuple[uuid.UUID, str], uuid.UUID]
     """(program id, member id) -> blocklist entry id."""
     blocked_programs: frozenset[uuid.UUID]
+    members_frozen: bool
 
 
 _CACHE: weakref.WeakKeyDictionary[Engine, tuple[float, InForce]] = weakref.WeakKeyDictionary()
@@ -290,7 +291,12 @@ def _load(session: Session) -> InForce:
             )
         )
     }
-    return InForce(frozen, blocked, frozenset(p for p, _ in blocked))
+    return InForce(
+        frozen,
+        blocked,
+        frozenset(p for p, _ in blocked),
+        any(subject == "member" for _, subject in frozen.values()),
+    )
 
 
 def in_force(session: Session) -> InForce:
@@ -354,7 +360,7 @@ def _conversion_targets(
         q
         for op in operations
         if op.action == Action.CONVERSION
-        and (seen.frozen or op.target_program_id in seen.blocked_programs)
+        and (seen.members_frozen or op.target_program_id in seen.blocked_programs)
         and (q := _uuid(op.reference)) is not None
     }
     if not quotes:
