@@ -19,6 +19,7 @@ from exchange import service as exchange
 from exchange.schemas import ConversionCreate, RefundCreate
 from issuers import accruals
 from issuers.schemas import AccrualBatchCreate, AccrualCreate
+from risk.exposure import ExposureRule
 from risk.policy import OperationBuilder, RiskPolicy, Rule
 
 
@@ -68,6 +69,7 @@ decided on the spot: a checkout cannot wait for an operator)."""
 def risk_policy(settings: Settings) -> RiskPolicy:
     """The platform's policy: its rules, cheapest first, counting rules last."""
     rules: list[Rule] = []
+    rules.append(ExposureRule(settings.zone, settings.cutoff))  # counts: last
     return RiskPolicy(rules=rules, operations=REVIEWABLE)
 
 
