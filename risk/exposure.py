@@ -640,7 +640,7 @@ def record_payment(
 def restrict_overdue(
     session: Session, now: datetime, deadline: timedelta
 ) -> list[SettlementRestrictionOut]:
-    """Restrict every party (the platform aside) that owes a batch published at least
+    """Restrict every party (the platform aside) that owes a batch published more than
     `deadline` before `now` and has no payment recorded; returns the new restrictions."""
     payments = _PAYMENTS
     rows = session.execute(
@@ -648,7 +648,7 @@ def restrict_overdue(
         .select_from(_POSITIONS.join(_BATCHES, _BATCHES.c.id == _POSITIONS.c.batch_id))
         .where(
             _BATCHES.c.state == "published",
-            _BATCHES.c.published_at <= now - deadline,
+            _BATCHES.c.published_at < now - deadline,
             _POSITIONS.c.party_kind != "platform",
             cast(_POSITIONS.c.net, Numeric) < 0,
             not_(

@@ -7,10 +7,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from clearing.core.money import MAX_AMOUNT
 from clearing.core.schemas import Currency, Model
+from clearing.core.timeutil import aware
 
 
 class DecisionOut(Model):
@@ -37,6 +38,8 @@ class DecisionOut(Model):
 
 # settlement risk (risk/exposure.py) ---------------------------------------------------------
 
+Stored = Annotated[datetime, AfterValidator(aware)]
+"""A stored instant, aware UTC (SQLite hands them back naive)."""
 Multiple = Annotated[Decimal, Field(gt=0, le=100, max_digits=12, decimal_places=4)]
 Whole = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT, description="Minor units")]
 
@@ -80,7 +83,7 @@ class ExposureCapOut(Model):
     reason: str
     set_by_org: uuid.UUID
     set_by_key: str | None
-    set_at: datetime
+    set_at: Stored
 
 
 class CurrencyExposureOut(Model):
@@ -126,7 +129,7 @@ class PaymentOut(Model):
     reference: str
     recorded_by_org: uuid.UUID
     recorded_by_key: str | None
-    recorded_at: datetime
+    recorded_at: Stored
 
 
 class SettlementPaymentOut(PaymentOut):
@@ -144,9 +147,9 @@ class SettlementRestrictionOut(Model):
 
     org_id: uuid.UUID
     batch_id: str
-    due_at: datetime
-    restricted_at: datetime
+    due_at: Stored
+    restricted_at: Stored
     restricted_by: str
-    lifted_at: datetime | None
+    lifted_at: Stored | None
     lifted_by_org: uuid.UUID | None
     lifted_by_key: str | None
