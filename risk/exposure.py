@@ -300,16 +300,12 @@ def _overdue(key: Key, batch_id: str) -> Decision:
 
 # the counter statement ---------------------------------------------------------------------
 
-_COUNT_PG = Sql(
-    text(
-        """
+_COUNT_TEMPLATE = """
 WITH d AS (
     SELECT u.org_id, u.currency, u.delta, u.rising,
            CASE WHEN u.rising AND c.cap IS NOT NULL THEN 0 ELSE u.slot END AS slot,
            c.cap, c.version
-    FROM unnest(CAST(:orgs AS uuid[]), CAST(:currencies AS varchar[]),
-                CAST(:deltas AS bigint[]), CAST(:rising AS boolean[]),
-                CAST(:slots AS smallint[])) AS u(org_id, currency, delta, rising, slot)
+    FROM (VALUES {rows}) AS u(org_id, currency, delta, rising, slot)
     LEFT JOIN LATERAL (
         SELECT x.cap, x.version FROM risk_exposure_caps x
         WHERE x.org_id = u.org_id AND x.currency = u.currency
@@ -338,8 +334,23 @@ SELECT d.org_id, d.currency, d.cap, d.version,
     END AS overdue
 FROM d JOIN up ON up.org_id = d.org_id AND up.currency = d.currency
 """
+
+
+_CHUNK = 256
+"""Parties per counter statement (a bulk file's parties are usually a handful)."""
+
+
+@lru_cache(maxsize=64)
+def _count_pg(parties: int) -> Sql:
+    """The counter statement for `parties` rows: one prepared statement per size, whose rows
+    are plain parameters, so that PostgreSQL settles on one generic plan (with arrays it keeps
+    re-planning, since it cannot tell their length)."""
+    rows = ", ".join(
+        f"(CAST(:o{i} AS uuid), CAST(:c{i} AS varchar), CAST(:d{i} AS bigint),"
+        f" CAST(:r{i} AS boolean), CAST(:s{i} AS smallint))"
+        for i in range(parties)
     )
-)
+    return Sql(text(_COUNT_TEMPLATE.format(rows=rows)))
 
 
 def count(
@@ -354,17 +365,21 @@ def count(
     if session.get_bind().dialect.name != "postgresql":
         return count_portable(session, day, totals, rising, slots)
     keys = sorted(totals, key=lambda k: (str(k[0]), k[1]))
-    rows = _COUNT_PG.rows(
-        session,
-        {
-            "orgs": [k[0] for k in keys],
-            "currencies": [k[1] for k in keys],
-            "deltas": [totals[k] for k in keys],
-            "rising": [k in rising for k in keys],
-            "slots": [slots[k] for k in keys],
-            "day": day,
-        },
-    )
+    rows: list[Any] = []
+    # Chunks in key order keep the lock order sorted, and the parameters within bounds.
+    for start in range(0, len(keys), _CHUNK):
+        params: dict[str, Any] = {"day": day}
+        for i, key in enumerate(keys[start : start + _CHUNK]):
+            params.update(
+                {
+                    f"o{i}": key[0],
+                    f"c{i}": key[1],
+                    f"d{i}": totals[key],
+                    f"r{i}": key in rising,
+                    f"s{i}": slots[key],
+                }
+            )
+        rows.extend(_count_pg(min(_CHUNK, len(keys) - start)).rows(session, params))
     return {
         (row.org_id, row.currency): _Party(
             row.cap,
