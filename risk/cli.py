@@ -78,6 +78,17 @@ def _operator(session: Session) -> Caller:
     return Caller(platform(session).id, "platform")
 
 
+def _first(error: Exception) -> str:
+    """The first complaint of a pydantic ValidationError, in one line."""
+    errors = getattr(error, "errors", None)
+    found = errors()[0] if callable(errors) and errors() else None
+    if not found:
+        return str(error).splitlines()[0]
+    where = ".".join(str(part) for part in found.get("loc", ()))
+    message = str(found.get("msg", "invalid"))
+    return f"{where}: {message}" if where else message
+
+
 @risk_app.command("cap")
 def cap_command(
     ctx: typer.Context,
@@ -109,8 +120,10 @@ def cap_command(
             uncapped=uncapped,
             reason=reason,
         )
-    except (ValidationError, ArithmeticError) as error:
-        raise typer.BadParameter(str(error).splitlines()[-1]) from None
+    except ValidationError as error:
+        raise typer.BadParameter(_first(error)) from None
+    except ArithmeticError:
+        raise typer.BadParameter(f"not a number: {multiple!r}") from None
     with transaction(database(ctx)) as session:
         out = set_cap(session, _operator(session), req, utcnow())
     shown = "uncapped" if out.cap is None else f"cap {out.cap}"
@@ -163,7 +176,7 @@ def payment_command(
             reference=reference,
         )
     except ValidationError as error:
-        raise typer.BadParameter(str(error).splitlines()[-1]) from None
+        raise typer.BadParameter(_first(error)) from None
     with transaction(database(ctx)) as session:
         out = record_payment(session, _operator(session), req, utcnow())
     lifted = ", restriction lifted" if out.lifted_restriction else ""

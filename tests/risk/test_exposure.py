@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, text
 
 from clearing.app.factory import create_app
+from clearing.app.scheduler import declared_jobs
 from clearing.core.config import Settings
 from clearing.core.db import transaction
 from clearing.core.models import JournalEntry, Obligation
@@ -30,6 +31,7 @@ from risk.exposure import ExposureRule, business_date_of, count, count_portable
 from risk.models import ExposurePosition, RiskDecision
 from risk.policy import RiskPolicy
 from risk.schemas import ExposureCapSet, SettlementPaymentCreate
+from risk.tasks import run_overdue
 from settlement.service import business_date_of as settlement_business_date_of
 from settlement.service import run_batch
 from tests.api.api_support import BASE, Party, bootstrap_operator, make_settings, onboard
@@ -345,8 +347,8 @@ def test_an_unpaid_party_is_restricted_after_the_deadline_until_it_pays(
     with transaction(engine) as session:
         assert exposure.restrict_overdue(session, published_at + deadline, deadline) == []
     later = published_at + deadline + timedelta(seconds=1)
-    with transaction(engine) as session:
-        made = exposure.restrict_overdue(session, later, deadline)
+    assert "risk-payment-deadline" in {job.id for job in declared_jobs(settings_, engine)}
+    made = run_overdue(engine, settings_, later)  # what the scheduled job runs
     assert [(r.org_id, r.batch_id, r.due_at, r.restricted_by) for r in made] == [
         (world.shop.org_id, batch.id, published_at + deadline, "system:payment-deadline")
     ]
@@ -457,3 +459,25 @@ def test_headroom_through_the_signed_api(app: FastAPI) -> None:
         with pytest.raises(ApiError) as hidden:
             o.request("GET", f"/v1/risk/exposure?org_id={shop.org_id}")
         assert (hidden.value.status, hidden.value.code) == (404, "not_found")
+
+
+def test_the_open_window_holds_every_day_not_yet_published(
+    engine: Engine, world: World, tmp_path: Path
+) -> None:
+    settings_ = dataclasses.replace(
+        Settings.from_env(),
+        zone=ZONE,
+        cutoff=CUTOFF,
+        platform_key_path=tmp_path / "keys" / "platform.pem",
+        settlement_dir=tmp_path / "settlement",
+    )
+    set_cap(engine, world, world.shop, limit=1000)
+    fund(engine, world, 600)
+    next_day = T0 + timedelta(days=1)
+    fund(engine, world, 400, now=next_day)  # day 1 is closed but not yet settled: it counts
+    with pytest.raises(Declined):
+        fund(engine, world, 1, now=next_day)
+    run_batch(engine, DAY, "CNY", next_day, settings_)
+    assert open_debit(engine, world.shop) == 400
+    fund(engine, world, 600, now=next_day)
+    assert headroom(engine, world.shop) == 0
