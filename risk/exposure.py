@@ -500,10 +500,10 @@ def _organisation(session: Session, org_id: uuid.UUID) -> Organisation:
 
 def set_cap(session: Session, caller: Caller, req: ExposureCapSet, now: datetime) -> ExposureCapOut:
     """Record a new version of a party's cap in a currency (operator)."""
-    _organisation(session, req.org_id)
     exponent(req.currency)
     # The lock keeps two concurrent changes from claiming one version number.
-    session.get(Organisation, req.org_id, with_for_update=True)
+    if session.get(Organisation, req.org_id, with_for_update=True) is None:
+        raise NotFound("unknown organisation")
     last = session.execute(
         select(func.max(_CAPS.c.version)).where(
             _CAPS.c.org_id == req.org_id, _CAPS.c.currency == req.currency

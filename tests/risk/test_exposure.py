@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -16,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from sqlalchemy import Engine, func, select, text
 
 from clearing.app.factory import create_app
@@ -167,6 +169,22 @@ def test_a_decline_writes_nothing_but_its_decision(engine: Engine, world: World)
     assert decisions[0].caller_org_id == world.shop.org_id
     fund(engine, world, 100)  # what fits still passes
     assert open_debit(engine, world.shop) == 300
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"limit": 5, "collateral": 5},
+        {},
+        {"limit": 5, "multiple": "2"},
+        {"uncapped": True, "limit": 5},
+        {"collateral": 5, "multiple": "0"},
+        {"limit": -1},
+    ],
+)
+def test_a_cap_has_exactly_one_basis(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        ExposureCapSet(org_id=uuid.uuid4(), currency="CNY", **fields)
 
 
 def test_collateral_times_a_multiple_and_versions(engine: Engine, world: World) -> None:
