@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -439,3 +440,139 @@ def reject_command(
     with transaction(database(ctx)) as session:
         review = reject(session, _console(session), review_id, reason, utcnow())
     typer.echo(f"rejected {review.id} {review.operation}: {reason}")
+
+
+# settlement risk ---------------------------------------------------------------------------
+
+
+def _org(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise typer.BadParameter(f"not an organisation id: {text!r}") from None
+
+
+def _operator(session: Session) -> Caller:
+    """The platform acting through its own tools (no key: the command line)."""
+    from issuers.organisations import platform
+
+    return Caller(platform(session).id, "platform")
+
+
+def _first(error: Exception) -> str:
+    """The first complaint of a pydantic ValidationError, in one line."""
+    errors = getattr(error, "errors", None)
+    found = errors()[0] if callable(errors) and errors() else None
+    if not found:
+        return str(error).splitlines()[0]
+    where = ".".join(str(part) for part in found.get("loc", ()))
+    message = str(found.get("msg", "invalid"))
+    return f"{where}: {message}" if where else message
+
+
+@risk_app.command("cap")
+def cap_command(
+    ctx: typer.Context,
+    org: Annotated[uuid.UUID, typer.Argument(parser=_org, help="Organisation id")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code")] = "CNY",
+    limit: Annotated[int | None, typer.Option(min=0, help="Explicit cap, minor units")] = None,
+    collateral: Annotated[
+        int | None, typer.Option(min=0, help="Collateral or prefunding, minor units")
+    ] = None,
+    multiple: Annotated[str | None, typer.Option(help="Cap = collateral x multiple")] = None,
+    uncapped: Annotated[bool, typer.Option(help="Remove the cap")] = False,
+    reason: Annotated[str, typer.Option(help="Why, for the record")] = "",
+) -> None:
+    """Set a new version of a party's net debit cap for the open settlement window."""
+    from pydantic import ValidationError
+
+    from clearing.core.db import transaction
+    from clearing.core.timeutil import utcnow
+    from risk.exposure import set_cap
+    from risk.schemas import ExposureCapSet
+
+    try:
+        req = ExposureCapSet(
+            org_id=org,
+            currency=currency,
+            limit=limit,
+            collateral=collateral,
+            multiple=None if multiple is None else Decimal(multiple),
+            uncapped=uncapped,
+            reason=reason,
+        )
+    except ValidationError as error:
+        raise typer.BadParameter(_first(error)) from None
+    except ArithmeticError:
+        raise typer.BadParameter(f"not a number: {multiple!r}") from None
+    with transaction(database(ctx)) as session:
+        out = set_cap(session, _operator(session), req, utcnow())
+    shown = "uncapped" if out.cap is None else f"cap {out.cap}"
+    typer.echo(f"{out.org_id} {out.currency} version {out.version}: {shown}")
+
+
+@risk_app.command("exposure")
+def exposure_command(
+    ctx: typer.Context,
+    org: Annotated[uuid.UUID, typer.Argument(parser=_org, help="Organisation id")],
+) -> None:
+    """Show a party's open net debit, cap and headroom per currency."""
+    from clearing.core.db import transaction
+    from risk.exposure import exposure
+
+    with transaction(database(ctx)) as session:
+        out = exposure(session, org)
+    for line in out.currencies:
+        cap = "uncapped" if line.cap is None else f"cap {line.cap} headroom {line.headroom}"
+        typer.echo(f"{line.currency} open net debit {line.open_net_debit} {cap}")
+    if not out.currencies:
+        typer.echo("no open position, no cap")
+    if out.restricted:
+        typer.echo(f"restricted: unpaid {', '.join(out.overdue_batches)}")
+
+
+@risk_app.command("payment")
+def payment_command(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="Settlement batch id, SB-CCY-YYYYMMDD")],
+    org: Annotated[uuid.UUID, typer.Argument(parser=_org, help="Organisation id")],
+    received: Annotated[
+        bool, typer.Option("--received/--paid", help="The party received (else paid)")
+    ] = False,
+    reference: Annotated[str, typer.Option(help="The transfer's reference")] = "",
+) -> None:
+    """Record that a party paid (or received) its net position of a published batch."""
+    from pydantic import ValidationError
+
+    from clearing.core.db import transaction
+    from clearing.core.timeutil import utcnow
+    from risk.exposure import record_payment
+    from risk.schemas import SettlementPaymentCreate
+
+    try:
+        req = SettlementPaymentCreate(
+            batch_id=batch,
+            org_id=org,
+            direction="received" if received else "paid",
+            reference=reference,
+        )
+    except ValidationError as error:
+        raise typer.BadParameter(_first(error)) from None
+    with transaction(database(ctx)) as session:
+        out = record_payment(session, _operator(session), req, utcnow())
+    lifted = ", restriction lifted" if out.lifted_restriction else ""
+    typer.echo(f"{out.batch_id} {out.org_id} {out.direction} {out.amount}{lifted}")
+
+
+@risk_app.command("restrict-overdue")
+def restrict_overdue_command(ctx: typer.Context) -> None:
+    """Restrict now every party past the payment deadline (what the scheduler does)."""
+    from clearing.core.config import Settings
+    from clearing.core.timeutil import utcnow
+    from risk.tasks import run_overdue
+
+    made = run_overdue(database(ctx), Settings.from_env(), utcnow())
+    for r in made:
+        typer.echo(f"restricted {r.org_id}: {r.batch_id} unpaid since {r.due_at.isoformat()}")
+    if not made:
+        typer.echo("nobody overdue")

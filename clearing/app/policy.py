@@ -21,6 +21,7 @@ from exchange.schemas import ConversionCreate, RefundCreate
 from issuers import accruals
 from issuers.schemas import AccrualBatchCreate, AccrualCreate
 from risk.agreements import AgreementRule, ArbitrageRule, InterchangeRule
+from risk.exposure import ExposureRule
 from risk.freezes import FreezeRule
 from risk.limits import LimitRule
 from risk.policy import OperationBuilder, RiskPolicy, Rule
@@ -78,6 +79,7 @@ def risk_policy(settings: Settings) -> RiskPolicy:
         ArbitrageRule(rate_graph),
         AgreementRule(settings.zone, settings.cutoff),
         LimitRule(settings.zone, settings.cutoff),
+        ExposureRule(settings.zone, settings.cutoff),
     ]
     return RiskPolicy(rules=rules, operations=REVIEWABLE)
 

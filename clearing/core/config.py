@@ -42,6 +42,9 @@ class Settings:
     """Processes writing a batch's files (1 or 2); unset: two from 200,000 lines on."""
     settlement_grace_minutes: int = 10
     """Minutes after the cut-off before the daily batch runs (late postings of the day land)."""
+    payment_deadline_hours: int = 24
+    """Hours after a batch's publication by which a party must have paid its net debit; past it
+    the party is restricted (`CLEARING_PAYMENT_DEADLINE_HOURS`)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,6 +65,7 @@ class Settings:
             max_body_bytes=_whole(env, "CLEARING_MAX_BODY_BYTES", 1 << 20),
             max_bulk_body_bytes=_whole(env, "CLEARING_MAX_BULK_BODY_BYTES", 64 << 20),
             settlement_grace_minutes=_whole(env, "CLEARING_SETTLEMENT_GRACE_MINUTES", 10),
+            payment_deadline_hours=_whole(env, "CLEARING_PAYMENT_DEADLINE_HOURS", 24),
             settlement_workers=(
                 _whole(env, "CLEARING_SETTLEMENT_WORKERS", 0)
                 if env.get("CLEARING_SETTLEMENT_WORKERS")
