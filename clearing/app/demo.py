@@ -322,8 +322,9 @@ def _business_day(p: _Parties) -> None:
 
 
 def _risk_controls(p: _Parties, console: Console) -> None:
-    """The risk controls at work: a checkout without an agreement is declined, and a rate
-    that would let conversions create points is refused."""
+    """The risk controls at work: a checkout without an agreement is declined, an accrual above
+    the review threshold waits for the operator, who approves it, and a rate that would let
+    conversions create points is refused."""
     token = p["carrier"].payment_token("PRMPTS", "13900139000")["token"]
     try:
         p["coffee"].authorise("PRMPTS", "13900139000", 2_000, 2_000, payment_token=token)
@@ -332,6 +333,20 @@ def _risk_controls(p: _Parties, console: Console) -> None:
             f"risk: declined [bold]{declined.code}[/bold] (Harbour Coffee has no agreement with"
             f" Pearl River Mobile): {escape(str(declined.problem.get('detail', '')))}"
         )
+    # A year-end bonus above the default review threshold (1,000,000 points) waits; the bank's
+    # retry of the same request gets the result once the operator has approved it.
+    bonus = {"program": "HXCARD", "external_id": "HX-0003", "points": 1_500_000}
+    pending = p["bank_a"].request("POST", "/v1/accruals", bonus, idempotency_key="bonus-2026")
+    console.print(
+        f"risk: accrual of 1,500,000 points [bold]{pending['status']}[/bold]"
+        f" ({escape(str(pending['reason']))})"
+    )
+    p["platform"].request("POST", f"/v1/risk/reviews/{pending['review_id']}/approve", {})
+    done = p["bank_a"].request("POST", "/v1/accruals", bonus, idempotency_key="bonus-2026")
+    console.print(
+        f"risk: review approved by the operator; the bank's retry gets the accrual:"
+        f" {done['points']:,} points to {done['external_id']}"
+    )
     p["bank_b"].request("PUT", f"/v1/interchange/{p.ids['bank_a']}", {"enabled": True})
     try:
         p["bank_a"].request(

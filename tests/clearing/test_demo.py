@@ -28,6 +28,11 @@ def test_demo_runs_a_day_through_the_api_and_settles_it(tmp_path: Path) -> None:
     text = out.getvalue()
     assert "ledger check: clean" in text
     assert "positions sum to 0" in text
+    # The risk controls at work: one decline, one review approved, one rate refused.
+    assert "risk: declined no_agreement" in text
+    assert "risk: accrual of 1,500,000 points pending_review" in text
+    assert "risk: review approved by the operator" in text
+    assert "risk: rate refused arbitrage_cycle" in text
     folders = [p for p in (tmp_path / "settlement").rglob("manifest.json")]
     assert len(folders) >= 6
     public = load_or_create(settings.platform_key_path).public_key
