@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -324,24 +325,15 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
     screen(
         session,
         [
-            OperationContext(
-                action=Action.QUOTE,
-                caller_org_id=caller.org_id,
-                caller_key_id=caller.key_id,
-                at=now,
-                program_id=source_program.id,
-                program_code=source_program.code,
-                issuer_org_id=source_issuer.id,
-                member_id=source.id,
-                member_external_id=source.external_id,
-                member_account_id=source.account_id,
-                target_program_id=target_program.id,
-                target_program_code=target_program.code,
-                target_issuer_org_id=target_issuer.id,
-                points=req.points,
-                amount=settlement_amount,
-                currency=currency,
-                spends=True,
+            _conversion_context(
+                Action.QUOTE,
+                caller,
+                now,
+                (source_program, source_issuer, source),
+                (target_program, target_issuer, target),
+                req.points,
+                settlement_amount,
+                currency,
             )
         ],
     )
@@ -367,6 +359,47 @@ def quote_conversion(session: Session, caller: Caller, req: QuoteCreate, now: da
     session.add(quote)
     session.flush()
     return _quote_out(quote, source_program.code, target_program.code)
+
+
+def _conversion_context(
+    action: Action,
+    caller: Caller,
+    now: datetime,
+    source: tuple[Program | ProgramRef, Party, Member | MemberRef],
+    target: tuple[Program | ProgramRef, Party, Member | MemberRef],
+    points: int,
+    amount: int,
+    currency: str,
+    obligations: Sequence[ObligationDraft] = (),
+    reference: str | None = None,
+) -> OperationContext:
+    """A quote or a conversion as the risk policy sees it: from a member of one program into
+    a member of another, for `points` worth `amount`."""
+    (source_program, source_issuer, source_member) = source
+    (target_program, target_issuer, target_member) = target
+    return OperationContext(
+        action=action,
+        caller_org_id=caller.org_id,
+        caller_key_id=caller.key_id,
+        at=now,
+        program_id=source_program.id,
+        program_code=source_program.code,
+        issuer_org_id=source_issuer.id,
+        member_id=source_member.id,
+        member_external_id=source_member.external_id,
+        member_account_id=source_member.account_id,
+        target_program_id=target_program.id,
+        target_program_code=target_program.code,
+        target_issuer_org_id=target_issuer.id,
+        target_member_id=target_member.id,
+        target_member_external_id=target_member.external_id,
+        points=points,
+        amount=amount,
+        currency=currency,
+        debits=debits_of(obligations),
+        spends=True,
+        reference=reference,
+    )
 
 
 def _linked_member(
@@ -463,26 +496,17 @@ def _convert(
     screen(
         session,
         [
-            OperationContext(
-                action=Action.CONVERSION,
-                caller_org_id=caller.org_id,
-                caller_key_id=caller.key_id,
-                at=now,
-                program_id=source_program.id,
-                program_code=source_program.code,
-                issuer_org_id=source_issuer.id,
-                member_id=source.id,
-                member_external_id=source.external_id,
-                member_account_id=source.account_id,
-                target_program_id=target_program.id,
-                target_program_code=target_program.code,
-                target_issuer_org_id=target_issuer.id,
-                points=quote.points_out,
-                amount=quote.settlement_amount,
-                currency=quote.currency,
-                debits=debits_of(obligations),
-                spends=True,
-                reference=str(quote.id),
+            _conversion_context(
+                Action.CONVERSION,
+                caller,
+                now,
+                (source_program, source_issuer, source),
+                (target_program, target_issuer, target),
+                quote.points_out,
+                quote.settlement_amount,
+                quote.currency,
+                obligations,
+                str(quote.id),
             )
         ],
     )

@@ -80,21 +80,10 @@ def _fail(message: str) -> NoReturn:
 
 
 def _line(rule: LimitRuleOut) -> str:
+    from risk.limits import THRESHOLDS
+
     thresholds = " ".join(
-        f"{name}={getattr(rule, name)}"
-        for name in (
-            "max_count",
-            "max_points",
-            "max_amount",
-            "max_share",
-            "review_count",
-            "review_points",
-            "review_amount",
-            "review_share",
-            "allowance",
-            "trailing_days",
-        )
-        if getattr(rule, name) is not None
+        f"{name}={getattr(rule, name)}" for name in THRESHOLDS if getattr(rule, name) is not None
     )
     scope = rule.scope if rule.scope_id is None else f"{rule.scope}:{rule.scope_id}"
     return (

@@ -16,16 +16,12 @@ closed) is read live, and only for the captures, refunds and reversals whose ser
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
-from sqlalchemy import Engine, Uuid, column, event, select, table
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clearing.core.errors import Conflict, NotFound
@@ -39,6 +35,7 @@ from clearing.web.context import Caller
 from issuers.members import member_of
 from issuers.models import Member, Organisation
 from issuers.programs import program_by_code
+from risk.cache import ProcessCopy
 from risk.models import BlocklistEntry, Freeze
 from risk.schemas import BlocklistCreate, BlocklistOut, FreezeCreate, FreezeOut
 
@@ -129,7 +126,7 @@ def freeze(session: Session, operator: Caller, req: FreezeCreate, now: datetime)
             raise AlreadyFrozen(f"this {req.subject} is already frozen", freeze=str(held.id))
     session.add(row)
     session.flush()
-    _changed(session)
+    _IN_FORCE.changed(session)
     return FreezeOut.model_validate(row)
 
 
@@ -150,7 +147,7 @@ def unfreeze(
     row.lifted_by_key = operator.key_id
     row.lifted_at = now
     session.flush()
-    _changed(session)
+    _IN_FORCE.changed(session)
     return FreezeOut.model_validate(row)
 
 
@@ -208,7 +205,7 @@ def block(session: Session, operator: Caller, req: BlocklistCreate, now: datetim
     )
     session.add(row)
     session.flush()
-    _changed(session)
+    _IN_FORCE.changed(session)
     return BlocklistOut.model_validate(row)
 
 
@@ -229,7 +226,7 @@ def unblock(
     row.removed_by_key = operator.key_id
     row.removed_at = now
     session.flush()
-    _changed(session)
+    _IN_FORCE.changed(session)
     return BlocklistOut.model_validate(row)
 
 
@@ -250,9 +247,6 @@ def list_blocklist(
 CACHE_SECONDS = 5.0
 """How long a process trusts its copy of the freezes and the blocklist in force (as limits do:
 a change is seen at once by the process that made it, within this time by the others)."""
-_QUOTES = table("conversion_quotes", column("id", Uuid), column("target_member_id", Uuid))
-"""Exchange's quotes, read as a plain table: a conversion names its quote, whose target member
-the freeze and the blocklist must see too (risk never imports exchange)."""
 _MEMBER_STATUS_ACTIONS = frozenset({Action.CAPTURE, Action.REFUND, Action.ACCRUAL_REVERSAL})
 """The operations whose services do not check the member is active (they act on a checkout or
 an accrual made while it was): the rule reads the member's status for them, every time."""
@@ -268,10 +262,6 @@ class InForce:
     """(program id, member id) -> blocklist entry id."""
     blocked_programs: frozenset[uuid.UUID]
     members_frozen: bool
-
-
-_CACHE: weakref.WeakKeyDictionary[Engine, tuple[float, InForce]] = weakref.WeakKeyDictionary()
-_CACHE_LOCK = threading.Lock()
 
 
 def _load(session: Session) -> InForce:
@@ -299,39 +289,12 @@ def _load(session: Session) -> InForce:
     )
 
 
+_IN_FORCE = ProcessCopy(_load, CACHE_SECONDS)
+
+
 def in_force(session: Session) -> InForce:
-    """The freezes and blocklist in force, from this process's copy if younger than
-    `CACHE_SECONDS` (a statement on every operation would be the price of reading them live)."""
-    engine = cast(Engine, session.get_bind())
-    clock = time.monotonic()
-    with _CACHE_LOCK:
-        cached = _CACHE.get(engine)
-    if cached is not None and clock - cached[0] < CACHE_SECONDS:
-        return cached[1]
-    found = _load(session)
-    with _CACHE_LOCK:
-        _CACHE[engine] = (clock, found)
-    return found
-
-
-def _changed(session: Session) -> None:
-    """Drop this process's copy now and again once the change commits, so that no operation
-    keeps a copy read in between."""
-    engine = cast(Engine, session.get_bind())
-
-    def forget(*_: object) -> None:
-        with _CACHE_LOCK:
-            _CACHE.pop(engine, None)
-
-    forget()
-    event.listen(session, "after_commit", forget, once=True)
-
-
-def _uuid(text: str | None) -> uuid.UUID | None:
-    try:
-        return None if text is None else uuid.UUID(text)
-    except ValueError:
-        return None
+    """The freezes and blocklist in force, from this process's copy (see `risk.cache`)."""
+    return _IN_FORCE.get(session)
 
 
 def _inactive_members(
@@ -351,28 +314,6 @@ def _inactive_members(
     return {row.id: row.status for row in rows}
 
 
-def _conversion_targets(
-    session: Session, operations: Sequence[OperationContext], seen: InForce
-) -> dict[str, tuple[uuid.UUID, str]]:
-    """Quote id (text) -> (target member id, its external id), of the conversions whose target
-    could be frozen or blocklisted (read only then)."""
-    quotes = {
-        q
-        for op in operations
-        if op.action == Action.CONVERSION
-        and (seen.members_frozen or op.target_program_id in seen.blocked_programs)
-        and (q := _uuid(op.reference)) is not None
-    }
-    if not quotes:
-        return {}
-    rows = session.execute(
-        select(_QUOTES.c.id, Member.id.label("member_id"), Member.external_id)
-        .join(Member, Member.id == _QUOTES.c.target_member_id)
-        .where(_QUOTES.c.id.in_(quotes))
-    )
-    return {str(row.id): (row.member_id, row.external_id) for row in rows}
-
-
 class FreezeRule:
     """Declines what touches a frozen member, program or organisation (`frozen`) or a
     blocklisted member id (`blocklisted`), a void excepted; and a capture, refund or reversal
@@ -387,24 +328,20 @@ class FreezeRule:
         if all(op.action == Action.VOID for op in operations):
             return [None] * len(operations)
         seen = in_force(session)
-        targets = _conversion_targets(session, operations, seen)
         inactive = _inactive_members(session, operations)
         return [
-            None if op.action == Action.VOID else _decide(op, seen, targets, inactive)
-            for op in operations
+            None if op.action == Action.VOID else _decide(op, seen, inactive) for op in operations
         ]
 
 
 def _decide(
     op: OperationContext,
     seen: InForce,
-    targets: dict[str, tuple[uuid.UUID, str]],
     inactive: dict[uuid.UUID, str],
 ) -> Decision | None:
-    target = targets.get(op.reference or "") if op.action == Action.CONVERSION else None
     touched = [
         op.member_id,
-        target[0] if target else None,
+        op.target_member_id,
         op.program_id,
         op.target_program_id,
         op.caller_org_id,
@@ -424,9 +361,10 @@ def _decide(
                 reason=f"the {subject} is frozen by the platform",
                 detail={"frozen": subject},
             )
-    listed = [(op.program_id, op.member_external_id)]
-    if target is not None:
-        listed.append((op.target_program_id, target[1]))
+    listed = [
+        (op.program_id, op.member_external_id),
+        (op.target_program_id, op.target_member_external_id),
+    ]
     for program_id, external_id in listed:
         entry = (
             seen.blocked.get((program_id, external_id))

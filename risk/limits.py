@@ -24,10 +24,7 @@ change of limits is the price we chose.
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +32,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Engine, Table, Uuid, bindparam, column, func, select, table, text
+from sqlalchemy import BigInteger, Table, Uuid, bindparam, column, func, select, table, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -47,6 +44,7 @@ from clearing.core.policy import Action, Decision, OperationContext, Verdict
 from clearing.core.timeutil import business_date_of
 from clearing.web.context import Caller
 from issuers.models import Organisation, Program
+from risk.cache import ProcessCopy
 from risk.models import LimitCounter, LimitVersion
 from risk.schemas import LimitRuleOut, LimitRuleSet
 
@@ -76,7 +74,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     "refund_share": frozenset({"max_share", "review_share", "allowance", "trailing_days"}),
     "conversion_day": frozenset({"max_count", "max_points", "review_count", "review_points"}),
 }
-_THRESHOLDS = (
+THRESHOLDS = (
     "max_count",
     "max_points",
     "max_amount",
@@ -157,10 +155,6 @@ class Rules:
         )
 
 
-_CACHE: weakref.WeakKeyDictionary[Engine, tuple[float, Rules]] = weakref.WeakKeyDictionary()
-_CACHE_LOCK = threading.Lock()
-
-
 def _latest(session: Session) -> list[LimitVersion]:
     rows = session.execute(select(LimitVersion)).scalars().all()
     latest: dict[uuid.UUID, LimitVersion] = {}
@@ -184,31 +178,19 @@ def _load(session: Session) -> Rules:
             row.kind,
             row.action,
             row.period,
-            *(getattr(row, name) for name in _THRESHOLDS),
+            *(getattr(row, name) for name in THRESHOLDS),
         )
         if row.kind == "member_window":
             periods[row.action].add(row.period)
     return Rules(dict(by_slot), {a: tuple(sorted(p)) for a, p in periods.items()})
 
 
+_RULES = ProcessCopy(_load, CACHE_SECONDS)
+
+
 def rules_in_force(session: Session) -> Rules:
-    """The rules in force, from this process's cache if younger than `CACHE_SECONDS`."""
-    engine = cast(Engine, session.get_bind())
-    clock = time.monotonic()
-    with _CACHE_LOCK:
-        cached = _CACHE.get(engine)
-    if cached is not None and clock - cached[0] < CACHE_SECONDS:
-        return cached[1]
-    rules = _load(session)
-    with _CACHE_LOCK:
-        _CACHE[engine] = (clock, rules)
-    return rules
-
-
-def forget_rules(engine: Engine) -> None:
-    """Drop the cached rules of `engine` (after a change), so the next operation reads them."""
-    with _CACHE_LOCK:
-        _CACHE.pop(engine, None)
+    """The rules in force, from this process's copy (see `risk.cache`)."""
+    return _RULES.get(session)
 
 
 # operator's changes ----------------------------------------------------------------------------
@@ -236,7 +218,7 @@ def _validated(session: Session, req: LimitRuleSet) -> tuple[str, str]:
     if kind in {"single_operation", "merchant_transaction"} and period:
         raise InvalidLimit(f"a {kind} rule looks at one operation", field="period")
     allowed = _FIELDS[kind]
-    given = {name for name in _THRESHOLDS if getattr(req, name) is not None}
+    given = {name for name in THRESHOLDS if getattr(req, name) is not None}
     for name in sorted(given - allowed):
         raise InvalidLimit(f"{name} does not apply to a {kind} rule", field=name)
     if not given & {n for n in allowed if n.startswith("max_") or n.startswith("review_")}:
@@ -282,7 +264,7 @@ def set_rule(session: Session, caller: Caller, req: LimitRuleSet, now: datetime)
     """Put a new version of the rule of a slot and scope in force (a new rule if none yet)."""
     action, period = _validated(session, req)
     latest = _slot_versions(session, req.kind, action, period, req.scope, req.scope_id)
-    values: dict[str, Any] = {name: getattr(req, name) for name in _THRESHOLDS}
+    values: dict[str, Any] = {name: getattr(req, name) for name in THRESHOLDS}
     row = LimitVersion(
         rule_id=latest.rule_id if latest else new_id(),
         version=latest.version + 1 if latest else 1,
@@ -300,7 +282,7 @@ def set_rule(session: Session, caller: Caller, req: LimitRuleSet, now: datetime)
     )
     session.add(row)
     session.flush()
-    forget_rules(cast(Engine, session.get_bind()))
+    _RULES.changed(session)
     return LimitRuleOut.model_validate(row)
 
 
@@ -323,7 +305,7 @@ def disable_rule(
     )
     session.add(row)
     session.flush()
-    forget_rules(cast(Engine, session.get_bind()))
+    _RULES.changed(session)
     return LimitRuleOut.model_validate(row)
 
 
@@ -709,7 +691,6 @@ __all__ = [
     "CACHE_SECONDS",
     "LimitRule",
     "disable_rule",
-    "forget_rules",
     "list_rules",
     "rule_history",
     "rules_in_force",

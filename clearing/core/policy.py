@@ -87,6 +87,8 @@ class OperationContext:
     target_program_id: uuid.UUID | None = None
     target_program_code: str | None = None
     target_issuer_org_id: uuid.UUID | None = None
+    target_member_id: uuid.UUID | None = None
+    target_member_external_id: str | None = None
     points: int = 0
     amount: int = 0
     """The money value of the operation, in minor units of `currency`."""

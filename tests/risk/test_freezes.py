@@ -169,6 +169,24 @@ def test_a_frozen_member_declines_conversions_either_way(engine: Engine, w: Worl
             )
 
     assert refused(engine, convert)["rule"] == f"freeze:{target.id}"
+
+    def quote_again() -> object:
+        with transaction(engine) as session:
+            return exchange.quote_conversion(
+                session,
+                w.bank_a,
+                QuoteCreate(
+                    source_program="BANKA",
+                    source_external_id="alice",
+                    target_program="BANKB",
+                    target_external_id="alice-b",
+                    points=1_000,
+                ),
+                T0,
+            )
+
+    # The quote already sees the frozen target.
+    assert refused(engine, quote_again)["rule"] == f"freeze:{target.id}"
     do_unfreeze(engine, w, target.id)
     source = do_freeze(engine, w, subject="member", program="BANKA", external_id="alice")
     assert refused(engine, convert)["rule"] == f"freeze:{source.id}"
