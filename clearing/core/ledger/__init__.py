@@ -33,7 +33,7 @@ from clearing.core.ledger.model import (
     points_asset,
 )
 from clearing.core.ledger.options import LedgerOptions, bind_ledger_options, ledger_options
-from clearing.core.ledger.posting import Ledger, PostingCheck, register_posting_check
+from clearing.core.ledger.posting import Ledger
 
 __all__ = [
     "BALANCE_IN_RANGE",
@@ -61,7 +61,6 @@ __all__ = [
     "ObligationDraft",
     "OpenHold",
     "PostedEntry",
-    "PostingCheck",
     "account_name",
     "bind_ledger_options",
     "check_amount",
@@ -69,5 +68,4 @@ __all__ = [
     "ledger_options",
     "money_asset",
     "points_asset",
-    "register_posting_check",
 ]

@@ -1,7 +1,7 @@
 """The Ledger: accounts, posting (what an entry is and every check it passes) and reading.
 
-Every write path goes through `Ledger.post`, which is the one place where risk checks will run in
-the same transaction (see ROADMAP). Balance rows are locked in account-id order, so concurrent
+Every write path goes through `Ledger.post`; the risk policy has screened the operation before,
+in the same transaction (`clearing.core.policy`). Balance rows are locked in account-id order, so concurrent
 entries never deadlock; hot system accounts are spread over several balance slots so that
 checkouts to one merchant do not queue behind one row.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -47,17 +47,6 @@ from clearing.core.money import BALANCE_LIMIT, MAX_AMOUNT, AmountOutOfRange
 # cache is safe; names are cached only once seen committed by a lookup.
 _ACCOUNTS: dict[uuid.UUID, AccountInfo] = {}
 _NAMES: dict[str, uuid.UUID] = {}
-
-# Checks that run inside the posting transaction before anything is written (risk controls plug in
-# here). Each receives the session and the draft and raises a ClearingError to refuse it.
-PostingCheck = Callable[[Session, EntryDraft], None]
-_CHECKS: list[PostingCheck] = []
-
-
-def register_posting_check(check: PostingCheck) -> None:
-    """Add a check that every entry must pass, inside its own transaction."""
-    _CHECKS.append(check)
-
 
 _JOURNAL = cast(Table, JournalEntry.__table__)
 _POSTINGS = cast(Table, Posting.__table__)
@@ -207,8 +196,6 @@ class Ledger:
         unbalanced = sorted(asset for asset, total in totals.items() if total != 0)
         if unbalanced:
             raise LedgerImbalance(f"postings do not sum to zero for {', '.join(unbalanced)}")
-        for check in _CHECKS:
-            check(self.session, draft)
 
     def _moves(self, legs: Sequence[Leg], infos: Infos) -> list[Move]:
         """Balance changes summed per account, in lock order, each on one slot."""
