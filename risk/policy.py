@@ -9,7 +9,7 @@ counter rows in a fixed order, so the lock order is: the policy's rows, then bal
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from clearing.core.idempotency import Operation
 from clearing.core.policy import (
     ALLOW,
+    Action,
     Decision,
     OperationContext,
     PendingOperation,
@@ -39,6 +40,10 @@ class Rule(Protocol):
         ...
 
 
+REVIEWABLE_ACTIONS = frozenset({Action.ACCRUAL, Action.CONVERSION, Action.REFUND})
+"""What may wait for an operator: a till's authorisation, capture or void cannot, and quotes,
+rates and reversals are answered on the spot."""
+
 OperationBuilder = Callable[
     [Session, Caller, Mapping[str, Any], datetime, datetime], Operation[Any]
 ]
@@ -53,9 +58,12 @@ class RiskPolicy:
 
     rules: Sequence[Rule] = ()
     operations: Mapping[str, OperationBuilder] = field(default_factory=dict)
+    reviewable: frozenset[Action] = REVIEWABLE_ACTIONS
 
     def screen(self, session: Session, operations: Sequence[OperationContext]) -> list[Decision]:
-        """The first decline of any rule, else the first review, else allow; per operation."""
+        """The first decline of any rule, else the first review, else allow; per operation.
+        An operation that cannot wait for a review (a till's) is declined where a rule would
+        send it to review."""
         answers: list[Decision] = [ALLOW] * len(operations)
         for rule in self.rules:
             pending = [i for i, a in enumerate(answers) if a.verdict != Verdict.DECLINE]
@@ -65,6 +73,16 @@ class RiskPolicy:
             for i, decision in zip(pending, said, strict=True):
                 if decision is None or decision.verdict == Verdict.ALLOW:
                     continue
+                if (
+                    decision.verdict == Verdict.REVIEW
+                    and operations[i].action not in self.reviewable
+                ):
+                    decision = replace(
+                        decision,
+                        verdict=Verdict.DECLINE,
+                        reason=f"{decision.reason} (a {operations[i].action} cannot wait for a"
+                        " review)",
+                    )
                 if decision.verdict == Verdict.DECLINE or answers[i].verdict == Verdict.ALLOW:
                     answers[i] = decision
         return answers

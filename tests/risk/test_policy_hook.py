@@ -19,6 +19,7 @@ from clearing.core.policy import (
     Decision,
     Declined,
     OperationContext,
+    PendingReview,
     Verdict,
     bind_policy,
 )
@@ -264,3 +265,32 @@ def test_a_point_value_publication_is_screened_with_the_value_it_would_publish(
         program_id = programs.program_by_code(session, "BANKA").id
         later = programs.point_value_at(session, program_id, T0 + timedelta(days=2))
     assert later.value == Decimal("0.005")
+
+
+def test_what_cannot_wait_for_a_review_is_declined_where_a_rule_would_review_it(
+    engine: Engine, world: World
+) -> None:
+    @dataclass
+    class ReviewAll:
+        name: str = "review-all"
+
+        def screen(
+            self, session: Session, operations: Sequence[OperationContext]
+        ) -> list[Decision | None]:
+            return [
+                Decision(Verdict.REVIEW, "test_review", "review-all", 1, "looks odd")
+                for _ in operations
+            ]
+
+    bind_policy(engine, RiskPolicy(rules=[ReviewAll()]))
+    before = state(engine)
+    with pytest.raises(Declined) as at_the_till:
+        authorise(engine, world.shop, "BANKA", "alice", 100)
+    problem = at_the_till.value.problem()
+    assert (problem["code"], problem["rule"]) == ("test_review", "review-all")
+    assert "cannot wait for a review" in str(problem["detail"])
+    with pytest.raises(PendingReview) as held:
+        accrue(engine, world.bank_a, "BANKA", "alice", 10)
+    assert held.value.problem()["status"] == "pending_review"
+    assert state(engine) == before
+    assert [d[1] for d in decisions(engine)] == ["declined", "pending_review"]
