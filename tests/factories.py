@@ -20,10 +20,12 @@ from exchange.schemas import (
     ConversionOut,
     QuoteCreate,
 )
-from issuers import accruals, members, organisations, programs, tokens
+from issuers import accruals, agreements, members, organisations, programs, tokens
 from issuers.schemas import (
     AccrualCreate,
     AccrualOut,
+    AgreementCreate,
+    InterchangeSet,
     LinkTokenCreate,
     MemberCreate,
     MemberLinkCreate,
@@ -300,3 +302,23 @@ def build_world(engine: Engine, now: datetime = T0) -> World:
     world = World(platform, bank_a, bank_b, carrier, shop, cafe)
     world.programs = {"BANKA": bank_a, "BANKB": bank_b, "MOBILE": carrier}
     return world
+
+
+def agree_all(engine: Engine, world: World, now: datetime = T0) -> None:
+    """What the risk controls ask of the parties before they act: each merchant proposes to
+    accept and fund every program's points and its issuer approves; every two issuers consent
+    to interchange with each other."""
+    with transaction(engine) as session:
+        for code, issuer in world.programs.items():
+            for merchant in (world.shop, world.cafe):
+                proposal = agreements.propose(
+                    session, merchant, AgreementCreate(program=code, accept=True, fund=True), now
+                )
+                agreements.approve(session, issuer, proposal.id, now)
+        issuers = list(world.programs.values())
+        for one in issuers:
+            for other in issuers:
+                if one != other:
+                    agreements.set_interchange(
+                        session, one, other.org_id, InterchangeSet(enabled=True), now
+                    )

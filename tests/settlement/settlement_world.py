@@ -23,6 +23,7 @@ from tests.factories import (
     T0,
     World,
     accrue,
+    agree_all,
     authorise,
     build_world,
     capture,
@@ -63,6 +64,7 @@ def book_two_days(engine: Engine) -> Days:
     """Day 1: merchant-funded accruals, a conversion, captures. Day 2: more of each, refunds,
     including a partial refund of a capture settled on day 1."""
     w = build_world(engine, T0 - timedelta(hours=1))
+    agree_all(engine, w, T0 - timedelta(hours=1))
     for code, issuer in w.programs.items():
         for name in ("alice", "bob"):
             member(engine, issuer, code, f"{code}-{name}", T0 - timedelta(hours=1))
