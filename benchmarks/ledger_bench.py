@@ -6,9 +6,10 @@
     authorisation, checkout capture, with checkouts spread over 50 merchants;
 (b) the batched path: bulk accrual files of 1,000 lines, one transaction per file;
 (c) the hot-account case: (a) again with every checkout at one merchant.
-(a) and (b) run twice: with the platform's risk policy and its default rules bound, as the app
-binds them (`clearing.app.policy.open_engine`), and with none; the ratios say what the controls
-cost. The merchants have agreements with the program (the controls ask for them).
+(a) and (b) run with the platform's risk policy and its default rules bound, as the app binds
+them (`clearing.app.policy.open_engine`), and with none, in the order off, on, on, off (so that a
+drift of the machine over the run weighs on both alike); the ratios say what the controls cost.
+The merchants have agreements with the program (the controls ask for them).
 The reference is pgbench's TPC-B with the same client count, scale = clients (as pgbench's
 documentation advises). Prints a table, then one JSON line with every figure and ratio.
 It also prints the CPU each side spends per operation: the client's (the worker processes) and
@@ -386,6 +387,29 @@ def run_phase(
     return figures
 
 
+def merged(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Runs of one phase as one: operations over time, CPU per operation over all of them."""
+    ops = sum(r["ops"] for r in runs)
+    seconds = sum(r["ops"] / r["ops_per_s"] for r in runs)
+    figures = dict(runs[0])
+    figures["ops"] = ops
+    figures["ops_per_s"] = ops / seconds
+    for side in ("client", "server"):
+        key = f"{side}_cpu_ms_per_op"
+        figures[key] = sum(r[key] * r["ops"] for r in runs) / ops
+    return figures
+
+
+def rules_on_and_off(
+    conf: Setup, workers: int, seconds: float, target: Callable[..., None]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """A phase with the risk policy bound and without, in the order off, on, on, off."""
+    off = [run_phase(conf, workers, seconds, target, rules=False)]
+    on = [run_phase(conf, workers, seconds, target) for _ in range(2)]
+    off.append(run_phase(conf, workers, seconds, target, rules=False))
+    return merged(on), merged(off)
+
+
 def main() -> None:
     """Run the benchmark; print a table, then one JSON line.
 
@@ -401,11 +425,9 @@ def main() -> None:
     try:
         conf = setup(url, args.workers)
         reference, reference_cpu = pgbench(args.seconds, args.workers)
-        single = run_phase(conf, args.workers, args.seconds, _single_worker)
-        batched = run_phase(conf, args.workers, args.seconds, _batch_worker)
+        single, single_off = rules_on_and_off(conf, args.workers, args.seconds, _single_worker)
+        batched, batched_off = rules_on_and_off(conf, args.workers, args.seconds, _batch_worker)
         hot = run_phase(conf, args.workers, args.seconds, _single_worker, hot=True)
-        single_off = run_phase(conf, args.workers, args.seconds, _single_worker, rules=False)
-        batched_off = run_phase(conf, args.workers, args.seconds, _batch_worker, rules=False)
         from clearing.core.check import check_ledger
         from clearing.core.db import make_engine, transaction
 

@@ -92,6 +92,7 @@ class CheckoutParties:
 
     external_id: str
     member_account_id: uuid.UUID
+    member_status: str
     program_id: uuid.UUID
     program_code: str
     issuer_id: uuid.UUID
@@ -126,6 +127,7 @@ _OWN_CHECKOUT_QUERY = (
         *[_CHECKOUTS.c[f.name] for f in fields(CheckoutState)],
         _MEMBERS.c.external_id.label("member_external_id"),
         _MEMBERS.c.account_id.label("member_account_id"),
+        _MEMBERS.c.status.label("member_status"),
         _PROGRAMS.c.id.label("program_ref_id"),
         _PROGRAMS.c.code.label("program_code"),
         _PROGRAMS.c.issuer_id.label("program_issuer_id"),
@@ -734,6 +736,7 @@ def _checkout_of(row: Any | None) -> tuple[CheckoutState, CheckoutParties]:
     return checkout, CheckoutParties(
         row.member_external_id,
         row.member_account_id,
+        row.member_status,
         row.program_ref_id,
         row.program_code,
         row.program_issuer_id,
@@ -810,6 +813,7 @@ def _checkout_context(
         member_id=checkout.member_id,
         member_external_id=parties.external_id,
         member_account_id=parties.member_account_id,
+        member_status=parties.member_status,
         merchant_org_id=checkout.merchant_id,
         points=points,
         amount=amount,

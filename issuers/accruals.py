@@ -362,6 +362,7 @@ def _reverse_accrual(
                 member_id=member.id,
                 member_external_id=member.external_id,
                 member_account_id=member.account_id,
+                member_status=member.status,
                 points=req.points,
                 amount=sum(o.amount for o in obligations),
                 currency=obligations[0].currency if obligations else None,

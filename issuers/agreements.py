@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select, tuple_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from clearing.core.cache import ProcessCopy
 from clearing.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from clearing.core.ids import new_id
 from clearing.core.kinds import OrgKind
@@ -99,6 +101,7 @@ def approve(
         .values(status="superseded", ended_at=now)
     )
     agreement.status = "active"
+    _ACTIVE.changed(session)
     agreement.approved_by = caller.org_id
     agreement.approved_key = caller.key_id
     agreement.approved_at = now
@@ -112,6 +115,7 @@ def end(session: Session, caller: Caller, agreement_id: uuid.UUID, now: datetime
     if agreement.status not in ("proposed", "active"):
         raise AgreementNotPending(f"the agreement is already {agreement.status}")
     agreement.status = "ended"
+    _ACTIVE.changed(session)
     agreement.ended_at = now
     session.flush()
     return agreement_out(session, agreement, program.code)
@@ -172,22 +176,63 @@ def agreement_out(session: Session, agreement: MerchantAgreement, program: str) 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AgreementInForce:
+    """An approved agreement, as the risk controls read it on every merchant operation."""
+
+    id: uuid.UUID
+    version: int
+    accept: bool
+    fund: bool
+    daily_accept_cap: int | None
+    daily_fund_cap: int | None
+    valid_from: datetime
+    valid_to: datetime | None
+
+
+def _active(session: Session) -> dict[tuple[uuid.UUID, uuid.UUID], AgreementInForce]:
+    rows = session.execute(
+        select(
+            MerchantAgreement.merchant_id,
+            MerchantAgreement.program_id,
+            MerchantAgreement.id,
+            MerchantAgreement.version,
+            MerchantAgreement.accept,
+            MerchantAgreement.fund,
+            MerchantAgreement.daily_accept_cap,
+            MerchantAgreement.daily_fund_cap,
+            MerchantAgreement.valid_from,
+            MerchantAgreement.valid_to,
+        ).where(MerchantAgreement.status == "active")
+    )
+    return {
+        (row[0], row[1]): AgreementInForce(
+            *row[2:8], aware(row.valid_from), aware(row.valid_to) if row.valid_to else None
+        )
+        for row in rows
+    }
+
+
+_ACTIVE = ProcessCopy(_active)
+"""Every operation of a merchant reads its agreement: from this copy, not a statement each
+time (an approval or end is seen at once by its process, within seconds by the others)."""
+
+
 def in_force(
     session: Session, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]], at: datetime
-) -> dict[tuple[uuid.UUID, uuid.UUID], MerchantAgreement]:
-    """The agreements in force at `at` for (merchant id, program id) pairs, in one query."""
-    wanted = sorted(set(pairs))
-    if not wanted:
-        return {}
-    rows = session.execute(
-        select(MerchantAgreement).where(
-            tuple_(MerchantAgreement.merchant_id, MerchantAgreement.program_id).in_(wanted),
-            MerchantAgreement.status == "active",
-            MerchantAgreement.valid_from <= at,
-            or_(MerchantAgreement.valid_to.is_(None), MerchantAgreement.valid_to > at),
-        )
-    ).scalars()
-    return {(a.merchant_id, a.program_id): a for a in rows}
+) -> dict[tuple[uuid.UUID, uuid.UUID], AgreementInForce]:
+    """The agreements in force at `at` for (merchant id, program id) pairs."""
+    active = _ACTIVE.get(session)
+    found = {}
+    for pair in pairs:
+        agreement = active.get(pair)
+        if (
+            agreement is not None
+            and agreement.valid_from <= at
+            and (agreement.valid_to is None or at < agreement.valid_to)
+        ):
+            found[pair] = agreement
+    return found
 
 
 # interchange ---------------------------------------------------------------------------------

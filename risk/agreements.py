@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from clearing.core.db import is_postgres
 from clearing.core.policy import Action, Decision, OperationContext, Verdict
-from clearing.core.timeutil import business_date_of
+from clearing.core.timeutil import BusinessCalendar
 from issuers import agreements
-from issuers.models import MerchantAgreement
+from issuers.agreements import AgreementInForce
 from risk.arbitrage import value_creating_cycle
 from risk.models import AgreementUsage
 
@@ -46,6 +46,9 @@ class AgreementRule:
     zone: str
     cutoff: str
     name: str = "agreement"
+
+    def __post_init__(self) -> None:
+        self._calendar = BusinessCalendar(self.zone, self.cutoff)
 
     def screen(
         self, session: Session, operations: Sequence[OperationContext]
@@ -85,10 +88,10 @@ class AgreementRule:
         return answers
 
     def _authorisable(
-        self, session: Session, agreement: MerchantAgreement, op: OperationContext
+        self, session: Session, agreement: AgreementInForce, op: OperationContext
     ) -> Decision | None:
         """An authorisation counts nothing (its capture will) but must still fit today's cap."""
-        day = business_date_of(op.at, self.zone, self.cutoff)
+        day = self._calendar.date_of(op.at)
         used = session.execute(
             select(AgreementUsage.accepted).where(
                 AgreementUsage.agreement_id == agreement.id, AgreementUsage.business_date == day
@@ -102,7 +105,7 @@ class AgreementRule:
     def _count(
         self,
         session: Session,
-        found: Mapping[tuple[uuid.UUID, uuid.UUID], MerchantAgreement],
+        found: Mapping[tuple[uuid.UUID, uuid.UUID], AgreementInForce],
         counted: Mapping[uuid.UUID, list[tuple[int, str, int]]],
         operations: Sequence[OperationContext],
         answers: list[Decision | None],
@@ -113,7 +116,7 @@ class AgreementRule:
         for agreement_id in sorted(counted):
             agreement = by_id[agreement_id]
             uses = counted[agreement_id]
-            day = business_date_of(operations[uses[0][0]].at, self.zone, self.cutoff)
+            day = self._calendar.date_of(operations[uses[0][0]].at)
             accepted = sum(amount for _, use, amount in uses if use == "accept")
             funded = sum(amount for _, use, amount in uses if use == "fund")
             totals = _add_usage(session, agreement_id, day, accepted, funded)
@@ -124,7 +127,7 @@ class AgreementRule:
                     answers[i] = _cap_exceeded(agreement, use, total, cap)
 
 
-def _cap_exceeded(agreement: MerchantAgreement, use: str, total: int, cap: int) -> Decision:
+def _cap_exceeded(agreement: AgreementInForce, use: str, total: int, cap: int) -> Decision:
     what = "funded accruals" if use == "fund" else "checkouts"
     return _decline(
         "agreement_cap_exceeded",

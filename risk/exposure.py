@@ -60,7 +60,7 @@ from clearing.core.errors import Conflict, NotFound
 from clearing.core.models import UTCDateTime
 from clearing.core.money import exponent
 from clearing.core.policy import Decision, OperationContext, Verdict
-from clearing.core.timeutil import aware, business_date_of, day_end
+from clearing.core.timeutil import BusinessCalendar, aware
 from clearing.web.context import Caller
 from issuers.models import Organisation
 from risk.models import ExposureCap, ExposurePosition, SettlementPayment, SettlementRestriction
@@ -175,20 +175,11 @@ class ExposureRule:
         self.cutoff = cutoff
         self.slots = slots
         self._random = random.Random()
-        self._window: tuple[datetime, datetime, date] | None = None
+        self._calendar = BusinessCalendar(zone, cutoff)
 
     def business_date(self, at: datetime) -> date:
-        """The business day of `at` (the last window found is kept: nearly every call is in it)."""
-        window = self._window
-        if window is not None and window[0] <= at < window[1]:
-            return window[2]
-        day = business_date_of(at, self.zone, self.cutoff)
-        self._window = (
-            day_end(day - timedelta(days=1), self.zone, self.cutoff),
-            day_end(day, self.zone, self.cutoff),
-            day,
-        )
-        return day
+        """The business day of `at`."""
+        return self._calendar.date_of(at)
 
     def screen(
         self, session: Session, operations: Sequence[OperationContext]

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from clearing.core.cache import ProcessCopy
 from clearing.core.errors import Conflict, NotFound
 from clearing.core.ids import new_id
 from clearing.core.kinds import HoldStatus, OrgKind
@@ -35,7 +36,6 @@ from clearing.web.context import Caller
 from issuers.members import member_of
 from issuers.models import Member, Organisation
 from issuers.programs import program_by_code
-from risk.cache import ProcessCopy
 from risk.models import BlocklistEntry, Freeze
 from risk.schemas import BlocklistCreate, BlocklistOut, FreezeCreate, FreezeOut
 
@@ -249,7 +249,8 @@ CACHE_SECONDS = 5.0
 a change is seen at once by the process that made it, within this time by the others)."""
 _MEMBER_STATUS_ACTIONS = frozenset({Action.CAPTURE, Action.REFUND, Action.ACCRUAL_REVERSAL})
 """The operations whose services do not check the member is active (they act on a checkout or
-an accrual made while it was): the rule reads the member's status for them, every time."""
+an accrual made while it was): the rule reads the member's status for them
+every time, from the operation's own read where it made one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +294,7 @@ _IN_FORCE = ProcessCopy(_load, CACHE_SECONDS)
 
 
 def in_force(session: Session) -> InForce:
-    """The freezes and blocklist in force, from this process's copy (see `risk.cache`)."""
+    """The freezes and blocklist in force, from this process's copy (see `clearing.core.cache`)."""
     return _IN_FORCE.get(session)
 
 
@@ -301,17 +302,21 @@ def _inactive_members(
     session: Session, operations: Sequence[OperationContext]
 ) -> dict[uuid.UUID, str]:
     """Member id -> status, of the members of captures, refunds and reversals not active."""
-    members = {
-        op.member_id
-        for op in operations
-        if op.action in _MEMBER_STATUS_ACTIONS and op.member_id is not None
-    }
-    if not members:
-        return {}
-    rows = session.execute(
-        select(Member.id, Member.status).where(Member.id.in_(members), Member.status != "active")
-    )
-    return {row.id: row.status for row in rows}
+    inactive: dict[uuid.UUID, str] = {}
+    unread: set[uuid.UUID] = set()
+    for op in operations:
+        if op.action not in _MEMBER_STATUS_ACTIONS or op.member_id is None:
+            continue
+        if op.member_status is None:
+            unread.add(op.member_id)
+        elif op.member_status != "active":
+            inactive[op.member_id] = op.member_status
+    if unread:
+        rows = session.execute(
+            select(Member.id, Member.status).where(Member.id.in_(unread), Member.status != "active")
+        )
+        inactive.update({row.id: row.status for row in rows})
+    return inactive
 
 
 class FreezeRule:
@@ -329,6 +334,8 @@ class FreezeRule:
             return [None] * len(operations)
         seen = in_force(session)
         inactive = _inactive_members(session, operations)
+        if not (seen.frozen or seen.blocked or inactive):
+            return [None] * len(operations)
         return [
             None if op.action == Action.VOID else _decide(op, seen, inactive) for op in operations
         ]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, cast
@@ -36,15 +36,15 @@ from sqlalchemy import BigInteger, Table, Uuid, bindparam, column, func, select,
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from clearing.core.cache import ProcessCopy
 from clearing.core.db import Sql, is_postgres
 from clearing.core.errors import InvalidInput, NotFound
 from clearing.core.ids import new_id
 from clearing.core.models import UTCDateTime
 from clearing.core.policy import Action, Decision, OperationContext, Verdict
-from clearing.core.timeutil import business_date_of
+from clearing.core.timeutil import BusinessCalendar
 from clearing.web.context import Caller
 from issuers.models import Organisation, Program
-from risk.cache import ProcessCopy
 from risk.models import LimitCounter, LimitVersion
 from risk.schemas import LimitRuleOut, LimitRuleSet
 
@@ -189,7 +189,7 @@ _RULES = ProcessCopy(_load, CACHE_SECONDS)
 
 
 def rules_in_force(session: Session) -> Rules:
-    """The rules in force, from this process's copy (see `risk.cache`)."""
+    """The rules in force, from this process's copy (see `clearing.core.cache`)."""
     return _RULES.get(session)
 
 
@@ -487,6 +487,7 @@ class LimitRule:
     def __init__(self, zone: str = "UTC", cutoff: str = "00:00") -> None:
         self.zone = zone
         self.cutoff = cutoff
+        self._calendar = BusinessCalendar(zone, cutoff)
 
     def screen(
         self, session: Session, operations: Sequence[OperationContext]
@@ -497,9 +498,21 @@ class LimitRule:
         if not rules.by_slot:
             return answers
         batch = _Batch()
-        for i, op in enumerate(operations):
-            answers[i] = self._single(rules, op)
-            for check in self._counted(rules, i, op):
+        # Lines of a bulk file that differ only in their amounts (one member, one program...)
+        # count into the same keys: each such group is counted, and judged, as one.
+        groups = _groups(operations)
+        for first, indices in groups.items():
+            op = operations[first]
+            single, merchant = self._single_rules(rules, op)
+            if single is not None or merchant is not None:
+                for i in indices:
+                    answers[i] = _single(single, merchant, operations[i])
+            total = Totals(
+                len(indices),
+                sum(operations[i].points for i in indices),
+                sum(operations[i].amount for i in indices),
+            )
+            for check in self._counted(rules, first, op, total):
                 batch.add(check)
         if not batch.counted:
             return answers
@@ -516,40 +529,47 @@ class LimitRule:
             )
             running[check.key] = running.get(check.key, whole) - check.delta
         for check in batch.counted:
-            running[check.key] = running[check.key] + check.delta
-            earlier = answers[check.index]
-            if earlier is not None and earlier.verdict == Verdict.DECLINE:
-                continue
-            op = operations[check.index]
-            decision = self._judge(session, op, check, running[check.key], captures)
-            if decision is not None and (earlier is None or decision.verdict == Verdict.DECLINE):
-                answers[check.index] = decision
+            before = running[check.key]
+            running[check.key] = before + check.delta
+            group = groups[check.index]
+            if len(group) > 1:
+                # Totals only grow within a group: if its last line passes, every line does.
+                op = operations[check.index]
+                if self._judge(session, op, check, running[check.key], captures) is None:
+                    continue
+            for i in group:
+                op = operations[i]
+                one = Totals(1, op.points, op.amount)
+                before = before + one
+                earlier = answers[i]
+                if earlier is not None and earlier.verdict == Verdict.DECLINE:
+                    continue
+                line = replace(check, index=i, delta=one)
+                decision = self._judge(session, op, line, before, captures)
+                if decision is not None and (
+                    earlier is None or decision.verdict == Verdict.DECLINE
+                ):
+                    answers[i] = decision
         return answers
 
-    def _single(self, rules: Rules, op: OperationContext) -> Decision | None:
-        found: Decision | None = None
+    def _single_rules(
+        self, rules: Rules, op: OperationContext
+    ) -> tuple[InForce | None, InForce | None]:
+        """The single-operation and merchant-transaction rules in force for `op`."""
         single = rules.find(("single_operation", op.action, ""), op.program_id, op.caller_org_id)
-        if single is not None:
-            found = _worse(
-                found, _measure(op, single, "points", op.points, "max_points", "review_points")
-            )
-            found = _worse(
-                found, _measure(op, single, "amount", op.amount, "max_amount", "review_amount")
-            )
-        if op.merchant_org_id is not None:
-            rule = rules.find(
-                ("merchant_transaction", op.action, ""), op.program_id, op.merchant_org_id
-            )
-            if rule is not None:
-                found = _worse(
-                    found, _measure(op, rule, "amount", op.amount, "max_amount", "review_amount")
-                )
-        return found
+        merchant = (
+            rules.find(("merchant_transaction", op.action, ""), op.program_id, op.merchant_org_id)
+            if op.merchant_org_id is not None
+            else None
+        )
+        return single, merchant
 
-    def _counted(self, rules: Rules, i: int, op: OperationContext) -> Iterable[_Counted]:
+    def _counted(
+        self, rules: Rules, i: int, op: OperationContext, one: Totals
+    ) -> Iterable[_Counted]:
+        """The counters `op` counts `one` into (the totals of its group of lines)."""
         # Days are business days (the zone's cut-off), as settlement's and agreements' are.
-        day = business_date_of(op.at, self.zone, self.cutoff).toordinal()
-        one = Totals(1, op.points, op.amount)
+        day = self._calendar.date_of(op.at).toordinal()
         if op.member_id is not None:
             epoch = int(op.at.timestamp())
             for period in rules.periods.get(op.action, ()):
@@ -636,6 +656,46 @@ class LimitRule:
         return found
 
 
+def _groups(operations: Sequence[OperationContext]) -> dict[int, list[int]]:
+    """Operations that count into the same keys, by the index of the first of each."""
+    firsts: dict[tuple[object, ...], int] = {}
+    groups: dict[int, list[int]] = {}
+    for i, op in enumerate(operations):
+        first = firsts.setdefault(
+            (
+                op.action,
+                op.member_id,
+                op.program_id,
+                op.issuer_org_id,
+                op.caller_org_id,
+                op.merchant_org_id,
+                op.target_program_id,
+                op.target_issuer_org_id,
+                op.at,
+            ),
+            i,
+        )
+        groups.setdefault(first, []).append(i)
+    return groups
+
+
+def _single(
+    single: InForce | None, merchant: InForce | None, op: OperationContext
+) -> Decision | None:
+    """What the single-operation and merchant-transaction rules say of one operation."""
+    found: Decision | None = None
+    if single is not None:
+        found = _measure(op, single, "points", op.points, "max_points", "review_points")
+        found = _worse(
+            found, _measure(op, single, "amount", op.amount, "max_amount", "review_amount")
+        )
+    if merchant is not None:
+        found = _worse(
+            found, _measure(op, merchant, "amount", op.amount, "max_amount", "review_amount")
+        )
+    return found
+
+
 def _share_of(share: Decimal | None, captured: int, allowance: int) -> int | None:
     if share is None:
         return None
@@ -646,12 +706,11 @@ def _measure(
     op: OperationContext, rule: InForce, measure: str, value: int, high: str, low: str
 ) -> Decision | None:
     limit = cast(int | None, getattr(rule, high))
-    detail = {"measure": measure, "used": value}
     if _over(value, limit):
-        return _decline(op, rule, {**detail, "limit": limit})
+        return _decline(op, rule, {"measure": measure, "used": value, "limit": limit})
     review = cast(int | None, getattr(rule, low))
     if _over(value, review) and op.action in REVIEWABLE:
-        return _review(op, rule, {**detail, "limit": review})
+        return _review(op, rule, {"measure": measure, "used": value, "limit": review})
     return None
 
 

@@ -82,6 +82,8 @@ class OperationContext:
     member_id: uuid.UUID | None = None
     member_external_id: str | None = None
     member_account_id: uuid.UUID | None = None
+    member_status: str | None = None
+    """The member's status as the operation read it (None where it did not read it)."""
     merchant_org_id: uuid.UUID | None = None
     """The merchant at whose checkout the points are spent, or who funds an accrual."""
     target_program_id: uuid.UUID | None = None

@@ -78,3 +78,28 @@ def business_date_of(instant: datetime, zone: str, cutoff: str) -> date:
     while instant < day_end(day - timedelta(days=1), zone, cutoff):
         day -= timedelta(days=1)
     return day
+
+
+class BusinessCalendar:
+    """The business days of one zone and cut-off, for code that asks for many instants: the
+    last window found is kept, since nearly every instant asked for falls in it."""
+
+    __slots__ = ("_window", "cutoff", "zone")
+
+    def __init__(self, zone: str, cutoff: str) -> None:
+        self.zone = zone
+        self.cutoff = cutoff
+        self._window: tuple[datetime, datetime, date] | None = None
+
+    def date_of(self, instant: datetime) -> date:
+        """The business day whose window holds `instant` (as `business_date_of`)."""
+        window = self._window
+        if window is not None and window[0] <= instant < window[1]:
+            return window[2]
+        day = business_date_of(instant, self.zone, self.cutoff)
+        self._window = (
+            day_end(day - timedelta(days=1), self.zone, self.cutoff),
+            day_end(day, self.zone, self.cutoff),
+            day,
+        )
+        return day

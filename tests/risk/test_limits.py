@@ -15,12 +15,24 @@ from clearing.core.db import transaction
 from clearing.core.models import JournalEntry as Entry
 from clearing.core.policy import Declined, PendingReview, bind_policy
 from clearing.web.context import Caller
+from issuers import accruals
 from issuers.organisations import platform
+from issuers.schemas import AccrualBatchCreate, AccrualCreate
 from risk.limits import LimitRule, list_rules, rule_history, set_rule
 from risk.models import RiskDecision
 from risk.policy import RiskPolicy
 from risk.schemas import LimitRuleSet
-from tests.factories import T0, accrue, authorise, balance, build_world, capture, member, trust
+from tests.factories import (
+    T0,
+    accrue,
+    authorise,
+    balance,
+    build_world,
+    capture,
+    key,
+    member,
+    trust,
+)
 from tests.factories import World as Parties
 
 
@@ -227,3 +239,31 @@ def test_concurrent_accruals_never_pass_a_member_limit_together(pg_engine: Engin
         t.join()
     assert sorted(outcomes) == ["declined"] * 5 + ["ok"] * 3
     assert balance(pg_engine, world.bank_a, "BANKA", "alice")[0] == 3000
+
+
+def test_a_bulk_file_counts_every_line_and_is_declined_at_the_line_that_passes_a_limit(
+    limited: tuple[Engine, Parties],
+) -> None:
+    engine, world = limited
+    _set(engine, kind="member_window", action="accrual", period="day", max_points=100)
+    accrue(engine, world.bank_a, "BANKA", "alice", 40)
+
+    def file(*lines: tuple[str, int]) -> None:
+        items = [AccrualCreate(program="BANKA", external_id=m, points=p) for m, p in lines]
+        with transaction(engine) as session:
+            accruals.accrue_batch(session, world.bank_a, AccrualBatchCreate(items=items), T0, key())
+
+    # alice's lines, bob's between them: alice reaches 100 exactly, bob is his own.
+    file(("alice", 20), ("bob", 90), ("alice", 30), ("alice", 10))
+    assert balance(engine, world.bank_a, "BANKA", "alice")[0] == 100
+    entries = _entries(engine)
+    with pytest.raises(Declined) as refused:
+        file(("bob", 5), ("alice", 1), ("bob", 5))
+    problem = refused.value.problem()
+    assert (problem["measure"], problem["used"], problem["limit"]) == ("points", 101, 100)
+    assert _entries(engine) == entries
+    assert balance(engine, world.bank_a, "BANKA", "bob")[0] == 90
+    # One line over the limit among many of the same member: the file is declined at it.
+    with pytest.raises(Declined) as at_line:
+        file(*[("bob", 1)] * 12)
+    assert at_line.value.problem()["used"] == 101

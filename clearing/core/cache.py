@@ -1,5 +1,6 @@
-"""A process's copy of what every operation reads and an operator rarely changes (limit rules,
-freezes and the blocklist): trusted for `seconds`, dropped at once where a change is made.
+"""A process's copy of what every operation reads and a party rarely changes (risk's limit
+rules, freezes and blocklist; the agreements in force): trusted for `seconds`, dropped at once
+in the process that makes a change.
 
 Reading them live would cost every screened operation a statement; the price of the copy is
 that another process sees a change within `seconds`, not at once.
