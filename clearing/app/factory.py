@@ -44,8 +44,10 @@ def _problem(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSO
 async def _clearing_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ClearingError)
     if isinstance(exc, PendingReview):
-        # Held for review is an answer, not a problem: the pending operation, as JSON.
-        return JSONResponse(exc.problem(), status_code=exc.status)
+        # Held for review is an answer, not a problem: the pending operation, as JSON. One with
+        # nothing to keep is the stored answer to an earlier request under the same key.
+        replayed = {"Idempotent-Replayed": "true"} if exc.kept is None else None
+        return JSONResponse(exc.problem(), status_code=exc.status, headers=replayed)
     return _problem(exc.problem())
 
 

@@ -381,8 +381,10 @@ def test_api_review_approved_by_an_operator(
     assert first.status_code == 202, first.text
     held = first.json()
     assert held["status"] == "pending_review"
+    assert "idempotent-replayed" not in first.headers
     again = signed(http, world.bank, "POST", "/v1/accruals", body, idempotency_key=idem)
     assert (again.status_code, again.json()) == (202, held)
+    assert again.headers["idempotent-replayed"] == "true"
     with world.client(world.bank) as bank:
         assert bank.member("BANK", "alice")["balance"] == 0
 
