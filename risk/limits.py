@@ -335,26 +335,19 @@ def list_rules(session: Session) -> list[LimitRuleOut]:
 # counters --------------------------------------------------------------------------------------
 
 _COUNTERS = cast(Table, LimitCounter.__table__)
-_UPSERT_PG = Sql(
+_COUNT_PG = Sql(
     text(
-        "INSERT INTO risk_limit_counters AS c (key, bucket, count, points, amount)"
-        " SELECT * FROM unnest(CAST(:keys AS varchar[]), CAST(:buckets AS bigint[]),"
-        " CAST(:counts AS bigint[]), CAST(:points AS bigint[]), CAST(:amounts AS bigint[]))"
-        " AS u(key, bucket, count, points, amount) ORDER BY key, bucket"
-        " ON CONFLICT (key, bucket) DO UPDATE SET count = c.count + excluded.count,"
-        " points = c.points + excluded.points, amount = c.amount + excluded.amount"
-        " RETURNING c.key, c.bucket, c.count, c.points, c.amount"
+        "SELECT key, bucket, count, points, amount FROM risk_limit_count("
+        "CAST(:keys AS text[]), CAST(:buckets AS bigint[]), CAST(:counts AS bigint[]),"
+        " CAST(:points AS bigint[]), CAST(:amounts AS bigint[]),"
+        " CAST(:window_keys AS text[]), CAST(:window_starts AS bigint[]))"
     )
 )
-_WINDOWS_PG = Sql(
-    text(
-        "SELECT w.key, coalesce(sum(c.count), 0) AS count, coalesce(sum(c.points), 0) AS points,"
-        " coalesce(sum(c.amount), 0) AS amount"
-        " FROM unnest(CAST(:keys AS varchar[]), CAST(:starts AS bigint[])) AS w(key, start)"
-        " LEFT JOIN risk_limit_counters c ON c.key = w.key AND c.bucket >= w.start"
-        " GROUP BY w.key"
-    )
-)
+"""Migration 0016's function: the counters upserted (and locked), then the rolling windows
+summed with a fresh snapshot, in one round trip. The portable twin is `_upsert` and `_windows`
+(SQLite); the limits' tests run both."""
+_WINDOW = -1
+"""The bucket under which `_COUNT_PG` returns a window's sum."""
 _CHECKOUTS = table(
     "checkouts",
     column("merchant_id", Uuid()),
@@ -415,23 +408,43 @@ class _Batch:
             self.deltas[row] = self.deltas.get(row, Totals()) + check.delta
 
 
+def _count(
+    session: Session, deltas: dict[tuple[str, int], Totals], starts: dict[str, int]
+) -> tuple[dict[tuple[str, int], Totals], dict[str, Totals]]:
+    """Add `deltas` to their counter rows, in key order (locking them), then sum the rolling
+    windows from their first buckets: each row's new totals, and each window's."""
+    if not is_postgres(session):
+        return _upsert(session, deltas), _windows(session, starts)
+    ordered = sorted(deltas.items())
+    window_keys = sorted(starts)
+    rows = _COUNT_PG.rows(
+        session,
+        {
+            "keys": [k for (k, _), _ in ordered],
+            "buckets": [b for (_, b), _ in ordered],
+            "counts": [d.count for _, d in ordered],
+            "points": [d.points for _, d in ordered],
+            "amounts": [d.amount for _, d in ordered],
+            "window_keys": window_keys,
+            "window_starts": [starts[k] for k in window_keys],
+        },
+    )
+    totals: dict[tuple[str, int], Totals] = {}
+    windows: dict[str, Totals] = {}
+    for r in rows:
+        found = Totals(int(r[2]), int(r[3]), int(r[4]))
+        if r[1] == _WINDOW:
+            windows[r[0]] = found
+        else:
+            totals[(r[0], r[1])] = found
+    return totals, windows
+
+
 def _upsert(
     session: Session, deltas: dict[tuple[str, int], Totals]
 ) -> dict[tuple[str, int], Totals]:
-    """Add `deltas` to their counter rows, in key order, and return each row's new totals."""
+    """SQLite: add `deltas` to their counter rows, in key order; each row's new totals."""
     ordered = sorted(deltas.items())
-    if is_postgres(session):
-        rows = _UPSERT_PG.rows(
-            session,
-            {
-                "keys": [k for (k, _), _ in ordered],
-                "buckets": [b for (_, b), _ in ordered],
-                "counts": [d.count for _, d in ordered],
-                "points": [d.points for _, d in ordered],
-                "amounts": [d.amount for _, d in ordered],
-            },
-        )
-        return {(r[0], r[1]): Totals(r[2], r[3], r[4]) for r in rows}
     found: dict[tuple[str, int], Totals] = {}
     for (key, bucket), d in ordered:
         statement = sqlite_insert(_COUNTERS).values(
@@ -451,13 +464,8 @@ def _upsert(
 
 
 def _windows(session: Session, starts: dict[str, int]) -> dict[str, Totals]:
-    """The totals of each rolling key from its window's first bucket on."""
-    if not starts:
-        return {}
+    """SQLite: the totals of each rolling key from its window's first bucket on."""
     keys = sorted(starts)
-    if is_postgres(session):
-        rows = _WINDOWS_PG.rows(session, {"keys": keys, "starts": [starts[k] for k in keys]})
-        return {r[0]: Totals(int(r[1]), int(r[2]), int(r[3])) for r in rows}
     found: dict[str, Totals] = {}
     for key in keys:
         row = session.execute(
@@ -516,9 +524,8 @@ class LimitRule:
                 batch.add(check)
         if not batch.counted:
             return answers
-        totals = _upsert(session, batch.deltas)
         starts = {c.key: c.start for c in batch.counted if c.start is not None}
-        windows = _windows(session, starts)
+        totals, windows = _count(session, batch.deltas, starts)
         captures: dict[tuple[str, datetime], int] = {}
         # Each operation counts once into a key; walking them in order, each sees what the
         # counters held before this batch, the operations before it, and itself.

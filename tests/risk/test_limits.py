@@ -241,6 +241,39 @@ def test_concurrent_accruals_never_pass_a_member_limit_together(pg_engine: Engin
     assert balance(pg_engine, world.bank_a, "BANKA", "alice")[0] == 3000
 
 
+def test_concurrent_accruals_either_side_of_a_bucket_boundary_never_pass_together(
+    pg_engine: Engine,
+) -> None:
+    """Half the requests fall in the hour bucket before T0 + 1 h, half in the one from it (a
+    rolling day counts hourly buckets): each sums the window only after it holds the key's lock row, with
+    a fresh snapshot, so it sees what the others committed in the other bucket."""
+    world = build_world(pg_engine)
+    bind_policy(pg_engine, RiskPolicy(rules=[LimitRule("UTC")]))
+    member(pg_engine, world.bank_a, "BANKA", "alice")
+    _set(pg_engine, kind="member_window", action="accrual", period="day", max_points=3000)
+    assert T0.timestamp() % 3600 == 0
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def one(n: int) -> None:
+        boundary = T0 + timedelta(hours=1)
+        at = boundary - timedelta(seconds=1) if n % 2 else boundary
+        barrier.wait()
+        try:
+            accrue(pg_engine, world.bank_a, "BANKA", "alice", 1000, now=at)
+            outcomes.append("ok")
+        except Declined:
+            outcomes.append("declined")
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["declined"] * 5 + ["ok"] * 3
+    assert balance(pg_engine, world.bank_a, "BANKA", "alice")[0] == 3000
+
+
 def test_a_bulk_file_counts_every_line_and_is_declined_at_the_line_that_passes_a_limit(
     limited: tuple[Engine, Parties],
 ) -> None:
