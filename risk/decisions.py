@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, or_, select
@@ -17,26 +18,29 @@ from risk.schemas import DecisionOut
 
 def record(session: Session, operation: OperationContext, decision: Decision, outcome: str) -> None:
     """Write one decision with what the rule saw."""
-    session.execute(
-        insert(RiskDecision).values(
-            id=new_id(),
-            decided_at=operation.at,
-            action=operation.action,
-            verdict=decision.verdict,
-            outcome=outcome,
-            code=decision.code,
-            rule_id=decision.rule_id,
-            rule_version=decision.rule_version,
-            reason=decision.reason,
-            caller_org_id=operation.caller_org_id,
-            caller_key_id=operation.caller_key_id,
-            program_code=operation.program_code,
-            member_id=operation.member_id,
-            merchant_org_id=operation.merchant_org_id,
-            issuer_org_id=operation.issuer_org_id,
-            inputs={**operation.inputs(), **{k: str(v) for k, v in decision.detail.items()}},
-        )
+    write(
+        session,
+        decided_at=operation.at,
+        action=operation.action,
+        verdict=decision.verdict,
+        outcome=outcome,
+        code=decision.code,
+        rule_id=decision.rule_id,
+        rule_version=decision.rule_version,
+        reason=decision.reason,
+        caller_org_id=operation.caller_org_id,
+        caller_key_id=operation.caller_key_id,
+        program_code=operation.program_code,
+        member_id=operation.member_id,
+        merchant_org_id=operation.merchant_org_id,
+        issuer_org_id=operation.issuer_org_id,
+        inputs={**operation.inputs(), **{k: str(v) for k, v in decision.detail.items()}},
     )
+
+
+def write(session: Session, **row: Any) -> None:
+    """The one insert of the log: a decision's row (its columns, without the id)."""
+    session.execute(insert(RiskDecision).values(id=new_id(), **row))
 
 
 def list_decisions(

@@ -9,19 +9,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clearing.core.errors import Conflict, Forbidden, NotFound
 from clearing.core.idempotency import complete_reviewed, reject_reviewed
-from clearing.core.ids import new_id
 from clearing.core.ledger import Ledger
 from clearing.core.policy import Decision, OperationContext, PendingOperation, Verdict, policy_of
 from clearing.core.timeutil import aware
 from clearing.web.context import Caller
 from issuers.models import Organisation
+from risk import decisions
 from risk.freezes import must_operate, release_hold
-from risk.models import Review, RiskDecision
+from risk.models import Review
 from risk.schemas import ReviewOut
 
 REVIEW_HOLD = timedelta(days=7)
@@ -173,29 +173,27 @@ def reject(
         release_hold(session, review.hold_id, now)
     _decided(review, "rejected", operator, now)
     inputs = dict(review.inputs)
-    session.execute(
-        insert(RiskDecision).values(
-            id=new_id(),
-            decided_at=now,
-            action=str(inputs.get("action", review.operation)),
-            verdict=Verdict.REVIEW,
-            outcome=f"rejected:{review.id}",
-            code=review.code,
-            rule_id=review.rule_id,
-            rule_version=review.rule_version,
-            reason=reason,
-            caller_org_id=review.org_id,
-            caller_key_id=review.key_id,
-            program_code=inputs.get("program_code"),
-            member_id=review.member_id,
-            merchant_org_id=_uuid_or_none(inputs.get("merchant_org_id")),
-            issuer_org_id=_uuid_or_none(inputs.get("issuer_org_id")),
-            inputs={
-                **inputs,
-                "decided_by_org": str(operator.org_id),
-                "decided_by_key": operator.key_id,
-            },
-        )
+    decisions.write(
+        session,
+        decided_at=now,
+        action=str(inputs.get("action", review.operation)),
+        verdict=Verdict.REVIEW,
+        outcome=f"rejected:{review.id}",
+        code=review.code,
+        rule_id=review.rule_id,
+        rule_version=review.rule_version,
+        reason=reason,
+        caller_org_id=review.org_id,
+        caller_key_id=review.key_id,
+        program_code=inputs.get("program_code"),
+        member_id=review.member_id,
+        merchant_org_id=_uuid_or_none(inputs.get("merchant_org_id")),
+        issuer_org_id=_uuid_or_none(inputs.get("issuer_org_id")),
+        inputs={
+            **inputs,
+            "decided_by_org": str(operator.org_id),
+            "decided_by_key": operator.key_id,
+        },
     )
     reject_reviewed(session, _pending_operation(review), reason)
     session.flush()
