@@ -67,7 +67,7 @@ def accrual_operation(
 
     def run(row: Any | None) -> AccrualOut:
         context = member_context_of(row, req.program, req.external_id)
-        return _post_accruals(session, caller, [req], now, context)[0]
+        return post_accruals(session, caller, [req], now, context)[0]
 
     return Operation(
         "accrual",
@@ -92,7 +92,7 @@ def accrual_batch_operation(
     """A bulk file of accruals as one idempotent operation."""
 
     def run(_: None) -> AccrualBatchOut:
-        accruals = _post_accruals(session, caller, req.items, now)
+        accruals = post_accruals(session, caller, req.items, now)
         return AccrualBatchOut(
             count=len(accruals),
             points=sum(a.points for a in accruals),
@@ -124,7 +124,7 @@ class _Reads:
     members: dict[tuple[uuid.UUID, str], MemberRef]
 
 
-def _post_accruals(
+def post_accruals(
     session: Session,
     caller: Caller,
     items: Sequence[AccrualCreate],

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -236,3 +238,71 @@ class Interchange(Base):
     enabled: Mapped[bool] = mapped_column(Boolean)
     changed_by_key: Mapped[str | None] = mapped_column(String(200))
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProgramTier(Base):
+    """A tier of a program (standard, silver, gold): its earning multiplier, what qualifies a
+    member for it, and the privileges it gives (the mall reads them)."""
+
+    __tablename__ = "program_tiers"
+    __table_args__ = (
+        UniqueConstraint("program_id", "code", name="uq_program_tiers_code"),
+        UniqueConstraint("program_id", "rank", name="uq_program_tiers_rank"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    code: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200))
+    rank: Mapped[int] = mapped_column(Integer)
+    """0 is the base tier every member starts in; higher ranks are better."""
+    multiplier: Mapped[Decimal] = mapped_column(ExactDecimal(12, 6))
+    """Earning multiplier applied to points earned by purchase rules (e.g. 1.5 for silver)."""
+    qualify_points: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Qualifying points over a rolling 12 months that reach this tier; None: not by points."""
+    qualify_spend: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Qualifying spend (minor units of the issuer's currency) over a rolling 12 months."""
+    privileges: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MemberTier(Base):
+    """The tier a member holds now (a member without a row holds the program's base tier)."""
+
+    __tablename__ = "member_tiers"
+
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("program_tiers.id"))
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProgramEvent(Base):
+    """A purchase or behaviour event posted to a program, with the points its rules earned and
+    the explanation of how (every rule, multiplier and campaign that applied, in order)."""
+
+    __tablename__ = "program_events"
+    __table_args__ = (
+        Index("ix_program_events_member", "member_id", "occurred_at"),
+        Index("ix_program_events_program_kind", "program_id", "kind", "occurred_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(40))
+    """`purchase`, or a behaviour event's name (sign_up, check_in, referral, or the issuer's own)."""
+    reference: Mapped[str | None] = mapped_column(String(100), default=None)
+    """The partner's own reference for the event (an order or transaction id)."""
+    posted_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    spend: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Purchases: the amount spent, minor units of `currency`."""
+    currency: Mapped[str | None] = mapped_column(String(3), default=None)
+    points: Mapped[int] = mapped_column(BigInteger)
+    """All the points the event earned, campaign bonuses included (credited by `accrual_id`)."""
+    accrual_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accruals.id"), default=None)
+    """The one accrual that credited `points`; None when the event earned nothing."""
+    explanation: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    refunded_spend: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Purchases: the part of `spend` refunded so far, minor units."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
