@@ -24,13 +24,14 @@ from clearing.core.ledger import (
     Leg,
     LotSpec,
     ObligationDraft,
+    PostedEntry,
     points_asset,
 )
 from clearing.core.money import cumulative_share, value_owed_for_points
 from clearing.core.policy import Action, OperationContext, debits_of, screen
 from clearing.core.timeutil import add_months
 from clearing.web.context import Caller
-from issuers import repository
+from issuers import debts, repository
 from issuers.contexts import MemberContext, member_context, member_context_of
 from issuers.members import active_members
 from issuers.models import Accrual, Member, Organisation, Program
@@ -154,7 +155,13 @@ def post_accruals(
             for item, draft in zip(items, drafts, strict=True)
         ],
     )
+    member_ids = [_member_of(reads, out).id for out in results]
+    # Read (and lock) debts before the first balance moves: a reversal recording a debt
+    # takes the debt row before the member's balance too, so neither waits on the other.
+    owed = debts.debts_of(session, member_ids)
     posted = ledger.post_many(drafts)
+    if owed:
+        _recover(session, ledger, reads, owed, results, posted, now)
     bulk_insert(
         session,
         cast(Table, Accrual.__table__),
@@ -175,6 +182,37 @@ def post_accruals(
         ],
     )
     return results
+
+
+def _member_of(reads: _Reads, out: AccrualOut) -> MemberRef:
+    return reads.members[(reads.programs[out.program].program.id, out.external_id)]
+
+
+def _recover(
+    session: Session,
+    ledger: Ledger,
+    reads: _Reads,
+    owed: dict[uuid.UUID, int],
+    results: Sequence[AccrualOut],
+    posted: Sequence[PostedEntry],
+    now: datetime,
+) -> None:
+    """Members in debt repay it first from what these accruals credited them, in file order:
+    a second entry per line that repays, taking from the lot the line created."""
+    credits = [
+        debts.Credit(
+            member.id,
+            member.account_id,
+            reads.programs[out.program].issued_account,
+            out.points,
+            entry.lots_created[0],
+        )
+        for out, entry in zip(results, posted, strict=True)
+        if (member := _member_of(reads, out)).id in owed
+    ]
+    drafts = debts.recoveries(reads.funder.id, owed, credits, now)
+    ledger.post_many([draft for _, draft in drafts])
+    debts.repay(session, drafts, now)
 
 
 def _screened(
@@ -370,6 +408,13 @@ def _reverse_accrual(
             )
         ],
     )
+    # Points the member spent (or are held for a checkout) cannot be taken: the program's rule
+    # says whether the rest is owed or written off. Read without a lock: a spend committed
+    # meanwhile makes the posting below refuse (insufficient points), never overdraw.
+    balance, held = ledger.member_balance(member.account_id, now)
+    split = debts.shortfall(req.points, balance - held, program.spent_reversal)
+    if split.debt:
+        debts.owe(session, member.id, split.debt, now)
     posted = ledger.post(
         EntryDraft(
             kind=EntryKind.ACCRUAL_REVERSAL,
@@ -377,11 +422,22 @@ def _reverse_accrual(
             booked_at=now,
             reverses_id=accrual.entry_id,
             legs=[
-                Leg(member.account_id, -req.points, prefer_lots=(accrual.lot_id,)),
-                Leg(ledger.account_id(points_asset(program.code), ISSUED, program.id), req.points),
+                Leg(member.account_id, -split.taken, prefer_lots=(accrual.lot_id,)),
+                Leg(
+                    ledger.account_id(points_asset(program.code), ISSUED, program.id),
+                    split.taken,
+                ),
             ],
             obligations=obligations,
+            memo=split.memo,
         )
+    )
+    debts.record(
+        session,
+        member.id,
+        posted.id,
+        {"recorded": split.debt, "written_off": split.written_off},
+        now,
     )
     accrual.reversed_points += req.points
     session.flush()
@@ -391,6 +447,9 @@ def _reverse_accrual(
         points=req.points,
         amount_returned=sum(o.amount for o in obligations),
         reversed_points_total=accrual.reversed_points,
+        points_taken=split.taken,
+        debt_recorded=split.debt,
+        written_off=split.written_off,
     )
 
 

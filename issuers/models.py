@@ -66,6 +66,11 @@ class Program(Base):
     expiry_months: Mapped[int | None] = mapped_column(Integer, default=None)
     """Points expire this many months after earning; None: never."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    spent_reversal: Mapped[str] = mapped_column(
+        String(16), default="take_remaining", server_default="take_remaining"
+    )
+    """A reversal of points already spent: `debt` (the member owes the rest, recovered from
+    later earnings) or `take_remaining` (the rest is written off); set by the issuer."""
 
 
 class PointValue(Base):
@@ -306,3 +311,106 @@ class ProgramEvent(Base):
     refunded_spend: Mapped[int] = mapped_column(BigInteger, default=0)
     """Purchases: the part of `spend` refunded so far, minor units."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+SPENT_REVERSALS = ("debt", "take_remaining")
+DEBT_MOVEMENTS = ("recorded", "written_off", "repaid")
+
+
+class MemberDebt(Base):
+    """Points a member owes its program: a reversal took more than the member had left."""
+
+    __tablename__ = "member_debts"
+    __table_args__ = (CheckConstraint("points >= 0", name="points_not_negative"),)
+
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    points: Mapped[int] = mapped_column(BigInteger)
+    """Whole points still owed; later accruals of the member repay them first."""
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MemberDebtMovement(Base):
+    """A step of a member's debt, or a part of a reversal written off, by the entry that made it."""
+
+    __tablename__ = "member_debt_movements"
+    __table_args__ = (
+        CheckConstraint("kind IN ('recorded', 'written_off', 'repaid')", name="kind_known"),
+        CheckConstraint("points > 0", name="points_positive"),
+        Index("ix_member_debt_movements_member", "member_id", "entry_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("journal_entries.id"))
+    kind: Mapped[str] = mapped_column(String(12))
+    points: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Adjustment(Base):
+    """A manual credit or debit of a member's points, proposed by one key of the issuer and
+    approved (posted) or rejected by another."""
+
+    __tablename__ = "adjustments"
+    __table_args__ = (
+        CheckConstraint("direction IN ('credit', 'debit')", name="direction_known"),
+        CheckConstraint(
+            "status IN ('proposed', 'approved', 'rejected')", name="status_known"
+        ),
+        CheckConstraint("points > 0", name="points_positive"),
+        Index("ix_adjustments_program", "program_id", "proposed_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    direction: Mapped[str] = mapped_column(String(6))
+    points: Mapped[int] = mapped_column(BigInteger)
+    reason_code: Mapped[str] = mapped_column(String(40))
+    note: Mapped[str] = mapped_column(String(500), default="")
+    status: Mapped[str] = mapped_column(String(12))
+    proposed_key: Mapped[str] = mapped_column(String(100))
+    proposed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    entry_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("journal_entries.id"), default=None
+    )
+
+
+class AdjustmentStep(Base):
+    """One step of an adjustment (proposed, approved, rejected): who, with which key, when."""
+
+    __tablename__ = "adjustment_steps"
+    __table_args__ = (
+        CheckConstraint("step IN ('proposed', 'approved', 'rejected')", name="step_known"),
+        Index("ix_adjustment_steps_adjustment", "adjustment_id", "at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    adjustment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("adjustments.id"))
+    step: Mapped[str] = mapped_column(String(12))
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    key_id: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TransferRule(Base):
+    """Whether members of a program may give each other points, at what fee and within what
+    bounds per transfer (no row: transfers are not allowed)."""
+
+    __tablename__ = "program_transfer_rules"
+    __table_args__ = (
+        CheckConstraint("fee_points >= 0", name="fee_not_negative"),
+        CheckConstraint("min_points >= 1", name="min_positive"),
+        CheckConstraint(
+            "max_points IS NULL OR max_points >= min_points", name="max_not_below_min"
+        ),
+    )
+
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"), primary_key=True)
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    fee_points: Mapped[int] = mapped_column(BigInteger)
+    """Whole points the sender pays per transfer on top of what it sends, to the program."""
+    min_points: Mapped[int] = mapped_column(BigInteger)
+    max_points: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    changed_key: Mapped[str | None] = mapped_column(String(100), default=None)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select
+from sqlalchemy import BigInteger, Table, and_, bindparam, exists, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from clearing.core.db import Sql, row_to
@@ -25,6 +25,7 @@ from clearing.core.models import JournalEntry, Obligation, Posting
 from clearing.core.timeutil import aware
 from issuers.models import (
     Member,
+    MemberDebtMovement,
     MemberLink,
     MemberToken,
     MerchantTerm,
@@ -352,3 +353,53 @@ def accrual_obligation(
         )
     ).first()
     return None if row is None else (row[0], row[1], row[2], row[3])
+
+
+def member_statement_rows(
+    session: Session,
+    member_id: uuid.UUID,
+    account_id: uuid.UUID,
+    after: datetime | None,
+    after_entry: uuid.UUID | None,
+    limit: int,
+) -> Sequence[Any]:
+    """A member's statement: the postings of its account, and the entries that moved its debt
+    without moving its points (a reversal of points all spent), oldest first, each with its
+    entry's memo and the balance after it."""
+    moved = (
+        select(
+            JournalEntry.id.label("entry_id"),
+            JournalEntry.kind,
+            JournalEntry.booked_at,
+            Posting.amount.label("points"),
+            JournalEntry.memo,
+        )
+        .join(Posting, Posting.entry_id == JournalEntry.id)
+        .where(Posting.account_id == account_id)
+    )
+    debt_only = select(
+        JournalEntry.id,
+        JournalEntry.kind,
+        JournalEntry.booked_at,
+        literal(0, BigInteger),
+        JournalEntry.memo,
+    ).where(
+        JournalEntry.id.in_(
+            select(MemberDebtMovement.entry_id).where(MemberDebtMovement.member_id == member_id)
+        ),
+        ~exists().where(Posting.entry_id == JournalEntry.id, Posting.account_id == account_id),
+    )
+    lines = moved.union_all(debt_only).subquery()
+    running = func.sum(lines.c.points).over(order_by=(lines.c.booked_at, lines.c.entry_id))
+    inner = select(lines, running.label("balance_after")).subquery()
+    query = select(inner).order_by(inner.c.booked_at, inner.c.entry_id).limit(limit)
+    if after is not None and after_entry is not None:
+        query = query.where(
+            or_(
+                inner.c.booked_at > after,
+                and_(inner.c.booked_at == after, inner.c.entry_id > after_entry),
+            )
+        )
+    elif after is not None:
+        query = query.where(inner.c.booked_at > after)
+    return session.execute(query).all()

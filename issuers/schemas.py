@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -99,6 +99,9 @@ class MemberOut(Model):
     balance: int
     held: int
     available: int
+    debt: int = 0
+    """Points the member owes the program (a reversal of points already spent); later
+    earnings repay it first."""
 
 
 class MemberStatusUpdate(Model):
@@ -148,6 +151,11 @@ class AccrualReversalOut(Model):
     points: int
     amount_returned: int
     reversed_points_total: int
+    points_taken: int = 0
+    """What the member still had of `points` and gave back; the rest is `debt_recorded` or
+    `written_off`, as the program chose."""
+    debt_recorded: int = 0
+    written_off: int = 0
 
 
 class MemberLinkCreate(Model):
@@ -173,6 +181,15 @@ class StatementLine(Model):
     booked_at: datetime
     points: int
     balance_after: int
+    debt_recorded: int = 0
+    """Points of a reversal the member did not have any more, now owed to the program."""
+    written_off: int = 0
+    """Points of a reversal the member did not have any more, not claimed (the program's loss)."""
+    debt_repaid: int = 0
+    counterparty: str | None = None
+    """A transfer: the other member's external id."""
+    fee: int = 0
+    """A transfer: the points the sender paid the program on top of what it sent."""
 
 
 class OrganisationPatch(OrganisationUpdate):
@@ -264,3 +281,99 @@ class InterchangeOut(Model):
     counterparty_id: uuid.UUID
     enabled: bool
     changed_at: datetime
+
+
+# returns, adjustments, transfers -------------------------------------------------------------
+
+SpentReversal = Literal["debt", "take_remaining"]
+ReasonCode = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]
+Note = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
+
+
+class ReturnPolicySet(Model):
+    spent_reversal: SpentReversal
+    """debt: the member owes what it no longer has; take_remaining: the rest is written off."""
+
+
+class ReturnPolicyOut(Model):
+    program: str
+    spent_reversal: str
+
+
+class EventRefundCreate(Model):
+    spend: MinorUnits
+    """The part of the purchase refunded now, minor units of the event's currency."""
+
+
+class EventRefundOut(Model):
+    event_id: uuid.UUID
+    spend: int
+    refunded_spend_total: int
+    points: int
+    """The event's points taken back by this refund (its cumulative share of the spend)."""
+    points_taken: int
+    debt_recorded: int
+    written_off: int
+    amount_returned: int
+    entry_id: uuid.UUID | None
+
+
+class AdjustmentCreate(Model):
+    external_id: ExternalId
+    direction: Literal["credit", "debit"]
+    points: Points
+    reason_code: ReasonCode
+    note: Note = ""
+
+
+class AdjustmentStepOut(Model):
+    step: str
+    org_id: uuid.UUID
+    key_id: str
+    at: datetime
+
+
+class AdjustmentOut(Model):
+    id: uuid.UUID
+    program: str
+    external_id: str
+    direction: str
+    points: int
+    reason_code: str
+    note: str
+    status: str
+    entry_id: uuid.UUID | None
+    steps: list[AdjustmentStepOut]
+
+
+class TransferRuleSet(Model):
+    allowed: bool
+    fee_points: int = Field(default=0, ge=0, le=1_000_000_000)
+    """Flat fee per transfer in whole points, paid by the sender to the program."""
+    min_points: int = Field(default=1, ge=1, le=1_000_000_000_000)
+    max_points: int | None = Field(default=None, ge=1, le=1_000_000_000_000)
+
+
+class TransferRuleOut(Model):
+    program: str
+    allowed: bool
+    fee_points: int
+    min_points: int
+    max_points: int | None
+
+
+class TransferCreate(Model):
+    from_external_id: ExternalId
+    to_external_id: ExternalId
+    points: Points
+    """What the receiver gets; the sender pays this plus the program's fee."""
+    reference: Reference | None = None
+
+
+class TransferOut(Model):
+    entry_id: uuid.UUID
+    program: str
+    from_external_id: str
+    to_external_id: str
+    points: int
+    fee: int

@@ -27,6 +27,10 @@ class EntryKind(StrEnum):
     CHECKOUT_CAPTURE = "checkout_capture"
     CHECKOUT_REFUND = "checkout_refund"
     EXPIRY = "expiry"
+    ADJUSTMENT = "adjustment"
+    TRANSFER = "transfer"
+    DEBT_RECOVERY = "debt_recovery"
+    """Points of a later accrual given back to the program towards a member's debt."""
 
 
 class ObligationEvent(StrEnum):
@@ -50,6 +54,8 @@ class LotSource(StrEnum):
 
     ACCRUAL = "accrual"
     CONVERSION = "conversion"
+    ADJUSTMENT = "adjustment"
+    TRANSFER = "transfer"
 
 
 class HoldStatus(StrEnum):

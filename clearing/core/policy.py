@@ -46,6 +46,8 @@ class Action(StrEnum):
     RATE = "rate"
     """Publishing a bilateral rate or a point value: the rate graph changes."""
     MEMBER_STATUS = "member_status"
+    ADJUSTMENT = "adjustment"
+    TRANSFER = "transfer"
 
 
 class Verdict(StrEnum):
