@@ -365,6 +365,13 @@ def reverse_accrual(
     return run_once(session, caller.org_id, idempotency_key, operation, now)
 
 
+def reverse_points(
+    session: Session, caller: Caller, accrual_id: uuid.UUID, points: int, now: datetime
+) -> AccrualReversalOut:
+    """Take back `points` of an accrual inside another operation (a refund of its event)."""
+    return _reverse_accrual(session, caller, accrual_id, AccrualReversalCreate(points=points), now)
+
+
 def _reverse_accrual(
     session: Session,
     caller: Caller,

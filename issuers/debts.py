@@ -149,13 +149,13 @@ def recoveries(
             (
                 credit.member_id,
                 EntryDraft(
-                kind=EntryKind.DEBT_RECOVERY,
-                org_id=org_id,
-                booked_at=now,
-                legs=[
-                    Leg(credit.account_id, -n, prefer_lots=(credit.lot_id,)),
-                    Leg(credit.issued_account, n),
-                ],
+                    kind=EntryKind.DEBT_RECOVERY,
+                    org_id=org_id,
+                    booked_at=now,
+                    legs=[
+                        Leg(credit.account_id, -n, prefer_lots=(credit.lot_id,)),
+                        Leg(credit.issued_account, n),
+                    ],
                     memo={"debt_repaid": n},
                 ),
             )

@@ -354,9 +354,7 @@ class Adjustment(Base):
     __tablename__ = "adjustments"
     __table_args__ = (
         CheckConstraint("direction IN ('credit', 'debit')", name="direction_known"),
-        CheckConstraint(
-            "status IN ('proposed', 'approved', 'rejected')", name="status_known"
-        ),
+        CheckConstraint("status IN ('proposed', 'approved', 'rejected')", name="status_known"),
         CheckConstraint("points > 0", name="points_positive"),
         Index("ix_adjustments_program", "program_id", "proposed_at"),
     )
@@ -401,9 +399,7 @@ class TransferRule(Base):
     __table_args__ = (
         CheckConstraint("fee_points >= 0", name="fee_not_negative"),
         CheckConstraint("min_points >= 1", name="min_positive"),
-        CheckConstraint(
-            "max_points IS NULL OR max_points >= min_points", name="max_not_below_min"
-        ),
+        CheckConstraint("max_points IS NULL OR max_points >= min_points", name="max_not_below_min"),
     )
 
     program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"), primary_key=True)

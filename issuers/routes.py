@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.orm import Session
@@ -29,13 +29,17 @@ from clearing.web.api import (
 from clearing.web.auth import CallerDep, OperatorDep
 from issuers import (
     accruals,
+    adjustments,
     agreements,
+    debts,
     keys,
     members,
     organisations,
     programs,
+    refunds,
     statements,
     tokens,
+    transfers,
 )
 from issuers.models import Organisation
 from issuers.schemas import (
@@ -45,8 +49,12 @@ from issuers.schemas import (
     AccrualOut,
     AccrualReversalCreate,
     AccrualReversalOut,
+    AdjustmentCreate,
+    AdjustmentOut,
     AgreementCreate,
     AgreementOut,
+    EventRefundCreate,
+    EventRefundOut,
     InterchangeOut,
     InterchangeSet,
     LinkTokenCreate,
@@ -67,7 +75,13 @@ from issuers.schemas import (
     PointValueOut,
     ProgramCreate,
     ProgramOut,
+    ReturnPolicyOut,
+    ReturnPolicySet,
     StatementLine,
+    TransferCreate,
+    TransferOut,
+    TransferRuleOut,
+    TransferRuleSet,
 )
 
 router = APIRouter(prefix="/v1")
@@ -488,3 +502,137 @@ def set_interchange(
     return json_response(
         agreements.set_interchange(session, caller, counterparty_id, req, utcnow())
     )
+
+
+# returns, adjustments, transfers -------------------------------------------------------------
+
+
+@router.put("/programs/{code}/return-policy", tags=["programs"], response_model=ReturnPolicyOut)
+def set_return_policy(
+    caller: CallerDep, code: CodePath, req: ReturnPolicySet, session: SessionDep
+) -> Response:
+    """What a reversal of points the member already spent does: a member debt, or the rest
+    written off."""
+    return json_response(debts.set_return_policy(session, caller, code, req))
+
+
+@router.get("/programs/{code}/return-policy", tags=["programs"], response_model=ReturnPolicyOut)
+def get_return_policy(caller: CallerDep, code: CodePath, session: SessionDep) -> Response:
+    """What a reversal of points the member already spent does in one of the caller's programs."""
+    return json_response(debts.return_policy(session, caller, code))
+
+
+@router.post(
+    "/programs/{code}/events/{event_id}/refunds",
+    tags=["accruals"],
+    status_code=201,
+    response_model=EventRefundOut,
+)
+def refund_event(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    event_id: uuid.UUID,
+    req: EventRefundCreate,
+    session: SessionDep,
+) -> Response:
+    """Refund part of a purchase event's spend: its points go back in proportion."""
+    outcome = refunds.refund_event(session, caller, code, event_id, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
+
+
+@router.post(
+    "/programs/{code}/adjustments",
+    tags=["adjustments"],
+    status_code=201,
+    response_model=AdjustmentOut,
+)
+def propose_adjustment(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    req: AdjustmentCreate,
+    session: SessionDep,
+) -> Response:
+    """Propose a credit or debit of a member's points (another key of the issuer decides)."""
+    outcome = adjustments.propose(session, caller, code, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
+
+
+@router.get(
+    "/programs/{code}/adjustments", tags=["adjustments"], response_model=list[AdjustmentOut]
+)
+def list_adjustments(
+    caller: CallerDep,
+    code: CodePath,
+    session: SessionDep,
+    status: Literal["proposed", "approved", "rejected"] | None = None,
+    limit: Limit = 50,
+) -> list[AdjustmentOut]:
+    """The program's adjustments with every step, latest first."""
+    return adjustments.list_adjustments(session, caller, code, status, limit)
+
+
+@router.post(
+    "/programs/{code}/adjustments/{adjustment_id}/approve",
+    tags=["adjustments"],
+    status_code=201,
+    response_model=AdjustmentOut,
+)
+def approve_adjustment(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    adjustment_id: uuid.UUID,
+    session: SessionDep,
+) -> Response:
+    """Approve a proposed adjustment with a different key: its entry is posted."""
+    outcome = adjustments.decide(session, caller, code, adjustment_id, True, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
+
+
+@router.post(
+    "/programs/{code}/adjustments/{adjustment_id}/reject",
+    tags=["adjustments"],
+    status_code=201,
+    response_model=AdjustmentOut,
+)
+def reject_adjustment(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    adjustment_id: uuid.UUID,
+    session: SessionDep,
+) -> Response:
+    """Reject a proposed adjustment with a different key: nothing is posted."""
+    outcome = adjustments.decide(session, caller, code, adjustment_id, False, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
+
+
+@router.put("/programs/{code}/transfer-rules", tags=["transfers"], response_model=TransferRuleOut)
+def set_transfer_rules(
+    caller: CallerDep, code: CodePath, req: TransferRuleSet, session: SessionDep
+) -> Response:
+    """Whether members may transfer points, the fee in points and the bounds per transfer."""
+    return json_response(transfers.set_rules(session, caller, code, req, utcnow()))
+
+
+@router.get("/programs/{code}/transfer-rules", tags=["transfers"], response_model=TransferRuleOut)
+def get_transfer_rules(caller: CallerDep, code: CodePath, session: SessionDep) -> Response:
+    """The program's transfer rules."""
+    return json_response(transfers.rules(session, caller, code))
+
+
+@router.post(
+    "/programs/{code}/transfers", tags=["transfers"], status_code=201, response_model=TransferOut
+)
+def transfer(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    req: TransferCreate,
+    session: SessionDep,
+) -> Response:
+    """Move points between two members of the caller's program; the sender pays the fee."""
+    outcome = transfers.transfer(session, caller, code, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
