@@ -18,7 +18,7 @@ from clearing.core.ids import new_id
 from clearing.core.kinds import EntryKind, LotSource
 from clearing.core.ledger import ISSUED, EntryDraft, Ledger, Leg, LotSpec, points_asset
 from clearing.core.policy import Action, OperationContext, screen
-from clearing.core.timeutil import add_months
+from clearing.core.timeutil import add_months, aware
 from clearing.web.context import Caller
 from issuers.members import MemberClosed
 from issuers.models import Adjustment, AdjustmentStep, Member, Program
@@ -263,7 +263,7 @@ def _steps(
     # A proposal and its decision may share a timestamp: the proposal comes first.
     for row in sorted(rows, key=lambda r: (r.at, r.step != "proposed")):
         found[row.adjustment_id].append(
-            AdjustmentStepOut(step=row.step, org_id=row.org_id, key_id=row.key_id, at=row.at)
+            AdjustmentStepOut(step=row.step, org_id=row.org_id, key_id=row.key_id, at=aware(row.at))
         )
     return found
 

@@ -16,6 +16,7 @@ from clearing.core.kinds import EntryKind, LotSource
 from clearing.core.ledger import ISSUED, EntryDraft, Ledger, Leg, LotSpec, points_asset
 from clearing.core.models import Lot
 from clearing.core.policy import Action, OperationContext, screen
+from clearing.core.timeutil import aware
 from clearing.web.context import Caller
 from issuers.members import active_member
 from issuers.models import Program, TransferRule
@@ -198,7 +199,8 @@ def _expiries(
     ).all()
     groups: dict[datetime | None, int] = {}
     left = points
-    for expires_at, remaining, _ in rows:
+    for expiry, remaining, _ in rows:
+        expires_at = aware(expiry) if expiry is not None else None
         n = min(int(remaining), left)
         groups[expires_at] = groups.get(expires_at, 0) + n
         left -= n

@@ -3,6 +3,7 @@ proportion to the spend refunded, parts adding up to exactly the whole."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import timedelta
 
@@ -176,7 +177,7 @@ def spend_and_parts(draw: st.DrawFn) -> tuple[int, int, list[int]]:
         else []
     )
     bounds = [0, *cuts, spend]
-    return spend, points, [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+    return spend, points, [b - a for a, b in itertools.pairwise(bounds)]
 
 
 @settings(
