@@ -144,7 +144,7 @@ def _decide(
         raise NotFound("unknown adjustment")
     if adjustment.status != "proposed":
         raise AdjustmentDecided(
-            f"adjustment is {adjustment.status} already", status=adjustment.status
+            f"adjustment is {adjustment.status} already", adjustment_status=adjustment.status
         )
     if key_id == adjustment.proposed_key:
         raise SameKeyDecision("a different key of the issuer must approve or reject")

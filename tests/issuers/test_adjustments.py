@@ -40,7 +40,7 @@ def propose(
             "BANKA",
             AdjustmentCreate(
                 external_id=external_id,
-                direction=direction,  # type: ignore[arg-type]
+                direction=direction,
                 points=points,
                 reason_code="goodwill",
                 note="late delivery",
