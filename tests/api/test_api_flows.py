@@ -36,6 +36,7 @@ def test_accrue_checkout_capture_refund_and_conversion(world: World) -> None:
             "balance": 800,
             "held": 0,
             "available": 800,
+            "debt": 0,
         }
 
         token = bank.payment_token("BANK", "alice")["token"]
