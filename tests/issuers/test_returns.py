@@ -3,6 +3,7 @@ written off; the books balance and the statement says so."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -212,3 +213,30 @@ def test_debts_accumulate_and_reversal_checks_stay(engine: Engine) -> None:
         reverse(engine, w.shop, accrual_id, 1)
     assert err.value.code == "reversal_exceeds_accrual"
     assert_clean(engine)
+
+
+def test_concurrent_accruals_repay_a_debt_once(pg_engine: Engine) -> None:
+    w, accrual_id = spent_world(pg_engine, "debt")
+    reverse(pg_engine, w.shop, accrual_id, 1000)  # alice owes 600
+    barrier = threading.Barrier(8)
+    failures: list[BaseException] = []
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            accrue(pg_engine, w.bank_a, "BANKA", "alice", 100, now=T0 + timedelta(minutes=3))
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    # 800 earned: 600 repay the debt (no more, no less), 200 stay with alice.
+    assert balance(pg_engine, w.bank_a, "BANKA", "alice") == (200, 200)
+    assert view_debt(pg_engine, w.bank_a, "BANKA", "alice") == 0
+    repaid = [ln.debt_repaid for ln in statement(pg_engine, w.bank_a, "BANKA", "alice")]
+    assert sum(repaid) == 600
+    assert_clean(pg_engine)
