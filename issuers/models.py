@@ -316,9 +316,7 @@ class TierChange(Base):
 
     __tablename__ = "tier_changes"
     __table_args__ = (
-        CheckConstraint(
-            "reason IN ('upgrade', 'downgrade', 'manual')", name="reason_known"
-        ),
+        CheckConstraint("reason IN ('upgrade', 'downgrade', 'manual')", name="reason_known"),
         Index("ix_tier_changes_member", "member_id", "changed_at"),
         Index("ix_tier_changes_program", "program_id", "changed_at"),
     )
