@@ -163,7 +163,7 @@ def standings(session: Session, member_ids: Sequence[uuid.UUID], now: datetime) 
             tier_id,
             aware(since) if since is not None else None,
         )
-        for member_id, program_id, points, spend, tier_id, since in session.execute(query).tuples()
+        for member_id, program_id, points, spend, tier_id, since in session.execute(query)
     ]
 
 
@@ -331,7 +331,7 @@ def tiered_programs(session: Session, codes: Sequence[str] | None = None) -> lis
         query = query.where(Program.code.in_(list(codes)))
     return [
         TieredProgram(pid, code, zone, aware(first) if first is not None else None)
-        for pid, code, zone, first in session.execute(query).tuples()
+        for pid, code, zone, first in session.execute(query)
     ]
 
 

@@ -129,7 +129,7 @@ def list_tiers(session: Session, caller: Caller | None, code: str) -> list[TierO
         .outerjoin(latest, latest.c.tier_id == ProgramTier.id)
         .where(ProgramTier.program_id == program.id)
         .order_by(ProgramTier.rank)
-    ).tuples()
+    )
     return [
         _out(tier_ref(row), version or 1, aware(changed or row.created_at))
         for row, version, changed in rows
@@ -298,5 +298,5 @@ def tier_moves(
             changed_by_key=change.changed_by_key,
             changed_at=aware(change.changed_at),
         )
-        for change, ext, from_code, to_code in session.execute(query).tuples()
+        for change, ext, from_code, to_code in session.execute(query)
     ]
