@@ -36,6 +36,7 @@ def test_accrue_checkout_capture_refund_and_conversion(world: World) -> None:
             "balance": 800,
             "held": 0,
             "available": 800,
+            "tier": None,  # BANK has no tiers
         }
 
         token = bank.payment_token("BANK", "alice")["token"]
