@@ -7,6 +7,7 @@ points or 50,000 fen of qualifying spend, privilege "lounge"), gold (rank 2, x2,
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -391,3 +392,31 @@ def test_an_untiered_program_pays_no_statement_and_a_tiered_one_one(engine: Engi
     finally:
         TIERED.seconds = kept
     assert len([s for s in seen if "member_tiers" in s or "program_tiers" in s]) == 1
+
+
+def test_concurrent_accruals_upgrade_a_member_once(pg_engine: Engine) -> None:
+    world = build_world(pg_engine, now=W)
+    _tiers(pg_engine, world)
+    member(pg_engine, world.bank_b, "BANKB", "m1", now=W)
+    accrue(pg_engine, world.bank_b, "BANKB", "m1", 990, now=W)
+    barrier = threading.Barrier(6)
+    failures: list[BaseException] = []
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            accrue(pg_engine, world.bank_b, "BANKB", "m1", 10, now=W + timedelta(minutes=1))
+        except BaseException as error:  # the assertion below shows it
+            failures.append(error)
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    # Every one of the six reaches 1,000 or more once it commits: one move, from standard.
+    assert _held(pg_engine, "m1") == "silver"
+    moves = _history(pg_engine, world)
+    assert [(m[1], m[2], m[3]) for m in moves] == [("standard", "silver", "upgrade")]
+    assert 1_000 <= moves[0][4] <= 1_050
