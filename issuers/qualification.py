@@ -57,6 +57,7 @@ from issuers.repository import MemberRef
 from issuers.tiers import TIERED, TierRef
 
 WINDOW_MONTHS = 12
+SQLITE_CHUNK = 10_000
 PURCHASE = "purchase"
 UPGRADE, DOWNGRADE, MANUAL = "upgrade", "downgrade", "manual"
 
@@ -153,7 +154,15 @@ def standings(session: Session, member_ids: Sequence[uuid.UUID], now: datetime) 
     """Qualifying points and spend as of `now` and the tier held, of each member: one statement."""
     if not member_ids:
         return []
-    query = _standing_query(now).where(_members_in(member_ids, is_postgres(session)))
+    postgres = is_postgres(session)
+    if not postgres and len(member_ids) > SQLITE_CHUNK:
+        # SQLite caps a statement's parameters: a large file's members are read in chunks.
+        return [
+            found
+            for start in range(0, len(member_ids), SQLITE_CHUNK)
+            for found in standings(session, member_ids[start : start + SQLITE_CHUNK], now)
+        ]
+    query = _standing_query(now).where(_members_in(member_ids, postgres))
     return [
         Standing(
             member_id,
