@@ -40,8 +40,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from clearing.core.db import is_postgres
+from clearing.core.db import Sql, is_postgres
 from clearing.core.ids import new_id
+from clearing.core.models import UTCDateTime
 from clearing.core.timeutil import add_months, aware
 from issuers.models import (
     Accrual,
@@ -116,38 +117,51 @@ def held_tier(tiers: Sequence[TierRef], held_tier_id: uuid.UUID | None) -> TierR
     return None
 
 
-def _members_in(ids: Sequence[uuid.UUID], postgres: bool) -> Any:
-    if postgres:
-        # One array parameter however long the file: an IN list would hit the driver's limit.
-        return Member.id == any_(bindparam("member_ids", list(ids), type_=postgresql.ARRAY(Uuid)))
-    return Member.id.in_(list(ids))
+def _members_in(ids: Sequence[uuid.UUID]) -> Any:
+    return Member.id == any_(bindparam("member_ids", list(ids), type_=postgresql.ARRAY(Uuid)))
 
 
-def _standing_query(now: datetime) -> Select[Any]:
-    since = window_start(now)
+_MEMBERS = cast(Table, Member.__table__)
+_HELD = cast(Table, MemberTier.__table__)
+_ACCRUALS = cast(Table, Accrual.__table__)
+_EVENTS = cast(Table, ProgramEvent.__table__)
+
+
+def _standing_query(members: Any) -> Select[Any]:
+    # Core columns, not the ORM's: the statement runs through `Sql`, on the driver or in Core.
+    since = bindparam("since", type_=UTCDateTime)
+    now = bindparam("now", type_=UTCDateTime)
+    a, e, m, held = _ACCRUALS.c, _EVENTS.c, _MEMBERS.c, _HELD.c
     points = (
-        select(func.coalesce(func.sum(Accrual.points - Accrual.reversed_points), 0))
-        .where(
-            Accrual.member_id == Member.id,
-            Accrual.created_at > since,
-            Accrual.created_at <= now,
-        )
+        select(func.coalesce(func.sum(a.points - a.reversed_points), 0))
+        .where(a.member_id == m.id, a.created_at > since, a.created_at <= now)
         .scalar_subquery()
     )
     spend = (
-        select(func.coalesce(func.sum(ProgramEvent.spend - ProgramEvent.refunded_spend), 0))
+        select(func.coalesce(func.sum(e.spend - e.refunded_spend), 0))
         .where(
-            ProgramEvent.member_id == Member.id,
-            ProgramEvent.kind == PURCHASE,
-            ProgramEvent.spend.is_not(None),
-            ProgramEvent.occurred_at > since,
-            ProgramEvent.occurred_at <= now,
+            e.member_id == m.id,
+            e.kind == PURCHASE,
+            e.spend.is_not(None),
+            e.occurred_at > since,
+            e.occurred_at <= now,
         )
         .scalar_subquery()
     )
-    return select(
-        Member.id, Member.program_id, points, spend, MemberTier.tier_id, MemberTier.since
-    ).outerjoin(MemberTier, MemberTier.member_id == Member.id)
+    return (
+        select(m.id, m.program_id, points, spend, held.tier_id, held.since)
+        .select_from(_MEMBERS.outerjoin(_HELD, held.member_id == m.id))
+        .where(members)
+    )
+
+
+# Built once: on the hot path SQLAlchemy's per-execution work would cost more than the query.
+# PostgreSQL takes one array parameter however long the file (an IN list would hit the driver's
+# limit); SQLite, which caps a statement's parameters, reads a large file in chunks.
+_STANDINGS_PG = Sql(
+    _standing_query(_MEMBERS.c.id == any_(bindparam("member_ids", type_=postgresql.ARRAY(Uuid))))
+)
+_STANDINGS_SQLITE = Sql(_standing_query(_MEMBERS.c.id.in_(bindparam("member_ids", expanding=True))))
 
 
 def standings(session: Session, member_ids: Sequence[uuid.UUID], now: datetime) -> list[Standing]:
@@ -156,13 +170,15 @@ def standings(session: Session, member_ids: Sequence[uuid.UUID], now: datetime) 
         return []
     postgres = is_postgres(session)
     if not postgres and len(member_ids) > SQLITE_CHUNK:
-        # SQLite caps a statement's parameters: a large file's members are read in chunks.
         return [
             found
             for start in range(0, len(member_ids), SQLITE_CHUNK)
             for found in standings(session, member_ids[start : start + SQLITE_CHUNK], now)
         ]
-    query = _standing_query(now).where(_members_in(member_ids, postgres))
+    statement = _STANDINGS_PG if postgres else _STANDINGS_SQLITE
+    rows = statement.rows(
+        session, {"member_ids": list(member_ids), "since": window_start(now), "now": now}
+    )
     return [
         Standing(
             member_id,
@@ -172,7 +188,7 @@ def standings(session: Session, member_ids: Sequence[uuid.UUID], now: datetime) 
             tier_id,
             aware(since) if since is not None else None,
         )
-        for member_id, program_id, points, spend, tier_id, since in session.execute(query)
+        for member_id, program_id, points, spend, tier_id, since in rows
     ]
 
 
@@ -254,7 +270,7 @@ def lock_members(session: Session, member_ids: Sequence[uuid.UUID]) -> None:
     if is_postgres(session) and member_ids:
         session.execute(
             select(Member.id)
-            .where(_members_in(sorted(member_ids), True))
+            .where(_members_in(sorted(member_ids)))
             .order_by(Member.id)
             .with_for_update()
         ).all()

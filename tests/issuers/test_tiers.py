@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, event, select
 
@@ -364,7 +365,20 @@ def test_manual_placement_versions_and_errors(engine: Engine) -> None:
 
 @contextmanager
 def _statements(engine: Engine) -> Iterator[list[str]]:
+    """Every statement sent: on PostgreSQL at the driver (the hot path's prepared statements
+    bypass SQLAlchemy), on SQLite through SQLAlchemy's cursor events."""
     seen: list[str] = []
+    if engine.dialect.name == "postgresql":
+        execute = psycopg.Cursor.execute
+
+        def counted(cursor: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(str(query))
+            return execute(cursor, query, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(psycopg.Cursor, "execute", counted)
+            yield seen
+        return
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
         seen.append(statement)
