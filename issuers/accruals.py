@@ -37,6 +37,7 @@ from issuers.members import active_members
 from issuers.models import Accrual, Member, Organisation, Program
 from issuers.organisations import CurrencyMismatch, active_organisation
 from issuers.programs import active_program, point_value_at
+from issuers.qualification import upgrade_at_once
 from issuers.repository import MemberRef, Party, ProgramRef, ValueRef
 from issuers.schemas import (
     AccrualBatchCreate,
@@ -181,6 +182,8 @@ def post_accruals(
             for out, entry in zip(results, posted, strict=True)
         ],
     )
+    # Tiers: a member who now qualifies for a higher tier moves up at once (untiered: free).
+    upgrade_at_once(session, reads.members.values(), now)
     return results
 
 

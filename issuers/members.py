@@ -14,7 +14,7 @@ from clearing.core.errors import Conflict, InactiveParty, NotFound
 from clearing.core.ids import new_id
 from clearing.core.ledger import MEMBER, Ledger, points_asset
 from clearing.web.context import Caller
-from issuers import debts, repository
+from issuers import debts, repository, standing
 from issuers.models import Member, Program
 from issuers.programs import own_program
 from issuers.repository import MemberRef, ProgramRef
@@ -117,6 +117,7 @@ def member_view(
         held=held,
         available=balance - held,
         debt=debts.debt_of(session, member.id),
+        tier=standing.member_standing(session, program.id, member, now),
     )
 
 

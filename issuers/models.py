@@ -410,3 +410,56 @@ class TransferRule(Base):
     max_points: Mapped[int | None] = mapped_column(BigInteger, default=None)
     changed_key: Mapped[str | None] = mapped_column(String(100), default=None)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+TIER_CHANGE_REASONS = ("upgrade", "downgrade", "manual")
+
+
+class TierChange(Base):
+    """A move of a member from one tier to another, with what the member qualified on then."""
+
+    __tablename__ = "tier_changes"
+    __table_args__ = (
+        CheckConstraint("reason IN ('upgrade', 'downgrade', 'manual')", name="reason_known"),
+        Index("ix_tier_changes_member", "member_id", "changed_at"),
+        Index("ix_tier_changes_program", "program_id", "changed_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    from_tier_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("program_tiers.id"))
+    """None only if the program had no base tier when the member moved."""
+    to_tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("program_tiers.id"))
+    reason: Mapped[str] = mapped_column(String(12))
+    """upgrade (at once, or by an anniversary review that found one missed), downgrade (only
+    by the anniversary review), manual (the issuer placed the member)."""
+    qualifying_points: Mapped[int] = mapped_column(BigInteger)
+    """Qualifying points of the trailing 12 months at the move (see issuers/qualification.py)."""
+    qualifying_spend: Mapped[int] = mapped_column(BigInteger)
+    """Qualifying spend of the trailing 12 months at the move, minor units."""
+    changed_by_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    """Manual moves: the issuer's signing key."""
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProgramTierVersion(Base):
+    """Every definition a tier had: version 1 at creation, one more per change."""
+
+    __tablename__ = "program_tier_versions"
+
+    tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("program_tiers.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    multiplier: Mapped[Decimal] = mapped_column(ExactDecimal(12, 6))
+    qualify_points: Mapped[int | None] = mapped_column(BigInteger)
+    qualify_spend: Mapped[int | None] = mapped_column(BigInteger)
+    privileges: Mapped[list[str]] = mapped_column(JSON)
+    changed_by_key: Mapped[str | None] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# Qualification sums a member's accruals of the trailing 12 months on every tiered accrual, and
+# the anniversary review finds a program's members by their enrolment instant.
+Index("ix_accruals_member_created", Accrual.member_id, Accrual.created_at)
+Index("ix_members_program_created", Member.program_id, Member.created_at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -102,6 +102,8 @@ class MemberOut(Model):
     debt: int = 0
     """Points the member owes the program (a reversal of points already spent); later
     earnings repay it first."""
+    tier: TierStandingOut | None = None
+    """The tier held, its privileges and the progress to the next (None: no tiers)."""
 
 
 class MemberStatusUpdate(Model):
@@ -377,3 +379,98 @@ class TransferOut(Model):
     to_external_id: str
     points: int
     fee: int
+
+
+# tiers ---------------------------------------------------------------------------------------
+
+Privilege = Annotated[str, Field(min_length=1, max_length=100)]
+Multiplier = Annotated[Decimal, Field(gt=0, le=100, max_digits=12, decimal_places=6)]
+Threshold = Annotated[int, Field(ge=1, le=10**15)]
+
+
+class TierCreate(Model):
+    code: Code
+    name: Name
+    rank: int = Field(ge=0, le=100)
+    """0 is the base tier every member starts in; it must exist before any other."""
+    multiplier: Multiplier = Decimal(1)
+    qualify_points: Threshold | None = None
+    """Qualifying points over a rolling 12 months that reach the tier."""
+    qualify_spend: Threshold | None = None
+    """Qualifying spend over a rolling 12 months, minor units of the issuer's currency."""
+    privileges: list[Privilege] = Field(default_factory=list, max_length=50)
+
+
+class TierChangeSet(Model):
+    """A new definition of a tier: the fields given replace the current ones (null clears a
+    threshold); its code and rank never change."""
+
+    name: Name | None = None
+    multiplier: Multiplier | None = None
+    qualify_points: Threshold | None = None
+    qualify_spend: Threshold | None = None
+    privileges: list[Privilege] | None = Field(default=None, max_length=50)
+
+
+class TierOut(Model):
+    code: str
+    name: str
+    rank: int
+    multiplier: Decimal
+    qualify_points: int | None
+    qualify_spend: int | None
+    privileges: list[str]
+    version: int
+    changed_at: datetime
+
+
+class MemberTierSet(Model):
+    tier: Code
+
+
+class TierMoveOut(Model):
+    id: uuid.UUID
+    program: str
+    external_id: str
+    from_tier: str | None
+    to_tier: str
+    reason: str
+    """upgrade, downgrade or manual."""
+    qualifying_points: int
+    qualifying_spend: int
+    changed_by_key: str | None
+    changed_at: datetime
+
+
+class NextTierOut(Model):
+    code: str
+    name: str
+    qualify_points: int | None
+    qualify_spend: int | None
+    points_missing: int | None
+    """Qualifying points still to earn to reach it by points (None: not reachable by points)."""
+    spend_missing: int | None
+    """Qualifying spend still to make to reach it by spend, minor units."""
+
+
+class TierStandingOut(Model):
+    code: str
+    name: str
+    rank: int
+    multiplier: Decimal
+    privileges: list[str]
+    since: datetime | None
+    """When the member moved to it (None: the base tier, held since enrolment)."""
+    qualifying_points: int
+    """Trailing 12 months: credited by accruals, net of their reversals."""
+    qualifying_spend: int
+    """Trailing 12 months: purchase events' spend net of refunds, minor units."""
+    qualifies_for: str
+    """The tier the figures reach today: the one the anniversary review would leave."""
+    next_review: date
+    """The member's next anniversary of enrolment (the issuer's zone): the only day it can lose
+    a tier."""
+    next_tier: NextTierOut | None
+
+
+MemberOut.model_rebuild()

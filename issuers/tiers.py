@@ -11,6 +11,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from clearing.core.cache import ProcessCopy
 from clearing.core.ids import new_id
 from issuers.models import MemberTier, ProgramTier
 from issuers.repository import MemberRef
@@ -104,6 +105,7 @@ def define_tier(
     )
     session.add(row)
     session.flush()
+    TIERED.changed(session)
     return _ref(row)
 
 
@@ -115,3 +117,21 @@ def place_member(session: Session, member_id: uuid.UUID, tier_id: uuid.UUID, now
     elif row.tier_id != tier_id:
         row.tier_id, row.since = tier_id, now
     session.flush()
+
+
+def tier_ref(row: ProgramTier) -> TierRef:
+    """A tier row as the rules read it."""
+    return _ref(row)
+
+
+def _load_tiered(session: Session) -> dict[uuid.UUID, tuple[TierRef, ...]]:
+    found: dict[uuid.UUID, list[TierRef]] = {}
+    for row in session.scalars(select(ProgramTier).order_by(ProgramTier.rank)):
+        found.setdefault(row.program_id, []).append(_ref(row))
+    return {program_id: tuple(tiers) for program_id, tiers in found.items()}
+
+
+TIERED: ProcessCopy[dict[uuid.UUID, tuple[TierRef, ...]]] = ProcessCopy(_load_tiered)
+"""Every tiered program's tiers, base first: an accrual into a program without tiers reads
+nothing more. Another process sees a new or changed tier within the copy's seconds, the one
+that made the change at once."""

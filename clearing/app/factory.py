@@ -30,6 +30,7 @@ from clearing.web.signatures import sign_response
 from exchange.routes import router as exchange_router
 from issuers.keys import ORGANISATION_KEYS
 from issuers.routes import router as issuers_router
+from issuers.tier_routes import router as tiers_router
 from risk.routes import router as risk_router
 from settlement.routes import router as settlement_router
 
@@ -208,6 +209,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
     for router in (
         platform_router,
         issuers_router,
+        tiers_router,
         exchange_router,
         settlement_router,
         risk_router,

@@ -37,6 +37,7 @@ def test_accrue_checkout_capture_refund_and_conversion(world: World) -> None:
             "held": 0,
             "available": 800,
             "debt": 0,
+            "tier": None,  # BANK has no tiers
         }
 
         token = bank.payment_token("BANK", "alice")["token"]
