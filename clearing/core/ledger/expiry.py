@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
+from clearing.core.db import Sql, bulk_insert, is_postgres
+from clearing.core.ids import new_id
 from clearing.core.kinds import EntryKind
 from clearing.core.ledger.model import EXPIRED, EntryDraft, Leg
 from clearing.core.ledger.posting import Ledger
-from clearing.core.models import Account, Balance, Lot
+from clearing.core.models import Account, Balance, JournalEntry, Lot, LotMovement, Posting
 
 
 def expire_due_lots(session: Session, now: datetime, limit: int = 1000) -> int:
@@ -61,3 +67,256 @@ def expire_due_lots(session: Session, now: datetime, limit: int = 1000) -> int:
         )
         total += points
     return total
+
+
+# set-based expiry ------------------------------------------------------------------------------
+#
+# The same books as `expire_due_lots`, in a few statements per chunk of members: each member's
+# due lots are taken earliest-expiring first (expires_at, then id), up to what is not held; one
+# entry per chunk and program debits every member once and credits the program's `expired`
+# account (on one of its balance slots) with the sum. `tests/clearing/test_bulk_expiry.py`
+# runs both paths on twin databases and compares every ledger row that carries points.
+
+_LOTS = cast(Table, Lot.__table__)
+_BALANCES = cast(Table, Balance.__table__)
+_ACCOUNTS = cast(Table, Account.__table__)
+_JOURNAL = cast(Table, JournalEntry.__table__)
+_POSTINGS = cast(Table, Posting.__table__)
+_MOVEMENTS = cast(Table, LotMovement.__table__)
+MAX_CHUNK = 30_000
+"""Postings of one entry are numbered by a SMALLINT leg: a chunk stays below its range."""
+
+_DUE_ACCOUNTS = (
+    select(_LOTS.c.account_id)
+    .where(
+        _LOTS.c.expires_at <= bindparam("b_now", type_=_LOTS.c.expires_at.type),
+        _LOTS.c.remaining > 0,
+        _LOTS.c.account_id > bindparam("b_after", type_=_LOTS.c.account_id.type),
+    )
+    .group_by(_LOTS.c.account_id)
+    .order_by(_LOTS.c.account_id)
+    .limit(bindparam("b_size"))
+)
+_DUE_ACCOUNTS_PG = Sql(_DUE_ACCOUNTS)
+_LOCK_PG = Sql(
+    text(
+        "SELECT b.account_id, b.balance, b.held, a.asset FROM balances b"
+        " JOIN accounts a ON a.id = b.account_id"
+        " WHERE b.account_id = ANY(CAST(:ids AS uuid[])) AND b.slot = 0"
+        " ORDER BY b.account_id FOR UPDATE OF b"
+    )
+)
+_DUE_LOTS_PG = Sql(
+    text(
+        "SELECT account_id, id, remaining FROM lots"
+        " WHERE account_id = ANY(CAST(:ids AS uuid[])) AND expires_at <= :now AND remaining > 0"
+        " ORDER BY account_id, expires_at, id"
+    )
+)
+_DEBIT_MEMBERS_PG = Sql(
+    text(
+        "UPDATE balances b SET balance = b.balance - v.points"
+        " FROM unnest(CAST(:ids AS uuid[]), CAST(:points AS bigint[])) AS v(account_id, points)"
+        " WHERE b.account_id = v.account_id AND b.slot = 0"
+    )
+)
+_TAKE_LOTS_PG = Sql(
+    text(
+        "UPDATE lots l SET remaining = l.remaining - v.points"
+        " FROM unnest(CAST(:ids AS uuid[]), CAST(:points AS bigint[])) AS v(id, points)"
+        " WHERE l.id = v.id"
+    )
+)
+_DEBIT_MEMBER = Sql(
+    update(_BALANCES)
+    .where(_BALANCES.c.account_id == bindparam("b_account"), _BALANCES.c.slot == 0)
+    .values(balance=_BALANCES.c.balance - bindparam("b_points"))
+)
+_TAKE_LOT = Sql(
+    update(_LOTS)
+    .where(_LOTS.c.id == bindparam("b_lot"))
+    .values(remaining=_LOTS.c.remaining - bindparam("b_points"))
+)
+_CREDIT_SLOT = Sql(
+    update(_BALANCES)
+    .where(
+        _BALANCES.c.account_id == bindparam("b_account"), _BALANCES.c.slot == bindparam("b_slot")
+    )
+    .values(balance=_BALANCES.c.balance + bindparam("b_points"))
+)
+_EXPIRED_ACCOUNT = select(_ACCOUNTS.c.id, _ACCOUNTS.c.org_id, _ACCOUNTS.c.slots).where(
+    _ACCOUNTS.c.asset == bindparam("b_asset"), _ACCOUNTS.c.kind == EXPIRED
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryChunk:
+    """What one chunk of the set-based expiry did."""
+
+    last_account: uuid.UUID
+    """The cursor: the next chunk starts after this member account."""
+    accounts: int
+    """Member accounts with due lots this chunk read (a progress bar counts these)."""
+    members: int
+    """Member accounts whose points expired (members whose due points are all held: none)."""
+    lots: int
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    account_id: uuid.UUID
+    asset: str
+    points: int
+    takes: list[tuple[uuid.UUID, int]]
+
+
+def expire_chunk(
+    session: Session, now: datetime, after: uuid.UUID | None = None, size: int = 5000
+) -> ExpiryChunk | None:
+    """Expire the due lots of up to `size` member accounts after `after` (in id order), set-based;
+    None when no account after `after` has due lots. The caller commits each chunk."""
+    if not 1 <= size <= MAX_CHUNK:
+        raise ValueError(f"chunk size must be between 1 and {MAX_CHUNK}")
+    postgres = is_postgres(session)
+    params = {"b_now": now, "b_after": after or uuid.UUID(int=0), "b_size": size}
+    if postgres:
+        accounts = [row[0] for row in _DUE_ACCOUNTS_PG.rows(session, params)]
+    else:
+        accounts = list(session.execute(_DUE_ACCOUNTS, params).scalars())
+    if not accounts:
+        return None
+    # Lock the members' balances (account order, as postings do) before reading their lots:
+    # lots of a member only change under the lock on its balance.
+    locked: Sequence[Any]
+    due: Sequence[Any]
+    if postgres:
+        locked = _LOCK_PG.rows(session, {"ids": accounts})
+        due = _DUE_LOTS_PG.rows(session, {"ids": accounts, "now": now})
+    else:
+        locked = session.execute(
+            select(_BALANCES.c.account_id, _BALANCES.c.balance, _BALANCES.c.held, _ACCOUNTS.c.asset)
+            .join(_ACCOUNTS, _ACCOUNTS.c.id == _BALANCES.c.account_id)
+            .where(_BALANCES.c.account_id.in_(accounts), _BALANCES.c.slot == 0)
+            .order_by(_BALANCES.c.account_id)
+        ).all()
+        due = session.execute(
+            select(_LOTS.c.account_id, _LOTS.c.id, _LOTS.c.remaining)
+            .where(
+                _LOTS.c.account_id.in_(accounts), _LOTS.c.expires_at <= now, _LOTS.c.remaining > 0
+            )
+            .order_by(_LOTS.c.account_id, _LOTS.c.expires_at, _LOTS.c.id)
+        ).all()
+    members = _what_expires(locked, due)
+    by_asset: dict[str, list[_Member]] = defaultdict(list)
+    for m in members:
+        by_asset[m.asset].append(m)
+    for asset, expiring in sorted(by_asset.items()):
+        _post_chunk(session, now, asset, expiring, postgres)
+    return ExpiryChunk(
+        last_account=accounts[-1],
+        accounts=len(accounts),
+        members=len(members),
+        lots=sum(len(m.takes) for m in members),
+        points=sum(m.points for m in members),
+    )
+
+
+def _what_expires(locked: Sequence[Any], due: Sequence[Any]) -> list[_Member]:
+    """Per member: the points that expire (due, but never what is held) and the lots they
+    come from, earliest-expiring first (`due` is in that order per account)."""
+    lots: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = defaultdict(list)
+    for account_id, lot_id, remaining in due:
+        lots[account_id].append((lot_id, int(remaining)))
+    members: list[_Member] = []
+    for account_id, balance, held, asset in locked:
+        account_lots = lots.get(account_id, [])
+        points = min(sum(n for _, n in account_lots), int(balance) - int(held))
+        if points <= 0:
+            continue
+        takes: list[tuple[uuid.UUID, int]] = []
+        left = points
+        for lot_id, remaining in account_lots:
+            if left == 0:
+                break
+            n = min(left, remaining)
+            takes.append((lot_id, n))
+            left -= n
+        members.append(_Member(account_id, asset, points, takes))
+    return members
+
+
+def _post_chunk(
+    session: Session, now: datetime, asset: str, members: list[_Member], postgres: bool
+) -> None:
+    """One entry: each member's debit, the program's `expired` credit; balances, lots, moves."""
+    expired = session.execute(_EXPIRED_ACCOUNT, {"b_asset": asset}).one()
+    total = sum(m.points for m in members)
+    entry_id = new_id()
+    bulk_insert(
+        session,
+        _JOURNAL,
+        [
+            {
+                "id": entry_id,
+                "kind": EntryKind.EXPIRY.value,
+                "org_id": expired.org_id,
+                "booked_at": now,
+                "reverses_id": None,
+                "memo": {},
+            }
+        ],
+    )
+    postings = [
+        {
+            "entry_id": entry_id,
+            "leg": n,
+            "account_id": m.account_id,
+            "asset": asset,
+            "amount": -m.points,
+        }
+        for n, m in enumerate(members)
+    ]
+    postings.append(
+        {
+            "entry_id": entry_id,
+            "leg": len(members),
+            "account_id": expired.id,
+            "asset": asset,
+            "amount": total,
+        }
+    )
+    bulk_insert(session, _POSTINGS, postings)
+    takes = [take for m in members for take in m.takes]
+    if postgres:
+        _DEBIT_MEMBERS_PG.rows(
+            session,
+            {"ids": [m.account_id for m in members], "points": [m.points for m in members]},
+        )
+        _TAKE_LOTS_PG.rows(
+            session, {"ids": [lot for lot, _ in takes], "points": [n for _, n in takes]}
+        )
+    else:
+        _DEBIT_MEMBER.run_many(
+            session, [{"b_account": m.account_id, "b_points": m.points} for m in members]
+        )
+        _TAKE_LOT.run_many(session, [{"b_lot": lot, "b_points": n} for lot, n in takes])
+    # A hot system account: the credit lands on one of its slots, as a posting's would.
+    slot = 0 if expired.slots == 1 else random.randrange(expired.slots)
+    _CREDIT_SLOT.rows(session, {"b_account": expired.id, "b_slot": slot, "b_points": total})
+    bulk_insert(
+        session,
+        _MOVEMENTS,
+        [{"entry_id": entry_id, "lot_id": lot, "points": -n} for lot, n in takes],
+    )
+
+
+def due_accounts(session: Session, now: datetime) -> int:
+    """How many member accounts have lots due by `now` (a progress bar's length)."""
+    return int(
+        session.execute(
+            select(func.count(func.distinct(Lot.account_id))).where(
+                Lot.expires_at <= now, Lot.remaining > 0
+            )
+        ).scalar_one()
+    )
