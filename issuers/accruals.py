@@ -28,10 +28,10 @@ from clearing.core.ledger import (
 )
 from clearing.core.money import cumulative_share, value_owed_for_points
 from clearing.core.policy import Action, OperationContext, debits_of, screen
-from clearing.core.timeutil import add_months
 from clearing.web.context import Caller
 from issuers import repository
 from issuers.contexts import MemberContext, member_context, member_context_of
+from issuers.expiry import lot_expiry
 from issuers.members import active_members
 from issuers.models import Accrual, Member, Organisation, Program
 from issuers.organisations import CurrencyMismatch, active_organisation
@@ -207,7 +207,7 @@ def _screened(
 def _funded(
     ledger: Ledger, program: ProgramRef, issuer: Party, value: ValueRef, now: datetime
 ) -> _Funded:
-    expires_at = add_months(now, program.expiry_months) if program.expiry_months else None
+    expires_at = lot_expiry(program.expiry_policy, program.expiry_months, issuer.zone, now)
     issued = ledger.account_id(points_asset(program.code), ISSUED, program.id)
     return _Funded(program, issuer, value, issued, expires_at)
 

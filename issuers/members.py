@@ -15,6 +15,7 @@ from clearing.core.ids import new_id
 from clearing.core.ledger import MEMBER, Ledger, points_asset
 from clearing.web.context import Caller
 from issuers import repository
+from issuers.expiry import expiring_soon
 from issuers.models import Member, Program
 from issuers.programs import own_program
 from issuers.repository import MemberRef, ProgramRef
@@ -116,6 +117,7 @@ def member_view(
         balance=balance,
         held=held,
         available=balance - held,
+        expiring=expiring_soon(session, member.account_id, now),
     )
 
 

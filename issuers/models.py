@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -64,6 +65,16 @@ class Program(Base):
     expiry_months: Mapped[int | None] = mapped_column(Integer, default=None)
     """Points expire this many months after earning; None: never."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expiry_policy: Mapped[str] = mapped_column(
+        String(12), default="rolling", server_default="rolling"
+    )
+    """rolling: `expiry_months` after earning (issuers/expiry.py); year_end: points earned in
+    year Y (issuer's zone) expire at the end of year Y+1."""
+    expiry_notice_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    """The daily job records a notice for members whose points expire within this many days;
+    None: no notices."""
+    enrol_on_accrual: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """An accrual for an unknown external id enrols the member in the same transaction."""
 
 
 class PointValue(Base):
@@ -236,3 +247,25 @@ class Interchange(Base):
     enabled: Mapped[bool] = mapped_column(Boolean)
     changed_by_key: Mapped[str | None] = mapped_column(String(200))
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ExpiryNotice(Base):
+    """A member's points expiring on one day (issuer's zone), recorded once by the daily job
+    for the issuer to read (and, later, for outbound events to deliver)."""
+
+    __tablename__ = "expiry_notices"
+    __table_args__ = (
+        UniqueConstraint("member_id", "expires_on"),
+        Index("ix_expiry_notices_program_id", "program_id", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    expires_on: Mapped[date] = mapped_column(Date)
+    """The day the points expire, in the issuer's zone."""
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """The first instant that day at which some of them expire."""
+    points: Mapped[int] = mapped_column(BigInteger)
+    """Whole points of the program due that day when the notice was recorded."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
