@@ -20,6 +20,7 @@ from clearing.core.config import Settings
 from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.timeutil import utcnow
+from issuers.cli import members_app, programs_app
 from risk.cli import risk_app
 from settlement.cli import settlement_app
 
@@ -124,6 +125,8 @@ def _register_tables() -> None:
 # Domains' commands do not import the app: their tables are registered here, before they run.
 app.add_typer(settlement_app, name="settlement", callback=_register_tables)
 app.add_typer(risk_app, name="risk", callback=_register_tables)
+app.add_typer(programs_app, name="programs", callback=_register_tables)
+app.add_typer(members_app, name="members", callback=_register_tables)
 
 
 def open_database() -> Engine:

@@ -18,13 +18,19 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 import clearing.core.tasks
+import issuers.tasks
 import risk.tasks
 import settlement.tasks
 from clearing.app.policy import open_engine
 from clearing.core.config import Settings
 from clearing.core.tasks import ScheduledJob
 
-TASKS: tuple[ModuleType, ...] = (clearing.core.tasks, settlement.tasks, risk.tasks)
+TASKS: tuple[ModuleType, ...] = (
+    clearing.core.tasks,
+    settlement.tasks,
+    risk.tasks,
+    issuers.tasks,
+)
 """Every package with scheduled jobs; each has ``jobs(settings, engine)``."""
 JOBS_TABLE = "settlement_scheduler_jobs"
 """The job store's table; its name predates the other packages' jobs and databases hold it."""

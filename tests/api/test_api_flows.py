@@ -36,6 +36,7 @@ def test_accrue_checkout_capture_refund_and_conversion(world: World) -> None:
             "balance": 800,
             "held": 0,
             "available": 800,
+            "expiring": {"within_30_days": 0, "within_60_days": 0, "within_90_days": 0},
         }
 
         token = bank.payment_token("BANK", "alice")["token"]
