@@ -1,5 +1,5 @@
 """Set-based expiry keeps the same books as the per-member path: twin worlds, one expired by
-`expire_due_lots` (an entry per member), the other by `run_expiry` (an entry per chunk), stopped
+`expire_due_lots` (an entry per member), the other by `run_expiry` (an entry per chunk of up to 64 members), stopped
 half-way and resumed, then every row that carries points is compared.
 
 Compared, per twin, under the rank of ids made before the expiry (both twins make them in the
@@ -210,9 +210,20 @@ def test_a_chunk_expires_only_accounts_after_its_cursor(engine: Engine) -> None:
     _world(engine)
     with transaction(engine) as session:
         Ledger(session).release_expired_holds(RUN)
-        first = expire_chunk(session, RUN, None, 4)
+        # Four accounts, entries of at most three members: two entries.
+        first = expire_chunk(session, RUN, None, 4, entry_members=3)
     assert first is not None
     assert first.accounts == 4
+    with engine.connect() as c:
+        legs = c.execute(
+            select(func.count())
+            .select_from(Posting)
+            .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+            .where(JournalEntry.kind == EntryKind.EXPIRY)
+            .group_by(Posting.entry_id)
+            .order_by(func.count())
+        ).scalars()
+        assert list(legs) == [2, 4]  # 1 member + expired; 3 members + expired
     with transaction(engine) as session:
         rest = expire_chunk(session, RUN, first.last_account, 30_000)
         assert rest is not None

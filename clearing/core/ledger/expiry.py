@@ -73,8 +73,8 @@ def expire_due_lots(session: Session, now: datetime, limit: int = 1000) -> int:
 #
 # The same books as `expire_due_lots`, in a few statements per chunk of members: each member's
 # due lots are taken earliest-expiring first (expires_at, then id), up to what is not held; one
-# entry per chunk and program debits every member once and credits the program's `expired`
-# account (on one of its balance slots) with the sum. `tests/clearing/test_bulk_expiry.py`
+# entry per ENTRY_MEMBERS members of a chunk and program debits each of them once and credits
+# the program's `expired` account (on one of its balance slots) with the sum. `tests/clearing/test_bulk_expiry.py`
 # runs both paths on twin databases and compares every ledger row that carries points.
 
 _LOTS = cast(Table, Lot.__table__)
@@ -84,7 +84,11 @@ _JOURNAL = cast(Table, JournalEntry.__table__)
 _POSTINGS = cast(Table, Posting.__table__)
 _MOVEMENTS = cast(Table, LotMovement.__table__)
 MAX_CHUNK = 30_000
-"""Postings of one entry are numbered by a SMALLINT leg: a chunk stays below its range."""
+"""Member accounts one chunk (one transaction) expires at most."""
+ENTRY_MEMBERS = 64
+"""Members per expiry entry. PostgreSQL checks that each entry sums to zero once per posting row
+(a deferred row trigger summing the entry's postings), so an entry of n postings costs n^2 row
+reads at commit: small entries keep that linear in the chunk; a SMALLINT leg bounds them too."""
 
 _DUE_ACCOUNTS = (
     select(_LOTS.c.account_id)
@@ -172,12 +176,18 @@ class _Member:
 
 
 def expire_chunk(
-    session: Session, now: datetime, after: uuid.UUID | None = None, size: int = 5000
+    session: Session,
+    now: datetime,
+    after: uuid.UUID | None = None,
+    size: int = 5000,
+    entry_members: int = ENTRY_MEMBERS,
 ) -> ExpiryChunk | None:
     """Expire the due lots of up to `size` member accounts after `after` (in id order), set-based;
     None when no account after `after` has due lots. The caller commits each chunk."""
     if not 1 <= size <= MAX_CHUNK:
         raise ValueError(f"chunk size must be between 1 and {MAX_CHUNK}")
+    if not 1 <= entry_members <= ENTRY_MEMBERS:
+        raise ValueError(f"members per entry must be between 1 and {ENTRY_MEMBERS}")
     postgres = is_postgres(session)
     params = {"b_now": now, "b_after": after or uuid.UUID(int=0), "b_size": size}
     if postgres:
@@ -212,7 +222,7 @@ def expire_chunk(
     for m in members:
         by_asset[m.asset].append(m)
     for asset, expiring in sorted(by_asset.items()):
-        _post_chunk(session, now, asset, expiring, postgres)
+        _post_chunk(session, now, asset, expiring, postgres, entry_members)
     return ExpiryChunk(
         last_account=accounts[-1],
         accounts=len(accounts),
@@ -247,16 +257,23 @@ def _what_expires(locked: Sequence[Any], due: Sequence[Any]) -> list[_Member]:
 
 
 def _post_chunk(
-    session: Session, now: datetime, asset: str, members: list[_Member], postgres: bool
+    session: Session,
+    now: datetime,
+    asset: str,
+    members: list[_Member],
+    postgres: bool,
+    entry_members: int,
 ) -> None:
-    """One entry: each member's debit, the program's `expired` credit; balances, lots, moves."""
+    """Entries of up to ENTRY_MEMBERS members each: every member's debit, the program's `expired`
+    credit; then balances, lots and lot movements, each in one statement for the chunk."""
     expired = session.execute(_EXPIRED_ACCOUNT, {"b_asset": asset}).one()
-    total = sum(m.points for m in members)
-    entry_id = new_id()
-    bulk_insert(
-        session,
-        _JOURNAL,
-        [
+    journal: list[dict[str, Any]] = []
+    postings: list[dict[str, Any]] = []
+    movements: list[dict[str, Any]] = []
+    for start in range(0, len(members), entry_members):
+        group = members[start : start + entry_members]
+        entry_id = new_id()
+        journal.append(
             {
                 "id": entry_id,
                 "kind": EntryKind.EXPIRY.value,
@@ -265,27 +282,30 @@ def _post_chunk(
                 "reverses_id": None,
                 "memo": {},
             }
-        ],
-    )
-    postings = [
-        {
-            "entry_id": entry_id,
-            "leg": n,
-            "account_id": m.account_id,
-            "asset": asset,
-            "amount": -m.points,
-        }
-        for n, m in enumerate(members)
-    ]
-    postings.append(
-        {
-            "entry_id": entry_id,
-            "leg": len(members),
-            "account_id": expired.id,
-            "asset": asset,
-            "amount": total,
-        }
-    )
+        )
+        postings.extend(
+            {
+                "entry_id": entry_id,
+                "leg": n,
+                "account_id": m.account_id,
+                "asset": asset,
+                "amount": -m.points,
+            }
+            for n, m in enumerate(group)
+        )
+        postings.append(
+            {
+                "entry_id": entry_id,
+                "leg": len(group),
+                "account_id": expired.id,
+                "asset": asset,
+                "amount": sum(m.points for m in group),
+            }
+        )
+        movements.extend(
+            {"entry_id": entry_id, "lot_id": lot, "points": -n} for m in group for lot, n in m.takes
+        )
+    bulk_insert(session, _JOURNAL, journal)
     bulk_insert(session, _POSTINGS, postings)
     takes = [take for m in members for take in m.takes]
     if postgres:
@@ -303,12 +323,9 @@ def _post_chunk(
         _TAKE_LOT.run_many(session, [{"b_lot": lot, "b_points": n} for lot, n in takes])
     # A hot system account: the credit lands on one of its slots, as a posting's would.
     slot = 0 if expired.slots == 1 else random.randrange(expired.slots)
+    total = sum(m.points for m in members)
     _CREDIT_SLOT.rows(session, {"b_account": expired.id, "b_slot": slot, "b_points": total})
-    bulk_insert(
-        session,
-        _MOVEMENTS,
-        [{"entry_id": entry_id, "lot_id": lot, "points": -n} for lot, n in takes],
-    )
+    bulk_insert(session, _MOVEMENTS, movements)
 
 
 def due_accounts(session: Session, now: datetime) -> int:
