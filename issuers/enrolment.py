@@ -17,7 +17,7 @@ from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from clearing.core.db import bulk_insert
+from clearing.core.db import bulk_insert, is_postgres
 from clearing.core.errors import Conflict, InvalidInput
 from clearing.core.idempotency import Operation, Outcome, run_once
 from clearing.core.ids import new_id
@@ -102,16 +102,47 @@ def enrol_many(
     caller's transaction; an external id already enrolled (or listed twice) refuses them all."""
     count = 0
     ids = iter(external_ids)
+    postgres = is_postgres(session)
     while chunk := list(islice(ids, CHUNK)):
-        accounts, balances, members = member_rows(program, chunk, now)
         try:
-            bulk_insert(session, _ACCOUNTS, accounts)
-            bulk_insert(session, _BALANCES, balances)
-            bulk_insert(session, _MEMBERS, members)
+            if postgres:
+                _copy_members(session, program, chunk, now)
+            else:
+                accounts, balances, members = member_rows(program, chunk, now)
+                bulk_insert(session, _ACCOUNTS, accounts)
+                bulk_insert(session, _BALANCES, balances)
+                bulk_insert(session, _MEMBERS, members)
         except (IntegrityError, psycopg.IntegrityError) as error:
             raise _exists(error) from None
         count += len(chunk)
     return count
+
+
+def _copy_members(
+    session: Session, program: Program | ProgramRef, external_ids: Sequence[str], now: datetime
+) -> None:
+    """`member_rows` as COPY text, written straight: the rows are fixed in shape and every value
+    is an id, a code or an external id whose characters need no escaping (their patterns)."""
+    asset = points_asset(program.code)
+    pairs = [(new_id(), new_id()) for _ in external_ids]
+    at = now.isoformat()
+    accounts = "".join(
+        f"{a}\t{account_name(asset, MEMBER, m)}\t{asset}\t{MEMBER}\t{program.issuer_id}\t1\tt\t{at}\n"
+        for m, a in pairs
+    )
+    balances = "".join(f"{a}\t0\t0\t0\tt\n" for _, a in pairs)
+    members = "".join(
+        f"{m}\t{program.id}\t{e}\tactive\t{a}\t{at}\n"
+        for (m, a), e in zip(pairs, external_ids, strict=True)
+    )
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    for table, columns, text in (
+        ("accounts", "id, name, asset, kind, org_id, slots, floor_zero, created_at", accounts),
+        ("balances", "account_id, slot, balance, held, floor_zero", balances),
+        ("members", "id, program_id, external_id, status, account_id, created_at", members),
+    ):
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            copy.write(text)
 
 
 def member_rows(
