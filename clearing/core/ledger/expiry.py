@@ -101,34 +101,36 @@ _DUE_ACCOUNTS = (
     .order_by(_LOTS.c.account_id)
     .limit(bindparam("b_size"))
 )
-_DUE_ACCOUNTS_PG = Sql(_DUE_ACCOUNTS)
-_LOCK_PG = Sql(
+# PostgreSQL: pick and lock the chunk in one statement, then take the lots and debit the members
+# in a second one (a statement of its own, so that it reads what was committed before the locks).
+_LOCK_DUE_PG = Sql(
     text(
-        "SELECT b.account_id, b.balance, b.held, a.asset FROM balances b"
-        " JOIN accounts a ON a.id = b.account_id"
-        " WHERE b.account_id = ANY(CAST(:ids AS uuid[])) AND b.slot = 0"
+        "SELECT b.account_id, a.asset FROM balances b JOIN accounts a ON a.id = b.account_id"
+        " WHERE b.slot = 0 AND b.account_id IN (SELECT account_id FROM lots"
+        " WHERE expires_at <= :now AND remaining > 0 AND account_id > :after"
+        " GROUP BY account_id ORDER BY account_id LIMIT :size)"
         " ORDER BY b.account_id FOR UPDATE OF b"
     )
 )
-_DUE_LOTS_PG = Sql(
+# What `_what_expires` computes, in SQL: each due lot, earliest-expiring first, gives what is
+# left of the member's free points (balance - held) after the lots before it.
+_TAKE_PG = Sql(
     text(
-        "SELECT account_id, id, remaining FROM lots"
-        " WHERE account_id = ANY(CAST(:ids AS uuid[])) AND expires_at <= :now AND remaining > 0"
-        " ORDER BY account_id, expires_at, id"
-    )
-)
-_DEBIT_MEMBERS_PG = Sql(
-    text(
-        "UPDATE balances b SET balance = b.balance - v.points"
-        " FROM unnest(CAST(:ids AS uuid[]), CAST(:points AS bigint[])) AS v(account_id, points)"
-        " WHERE b.account_id = v.account_id AND b.slot = 0"
-    )
-)
-_TAKE_LOTS_PG = Sql(
-    text(
-        "UPDATE lots l SET remaining = l.remaining - v.points"
-        " FROM unnest(CAST(:ids AS uuid[]), CAST(:points AS bigint[])) AS v(id, points)"
-        " WHERE l.id = v.id"
+        "WITH due AS (SELECT l.id, l.account_id, l.remaining,"
+        " CAST(sum(l.remaining) OVER (PARTITION BY l.account_id ORDER BY l.expires_at, l.id)"
+        " AS bigint) - l.remaining AS before FROM lots l"
+        " WHERE l.account_id = ANY(CAST(:ids AS uuid[])) AND l.expires_at <= :now"
+        " AND l.remaining > 0),"
+        " takes AS (SELECT d.id, d.account_id,"
+        " LEAST(d.remaining, b.balance - b.held - d.before) AS n FROM due d"
+        " JOIN balances b ON b.account_id = d.account_id AND b.slot = 0"
+        " WHERE b.balance - b.held - d.before > 0),"
+        " taken AS (UPDATE lots l SET remaining = l.remaining - t.n FROM takes t"
+        " WHERE l.id = t.id RETURNING l.id, l.account_id, t.n),"
+        " debited AS (UPDATE balances b SET balance = b.balance - s.n"
+        " FROM (SELECT account_id, sum(n) AS n FROM taken GROUP BY account_id) s"
+        " WHERE b.account_id = s.account_id AND b.slot = 0)"
+        " SELECT account_id, id, n FROM taken ORDER BY account_id"
     )
 )
 _DEBIT_MEMBER = Sql(
@@ -189,21 +191,23 @@ def expire_chunk(
     if not 1 <= entry_members <= ENTRY_MEMBERS:
         raise ValueError(f"members per entry must be between 1 and {ENTRY_MEMBERS}")
     postgres = is_postgres(session)
-    params = {"b_now": now, "b_after": after or uuid.UUID(int=0), "b_size": size}
-    if postgres:
-        accounts = [row[0] for row in _DUE_ACCOUNTS_PG.rows(session, params)]
-    else:
-        accounts = list(session.execute(_DUE_ACCOUNTS, params).scalars())
-    if not accounts:
-        return None
-    # Lock the members' balances (account order, as postings do) before reading their lots:
-    # lots of a member only change under the lock on its balance.
     locked: Sequence[Any]
-    due: Sequence[Any]
     if postgres:
-        locked = _LOCK_PG.rows(session, {"ids": accounts})
-        due = _DUE_LOTS_PG.rows(session, {"ids": accounts, "now": now})
+        locked = _LOCK_DUE_PG.rows(
+            session, {"now": now, "after": after or uuid.UUID(int=0), "size": size}
+        )
+        if not locked:
+            return None
+        accounts = [row.account_id for row in locked]
+        taken = _TAKE_PG.rows(session, {"ids": accounts, "now": now})
+        members = _taken(locked, taken)
     else:
+        params = {"b_now": now, "b_after": after or uuid.UUID(int=0), "b_size": size}
+        accounts = list(session.execute(_DUE_ACCOUNTS, params).scalars())
+        if not accounts:
+            return None
+        # Lock the members' balances (account order, as postings do) before reading their
+        # lots: lots of a member only change under the lock on its balance.
         locked = session.execute(
             select(_BALANCES.c.account_id, _BALANCES.c.balance, _BALANCES.c.held, _ACCOUNTS.c.asset)
             .join(_ACCOUNTS, _ACCOUNTS.c.id == _BALANCES.c.account_id)
@@ -217,7 +221,7 @@ def expire_chunk(
             )
             .order_by(_LOTS.c.account_id, _LOTS.c.expires_at, _LOTS.c.id)
         ).all()
-    members = _what_expires(locked, due)
+        members = _what_expires(locked, due)
     by_asset: dict[str, list[_Member]] = defaultdict(list)
     for m in members:
         by_asset[m.asset].append(m)
@@ -230,6 +234,18 @@ def expire_chunk(
         lots=sum(len(m.takes) for m in members),
         points=sum(m.points for m in members),
     )
+
+
+def _taken(locked: Sequence[Any], taken: Sequence[Any]) -> list[_Member]:
+    """The members of a chunk whose lots `_TAKE_PG` took, in account order."""
+    takes: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = defaultdict(list)
+    for account_id, lot_id, n in taken:
+        takes[account_id].append((lot_id, int(n)))
+    return [
+        _Member(account_id, asset, sum(n for _, n in takes[account_id]), takes[account_id])
+        for account_id, asset in locked
+        if account_id in takes
+    ]
 
 
 def _what_expires(locked: Sequence[Any], due: Sequence[Any]) -> list[_Member]:
@@ -308,15 +324,7 @@ def _post_chunk(
     bulk_insert(session, _JOURNAL, journal)
     bulk_insert(session, _POSTINGS, postings)
     takes = [take for m in members for take in m.takes]
-    if postgres:
-        _DEBIT_MEMBERS_PG.rows(
-            session,
-            {"ids": [m.account_id for m in members], "points": [m.points for m in members]},
-        )
-        _TAKE_LOTS_PG.rows(
-            session, {"ids": [lot for lot, _ in takes], "points": [n for _, n in takes]}
-        )
-    else:
+    if not postgres:  # on PostgreSQL `_TAKE_PG` took the lots and debited the members
         _DEBIT_MEMBER.run_many(
             session, [{"b_account": m.account_id, "b_points": m.points} for m in members]
         )
