@@ -24,7 +24,8 @@ def invoke(url: str, *args: str) -> Result:
 def test_enrol_a_file_once_then_expire_with_a_progress_bar(
     db_url: str, engine: Engine, tmp_path: Path
 ) -> None:
-    w = build_world(engine)
+    now = utcnow()
+    w = build_world(engine, now=add_months(now, -14))  # point values in force 14 months back
     members = tmp_path / "members.csv"
     members.write_text("external_id\ncard-1\ncard-2\ncard-3\n")
     done = invoke(db_url, "members", "enrol", "--program", "BANKA", str(members))
@@ -40,7 +41,6 @@ def test_enrol_a_file_once_then_expire_with_a_progress_bar(
     assert len(refused.stderr.splitlines()) == 1
 
     # Points earned 13 months ago (BANKA: 12 months) are due now; 30 days' notice.
-    now = utcnow()
     with transaction(engine) as session:
         expiring.set_expiry_policy(
             session,
