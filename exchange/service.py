@@ -33,7 +33,7 @@ from clearing.core.ledger import (
 )
 from clearing.core.models import Hold
 from clearing.core.policy import Action, OperationContext, debits_of, screen
-from clearing.core.timeutil import add_months, aware, within_horizon
+from clearing.core.timeutil import aware, within_horizon
 from clearing.web.context import Caller
 from exchange.models import BilateralRate, Checkout, ConversionQuote
 from exchange.schemas import (
@@ -50,6 +50,7 @@ from exchange.schemas import (
     RefundOut,
 )
 from issuers.contexts import checkout_context_of
+from issuers.expiry import lot_expiry
 from issuers.members import active_member
 from issuers.models import Member, MemberLink, Organisation, Program
 from issuers.organisations import CurrencyMismatch, platform
@@ -514,8 +515,8 @@ def _convert(
     )
     ledger = Ledger(session)
     a_asset, b_asset = points_asset(source_program.code), points_asset(target_program.code)
-    expires_at = (
-        add_months(now, target_program.expiry_months) if target_program.expiry_months else None
+    expires_at = lot_expiry(
+        target_program.expiry_policy, target_program.expiry_months, target_issuer.zone, now
     )
     posted = ledger.post(
         EntryDraft(

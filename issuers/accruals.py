@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -29,10 +29,11 @@ from clearing.core.ledger import (
 )
 from clearing.core.money import cumulative_share, value_owed_for_points
 from clearing.core.policy import Action, OperationContext, debits_of, screen
-from clearing.core.timeutil import add_months
 from clearing.web.context import Caller
 from issuers import debts, repository
 from issuers.contexts import MemberContext, member_context, member_context_of
+from issuers.enrolment import enrol_on_accrual, enrol_unknown
+from issuers.expiry import lot_expiry
 from issuers.members import active_members
 from issuers.models import Accrual, Member, Organisation, Program
 from issuers.organisations import CurrencyMismatch, active_organisation
@@ -248,7 +249,7 @@ def _screened(
 def _funded(
     ledger: Ledger, program: ProgramRef, issuer: Party, value: ValueRef, now: datetime
 ) -> _Funded:
-    expires_at = add_months(now, program.expiry_months) if program.expiry_months else None
+    expires_at = lot_expiry(program.expiry_policy, program.expiry_months, issuer.zone, now)
     issued = ledger.account_id(points_asset(program.code), ISSUED, program.id)
     return _Funded(program, issuer, value, issued, expires_at)
 
@@ -259,6 +260,9 @@ def _single_reads(
     funder = _may_fund(context.caller)
     _may_fund_in(funder, context.program, context.issuer)
     funded = _funded(ledger, context.program, context.issuer, context.point_value(), now)
+    if context.member is None and context.program.enrol_on_accrual:
+        new = enrol_on_accrual(ledger.session, context.program, [item.external_id], now)
+        context = replace(context, member=new[item.external_id])
     member = context.active_member()
     return _Reads(funder, {item.program: funded}, {(context.program.id, item.external_id): member})
 
@@ -277,6 +281,11 @@ def _file_reads(
         _may_fund_in(funder, program, issuer)
         value = point_value_at(session, program.id, now)
         programs[code] = _funded(ledger, program, issuer, value, now)
+    for code, funded in programs.items():
+        if funded.program.enrol_on_accrual:
+            enrol_unknown(
+                session, funded.program, (i.external_id for i in items if i.program == code), now
+            )
     wanted = [(programs[i.program].program, i.external_id) for i in items]
     return _Reads(funder, programs, active_members(session, wanted))
 

@@ -15,6 +15,7 @@ from clearing.core.ids import new_id
 from clearing.core.ledger import MEMBER, Ledger, points_asset
 from clearing.web.context import Caller
 from issuers import debts, repository, standing
+from issuers.expiry import expiring_soon
 from issuers.models import Member, Program
 from issuers.programs import own_program
 from issuers.repository import MemberRef, ProgramRef
@@ -118,6 +119,7 @@ def member_view(
         available=balance - held,
         debt=debts.debt_of(session, member.id),
         tier=standing.member_standing(session, program.id, member, now),
+        expiring=expiring_soon(session, member.account_id, now),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -65,6 +66,16 @@ class Program(Base):
     status: Mapped[str] = mapped_column(String(12), default="active")
     expiry_months: Mapped[int | None] = mapped_column(Integer, default=None)
     """Points expire this many months after earning; None: never."""
+    expiry_policy: Mapped[str] = mapped_column(
+        String(12), default="rolling", server_default="rolling"
+    )
+    """rolling: `expiry_months` after earning (issuers/expiry.py); year_end: points earned in
+    year Y (issuer's zone) expire at the end of year Y+1."""
+    expiry_notice_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    """The daily job records a notice for members whose points expire within this many days;
+    None: no notices."""
+    enrol_on_accrual: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """An accrual for an unknown external id enrols the member in the same transaction."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     spent_reversal: Mapped[str] = mapped_column(
         String(16), default="take_remaining", server_default="take_remaining"
@@ -463,3 +474,25 @@ class ProgramTierVersion(Base):
 # the anniversary review finds a program's members by their enrolment instant.
 Index("ix_accruals_member_created", Accrual.member_id, Accrual.created_at)
 Index("ix_members_program_created", Member.program_id, Member.created_at)
+
+
+class ExpiryNotice(Base):
+    """A member's points expiring on one day (issuer's zone), recorded once by the daily job
+    for the issuer to read (and, later, for outbound events to deliver)."""
+
+    __tablename__ = "expiry_notices"
+    __table_args__ = (
+        UniqueConstraint("member_id", "expires_on"),
+        Index("ix_expiry_notices_program_id", "program_id", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    expires_on: Mapped[date] = mapped_column(Date)
+    """The day the points expire, in the issuer's zone."""
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """The first instant that day at which some of them expire."""
+    points: Mapped[int] = mapped_column(BigInteger)
+    """Whole points of the program due that day when the notice was recorded."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

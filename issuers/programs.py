@@ -24,6 +24,7 @@ from clearing.core.policy import Action, OperationContext, screen
 from clearing.core.timeutil import aware, within_horizon
 from clearing.web.context import Caller
 from issuers import repository
+from issuers.expiry import check_policy
 from issuers.models import MerchantTerm, Organisation, PointValue, Program
 from issuers.organisations import active_organisation, must_act
 from issuers.repository import Party, ProgramRef, ValueRef
@@ -87,6 +88,7 @@ def create_program(
         raise Forbidden("only issuers register programs")
     issuer = active_organisation(session, caller.org_id)
     check_rate(req.point_value, "point_value")
+    check_policy(req.expiry_policy, req.expiry_months)
     if repository.program_by_code(session, req.code) is not None:
         raise Conflict(f"program code {req.code} is taken")
     program = Program(
@@ -97,6 +99,9 @@ def create_program(
         status="active",
         expiry_months=req.expiry_months,
         created_at=now,
+        expiry_policy=req.expiry_policy,
+        expiry_notice_days=req.expiry_notice_days,
+        enrol_on_accrual=req.enrol_on_accrual,
     )
     session.add(program)
     session.flush()
@@ -130,6 +135,9 @@ def program_out(session: Session, program: Program, now: datetime) -> ProgramOut
         expiry_months=program.expiry_months,
         point_value=value.value,
         point_value_version=value.version,
+        expiry_policy=program.expiry_policy,
+        expiry_notice_days=program.expiry_notice_days,
+        enrol_on_accrual=program.enrol_on_accrual,
     )
 
 

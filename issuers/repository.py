@@ -46,6 +46,8 @@ class Party:
     status: str
     default_fee_rate: Decimal | None
     conversion_fee_rate: Decimal | None
+    zone: str
+    """IANA zone of the party's business dates (a year-end expiry's year)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,8 @@ class ProgramRef:
     issuer_id: uuid.UUID
     status: str
     expiry_months: int | None
+    expiry_policy: str
+    enrol_on_accrual: bool
 
 
 @dataclass(frozen=True, slots=True)

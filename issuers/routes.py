@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from clearing.core.errors import InvalidInput, NotFound
@@ -32,6 +32,8 @@ from issuers import (
     adjustments,
     agreements,
     debts,
+    enrolment,
+    expiring,
     keys,
     members,
     organisations,
@@ -55,10 +57,14 @@ from issuers.schemas import (
     AgreementOut,
     EventRefundCreate,
     EventRefundOut,
+    ExpiryNoticeOut,
     InterchangeOut,
     InterchangeSet,
     LinkTokenCreate,
+    MemberBatchCreate,
+    MemberBatchOut,
     MemberCreate,
+    MemberExpiringOut,
     MemberLinkCreate,
     MemberLinkOut,
     MemberOut,
@@ -74,6 +80,9 @@ from issuers.schemas import (
     PointValueCreate,
     PointValueOut,
     ProgramCreate,
+    ProgramExpiringOut,
+    ProgramExpiryOut,
+    ProgramExpirySet,
     ProgramOut,
     ReturnPolicyOut,
     ReturnPolicySet,
@@ -635,4 +644,94 @@ def transfer(
 ) -> Response:
     """Move points between two members of the caller's program; the sender pays the fee."""
     outcome = transfers.transfer(session, caller, code, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
+
+
+# expiry and enrolment at scale ---------------------------------------------------------------
+
+Days = Annotated[int, Query(ge=1, le=3660, description="Window in days from now")]
+
+
+@router.put("/programs/{code}/expiry-policy", tags=["programs"], response_model=ProgramExpiryOut)
+def set_expiry_policy(
+    caller: CallerDep, code: CodePath, req: ProgramExpirySet, session: SessionDep
+) -> Response:
+    """Set one of the caller's programs' expiry policy (for points earned from now on), its
+    notice window and enrolment on first accrual."""
+    return json_response(expiring.set_expiry_policy(session, caller, code, req))
+
+
+@router.get("/programs/{code}/expiring", tags=["programs"], response_model=ProgramExpiringOut)
+def program_expiring(
+    caller: CallerDep,
+    code: CodePath,
+    session: SessionDep,
+    days: Days = 90,
+    after: After = None,
+    limit: Limit = 50,
+) -> Response:
+    """Points of one of the caller's programs expiring within `days`: totals, members by id."""
+    start = decode_cursor(after, 1)[0] if after else None
+    found = expiring.program_expiring(session, caller, code, utcnow(), days, start, limit)
+    if found.next is not None:
+        found.next = encode_cursor(found.next)
+    return json_response(found)
+
+
+@router.get(
+    "/programs/{code}/members/{external_id}/expiring",
+    tags=["members"],
+    response_model=MemberExpiringOut,
+)
+def member_expiring(
+    caller: CallerDep,
+    code: CodePath,
+    external_id: ExternalIdPath,
+    session: SessionDep,
+    days: Days = 90,
+) -> Response:
+    """A member's points expiring within `days`, by expiry instant."""
+    return json_response(
+        expiring.member_expiring(session, caller, code, external_id, utcnow(), days)
+    )
+
+
+@router.get(
+    "/programs/{code}/expiry-notices", tags=["programs"], response_model=Page[ExpiryNoticeOut]
+)
+def expiry_notices(
+    caller: CallerDep,
+    code: CodePath,
+    session: SessionDep,
+    after: After = None,
+    limit: Limit = 50,
+) -> Response:
+    """The expiry notices the daily job recorded for one of the caller's programs, oldest first."""
+    start: uuid.UUID | None = None
+    if after:
+        try:
+            start = uuid.UUID(decode_cursor(after, 1)[0])
+        except ValueError:
+            raise InvalidInput("invalid cursor", field="after") from None
+    rows = expiring.list_notices(session, caller, code, start, limit + 1)
+    page = rows[:limit]
+    cursor = encode_cursor(page[-1].id) if len(rows) > limit and page else None
+    return json_response(Page[ExpiryNoticeOut](items=page, next=cursor))
+
+
+@router.post(
+    "/programs/{code}/members/batch",
+    tags=["members"],
+    status_code=201,
+    response_model=MemberBatchOut,
+)
+def enrol_members(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    req: MemberBatchCreate,
+    session: SessionDep,
+) -> Response:
+    """Enrol a list of members of one of the caller's programs, set-based: all or none."""
+    outcome = enrolment.enrol_batch(session, caller, code, req, utcnow(), key)
     return once_response(session, caller.org_id, key, outcome)

@@ -57,11 +57,18 @@ class MerchantTermSet(Model):
     fee_rate: FeeRate
 
 
+ExpiryPolicyName = Literal["rolling", "year_end"]
+NoticeDays = Annotated[int, Field(ge=1, le=366)]
+
+
 class ProgramCreate(Model):
     code: Code
     name: Name
     point_value: Rate
     expiry_months: int | None = Field(default=None, ge=1, le=1200)
+    expiry_policy: ExpiryPolicyName = "rolling"
+    expiry_notice_days: NoticeDays | None = None
+    enrol_on_accrual: bool = False
 
 
 class PointValueCreate(Model):
@@ -86,6 +93,9 @@ class ProgramOut(Model):
     expiry_months: int | None
     point_value: Decimal
     point_value_version: int
+    expiry_policy: str = "rolling"
+    expiry_notice_days: int | None = None
+    enrol_on_accrual: bool = False
 
 
 class MemberCreate(Model):
@@ -104,6 +114,8 @@ class MemberOut(Model):
     earnings repay it first."""
     tier: TierStandingOut | None = None
     """The tier held, its privileges and the progress to the next (None: no tiers)."""
+    expiring: ExpiringSoon | None = None
+    """Points expiring within 30/60/90 days (the member view; None where not read)."""
 
 
 class MemberStatusUpdate(Model):
@@ -473,4 +485,86 @@ class TierStandingOut(Model):
     next_tier: NextTierOut | None
 
 
+# expiry and enrolment at scale ---------------------------------------------------------------
+
+
+class ProgramExpirySet(Model):
+    """A program's expiry policy: it applies to points earned from now on."""
+
+    expiry_policy: ExpiryPolicyName = "rolling"
+    expiry_months: int | None = Field(default=None, ge=1, le=1200)
+    """rolling only: months from earning to expiry; None: points never expire."""
+    expiry_notice_days: NoticeDays | None = None
+    enrol_on_accrual: bool = False
+
+
+class ProgramExpiryOut(Model):
+    program: str
+    expiry_policy: str
+    expiry_months: int | None
+    expiry_notice_days: int | None
+    enrol_on_accrual: bool
+
+
+class ExpiringSoon(Model):
+    """Points of a member expiring within 30, 60 and 90 days (each window includes the shorter,
+    and points already due that the next expiry run takes)."""
+
+    within_30_days: int
+    within_60_days: int
+    within_90_days: int
+
+
+class ExpiringLot(Model):
+    expires_at: datetime
+    points: int
+
+
+class MemberExpiringOut(Model):
+    program: str
+    external_id: str
+    days: int
+    points: int
+    lots: list[ExpiringLot]
+
+
+class ExpiringMember(Model):
+    external_id: str
+    points: int
+    first_expires_at: datetime
+
+
+class ProgramExpiringOut(Model):
+    """A program's points expiring within `days`: totals, and one page of its members."""
+
+    program: str
+    days: int
+    members: int
+    points: int
+    items: list[ExpiringMember]
+    next: str | None = None
+
+
+class ExpiryNoticeOut(Model):
+    id: uuid.UUID
+    program: str
+    external_id: str
+    expires_on: date
+    expires_at: datetime
+    points: int
+    created_at: datetime
+
+
+class MemberBatchCreate(Model):
+    """Members to enrol, all or none."""
+
+    items: list[MemberCreate] = Field(min_length=1, max_length=100_000)
+
+
+class MemberBatchOut(Model):
+    program: str
+    enrolled: int
+
+
+# MemberOut refers to standings and expiring points defined after it.
 MemberOut.model_rebuild()

@@ -1,9 +1,13 @@
-"""Scheduled jobs of the issuers' programs: the tiers' anniversary review.
+"""Scheduled jobs of the issuers' programs: the tiers' anniversary review and the daily expiry
+notices.
 
 The review runs every hour: each run reviews, in every tiered program, the members whose
 anniversary of enrolment is today in the issuer's zone, so an issuer anywhere is reviewed within
 the hour after its day begins. A member already reviewed today is not moved again unless what it
 qualifies on changed meanwhile (it is still its anniversary): running twice is harmless.
+
+Expiry notices are recorded daily for every program with a notice window; delivering them is the
+outbound events' job, here they are recorded and readable.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from clearing.core.errors import Conflict
 from clearing.core.tasks import ScheduledJob
 from clearing.core.timeutil import utcnow
 from issuers import qualification
+from issuers.expiring import notice_programs, record_notices
 
 log = logging.getLogger("issuers.tasks")
 
@@ -119,7 +124,46 @@ def tier_jobs(settings: Settings) -> list[ScheduledJob]:
     ]
 
 
+NOTICES_AT = time(6, 0)
+"""When the daily notices are recorded (platform zone): before the issuers' working day."""
+
+
+def notice_jobs(settings: Settings) -> list[ScheduledJob]:
+    """The daily expiry notices."""
+    return [
+        ScheduledJob(
+            "issuers-expiry-notices",
+            "record expiry notices of members whose points expire soon",
+            notices_job,
+            (settings,),
+            daily_at=NOTICES_AT,
+        )
+    ]
+
+
 def jobs(settings: Settings, engine: Engine) -> list[ScheduledJob]:
     """The issuers' jobs."""
     del engine  # each job opens its own
-    return [*tier_jobs(settings)]
+    return [*tier_jobs(settings), *notice_jobs(settings)]
+
+
+def run_notices(engine: Engine, now: datetime) -> int:
+    """Record the notices of every program that asks for them, a transaction per program;
+    returns how many were recorded. Running twice records nothing new."""
+    with transaction(engine) as session:
+        programs = notice_programs(session)
+    recorded = 0
+    for program_id in programs:
+        with transaction(engine) as session:
+            recorded += record_notices(session, program_id, now)
+    return recorded
+
+
+def notices_job(settings: Settings) -> None:
+    """The scheduled job: opens its own engine, records the notices as of now, logs the count."""
+    engine = settings.open_engine()
+    try:
+        recorded = run_notices(engine, utcnow())
+    finally:
+        engine.dispose()
+    log.info("expiry notices: %d recorded", recorded)

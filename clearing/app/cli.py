@@ -20,7 +20,7 @@ from clearing.core.config import Settings
 from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.timeutil import utcnow
-from issuers.cli import tiers_app
+from issuers.cli import members_app, programs_app, tiers_app
 from risk.cli import risk_app
 from settlement.cli import settlement_app
 
@@ -126,6 +126,8 @@ def _register_tables() -> None:
 app.add_typer(settlement_app, name="settlement", callback=_register_tables)
 app.add_typer(risk_app, name="risk", callback=_register_tables)
 app.add_typer(tiers_app, name="tiers", callback=_register_tables)
+app.add_typer(programs_app, name="programs", callback=_register_tables)
+app.add_typer(members_app, name="members", callback=_register_tables)
 
 
 def open_database() -> Engine:
@@ -181,13 +183,26 @@ def ledger_check() -> None:
 
 @app.command("expire")
 def expire(
-    limit: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 10_000,
+    limit: Annotated[int, typer.Option(min=1, help="Holds released per transaction.")] = 10_000,
+    chunk: Annotated[
+        int, typer.Option(min=1, max=30_000, help="Member accounts expired per transaction.")
+    ] = 5000,
 ) -> None:
-    """Release holds past their time-to-live and post the expiry of every lot due now."""
+    """Release holds past their time-to-live and expire every lot due now, set-based, with a
+    progress bar; each chunk commits, so a stopped run is finished by the next."""
     import clearing.app.tables  # noqa: F401
+    from clearing.core.ledger.expiry import ExpiryChunk, due_accounts
     from clearing.core.tasks import run_expiry
 
-    released, expired = run_expiry(open_database(), utcnow(), limit)
+    engine, now = open_database(), utcnow()
+    with transaction(engine) as session:
+        total = due_accounts(session, now)
+    with typer.progressbar(length=total, label="expiring", file=sys.stderr) as bar:
+
+        def advance(done: ExpiryChunk) -> None:
+            bar.update(done.accounts)
+
+        released, expired = run_expiry(engine, now, limit, chunk=chunk, progress=advance)
     typer.echo(f"released {released} expired holds, expired {expired} points")
 
 

@@ -15,7 +15,8 @@ from sqlalchemy import Engine
 
 from clearing.core.config import Settings
 from clearing.core.db import transaction
-from clearing.core.ledger import Ledger, expire_due_lots
+from clearing.core.ledger import Ledger
+from clearing.core.ledger.expiry import ExpiryChunk, expire_chunk
 from clearing.core.timeutil import utcnow
 
 log = logging.getLogger("clearing.core.tasks")
@@ -57,21 +58,48 @@ def jobs(settings: Settings, engine: Engine) -> list[ScheduledJob]:
     ]
 
 
-def run_expiry(engine: Engine, now: datetime, limit: int = 10_000) -> tuple[int, int]:
-    """Release holds past their time-to-live and expire due lots, a chunk per transaction.
+def run_expiry(
+    engine: Engine,
+    now: datetime,
+    limit: int = 10_000,
+    *,
+    chunk: int = 5000,
+    progress: Callable[[ExpiryChunk], None] | None = None,
+) -> tuple[int, int]:
+    """Release holds past their time-to-live, then expire due lots set-based, a chunk of member
+    accounts per transaction (`clearing.core.ledger.expiry.expire_chunk`).
 
-    Returns (holds released, points expired). Safe to run twice or concurrently with postings:
-    each chunk locks the member balances it changes.
+    Returns (holds released, points expired). Resumable: each chunk commits on its own, and a run
+    stopped half-way is finished by the next (expired lots have nothing left to expire). Safe to
+    run concurrently with postings: each chunk locks the member balances it changes. `progress`
+    hears of each committed chunk.
     """
-    released = expired = 0
+    released = 0
     while True:
         with transaction(engine) as session:
             holds = Ledger(session).release_expired_holds(now, limit=limit)
-            points = expire_due_lots(session, now, limit)
         released += holds
-        expired += points
-        if holds < limit and points == 0:
+        if holds < limit:
+            break
+    expired = members = 0
+    after = None
+    while True:
+        with transaction(engine) as session:
+            done = expire_chunk(session, now, after, chunk)
+        if done is None:
             return released, expired
+        after = done.last_account
+        expired += done.points
+        members += done.members
+        log.info(
+            "expiry: %d members, %d points expired so far (chunk: %d members, %d lots)",
+            members,
+            expired,
+            done.members,
+            done.lots,
+        )
+        if progress is not None:
+            progress(done)
 
 
 def expire_due(settings: Settings) -> None:

@@ -38,6 +38,7 @@ def test_accrue_checkout_capture_refund_and_conversion(world: World) -> None:
             "available": 800,
             "debt": 0,
             "tier": None,  # BANK has no tiers
+            "expiring": {"within_30_days": 0, "within_60_days": 0, "within_90_days": 0},
         }
 
         token = bank.payment_token("BANK", "alice")["token"]
