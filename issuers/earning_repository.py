@@ -1,0 +1,305 @@
+"""Every query of the earning engine: the books and campaigns (read whole, kept as a process
+copy), members' counters and campaign budgets (locked, in a fixed order), campaign figures."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from clearing.core.cache import ProcessCopy
+from clearing.core.db import is_postgres
+from clearing.core.timeutil import aware
+from issuers.earning import Behaviour, Book, CampaignRef, Counter, ProgramBook, SpendRule
+from issuers.models import (
+    Campaign,
+    CampaignAward,
+    CampaignBudget,
+    EarningBook,
+    EarningCounter,
+    EarningRule,
+    Member,
+    Organisation,
+    Program,
+)
+
+_COUNTERS = cast(Table, EarningCounter.__table__)
+_BUDGETS = cast(Table, CampaignBudget.__table__)
+_CHUNK = 1000
+
+
+def _load_books(session: Session) -> dict[uuid.UUID, ProgramBook]:
+    zones = dict(
+        session.execute(
+            select(Program.id, Organisation.zone).join(
+                Organisation, Organisation.id == Program.issuer_id
+            )
+        ).all()
+    )
+    rules: dict[uuid.UUID, list[EarningRule]] = defaultdict(list)
+    for rule in session.scalars(select(EarningRule).order_by(EarningRule.position)):
+        rules[rule.book_id].append(rule)
+    books: dict[uuid.UUID, list[Book]] = defaultdict(list)
+    for row in session.scalars(select(EarningBook).order_by(EarningBook.version.desc())):
+        books[row.program_id].append(_book(row, rules[row.id]))
+    campaigns: dict[uuid.UUID, list[CampaignRef]] = defaultdict(list)
+    for c in session.scalars(select(Campaign).order_by(Campaign.priority, Campaign.code)):
+        campaigns[c.program_id].append(campaign_ref(c))
+    return {
+        program_id: ProgramBook(
+            program_id, zone, tuple(books[program_id]), tuple(campaigns[program_id])
+        )
+        for program_id, zone in zones.items()
+    }
+
+
+def _book(row: EarningBook, rules: list[EarningRule]) -> Book:
+    spend = tuple(
+        SpendRule(
+            r.code,
+            r.position,
+            r.rate if r.rate is not None else 0,  # type: ignore[arg-type]
+            r.product_line,
+            r.merchant_category,
+            r.merchant_id,
+            r.channel,
+        )
+        for r in rules
+        if r.kind == "spend"
+    )
+    behaviours = {
+        r.code: Behaviour(
+            r.code,
+            r.position,
+            r.points or 0,
+            r.frequency,
+            r.max_per_period or 1,
+            r.streak_days,
+            r.streak_points,
+            r.referee_points,
+        )
+        for r in rules
+        if r.kind == "behaviour"
+    }
+    return Book(
+        row.version,
+        aware(row.effective_from),
+        row.min_spend,
+        row.day_cap,
+        row.month_cap,
+        spend,
+        behaviours,
+    )
+
+
+def campaign_ref(c: Campaign) -> CampaignRef:
+    """A campaign row as the engine reads it."""
+    return CampaignRef(
+        c.id,
+        c.code,
+        c.kind,
+        c.priority,
+        aware(c.starts_at),
+        aware(c.ends_at) if c.ends_at is not None else None,
+        frozenset(c.days_of_month),
+        frozenset(c.weekdays),
+        c.multiplier,
+        c.bonus_points,
+        c.min_spend,
+        frozenset(c.tiers),
+        c.min_member_days,
+        c.max_member_days,
+        c.budget,
+    )
+
+
+BOOKS: ProcessCopy[dict[uuid.UUID, ProgramBook]] = ProcessCopy(_load_books)
+"""Every program's books and campaigns, as this process's copy (see `clearing.core.cache`):
+an event reads none of them from the database; a publication drops the copy."""
+
+
+def program_book(session: Session, program_id: uuid.UUID, issuer_id: uuid.UUID) -> ProgramBook:
+    """A program's books and campaigns (a program newer than the copy: none yet)."""
+    found = BOOKS.get(session).get(program_id)
+    if found is not None:
+        return found
+    issuer = session.get(Organisation, issuer_id)
+    return ProgramBook(program_id, issuer.zone if issuer is not None else "UTC", (), ())
+
+
+def latest_book(session: Session, program_id: uuid.UUID) -> EarningBook | None:
+    """The latest version of a program's earning book."""
+    return session.scalars(
+        select(EarningBook)
+        .where(EarningBook.program_id == program_id)
+        .order_by(EarningBook.version.desc())
+        .limit(1)
+    ).first()
+
+
+def book_at(session: Session, program_id: uuid.UUID, at: datetime) -> EarningBook | None:
+    """The version of a program's earning book in force at `at`."""
+    return session.scalars(
+        select(EarningBook)
+        .where(EarningBook.program_id == program_id, EarningBook.effective_from <= at)
+        .order_by(EarningBook.version.desc())
+        .limit(1)
+    ).first()
+
+
+def book_rules(session: Session, book_id: uuid.UUID) -> list[EarningRule]:
+    """The rules of one book, in order."""
+    return list(
+        session.scalars(
+            select(EarningRule).where(EarningRule.book_id == book_id).order_by(EarningRule.position)
+        )
+    )
+
+
+def counters(
+    session: Session, keys: Iterable[tuple[uuid.UUID, str]], lock: bool
+) -> dict[tuple[uuid.UUID, str], Counter]:
+    """Members' counters under `keys`. Locked: each row is created if missing and locked in one
+    statement (an upsert that rewrites nothing), in (member, key) order so that two sets of
+    events never wait on each other crosswise."""
+    wanted = sorted(set(keys))
+    found: dict[tuple[uuid.UUID, str], Counter] = {}
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        if lock:
+            statement: Any = (
+                insert(_COUNTERS)
+                .values([{"member_id": m, "key": k, "count": 0, "points": 0} for m, k in chunk])
+                .on_conflict_do_update(
+                    index_elements=[_COUNTERS.c.member_id, _COUNTERS.c.key],
+                    set_={"count": _COUNTERS.c.count},
+                )
+                .returning(
+                    _COUNTERS.c.member_id,
+                    _COUNTERS.c.key,
+                    _COUNTERS.c.count,
+                    _COUNTERS.c.points,
+                    _COUNTERS.c.last_day,
+                )
+            )
+        else:
+            statement = select(
+                _COUNTERS.c.member_id,
+                _COUNTERS.c.key,
+                _COUNTERS.c.count,
+                _COUNTERS.c.points,
+                _COUNTERS.c.last_day,
+            ).where(tuple_(_COUNTERS.c.member_id, _COUNTERS.c.key).in_(chunk))
+        for member_id, key, count, points, last_day in session.execute(statement).all():
+            found[(member_id, key)] = Counter(count, points, last_day)
+    return found
+
+
+_WRITE_COUNTER = (
+    update(_COUNTERS)
+    .where(
+        and_(_COUNTERS.c.member_id == bindparam("b_member"), _COUNTERS.c.key == bindparam("b_key"))
+    )
+    .values(
+        count=bindparam("b_count"), points=bindparam("b_points"), last_day=bindparam("b_last_day")
+    )
+)
+
+
+def write_counters(
+    session: Session,
+    found: Mapping[tuple[uuid.UUID, str], Counter],
+    touched: Iterable[tuple[uuid.UUID, str]],
+) -> None:
+    """Write back the counters evaluation changed (all locked and present: see `counters`)."""
+    rows = [
+        {
+            "b_member": member_id,
+            "b_key": key,
+            "b_count": found[(member_id, key)].count,
+            "b_points": found[(member_id, key)].points,
+            "b_last_day": found[(member_id, key)].last_day,
+        }
+        for member_id, key in sorted(touched)
+    ]
+    if rows:
+        session.connection().execute(_WRITE_COUNTER, rows)
+
+
+def budgets_left(
+    session: Session, campaign_ids: Iterable[uuid.UUID], lock: bool
+) -> dict[uuid.UUID, int]:
+    """What is left of each campaign's budget; locked in campaign id order when `lock`."""
+    ids = sorted(set(campaign_ids))
+    if not ids:
+        return {}
+    statement = (
+        select(_BUDGETS.c.campaign_id, _BUDGETS.c.budget, _BUDGETS.c.paid)
+        .where(_BUDGETS.c.campaign_id.in_(ids))
+        .order_by(_BUDGETS.c.campaign_id)
+    )
+    if lock:
+        statement = statement.with_for_update()
+    return {cid: budget - paid for cid, budget, paid in session.execute(statement).all()}
+
+
+_PAY = (
+    update(_BUDGETS)
+    .where(_BUDGETS.c.campaign_id == bindparam("b_campaign"))
+    .values(paid=_BUDGETS.c.paid + bindparam("b_paid"))
+)
+
+
+def pay_budgets(session: Session, paid: Mapping[uuid.UUID, int]) -> None:
+    """Add what campaigns paid to their budgets' rows (locked by `budgets_left`)."""
+    rows = [{"b_campaign": cid, "b_paid": p} for cid, p in sorted(paid.items()) if p > 0]
+    if rows:
+        session.connection().execute(_PAY, rows)
+
+
+def members_since(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+    """When each member enrolled."""
+    ids = list(set(member_ids))
+    if not ids:
+        return {}
+    return {
+        mid: aware(at)
+        for mid, at in session.execute(
+            select(Member.id, Member.created_at).where(Member.id.in_(ids))
+        ).all()
+    }
+
+
+def campaigns_of(session: Session, program_id: uuid.UUID) -> list[tuple[Campaign, int, int]]:
+    """A program's campaigns with the points each paid and the members it reached."""
+    reached = (
+        select(
+            CampaignAward.campaign_id,
+            func.count(func.distinct(CampaignAward.member_id)).label("members"),
+        )
+        .group_by(CampaignAward.campaign_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Campaign, CampaignBudget.paid, func.coalesce(reached.c.members, 0))
+        .join(CampaignBudget, CampaignBudget.campaign_id == Campaign.id)
+        .outerjoin(reached, reached.c.campaign_id == Campaign.id)
+        .where(Campaign.program_id == program_id)
+        .order_by(Campaign.priority, Campaign.code)
+    ).all()
+    return [(c, int(paid), int(members)) for c, paid, members in rows]
+
+
+def campaign_by_code(session: Session, program_id: uuid.UUID, code: str) -> Campaign | None:
+    """A program's campaign by its code."""
+    return session.scalars(
+        select(Campaign).where(Campaign.program_id == program_id, Campaign.code == code)
+    ).first()
