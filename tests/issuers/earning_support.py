@@ -29,14 +29,14 @@ def book(engine: Engine, issuer: Caller, code: str, now: datetime = T0, **fields
 
 
 def campaign(
-    engine: Engine, issuer: Caller, code: str, now: datetime = T0, **fields: Any
+    engine: Engine, issuer: Caller, program: str, now: datetime = T0, **fields: Any
 ) -> CampaignOut:
     """Publish a campaign of `code`."""
     fields.setdefault("starts_at", now)
     fields.setdefault("name", fields["code"])
     with transaction(engine) as session:
         return events.create_campaign(
-            session, issuer, code, CampaignCreate.model_validate(fields), now
+            session, issuer, program, CampaignCreate.model_validate(fields), now
         )
 
 
