@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, select, tuple_, update
+import psycopg
+from psycopg.types.json import Json
+from sqlalchemy import Table, and_, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from clearing.core.cache import ProcessCopy
-from clearing.core.db import is_postgres
+from clearing.core.db import COPY_THRESHOLD, Sql, bulk_insert, is_postgres
 from clearing.core.timeutil import aware
-from issuers.earning import Behaviour, Book, CampaignRef, Counter, ProgramBook, SpendRule
+from issuers.earning import Behaviour, Book, CampaignRef, Counter, ProgramBook, SpendRule, State
 from issuers.models import (
     Campaign,
     CampaignAward,
@@ -28,6 +30,7 @@ from issuers.models import (
     Member,
     Organisation,
     Program,
+    ProgramEvent,
 )
 
 _COUNTERS = cast(Table, EarningCounter.__table__)
@@ -214,26 +217,6 @@ _WRITE_COUNTER = (
 )
 
 
-def write_counters(
-    session: Session,
-    found: Mapping[tuple[uuid.UUID, str], Counter],
-    touched: Iterable[tuple[uuid.UUID, str]],
-) -> None:
-    """Write back the counters evaluation changed (all locked and present: see `counters`)."""
-    rows = [
-        {
-            "b_member": member_id,
-            "b_key": key,
-            "b_count": found[(member_id, key)].count,
-            "b_points": found[(member_id, key)].points,
-            "b_last_day": found[(member_id, key)].last_day,
-        }
-        for member_id, key in sorted(touched)
-    ]
-    if rows:
-        session.connection().execute(_WRITE_COUNTER, rows)
-
-
 def budgets_left(
     session: Session, campaign_ids: Iterable[uuid.UUID], lock: bool
 ) -> dict[uuid.UUID, int]:
@@ -258,11 +241,79 @@ _PAY = (
 )
 
 
-def pay_budgets(session: Session, paid: Mapping[uuid.UUID, int]) -> None:
-    """Add what campaigns paid to their budgets' rows (locked by `budgets_left`)."""
-    rows = [{"b_campaign": cid, "b_paid": p} for cid, p in sorted(paid.items()) if p > 0]
-    if rows:
-        session.connection().execute(_PAY, rows)
+_EVENT_COLUMNS = (
+    "id",
+    "program_id",
+    "member_id",
+    "kind",
+    "reference",
+    "posted_by",
+    "occurred_at",
+    "spend",
+    "currency",
+    "points",
+    "accrual_id",
+    "explanation",
+    "refunded_spend",
+    "created_at",
+)
+_AWARD_COLUMNS = ("id", "campaign_id", "event_id", "member_id", "points", "created_at")
+_EVENTS = cast(Table, ProgramEvent.__table__)
+_AWARDS = cast(Table, CampaignAward.__table__)
+_WRITES = (
+    Sql(_WRITE_COUNTER),
+    Sql(_PAY),
+    Sql(insert(_EVENTS), _EVENT_COLUMNS),
+    Sql(insert(_AWARDS), _AWARD_COLUMNS),
+)
+
+
+def write_events(
+    session: Session,
+    state: State,
+    events: list[dict[str, Any]],
+    awards: list[dict[str, Any]],
+) -> None:
+    """Write what evaluation changed and produced: the counters it touched (locked and present:
+    see `counters`), what campaigns paid (rows locked by `budgets_left`), the events and their
+    campaign awards. On PostgreSQL a few events' writes travel in one round trip (a pipeline);
+    a file's events and awards go by COPY."""
+    found = state.counters
+    counter_rows = [
+        {
+            "b_member": member_id,
+            "b_key": key,
+            "b_count": found[(member_id, key)].count,
+            "b_points": found[(member_id, key)].points,
+            "b_last_day": found[(member_id, key)].last_day,
+        }
+        for member_id, key in sorted(state.touched)
+    ]
+    pay_rows = [{"b_campaign": c, "b_paid": p} for c, p in sorted(state.paid.items()) if p > 0]
+    write_counter, pay, insert_event, insert_award = _WRITES
+    if not is_postgres(session):
+        for statement, rows in (
+            (write_counter, counter_rows),
+            (pay, pay_rows),
+            (insert_event, events),
+            (insert_award, awards),
+        ):
+            statement.run_many(session, rows)
+        return
+    if len(events) >= COPY_THRESHOLD or len(awards) >= COPY_THRESHOLD:
+        write_counter.run_many(session, counter_rows)
+        pay.run_many(session, pay_rows)
+        bulk_insert(session, _EVENTS, events)
+        bulk_insert(session, _AWARDS, awards)
+        return
+    driver = cast(psycopg.Connection[Any], session.connection().connection.driver_connection)
+    with driver.pipeline():
+        write_counter.run_many(session, counter_rows)
+        pay.run_many(session, pay_rows)
+        insert_event.run_many(
+            session, [{**e, "explanation": Json(e["explanation"])} for e in events]
+        )
+        insert_award.run_many(session, awards)
 
 
 def members_since(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, datetime]:

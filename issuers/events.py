@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from clearing.core.db import COPY_THRESHOLD, bulk_insert
+from clearing.core.db import bulk_insert
 from clearing.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from clearing.core.idempotency import Operation, Outcome, run_once
 from clearing.core.ids import new_id
@@ -507,8 +507,6 @@ def _post(
             _out(code, item, ln, group, [None] * len(group), [new_id() for _ in group], True)
             for item, ln, group in zip(items, lines, earned, strict=True)
         ]
-    repo.write_counters(session, state.counters, state.touched)
-    repo.pay_budgets(session, state.paid)
     paying = [e for group in earned for e in group if e.points > 0]
     accruals = (
         post_accruals(
@@ -571,18 +569,8 @@ def _post(
                 for cid, p in e.awards
             )
         outs.append(_out(code, item, ln, group, accrual_ids, ids, False))
-    _insert(session, _EVENTS, events)
-    _insert(session, _AWARDS, awards)
+    repo.write_events(session, state, events, awards)
     return outs
-
-
-def _insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    # A few rows go through SQLAlchemy, which encodes the JSON explanation; many go by COPY
-    # (`bulk_insert`, which encodes JSON columns itself).
-    if len(rows) >= COPY_THRESHOLD:
-        bulk_insert(session, table, rows)
-    elif rows:
-        session.execute(insert(table), rows)
 
 
 def _out(
