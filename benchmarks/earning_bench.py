@@ -223,7 +223,7 @@ def run_phase(url: str, issuer: str, workers: int, seconds: float, mode: str) ->
     results = [queue.get() for _ in procs]
     for p in procs:
         p.join()
-    return sum(r[0] for r in results) / max(r[1] for r in results)
+    return float(sum(r[0] for r in results) / max(r[1] for r in results))
 
 
 def paired(run: Callable[[str], float], plain: str, rules: str) -> tuple[float, float]:

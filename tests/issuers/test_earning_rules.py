@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -310,7 +311,7 @@ def test_a_file_is_all_or_nothing_and_earns_as_the_singles_do(engine: Engine) ->
         day_cap=100,
         behaviours=[{"event": "sign_up", "points": 50, "frequency": "once"}],
     )
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"external_id": "a", "kind": "purchase", "spend": 6000},
         {"external_id": "a", "kind": "purchase", "spend": 6000},  # capped: 40 of 60
         {"external_id": "b", "kind": "sign_up"},
