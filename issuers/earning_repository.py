@@ -11,8 +11,7 @@ from typing import Any, cast
 
 import psycopg
 from psycopg.types.json import Json
-from sqlalchemy import Table, and_, bindparam, func, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Table, and_, bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -166,6 +165,23 @@ def book_rules(session: Session, book_id: uuid.UUID) -> list[EarningRule]:
     )
 
 
+_KEYS = "unnest(CAST(:b_members AS uuid[]), CAST(:b_keys AS varchar[])) AS wanted(m, k)"
+_LOCK_COUNTERS = Sql(
+    text(
+        "INSERT INTO earning_counters (member_id, key, count, points) "
+        f"SELECT m, k, 0, 0 FROM {_KEYS} ORDER BY m, k "
+        "ON CONFLICT (member_id, key) DO UPDATE SET count = earning_counters.count "
+        "RETURNING member_id, key, count, points, last_day"
+    )
+)
+_READ_COUNTERS = Sql(
+    text(
+        "SELECT member_id, key, count, points, last_day FROM earning_counters "
+        f"JOIN {_KEYS} ON member_id = m AND key = k"
+    )
+)
+
+
 def counters(
     session: Session, keys: Iterable[tuple[uuid.UUID, str]], lock: bool
 ) -> dict[tuple[uuid.UUID, str], Counter]:
@@ -174,12 +190,17 @@ def counters(
     events never wait on each other crosswise."""
     wanted = sorted(set(keys))
     found: dict[tuple[uuid.UUID, str], Counter] = {}
-    insert = pg_insert if is_postgres(session) else sqlite_insert
+    if is_postgres(session):
+        # One prepared statement whatever the number of keys (arrays, not a VALUES list).
+        params = {"b_members": [m for m, _ in wanted], "b_keys": [k for _, k in wanted]}
+        for row in (_LOCK_COUNTERS if lock else _READ_COUNTERS).rows(session, params):
+            found[(row.member_id, row.key)] = Counter(row.count, row.points, row.last_day)
+        return found
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
         if lock:
             statement: Any = (
-                insert(_COUNTERS)
+                sqlite_insert(_COUNTERS)
                 .values([{"member_id": m, "key": k, "count": 0, "points": 0} for m, k in chunk])
                 .on_conflict_do_update(
                     index_elements=[_COUNTERS.c.member_id, _COUNTERS.c.key],

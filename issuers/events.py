@@ -298,9 +298,10 @@ def event_operation(
 
     def run(row: Any | None) -> EventOut:
         context = member_context_of(row, code, req.external_id)
-        return _post(
+        posted = _post(
             session, caller, code, [req], now, _single_reads(session, req, context), preview=False
-        )[0]
+        )
+        return _out(code, posted[0], preview=False)
 
     return Operation(
         "program_event",
@@ -316,9 +317,10 @@ def preview_event(
 ) -> EventOut:
     """What the event would earn now, written nowhere (no counter, budget or ledger changes)."""
     context = member_context(session, caller.org_id, code, req.external_id, now)
-    return _post(
+    posted = _post(
         session, caller, code, [req], now, _single_reads(session, req, context), preview=True
-    )[0]
+    )
+    return _out(code, posted[0], preview=True)
 
 
 def post_event_batch(
@@ -346,7 +348,7 @@ def event_batch_operation(
     """A bulk file of events as one idempotent operation."""
 
     def run(_: None) -> EventBatchOut:
-        outs = _post(
+        posted = _post(
             session,
             caller,
             code,
@@ -355,12 +357,11 @@ def event_batch_operation(
             _file_reads(session, caller, code, req.items),
             preview=False,
         )
-        earnings = [e for out in outs for e in out.earnings]
         return EventBatchOut(
-            count=len(outs),
-            points=sum(o.points for o in outs),
-            event_ids=[e.event_id for e in earnings],
-            accrual_ids=[e.accrual_id for e in earnings if e.accrual_id is not None],
+            count=len(posted),
+            points=sum(e.points for p in posted for e in p.group),
+            event_ids=[i for p in posted for i in p.ids],
+            accrual_ids=[a for p in posted for a in p.accrual_ids if a is not None],
         )
 
     return Operation(
@@ -467,7 +468,7 @@ def _post(
     now: datetime,
     reads: _Reads,
     preview: bool,
-) -> list[EventOut]:
+) -> list[_Posted]:
     """Evaluate events in memory against what a few statements read, then (unless previewing)
     write counters, budgets, the accruals (one `post_accruals` call), events and awards."""
     book_of = repo.program_book(session, reads.program.id, reads.issuer.id)
@@ -501,10 +502,10 @@ def _post(
     }
     state = State(counted, repo.budgets_left(session, running, lock=not preview))
     earned = [evaluate(book_of.book_at(ln.at), book_of.campaigns, ln, state) for ln in lines]
-    outs: list[EventOut] = []
+    posted: list[_Posted] = []
     if preview:
         return [
-            _out(code, item, ln, group, [None] * len(group), [new_id() for _ in group], True)
+            _Posted(item, ln, group, [None] * len(group), [new_id() for _ in group])
             for item, ln, group in zip(items, lines, earned, strict=True)
         ]
     paying = [e for group in earned for e in group if e.points > 0]
@@ -513,7 +514,8 @@ def _post(
             session,
             caller,
             [
-                AccrualCreate(
+                # Built from values already checked (the event's schema, the engine's bounds).
+                AccrualCreate.model_construct(
                     program=code,
                     external_id=e.member.external_id,
                     points=e.points,
@@ -568,20 +570,30 @@ def _post(
                 }
                 for cid, p in e.awards
             )
-        outs.append(_out(code, item, ln, group, accrual_ids, ids, False))
+        posted.append(_Posted(item, ln, group, accrual_ids, ids))
     repo.write_events(session, state, events, awards)
-    return outs
+    return posted
 
 
-def _out(
-    code: str,
-    item: EventCreate,
-    line: Line,
-    group: list[Earned],
-    accrual_ids: list[uuid.UUID | None],
-    ids: list[uuid.UUID],
-    preview: bool,
-) -> EventOut:
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    """One event as evaluated (and posted): what each member earned, their accruals and events."""
+
+    item: EventCreate
+    line: Line
+    group: list[Earned]
+    accrual_ids: list[uuid.UUID | None]
+    ids: list[uuid.UUID]
+
+
+def _out(code: str, posted: _Posted, preview: bool) -> EventOut:
+    item, line, group, accrual_ids, ids = (
+        posted.item,
+        posted.line,
+        posted.group,
+        posted.accrual_ids,
+        posted.ids,
+    )
     return EventOut(
         program=code,
         kind=item.kind,
