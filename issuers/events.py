@@ -100,6 +100,11 @@ def publish_book(
     for b in req.behaviours:
         if (b.streak_days is None) != (b.streak_points is None):
             raise InvalidInput("a streak needs both streak_days and streak_points", field="streak")
+    for rule in req.spend_rules:
+        if rule.merchant_id is not None:
+            merchant = repository.party_by_id(session, rule.merchant_id)
+            if merchant is None or merchant.kind != OrgKind.MERCHANT:
+                raise InvalidInput(f"rule {rule.code}: unknown merchant", field="merchant_id")
     book = EarningBook(
         id=new_id(),
         program_id=program.id,

@@ -106,6 +106,14 @@ def test_a_merchant_rule_and_the_tier_multiplier(engine: Engine) -> None:
     out = post(engine, w.bank_a, "BANKA", external_id="a", kind="purchase", spend=1333)
     assert steps(out) == [("rule", "base", 13), ("tier", "silver", 6)]
     assert balance(engine, w.bank_a, "BANKA", "a")[0] == 28 + 19
+    with pytest.raises(ClearingError) as err:
+        book(
+            engine,
+            w.bank_a,
+            "BANKA",
+            spend_rules=[{"code": "x", "rate": "1", "merchant_id": str(w.bank_b.org_id)}],
+        )
+    assert err.value.code == "invalid_input"
 
 
 def test_day_and_month_caps_in_the_issuers_zone(engine: Engine) -> None:
