@@ -230,6 +230,10 @@ class State:
     remaining: dict[uuid.UUID, int]
     touched: set[tuple[uuid.UUID, str]] = field(default_factory=set)
     paid: dict[uuid.UUID, int] = field(default_factory=dict)
+    short: set[uuid.UUID] = field(default_factory=set)
+    slots: dict[tuple[uuid.UUID, int], int] = field(default_factory=dict)
+    """The budget slots held, (campaign, slot) -> what each had left (`remaining` sums them)."""
+    """Campaigns that paid less than they wanted (their budget, or the part of it held)."""
 
     def counter(self, member_id: uuid.UUID, key: str) -> Counter:
         """The counter, created in memory if it was never written."""
@@ -411,6 +415,7 @@ def _campaigns(
         pay = min(want, left)
         if pay < want:
             note = f"budget exhausted: paid {pay} of {want}"
+            state.short.add(campaign.id)
         state.remaining[campaign.id] = left - pay
         state.paid[campaign.id] = state.paid.get(campaign.id, 0) + pay
         earned.steps.append(Step("campaign", campaign.code, pay, note))

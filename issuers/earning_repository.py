@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -238,26 +238,82 @@ _WRITE_COUNTER = (
 )
 
 
-def budgets_left(
-    session: Session, campaign_ids: Iterable[uuid.UUID], lock: bool
-) -> dict[uuid.UUID, int]:
-    """What is left of each campaign's budget; locked in campaign id order when `lock`."""
+BUDGET_SLOTS = 8
+"""Rows a campaign's budget is split into (see `CampaignBudget`)."""
+_TAKE_SLOT = Sql(
+    text(
+        "SELECT s.campaign_id, s.slot, s.budget - s.paid AS left_ FROM "
+        "unnest(CAST(:b_campaigns AS uuid[])) AS wanted(c) CROSS JOIN LATERAL ("
+        "SELECT campaign_id, slot, budget, paid FROM campaign_budgets "
+        "WHERE campaign_id = wanted.c AND paid < budget "
+        "ORDER BY slot FOR UPDATE SKIP LOCKED LIMIT 1) AS s"
+    )
+)
+_MORE_SLOTS = Sql(
+    text(
+        "SELECT campaign_id, slot, budget - paid AS left_ FROM campaign_budgets "
+        "WHERE campaign_id = ANY(CAST(:b_campaigns AS uuid[])) AND paid < budget "
+        "ORDER BY campaign_id, slot FOR UPDATE SKIP LOCKED"
+    )
+)
+
+
+def budget_slots(
+    session: Session, campaign_ids: Iterable[uuid.UUID], lock: bool, one: bool
+) -> dict[tuple[uuid.UUID, int], int]:
+    """Budget slots of campaigns and what each has left. One event on PostgreSQL takes one slot
+    with budget left per campaign that no other event holds (SKIP LOCKED: it never waits for a
+    budget, so concurrent events pay from different rows); a file (and SQLite, which has one
+    writer) locks every slot, in (campaign, slot) order."""
     ids = sorted(set(campaign_ids))
     if not ids:
         return {}
+    if one and lock and is_postgres(session):
+        rows = _TAKE_SLOT.rows(session, {"b_campaigns": ids})
+        return {(r.campaign_id, r.slot): r.left_ for r in rows}
     statement = (
-        select(_BUDGETS.c.campaign_id, _BUDGETS.c.budget, _BUDGETS.c.paid)
+        select(_BUDGETS.c.campaign_id, _BUDGETS.c.slot, _BUDGETS.c.budget, _BUDGETS.c.paid)
         .where(_BUDGETS.c.campaign_id.in_(ids))
-        .order_by(_BUDGETS.c.campaign_id)
+        .order_by(_BUDGETS.c.campaign_id, _BUDGETS.c.slot)
     )
     if lock:
         statement = statement.with_for_update()
-    return {cid: budget - paid for cid, budget, paid in session.execute(statement).all()}
+    return {(c, slot): budget - paid for c, slot, budget, paid in session.execute(statement).all()}
+
+
+def more_slots(
+    session: Session, campaign_ids: Iterable[uuid.UUID], held: Mapping[tuple[uuid.UUID, int], int]
+) -> dict[tuple[uuid.UUID, int], int]:
+    """Every other slot with budget left of these campaigns that no concurrent event holds
+    (SKIP LOCKED: never waits, so no two events wait on each other's slots)."""
+    if not is_postgres(session):
+        return {}
+    rows = _MORE_SLOTS.rows(session, {"b_campaigns": sorted(set(campaign_ids))})
+    return {(r.campaign_id, r.slot): r.left_ for r in rows if (r.campaign_id, r.slot) not in held}
+
+
+def _slot_pays(state: State) -> list[dict[str, Any]]:
+    """What each held slot pays: a campaign's total, from its slots in order, each up to what
+    it had left (they sum to at least the total: evaluation paid no more than they held)."""
+    rows: list[dict[str, Any]] = []
+    for campaign_id, total in sorted(state.paid.items()):
+        left = total
+        for (cid, slot), room in sorted(state.slots.items()):
+            if cid != campaign_id or left <= 0:
+                continue
+            pay = min(room, left)
+            if pay > 0:
+                rows.append({"b_campaign": cid, "b_slot": slot, "b_paid": pay})
+            left -= pay
+        assert left <= 0, "a campaign paid more than the budget it held"
+    return rows
 
 
 _PAY = (
     update(_BUDGETS)
-    .where(_BUDGETS.c.campaign_id == bindparam("b_campaign"))
+    .where(
+        _BUDGETS.c.campaign_id == bindparam("b_campaign"), _BUDGETS.c.slot == bindparam("b_slot")
+    )
     .values(paid=_BUDGETS.c.paid + bindparam("b_paid"))
 )
 
@@ -310,7 +366,7 @@ def write_events(
         }
         for member_id, key in sorted(state.touched)
     ]
-    pay_rows = [{"b_campaign": c, "b_paid": p} for c, p in sorted(state.paid.items()) if p > 0]
+    pay_rows = _slot_pays(state)
     write_counter, pay, insert_event, insert_award = _WRITES
     if not is_postgres(session):
         for statement, rows in (
@@ -360,9 +416,14 @@ def campaigns_of(session: Session, program_id: uuid.UUID) -> list[tuple[Campaign
         .group_by(CampaignAward.campaign_id)
         .subquery()
     )
+    paid = (
+        select(CampaignBudget.campaign_id, func.sum(CampaignBudget.paid).label("paid"))
+        .group_by(CampaignBudget.campaign_id)
+        .subquery()
+    )
     rows = session.execute(
-        select(Campaign, CampaignBudget.paid, func.coalesce(reached.c.members, 0))
-        .join(CampaignBudget, CampaignBudget.campaign_id == Campaign.id)
+        select(Campaign, paid.c.paid, func.coalesce(reached.c.members, 0))
+        .join(paid, paid.c.campaign_id == Campaign.id)
         .outerjoin(reached, reached.c.campaign_id == Campaign.id)
         .where(Campaign.program_id == program_id)
         .order_by(Campaign.priority, Campaign.code)

@@ -27,8 +27,10 @@ from issuers.contexts import MemberContext, member_context, member_context_of
 from issuers.earning import (
     PURCHASE,
     REFERRAL,
+    Counter,
     Earned,
     Line,
+    ProgramBook,
     Purchase,
     State,
     counter_keys,
@@ -100,11 +102,11 @@ def publish_book(
     for b in req.behaviours:
         if (b.streak_days is None) != (b.streak_points is None):
             raise InvalidInput("a streak needs both streak_days and streak_points", field="streak")
-    for rule in req.spend_rules:
-        if rule.merchant_id is not None:
-            merchant = repository.party_by_id(session, rule.merchant_id)
+    for spend_rule in req.spend_rules:
+        if spend_rule.merchant_id is not None:
+            merchant = repository.party_by_id(session, spend_rule.merchant_id)
             if merchant is None or merchant.kind != OrgKind.MERCHANT:
-                raise InvalidInput(f"rule {rule.code}: unknown merchant", field="merchant_id")
+                raise InvalidInput(f"rule {spend_rule.code}: unknown merchant", field="merchant_id")
     book = EarningBook(
         id=new_id(),
         program_id=program.id,
@@ -219,7 +221,11 @@ def create_campaign(
     )
     session.add(campaign)
     session.flush()
-    session.add(CampaignBudget(campaign_id=campaign.id, budget=req.budget, paid=0))
+    share, rest = divmod(req.budget, repo.BUDGET_SLOTS)
+    session.add_all(
+        CampaignBudget(campaign_id=campaign.id, slot=slot, budget=share + (slot < rest), paid=0)
+        for slot in range(repo.BUDGET_SLOTS)
+    )
     session.flush()
     repo.BOOKS.changed(session)
     return _campaign_out(code, campaign, 0, 0)
@@ -505,8 +511,14 @@ def _post(
         for c in book_of.campaigns
         if c.runs_at(ln.at, ln.day)
     }
-    state = State(counted, repo.budgets_left(session, running, lock=not preview))
-    earned = [evaluate(book_of.book_at(ln.at), book_of.campaigns, ln, state) for ln in lines]
+    one = len(lines) == 1 and not preview
+    held = repo.budget_slots(session, running, lock=not preview, one=one)
+    state, earned = _evaluated(book_of, lines, counted, held)
+    if one and state.short:
+        # The single event held one slot of a campaign and it could not pay in full: take every
+        # other slot with budget left that no concurrent event holds, and evaluate again.
+        held.update(repo.more_slots(session, state.short, held))
+        state, earned = _evaluated(book_of, lines, counted, held)
     posted: list[_Posted] = []
     if preview:
         return [
@@ -589,6 +601,23 @@ class _Posted:
     group: list[Earned]
     accrual_ids: list[uuid.UUID | None]
     ids: list[uuid.UUID]
+
+
+def _evaluated(
+    book_of: ProgramBook,
+    lines: list[Line],
+    counted: dict[tuple[uuid.UUID, str], Counter],
+    held: dict[tuple[uuid.UUID, int], int],
+) -> tuple[State, list[list[Earned]]]:
+    """The lines evaluated in order against fresh copies of the counters and the budget held."""
+    remaining: dict[uuid.UUID, int] = {}
+    for (campaign_id, _), left in held.items():
+        remaining[campaign_id] = remaining.get(campaign_id, 0) + left
+    counters = {k: Counter(c.count, c.points, c.last_day) for k, c in counted.items()}
+    state = State(counters, remaining)
+    earned = [evaluate(book_of.book_at(ln.at), book_of.campaigns, ln, state) for ln in lines]
+    state.slots = held
+    return state, earned
 
 
 def _out(code: str, posted: _Posted, preview: bool) -> EventOut:

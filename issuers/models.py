@@ -406,12 +406,15 @@ class Campaign(Base):
 
 
 class CampaignBudget(Base):
-    """What a campaign has paid of its budget: the row every paying event locks."""
+    """One slot of a campaign's budget and what it has paid: the rows paying events lock. A
+    budget is split into slots so that concurrent events lock different rows; no slot pays past
+    its share, so the campaign never pays past its budget."""
 
     __tablename__ = "campaign_budgets"
     __table_args__ = (CheckConstraint("paid >= 0 AND paid <= budget", name="within_budget"),)
 
     campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
     budget: Mapped[int] = mapped_column(BigInteger)
     paid: Mapped[int] = mapped_column(BigInteger, default=0)
 

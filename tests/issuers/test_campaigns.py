@@ -212,14 +212,21 @@ def test_concurrent_events_never_pass_a_budget_or_a_monthly_cap(pg_engine: Engin
     for t in threads:
         t.join()
     assert errors == []
-    # 16 purchases of 100 CNY: each rule pays 100 (capped member: 250 of 800 in the month);
-    # the campaign pays 100 on each until its 350 are gone: exactly 350 in all
+    # 16 purchases of 100 CNY: each rule pays 100, the capped member's 8 pay 250 in all (its
+    # month cap); the campaign pays 100 on each while its budget lasts. Concurrent events pay from
+    # different slots of the budget, never past it (an event that finds every other slot in use
+    # pays what it holds and says so).
+    fig = figures(pg_engine, w.bank_a, "BANKA", "double")
+    assert fig.paid <= 350
+    total = sum(balance(pg_engine, w.bank_a, "BANKA", m)[0] for m in [*members, "capped"])
+    assert total == 8 * 100 + 250 + fig.paid
+    # what is left is paid to later events, and no more: m0 has 150 of its month cap left
+    for _ in range(4):
+        post(pg_engine, w.bank_a, "BANKA", external_id="m0", kind="purchase", spend=10_000)
     fig = figures(pg_engine, w.bank_a, "BANKA", "double")
     assert (fig.paid, fig.exhausted) == (350, True)
-    rules = 8 * 100 + 250
     total = sum(balance(pg_engine, w.bank_a, "BANKA", m)[0] for m in [*members, "capped"])
-    assert total == rules + 350
-    assert balance(pg_engine, w.bank_a, "BANKA", "capped")[0] <= 250 + 350
+    assert total == 8 * 100 + 250 + 150 + 350
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))

@@ -96,13 +96,14 @@ def upgrade() -> None:
     op.create_table(
         "campaign_budgets",
         sa.Column("campaign_id", sa.Uuid(), nullable=False),
+        sa.Column("slot", sa.Integer(), nullable=False),
         sa.Column("budget", sa.BigInteger(), nullable=False),
         sa.Column("paid", sa.BigInteger(), nullable=False),
         sa.CheckConstraint(
             "paid >= 0 AND paid <= budget", name=op.f("ck_campaign_budgets_within_budget")
         ),
         _fk("campaign_budgets", "campaign_id", "campaigns"),
-        sa.PrimaryKeyConstraint("campaign_id", name=op.f("pk_campaign_budgets")),
+        sa.PrimaryKeyConstraint("campaign_id", "slot", name=op.f("pk_campaign_budgets")),
     )
     op.create_table(
         "campaign_awards",
