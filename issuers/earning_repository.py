@@ -27,10 +27,14 @@ from issuers.models import (
     EarningCounter,
     EarningRule,
     Member,
+    MemberTier,
     Organisation,
     Program,
     ProgramEvent,
+    ProgramTier,
 )
+from issuers.repository import MemberRef
+from issuers.tiers import TierRef
 
 _COUNTERS = cast(Table, EarningCounter.__table__)
 _BUDGETS = cast(Table, CampaignBudget.__table__)
@@ -391,6 +395,54 @@ def write_events(
             session, [{**e, "explanation": Json(e["explanation"])} for e in events]
         )
         insert_award.run_many(session, awards)
+
+
+_TIERS = cast(Table, ProgramTier.__table__)
+_HELD = cast(Table, MemberTier.__table__)
+_BASE = _TIERS.alias("base")
+_TIER_OF = Sql(
+    select(
+        _TIERS.c.id,
+        _TIERS.c.program_id,
+        _TIERS.c.code,
+        _TIERS.c.name,
+        _TIERS.c.rank,
+        _TIERS.c.multiplier,
+        _TIERS.c.qualify_points,
+        _TIERS.c.qualify_spend,
+        _TIERS.c.privileges,
+    ).where(
+        _TIERS.c.id
+        == func.coalesce(
+            select(_HELD.c.tier_id)
+            .where(_HELD.c.member_id == bindparam("b_member"))
+            .scalar_subquery(),
+            select(_BASE.c.id)
+            .where(_BASE.c.program_id == bindparam("b_program"), _BASE.c.rank == 0)
+            .scalar_subquery(),
+        )
+    )
+)
+
+
+def tier_of(session: Session, member: MemberRef) -> TierRef | None:
+    """The tier one member holds now, in one prepared statement: the same answer as
+    `issuers.tiers.tiers_of` (its recorded tier, else its program's base tier; a test compares
+    them), for the single event's hot path."""
+    row = _TIER_OF.first(session, {"b_member": member.id, "b_program": member.program_id})
+    if row is None:
+        return None
+    return TierRef(
+        row.id,
+        row.program_id,
+        row.code,
+        row.name,
+        row.rank,
+        row.multiplier,
+        row.qualify_points,
+        row.qualify_spend,
+        tuple(row.privileges),
+    )
 
 
 def members_since(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, datetime]:

@@ -485,7 +485,11 @@ def _post(
     book_of = repo.program_book(session, reads.program.id, reads.issuer.id)
     lines = _lines(reads, items, now, BusinessCalendar(book_of.zone, "00:00"))
     purchasers = [ln.member for ln in lines if ln.kind == PURCHASE]
-    tiers = tiers_of(session, list({m.id: m for m in purchasers}.values())) if purchasers else {}
+    distinct = list({m.id: m for m in purchasers}.values())
+    if len(distinct) == 1:
+        tiers = {distinct[0].id: repo.tier_of(session, distinct[0])}
+    else:
+        tiers = tiers_of(session, distinct) if distinct else {}
     ages = any(c.targets_age for c in book_of.campaigns)
     since = repo.members_since(session, [m.id for m in purchasers]) if ages and purchasers else {}
     lines = [
