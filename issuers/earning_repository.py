@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from clearing.core.cache import ProcessCopy
-from clearing.core.db import COPY_THRESHOLD, Sql, bulk_insert, is_postgres
+from clearing.core.db import COPY_THRESHOLD, Sql, bulk_insert, is_postgres, rows_together
 from clearing.core.timeutil import aware
 from issuers.earning import Behaviour, Book, CampaignRef, Counter, ProgramBook, SpendRule, State
 from issuers.models import (
@@ -425,11 +425,48 @@ _TIER_OF = Sql(
 )
 
 
+def single_event_reads(
+    session: Session,
+    member: MemberRef | None,
+    keys: Iterable[tuple[uuid.UUID, str]],
+    campaign_ids: Iterable[uuid.UUID],
+) -> tuple[TierRef | None, dict[tuple[uuid.UUID, str], Counter], dict[tuple[uuid.UUID, int], int]]:
+    """PostgreSQL: what one event reads, sent together (one round trip): its purchaser's tier
+    (as `tier_of`), its counters locked (as `counters`), a budget slot per running campaign
+    taken (as `budget_slots`)."""
+    wanted = sorted(set(keys))
+    ids = sorted(set(campaign_ids))
+    queries: list[tuple[Sql, dict[str, Any]]] = []
+    if member is not None:
+        queries.append((_TIER_OF, {"b_member": member.id, "b_program": member.program_id}))
+    if wanted:
+        queries.append(
+            (
+                _LOCK_COUNTERS,
+                {"b_members": [m for m, _ in wanted], "b_keys": [k for _, k in wanted]},
+            )
+        )
+    if ids:
+        queries.append((_TAKE_SLOT, {"b_campaigns": ids}))
+    results = iter(rows_together(session, queries))
+    tier = _tier(next(iter(next(results)), None)) if member is not None else None
+    found = (
+        {(r.member_id, r.key): Counter(r.count, r.points, r.last_day) for r in next(results)}
+        if wanted
+        else {}
+    )
+    held = {(r.campaign_id, r.slot): r.left_ for r in next(results)} if ids else {}
+    return tier, found, held
+
+
 def tier_of(session: Session, member: MemberRef) -> TierRef | None:
     """The tier one member holds now, in one prepared statement: the same answer as
     `issuers.tiers.tiers_of` (its recorded tier, else its program's base tier; a test compares
     them), for the single event's hot path."""
-    row = _TIER_OF.first(session, {"b_member": member.id, "b_program": member.program_id})
+    return _tier(_TIER_OF.first(session, {"b_member": member.id, "b_program": member.program_id}))
+
+
+def _tier(row: Any | None) -> TierRef | None:
     if row is None:
         return None
     return TierRef(

@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from clearing.core.db import bulk_insert
+from clearing.core.db import bulk_insert, is_postgres
 from clearing.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from clearing.core.idempotency import Operation, Outcome, run_once
 from clearing.core.ids import new_id
@@ -485,11 +485,27 @@ def _post(
     book_of = repo.program_book(session, reads.program.id, reads.issuer.id)
     lines = _lines(reads, items, now, BusinessCalendar(book_of.zone, "00:00"))
     purchasers = [ln.member for ln in lines if ln.kind == PURCHASE]
+    first = any(c.kind == "first_purchase" for c in book_of.campaigns)
+    keys = [k for ln in lines for k in counter_keys(book_of.book_at(ln.at), ln, first)]
+    running = {
+        c.id
+        for ln in lines
+        if ln.kind == PURCHASE
+        for c in book_of.campaigns
+        if c.runs_at(ln.at, ln.day)
+    }
     distinct = list({m.id: m for m in purchasers}.values())
-    if len(distinct) == 1:
-        tiers = {distinct[0].id: repo.tier_of(session, distinct[0])}
+    one = len(lines) == 1 and not preview
+    if one and is_postgres(session):
+        # A single event's reads (tier, counters locked, budget slots taken) in one round trip.
+        tier, counted, held = repo.single_event_reads(
+            session, distinct[0] if distinct else None, keys, running
+        )
+        tiers = {distinct[0].id: tier} if distinct else {}
     else:
         tiers = tiers_of(session, distinct) if distinct else {}
+        counted = repo.counters(session, keys, lock=not preview) if keys else {}
+        held = repo.budget_slots(session, running, lock=not preview, one=one)
     ages = any(c.targets_age for c in book_of.campaigns)
     since = repo.members_since(session, [m.id for m in purchasers]) if ages and purchasers else {}
     lines = [
@@ -505,18 +521,6 @@ def _post(
         )
         for ln in lines
     ]
-    first = any(c.kind == "first_purchase" for c in book_of.campaigns)
-    keys = [k for ln in lines for k in counter_keys(book_of.book_at(ln.at), ln, first)]
-    counted = repo.counters(session, keys, lock=not preview) if keys else {}
-    running = {
-        c.id
-        for ln in lines
-        if ln.kind == PURCHASE
-        for c in book_of.campaigns
-        if c.runs_at(ln.at, ln.day)
-    }
-    one = len(lines) == 1 and not preview
-    held = repo.budget_slots(session, running, lock=not preview, one=one)
     state, earned = _evaluated(book_of, lines, counted, held)
     if one and state.short:
         # The single event held one slot of a campaign and it could not pay in full: take every
