@@ -264,9 +264,7 @@ FIRST_PURCHASE_KEY = "purchase:count"
 REFERRED_KEY = "referred"
 
 
-def counter_keys(
-    book: Book | None, line: Line, first_purchase: bool
-) -> list[tuple[uuid.UUID, str]]:
+def counter_keys(book: Book | None, line: Line) -> list[tuple[uuid.UUID, str]]:
     """The counters evaluating `line` reads (and may change)."""
     if book is None:
         return []
@@ -278,8 +276,8 @@ def counter_keys(
         if book.month_cap is not None:
             keys.append((member.id, month_cap_key(line.day)))
     if line.kind == PURCHASE:
-        if first_purchase:
-            keys.append((line.member.id, FIRST_PURCHASE_KEY))
+        # Every purchase counts, so that a first-purchase campaign published later knows.
+        keys.append((line.member.id, FIRST_PURCHASE_KEY))
         return keys
     behaviour = book.behaviours.get(line.kind)
     if behaviour is None:
@@ -335,17 +333,10 @@ def _purchase(
         earned.steps.append(Step("tier", tier.code, extra, f"x{tier.multiplier}"))
     if book is not None:
         _cap(book, line.member, line.day, earned, state)
-        first = state.counter(line.member.id, FIRST_PURCHASE_KEY) if _has_first(campaigns) else None
-        _campaigns(
-            campaigns, line, event, base, first is not None and first.count == 0, earned, state
-        )
-        if first is not None:
-            first.count += 1
+        first = state.counter(line.member.id, FIRST_PURCHASE_KEY)
+        _campaigns(campaigns, line, event, base, first.count == 0, earned, state)
+        first.count += 1
     return earned
-
-
-def _has_first(campaigns: Iterable[CampaignRef]) -> bool:
-    return any(c.kind == "first_purchase" for c in campaigns)
 
 
 def _cap(book: Book, member: MemberRef, day: date, earned: Earned, state: State) -> None:

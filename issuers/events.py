@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table
@@ -27,6 +27,7 @@ from issuers.contexts import MemberContext, member_context, member_context_of
 from issuers.earning import (
     PURCHASE,
     REFERRAL,
+    CampaignRef,
     Counter,
     Earned,
     Line,
@@ -485,8 +486,7 @@ def _post(
     book_of = repo.program_book(session, reads.program.id, reads.issuer.id)
     lines = _lines(reads, items, now, BusinessCalendar(book_of.zone, "00:00"))
     purchasers = [ln.member for ln in lines if ln.kind == PURCHASE]
-    first = any(c.kind == "first_purchase" for c in book_of.campaigns)
-    keys = [k for ln in lines for k in counter_keys(book_of.book_at(ln.at), ln, first)]
+    keys = [k for ln in lines for k in counter_keys(book_of.book_at(ln.at), ln)]
     running = {
         c.id
         for ln in lines
@@ -623,7 +623,14 @@ def _evaluated(
         remaining[campaign_id] = remaining.get(campaign_id, 0) + left
     counters = {k: Counter(c.count, c.points, c.last_day) for k, c in counted.items()}
     state = State(counters, remaining)
-    earned = [evaluate(book_of.book_at(ln.at), book_of.campaigns, ln, state) for ln in lines]
+    # The campaigns running at an instant, found once per instant (a file's lines share one).
+    running: dict[tuple[datetime, date], tuple[CampaignRef, ...]] = {}
+    earned = []
+    for ln in lines:
+        when = (ln.at, ln.day)
+        if when not in running:
+            running[when] = tuple(c for c in book_of.campaigns if c.runs_at(*when))
+        earned.append(evaluate(book_of.book_at(ln.at), running[when], ln, state))
     state.slots = held
     return state, earned
 

@@ -106,6 +106,23 @@ def test_first_purchase_spend_x_get_y_and_the_stacking_rule(engine: Engine) -> N
     assert balance(engine, w.bank_a, "BANKA", "a")[0] == 1900 + 800
 
 
+def test_a_first_purchase_campaign_knows_purchases_made_before_it(engine: Engine) -> None:
+    w = build_world(engine)
+    for m in ("old", "new"):
+        member(engine, w.bank_a, "BANKA", m)
+    book(engine, w.bank_a, "BANKA", spend_rules=BASE)
+    post(engine, w.bank_a, "BANKA", external_id="old", kind="purchase", spend=1000)
+    campaign(
+        engine, w.bank_a, "BANKA", code="first", kind="first_purchase", bonus_points=50, budget=1000
+    )
+    assert (
+        post(engine, w.bank_a, "BANKA", external_id="old", kind="purchase", spend=1000).points == 10
+    )
+    assert (
+        post(engine, w.bank_a, "BANKA", external_id="new", kind="purchase", spend=1000).points == 60
+    )
+
+
 def test_targeting_by_tier_and_membership_age(engine: Engine) -> None:
     w = build_world(engine)
     member(engine, w.bank_a, "BANKA", "old", now=T0 - timedelta(days=400))
