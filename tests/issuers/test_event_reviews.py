@@ -12,7 +12,7 @@ from clearing.core.db import transaction
 from clearing.core.policy import Action, PendingReview, bind_policy
 from clearing.web.context import Caller
 from issuers import events
-from issuers.earning_schemas import EventCreate
+from issuers.earning_schemas import EventCreate, EventOut
 from issuers.models import EarningCounter, ProgramEvent
 from risk import reviews
 from tests.factories import T0, balance, build_world, key, member
@@ -42,6 +42,7 @@ def test_a_reviewed_event_earns_once_on_approval(engine: Engine) -> None:
             uuid.UUID(body["review_id"]),
             LATER,
         )
+    assert isinstance(result, EventOut)
     assert result.points == 3000
     assert balance(engine, w.bank_a, "BANKA", "alice")[0] == 3000
     with transaction(engine) as session:
