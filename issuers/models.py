@@ -496,3 +496,141 @@ class ExpiryNotice(Base):
     points: Mapped[int] = mapped_column(BigInteger)
     """Whole points of the program due that day when the notice was recorded."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EarningBook(Base):
+    """One version of a program's earning rules (its spend rules, behaviour events, minimum
+    spend and caps), in force from `effective_from` until the next version's; never changed."""
+
+    __tablename__ = "earning_books"
+    __table_args__ = (UniqueConstraint("program_id", "version", name="uq_earning_books_version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    min_spend: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Minor units of the issuer's currency a purchase must reach to earn by spend rules."""
+    day_cap: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Most points the rules pay one member per business day (issuer's zone); None: no cap."""
+    month_cap: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Most points the rules pay one member per calendar month (issuer's zone); None: no cap."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EarningRule(Base):
+    """A rule of an earning book: a spend rule (points per major currency unit, for purchases
+    matching its selectors) or a behaviour event (fixed points, with a frequency limit)."""
+
+    __tablename__ = "earning_rules"
+    __table_args__ = (
+        CheckConstraint("kind IN ('spend', 'behaviour')", name="kind_known"),
+        UniqueConstraint("book_id", "position", name="uq_earning_rules_position"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    book_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("earning_books.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(12))
+    code: Mapped[str] = mapped_column(String(40))
+    """Spend rules: the rule's name; behaviours: the event's name (sign_up, check_in, ...)."""
+    rate: Mapped[Decimal | None] = mapped_column(ExactDecimal(18, 6), default=None)
+    """Spend rules: points per major unit of the issuer's currency spent."""
+    product_line: Mapped[str | None] = mapped_column(String(40), default=None)
+    merchant_category: Mapped[str | None] = mapped_column(String(40), default=None)
+    merchant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organisations.id"), default=None
+    )
+    channel: Mapped[str | None] = mapped_column(String(40), default=None)
+    points: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Behaviours: the points the event earns."""
+    frequency: Mapped[str | None] = mapped_column(String(8), default=None)
+    """Behaviours: once, day, month, year (business periods of the issuer's zone) or None."""
+    max_per_period: Mapped[int | None] = mapped_column(Integer, default=None)
+    streak_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Behaviours: every `streak_days`-th consecutive day of the event pays `streak_points`."""
+    streak_points: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    referee_points: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Referral: the points the referred member earns (once per member)."""
+
+
+class Campaign(Base):
+    """A campaign of a program: when it runs (a window, optionally recurring days in the
+    issuer's zone), whom it targets (tiers, membership age), what it pays (a multiplier of the
+    rules' base points or fixed bonus points) on which events, and its points budget."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        UniqueConstraint("program_id", "code", name="uq_campaigns_code"),
+        CheckConstraint(
+            "kind IN ('multiplier', 'first_purchase', 'spend_bonus')", name="kind_known"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programs.id"))
+    code: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer)
+    """Campaigns are considered (and their budgets drawn) by priority, then code."""
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    days_of_month: Mapped[list[int]] = mapped_column(JSON, default=list)
+    """Recurring: only on these days of the month (issuer's zone); empty: every day."""
+    weekdays: Mapped[list[int]] = mapped_column(JSON, default=list)
+    """Recurring: only on these ISO weekdays (1 Monday .. 7 Sunday); empty: every day."""
+    multiplier: Mapped[Decimal | None] = mapped_column(ExactDecimal(12, 6), default=None)
+    bonus_points: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    min_spend: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Spend X get Y (and any kind): minor units a purchase must reach."""
+    tiers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Targeted tier codes; empty: every member."""
+    min_member_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_member_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Membership age in days at the event, bounds inclusive."""
+    budget: Mapped[int] = mapped_column(BigInteger)
+    """Most points the campaign pays in all."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CampaignBudget(Base):
+    """One slot of a campaign's budget and what it has paid: the rows paying events lock. A
+    budget is split into slots so that concurrent events lock different rows; no slot pays past
+    its share, so the campaign never pays past its budget."""
+
+    __tablename__ = "campaign_budgets"
+    __table_args__ = (CheckConstraint("paid >= 0 AND paid <= budget", name="within_budget"),)
+
+    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    budget: Mapped[int] = mapped_column(BigInteger)
+    paid: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class CampaignAward(Base):
+    """Points a campaign paid on one event (campaign figures: points paid, members reached)."""
+
+    __tablename__ = "campaign_awards"
+    __table_args__ = (Index("ix_campaign_awards_campaign", "campaign_id", "member_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id"))
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("program_events.id"))
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EarningCounter(Base):
+    """What one member has earned under one key (a cap's day or month, a behaviour's period,
+    a streak, a referral, first purchase): the row that frequency limits and caps lock."""
+
+    __tablename__ = "earning_counters"
+
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_day: Mapped[date | None] = mapped_column(Date, default=None)
+    """Streaks: the business day the event last counted."""

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from clearing.core.errors import InvalidInput, NotFound
 from clearing.core.idempotency import Operation
 from clearing.core.schemas import Code, ExternalId
-from clearing.core.timeutil import utcnow
+from clearing.core.timeutil import aware, utcnow
 from clearing.web.api import (
     JSON,
     After,
@@ -33,6 +33,7 @@ from issuers import (
     agreements,
     debts,
     enrolment,
+    events,
     expiring,
     keys,
     members,
@@ -42,6 +43,16 @@ from issuers import (
     statements,
     tokens,
     transfers,
+)
+from issuers.earning_schemas import (
+    CampaignCreate,
+    CampaignOut,
+    EarningBookCreate,
+    EarningBookOut,
+    EventBatchCreate,
+    EventBatchOut,
+    EventCreate,
+    EventOut,
 )
 from issuers.models import Organisation
 from issuers.schemas import (
@@ -734,4 +745,114 @@ def enrol_members(
 ) -> Response:
     """Enrol a list of members of one of the caller's programs, set-based: all or none."""
     outcome = enrolment.enrol_batch(session, caller, code, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
+
+
+# earning rules, campaigns and events ---------------------------------------------------------
+
+CampaignPath = Annotated[Code, Path()]
+
+
+@router.post(
+    "/programs/{code}/earning-rules",
+    tags=["earning"],
+    status_code=201,
+    response_model=EarningBookOut,
+)
+def publish_earning_rules(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    req: EarningBookCreate,
+    session: SessionDep,
+) -> Response:
+    """Publish a new version of the program's earning rules (spend rules, behaviours, caps)."""
+    now = utcnow()
+    operation = Operation(
+        "earning_book",
+        {"program": code, **req.model_dump(mode="json")},
+        EarningBookOut,
+        lambda _: events.publish_book(session, caller, code, req, now),
+    )
+    return respond_once(session, caller.org_id, key, operation, now)
+
+
+@router.get("/programs/{code}/earning-rules", tags=["earning"], response_model=EarningBookOut)
+def get_earning_rules(
+    caller: CallerDep, code: CodePath, session: SessionDep, at: datetime | None = None
+) -> Response:
+    """The version of the program's earning rules in force now (or at `at`)."""
+    when = aware(at) if at is not None else utcnow()
+    return json_response(events.book_in_force(session, caller, code, when))
+
+
+@router.post(
+    "/programs/{code}/campaigns", tags=["earning"], status_code=201, response_model=CampaignOut
+)
+def create_campaign(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    req: CampaignCreate,
+    session: SessionDep,
+) -> Response:
+    """Publish a campaign of the program with its points budget."""
+    now = utcnow()
+    operation = Operation(
+        "campaign",
+        {"program": code, **req.model_dump(mode="json")},
+        CampaignOut,
+        lambda _: events.create_campaign(session, caller, code, req, now),
+    )
+    return respond_once(session, caller.org_id, key, operation, now)
+
+
+@router.get("/programs/{code}/campaigns", tags=["earning"], response_model=list[CampaignOut])
+def list_campaigns(caller: CallerDep, code: CodePath, session: SessionDep) -> list[CampaignOut]:
+    """The program's campaigns with their figures: points paid against budget, members reached."""
+    return events.campaigns(session, caller, code)
+
+
+@router.get(
+    "/programs/{code}/campaigns/{campaign_code}", tags=["earning"], response_model=CampaignOut
+)
+def get_campaign(
+    caller: CallerDep, code: CodePath, campaign_code: CampaignPath, session: SessionDep
+) -> Response:
+    """One campaign with its figures."""
+    return json_response(events.campaign(session, caller, code, campaign_code))
+
+
+@router.post("/programs/{code}/events", tags=["earning"], status_code=201, response_model=EventOut)
+def post_event(
+    caller: CallerDep, key: IdempotencyKey, code: CodePath, req: EventCreate, session: SessionDep
+) -> Response:
+    """A purchase or behaviour event: earns by the rules, tier and campaigns, and says how."""
+    outcome = events.post_event(session, caller, code, req, utcnow(), key)
+    return once_response(session, caller.org_id, key, outcome)
+
+
+@router.post("/programs/{code}/events/preview", tags=["earning"], response_model=EventOut)
+def preview_event(
+    caller: CallerDep, code: CodePath, req: EventCreate, session: SessionDep
+) -> Response:
+    """What an event would earn now, with the explanation; nothing is written."""
+    return json_response(events.preview_event(session, caller, code, req, utcnow()))
+
+
+@router.post(
+    "/programs/{code}/event-batches",
+    tags=["earning"],
+    status_code=201,
+    response_model=EventBatchOut,
+)
+def post_event_batch(
+    caller: CallerDep,
+    key: IdempotencyKey,
+    code: CodePath,
+    req: EventBatchCreate,
+    session: SessionDep,
+) -> Response:
+    """A partner's bulk file of events, evaluated together: every line or none."""
+    outcome = events.post_event_batch(session, caller, code, req, utcnow(), key)
     return once_response(session, caller.org_id, key, outcome)

@@ -65,7 +65,7 @@ def tiers_of(session: Session, members: Sequence[MemberRef]) -> dict[uuid.UUID, 
             select(MemberTier.member_id, ProgramTier)
             .join(ProgramTier, ProgramTier.id == MemberTier.tier_id)
             .where(MemberTier.member_id.in_([m.id for m in members]))
-        ).tuples()
+        )
     }
     bases = {
         tier.program_id: _ref(tier)

@@ -18,7 +18,8 @@ from clearing.web.context import Caller
 from exchange import service as exchange
 from exchange.rates import rate_graph
 from exchange.schemas import ConversionCreate, RefundCreate
-from issuers import accruals
+from issuers import accruals, events
+from issuers.earning_schemas import EventBatchCreate, EventCreate
 from issuers.schemas import AccrualBatchCreate, AccrualCreate
 from risk.agreements import AgreementRule, ArbitrageRule, InterchangeRule
 from risk.exposure import ExposureRule
@@ -60,11 +61,28 @@ def _refund(
     return exchange.refund_operation(session, caller, checkout_id, req, now)
 
 
+def _program_event(
+    session: Session, caller: Caller, request: Mapping[str, Any], now: datetime, _: datetime
+) -> Operation[Any]:
+    fields = {k: v for k, v in request.items() if k != "program"}
+    req = EventCreate.model_validate(fields)
+    return events.event_operation(session, caller, str(request["program"]), req, now)
+
+
+def _program_event_batch(
+    session: Session, caller: Caller, request: Mapping[str, Any], now: datetime, _: datetime
+) -> Operation[Any]:
+    req = EventBatchCreate.model_validate({"items": request["items"]})
+    return events.event_batch_operation(session, caller, str(request["program"]), req, now)
+
+
 REVIEWABLE: Mapping[str, OperationBuilder] = {
     "accrual": _accrual,
     "accrual_batch": _accrual_batch,
     "conversion": _conversion,
     "refund": _refund,
+    "program_event": _program_event,
+    "program_event_batch": _program_event_batch,
 }
 """The operations a control may send to review (a till's authorisation, capture and void are
 decided on the spot: a checkout cannot wait for an operator)."""

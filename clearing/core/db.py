@@ -349,3 +349,24 @@ def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
     with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
         for row in rows:
             copy.write_row([json.dumps(row[c]) if c in json_columns else row[c] for c in columns])
+
+
+def rows_together(session: Session, queries: Sequence[tuple[Sql, Params]]) -> list[list[Any]]:
+    """Every row of each query, the queries sent together: on PostgreSQL in one pipeline (one
+    round trip for all, run in order by the server), on SQLite one after the other."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return [query.rows(session, params) for query, params in queries]
+    pooled = connection.connection
+    cursors: list[psycopg.Cursor[Any]] = pooled.info.setdefault("clearing_pipeline_cursors", [])
+    raw = cast(psycopg.Connection[Any], pooled.driver_connection)
+    while len(cursors) < len(queries):
+        cursors.append(raw.cursor(row_factory=namedtuple_row))
+    sqls = [query._pg_sql() for query, _ in queries]
+    try:
+        with raw.pipeline():
+            for cursor, sql, (query, params) in zip(cursors, sqls, queries, strict=False):
+                cursor.execute(sql, query._params(params), prepare=True)
+        return [cursor.fetchall() for cursor in cursors[: len(queries)]]
+    except psycopg.Error as error:
+        raise _wrapped("; ".join(sqls), error) from error

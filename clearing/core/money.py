@@ -15,6 +15,13 @@ party that controls the split, and the sum of the pieces is never kinder to it t
 | a fee owed to the platform (checkout, conversion) | the fee payer | up | `fee`, `conversion_fee` |
 | points a member receives by conversion | the member | down | `converted_points`, `blocks_converted` |
 | what is given back (refund points and fee, a reversal's money): the share done so far | the one asking for it back | down, cumulative | `cumulative_share` |
+| points a member earns by the earning rules (spend x rate, x tier multiplier, campaign bonus) | member and merchant (how a purchase is split into events) | down, each step | `earned_points` |
+
+Earned points. Every step of the earning engine (a spend rule's points, a tier multiplier's
+extra, a campaign multiplier's extra) rounds its exact product down to whole points, once, with
+`earned_points`: a member's points are never fractional and never more than the rule gives, and
+since floor(a) + floor(b) <= floor(a + b), no split of one purchase into several events earns more
+than the purchase in one piece.
 
 Up-rounding means the smallest accrual owes at least one minor unit, and no split into many small
 lines owes less than the whole. Cumulative shares are path-independent: the total given back after
@@ -222,3 +229,24 @@ def blocks_converted(points_out: int, source_block: int, target_block: int) -> i
 def cumulative_share(total: int, part_so_far: int, whole: int) -> int:
     """floor(total x part / whole): the share of `total` given back once `part_so_far` of `whole` is."""
     return total * part_so_far // whole
+
+
+def earned_points(exact: Decimal) -> int:
+    """Whole points earned for an exact (fractional) amount: down, floor(exact), never below 0."""
+    if not exact.is_finite() or exact <= 0:
+        return 0
+    return bounded(_whole(exact, ROUND_FLOOR), "points")
+
+
+def spend_points(spend: int, rate: Decimal, currency: str) -> int:
+    """Points earned on `spend` minor units at `rate` points per major unit: down."""
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        return earned_points(Decimal(spend).scaleb(-exponent(currency)) * rate)
+
+
+def multiplied_extra(points: int, multiplier: Decimal) -> int:
+    """The extra points a multiplier adds to `points`: down, floor(points x (multiplier - 1))."""
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        return earned_points(Decimal(points) * (multiplier - 1))
