@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import typer
@@ -110,7 +111,9 @@ def _run(engine: Engine, settings: Settings, console: Console, command: str) -> 
     try:
         with _Parties(app, engine) as parties:
             _onboard(parties)
+            _tiers(parties)
             _business_day(parties)
+            _earning(parties, console)
             _risk_controls(parties, console)
     finally:
         app.state.engine.dispose()
@@ -319,6 +322,77 @@ def _business_day(p: _Parties) -> None:
     market.capture(phone)
     market.refund(phone, 4_000)
     coffee.capture(pay("coffee", "HXCARD", "HX-0002", 3_200, 3_200))
+
+
+def _tiers(p: _Parties) -> None:
+    """The card bank's tiers: a member whose 12-month points reach 100,000 is gold at once."""
+    for tier in (
+        {"code": "standard", "name": "Standard", "rank": 0},
+        {
+            "code": "gold",
+            "name": "Gold",
+            "rank": 1,
+            "multiplier": "2",
+            "qualify_points": 100_000,
+            "privileges": ["airport lounge"],
+        },
+    ):
+        p["bank_a"].request("POST", "/v1/programs/HXCARD/tiers", tier)
+
+
+def _earning(p: _Parties, console: Console) -> None:
+    """Points earned by rules: the bank publishes its earning rules and a member-day campaign,
+    then posts a card purchase; the platform works out the points and says how."""
+    bank = p["bank_a"]
+    bank.request(
+        "POST",
+        "/v1/programs/HXCARD/earning-rules",
+        {
+            "spend_rules": [
+                {"code": "card-spend", "rate": "1"},
+                {"code": "travel", "rate": "2", "product_line": "travel"},
+            ],
+            "behaviours": [{"event": "sign_up", "points": 100, "frequency": "once"}],
+            "month_cap": 200_000,
+        },
+    )
+    # Member day is today in the bank's zone (and tomorrow, so that a demo run across
+    # midnight still meets it).
+    today = datetime.now(ZoneInfo("Asia/Shanghai"))
+    bank.request(
+        "POST",
+        "/v1/programs/HXCARD/campaigns",
+        {
+            "code": "member-day",
+            "name": "Member day: double points",
+            "kind": "multiplier",
+            "starts_at": (today - timedelta(days=1)).isoformat(),
+            "days_of_month": sorted({today.day, (today + timedelta(days=1)).day}),
+            "multiplier": "2",
+            "budget": 5_000_000,
+        },
+    )
+    event = bank.request(
+        "POST",
+        "/v1/programs/HXCARD/events",
+        {
+            "external_id": "HX-0001",
+            "kind": "purchase",
+            "spend": 58_800,
+            "currency": "CNY",
+            "product_line": "travel",
+            "reference": "card-txn-5521",
+        },
+    )
+    steps = "; ".join(
+        f"{step['step']} {step['ref'] or ''} {step['points']:+,}".replace("  ", " ")
+        for step in event["earnings"][0]["explanation"]
+    )
+    tier = bank.member("HXCARD", "HX-0001")["tier"]["code"]
+    console.print(
+        f"earning: HX-0001 ({tier}) spent 588.00 CNY on travel on member day:"
+        f" [bold]{event['points']:,} points[/bold] ({escape(steps)})"
+    )
 
 
 def _risk_controls(p: _Parties, console: Console) -> None:

@@ -28,6 +28,12 @@ def test_demo_runs_a_day_through_the_api_and_settles_it(tmp_path: Path) -> None:
     text = out.getvalue()
     assert "ledger check: clean" in text
     assert "positions sum to 0" in text
+    # Points earned by rules: 588 yuan at the travel rule's 2 points a yuan, doubled by the
+    # gold tier the member reached at once (120,000 qualifying points) and by member day.
+    assert (
+        "earning: HX-0001 (gold) spent 588.00 CNY on travel on member day: 3,528 points"
+        " (rule travel +1,176; tier gold +1,176; campaign member-day +1,176)"
+    ) in text
     # The risk controls at work: one decline, one review approved, one rate refused.
     assert "risk: declined no_agreement" in text
     assert "risk: accrual of 1,500,000 points pending_review" in text
