@@ -133,8 +133,13 @@ def post_accruals(
     items: Sequence[AccrualCreate],
     now: datetime,
     context: MemberContext | None = None,
+    *,
+    upgrade_tiers: bool = True,
 ) -> list[AccrualOut]:
-    """Accruals of one funder: each its own entry and lot, posted together."""
+    """Accruals of one funder: each its own entry and lot, posted together.
+
+    `upgrade_tiers=False` is for a caller that records more qualifying figures after the accruals
+    (purchase events' spend) and runs `upgrade_at_once` itself once they are written."""
     ledger = Ledger(session)
     if len(items) == 1:
         # A single accrual reads everything it needs in one statement.
@@ -183,8 +188,9 @@ def post_accruals(
             for out, entry in zip(results, posted, strict=True)
         ],
     )
-    # Tiers: a member who now qualifies for a higher tier moves up at once (untiered: free).
-    upgrade_at_once(session, reads.members.values(), now)
+    if upgrade_tiers:
+        # Tiers: a member who now qualifies for a higher tier moves up at once (untiered: free).
+        upgrade_at_once(session, reads.members.values(), now)
     return results
 
 

@@ -62,6 +62,7 @@ from issuers.models import (
 )
 from issuers.organisations import active_organisation
 from issuers.programs import active_program, own_program
+from issuers.qualification import upgrade_at_once
 from issuers.repository import MemberRef, Party, ProgramRef
 from issuers.schemas import AccrualCreate
 from issuers.tiers import tiers_of
@@ -555,6 +556,7 @@ def _post(
             reads.context
             if len(paying) == 1 and paying[0].member.external_id == items[0].external_id
             else None,
+            upgrade_tiers=False,
         )
         if paying
         else []
@@ -597,6 +599,9 @@ def _post(
             )
         posted.append(_Posted(item, ln, group, accrual_ids, ids))
     repo.write_events(session, state, events, awards)
+    # Tiers move up once the events' spend is written too: a purchase that reaches a spend
+    # threshold upgrades its member at once, not at the next accrual.
+    upgrade_at_once(session, [e.member for group in earned for e in group], now)
     return posted
 
 
