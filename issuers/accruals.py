@@ -165,7 +165,9 @@ def post_accruals(
     member_ids = [_member_of(reads, out).id for out in results]
     # Read (and lock) debts before the first balance moves: a reversal recording a debt
     # takes the debt row before the member's balance too, so neither waits on the other.
-    owed = debts.debts_of(session, member_ids)
+    # A single accrual's context read the member's debt already: none, no statement. One that
+    # appears meanwhile (a concurrent reversal) is repaid by the member's next accrual.
+    owed = debts.debts_of(session, member_ids) if context is None or context.member_debt else {}
     posted = ledger.post_many(drafts)
     if owed:
         _recover(session, ledger, reads, owed, results, posted, now)

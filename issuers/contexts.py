@@ -34,6 +34,8 @@ class MemberContext:
     value: ValueRef | None
     member: MemberRef | None
     fee_term: Decimal | None
+    member_debt: int = 0
+    """Points the member owes its program as read (unlocked): 0 lets an accrual skip the debts."""
 
     def active_member(self) -> MemberRef:
         """The member, which must exist and be active."""
@@ -83,6 +85,7 @@ def member_context_of(row: Any | None, code: str, external_id: str) -> MemberCon
         ),
         member=(None if row.m_id is None else row_to(MemberRef, row, "m_")),
         fee_term=row.t_fee_rate,
+        member_debt=row.d_points or 0,
     )
 
 

@@ -25,6 +25,7 @@ from clearing.core.models import JournalEntry, Obligation, Posting
 from clearing.core.timeutil import aware
 from issuers.models import (
     Member,
+    MemberDebt,
     MemberDebtMovement,
     MemberLink,
     MemberToken,
@@ -115,6 +116,7 @@ _MEMBER = Sql(
 
 _ISSUERS = _ORGS.alias("issuer")
 _TERMS = cast(Table, MerchantTerm.__table__)
+_DEBTS = cast(Table, MemberDebt.__table__)
 _VERSIONS = _VALUES.alias("versions")
 _IN_FORCE = (
     select(func.max(_VERSIONS.c.version))
@@ -133,6 +135,9 @@ _MEMBER_CONTEXT_QUERY = (
         _VALUES.c.effective_from.label("v_effective_from"),
         *[_MEMBERS.c[f.name].label(f"m_{f.name}") for f in fields(MemberRef)],
         _TERMS.c.fee_rate.label("t_fee_rate"),
+        # An accrual repays a debt first; reading it here spares every accrual of a member
+        # without one a statement (the debt row is locked and read again when there is one).
+        _DEBTS.c.points.label("d_points"),
     )
     .select_from(
         _ORGS.outerjoin(_PROGRAMS, _PROGRAMS.c.code == bindparam("b_code"))
@@ -150,6 +155,7 @@ _MEMBER_CONTEXT_QUERY = (
         .outerjoin(
             _TERMS, and_(_TERMS.c.merchant_id == _ORGS.c.id, _TERMS.c.program_id == _PROGRAMS.c.id)
         )
+        .outerjoin(_DEBTS, _DEBTS.c.member_id == _MEMBERS.c.id)
     )
     .where(_ORGS.c.id == bindparam("b_org"))
 )
