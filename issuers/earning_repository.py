@@ -34,7 +34,7 @@ from issuers.models import (
     ProgramTier,
 )
 from issuers.repository import MemberRef
-from issuers.tiers import TierRef
+from issuers.tiers import TierRef, tier_ref
 
 _COUNTERS = cast(Table, EarningCounter.__table__)
 _BUDGETS = cast(Table, CampaignBudget.__table__)
@@ -467,19 +467,7 @@ def tier_of(session: Session, member: MemberRef) -> TierRef | None:
 
 
 def _tier(row: Any | None) -> TierRef | None:
-    if row is None:
-        return None
-    return TierRef(
-        row.id,
-        row.program_id,
-        row.code,
-        row.name,
-        row.rank,
-        row.multiplier,
-        row.qualify_points,
-        row.qualify_spend,
-        tuple(row.privileges),
-    )
+    return None if row is None else tier_ref(row)
 
 
 def members_since(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, datetime]:

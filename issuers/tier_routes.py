@@ -25,6 +25,7 @@ from clearing.web.api import (
 )
 from clearing.web.auth import CallerDep
 from issuers import tiering
+from issuers.routes import CodePath, ExternalIdPath
 from issuers.schemas import (
     MemberTierSet,
     TierChangeSet,
@@ -35,9 +36,6 @@ from issuers.schemas import (
 )
 
 router = APIRouter(prefix="/v1")
-
-CodePath = Annotated[Code, Path()]
-ExternalIdPath = Annotated[ExternalId, Path()]
 
 
 @router.post("/programs/{code}/tiers", tags=["tiers"], status_code=201, response_model=TierOut)

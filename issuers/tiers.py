@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,7 +33,8 @@ class TierRef:
     privileges: tuple[str, ...]
 
 
-def _ref(row: ProgramTier) -> TierRef:
+def tier_ref(row: Any) -> TierRef:
+    """A tier as the rules read it, from a `ProgramTier` or a row with its columns' names."""
     return TierRef(
         row.id,
         row.program_id,
@@ -51,7 +53,7 @@ def program_tiers(session: Session, program_id: uuid.UUID) -> list[TierRef]:
     rows = session.scalars(
         select(ProgramTier).where(ProgramTier.program_id == program_id).order_by(ProgramTier.rank)
     )
-    return [_ref(row) for row in rows]
+    return [tier_ref(row) for row in rows]
 
 
 def tiers_of(session: Session, members: Sequence[MemberRef]) -> dict[uuid.UUID, TierRef | None]:
@@ -60,7 +62,7 @@ def tiers_of(session: Session, members: Sequence[MemberRef]) -> dict[uuid.UUID, 
     if not members:
         return {}
     held = {
-        member_id: _ref(tier)
+        member_id: tier_ref(tier)
         for member_id, tier in session.execute(
             select(MemberTier.member_id, ProgramTier)
             .join(ProgramTier, ProgramTier.id == MemberTier.tier_id)
@@ -68,7 +70,7 @@ def tiers_of(session: Session, members: Sequence[MemberRef]) -> dict[uuid.UUID, 
         )
     }
     bases = {
-        tier.program_id: _ref(tier)
+        tier.program_id: tier_ref(tier)
         for tier in session.scalars(
             select(ProgramTier).where(
                 ProgramTier.program_id.in_({m.program_id for m in members}), ProgramTier.rank == 0
@@ -106,7 +108,7 @@ def define_tier(
     session.add(row)
     session.flush()
     TIERED.changed(session)
-    return _ref(row)
+    return tier_ref(row)
 
 
 def place_member(session: Session, member_id: uuid.UUID, tier_id: uuid.UUID, now: datetime) -> None:
@@ -119,15 +121,10 @@ def place_member(session: Session, member_id: uuid.UUID, tier_id: uuid.UUID, now
     session.flush()
 
 
-def tier_ref(row: ProgramTier) -> TierRef:
-    """A tier row as the rules read it."""
-    return _ref(row)
-
-
 def _load_tiered(session: Session) -> dict[uuid.UUID, tuple[TierRef, ...]]:
     found: dict[uuid.UUID, list[TierRef]] = {}
     for row in session.scalars(select(ProgramTier).order_by(ProgramTier.rank)):
-        found.setdefault(row.program_id, []).append(_ref(row))
+        found.setdefault(row.program_id, []).append(tier_ref(row))
     return {program_id: tuple(tiers) for program_id, tiers in found.items()}
 
 
