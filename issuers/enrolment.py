@@ -217,11 +217,25 @@ def enrol_on_accrual(
     session: Session, program: ProgramRef, external_ids: Sequence[str], now: datetime
 ) -> dict[str, MemberRef]:
     """Enrol members an accrual names for the first time, in its transaction (programs with
-    `enrol_on_accrual`); their refs by external id."""
-    accounts, balances, members = member_rows(program, external_ids, now)
-    bulk_insert(session, _ACCOUNTS, accounts)
-    bulk_insert(session, _BALANCES, balances)
-    bulk_insert(session, _MEMBERS, members)
+    `enrol_on_accrual`); their refs by external id.
+
+    Two first accruals of one new member may race: the loser's insert meets the winner's
+    committed member, and its savepoint rolls back to read that member instead of failing."""
+    try:
+        with session.begin_nested():
+            accounts, balances, members = member_rows(program, external_ids, now)
+            bulk_insert(session, _ACCOUNTS, accounts)
+            bulk_insert(session, _BALANCES, balances)
+            bulk_insert(session, _MEMBERS, members)
+    except (IntegrityError, psycopg.IntegrityError):
+        known = {
+            m.external_id: m
+            for m in repository.members_by_external_ids(session, program.id, external_ids)
+        }
+        missing = [e for e in external_ids if e not in known]
+        if len(missing) == len(external_ids):
+            raise  # not a member enrolled meanwhile: a fault to see
+        return {**known, **(enrol_on_accrual(session, program, missing, now) if missing else {})}
     return {
         m["external_id"]: MemberRef(
             cast(uuid.UUID, m["id"]), program.id, m["external_id"], "active", m["account_id"]

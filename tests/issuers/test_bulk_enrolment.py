@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -188,3 +190,44 @@ def test_a_program_may_enrol_members_on_their_first_accrual(engine: Engine) -> N
     # Other programs still refuse unknown members.
     with pytest.raises(NotFound):
         accrue(engine, w.bank_b, "BANKB", "newcomer", 10)
+
+
+def test_two_first_accruals_of_one_new_member_both_post(pg_engine: Engine) -> None:
+    # Real connections: the second accrual reads no member, then meets the first's insert; once
+    # the first commits, it reads that member instead of failing, and both accruals count.
+    w = build_world(pg_engine)
+    with transaction(pg_engine) as session:
+        expiring.set_expiry_policy(
+            session,
+            w.bank_a,
+            "BANKA",
+            ProgramExpirySet(expiry_policy="rolling", expiry_months=12, enrol_on_accrual=True),
+        )
+    enrolled = threading.Event()
+    failures: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with transaction(pg_engine) as session:
+                item = AccrualCreate(program="BANKA", external_id="racer", points=10)
+                accruals.accrue(session, w.bank_a, item, T0, key())
+                enrolled.set()
+                time.sleep(1.0)  # the second accrual is waiting on this member's insert
+        except BaseException as error:  # reported below, in the test thread
+            failures.append(error)
+            enrolled.set()
+
+    racer = threading.Thread(target=first)
+    racer.start()
+    assert enrolled.wait(30)
+    accrue(pg_engine, w.bank_a, "BANKA", "racer", 5)
+    racer.join(30)
+    assert failures == []
+    assert balance(pg_engine, w.bank_a, "BANKA", "racer") == (15, 15)
+    with transaction(pg_engine) as session:
+        assert (
+            session.scalar(
+                select(func.count()).select_from(Member).where(Member.external_id == "racer")
+            )
+            == 1
+        )
