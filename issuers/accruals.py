@@ -178,16 +178,14 @@ def post_accruals(
             {
                 "id": out.id,
                 "entry_id": out.entry_id,
-                "member_id": reads.members[
-                    (reads.programs[out.program].program.id, out.external_id)
-                ].id,
+                "member_id": member_id,
                 "funding_org_id": reads.funder.id,
                 "points": out.points,
                 "reversed_points": 0,
                 "lot_id": entry.lots_created[0],
                 "created_at": now,
             }
-            for out, entry in zip(results, posted, strict=True)
+            for out, entry, member_id in zip(results, posted, member_ids, strict=True)
         ],
     )
     if upgrade_tiers:
