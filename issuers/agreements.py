@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -49,6 +50,12 @@ def propose(session: Session, caller: Caller, req: AgreementCreate, now: datetim
     merchant = session.get(Organisation, merchant_id)
     if merchant is None or merchant.kind != OrgKind.MERCHANT:
         raise NotFound("unknown merchant")
+    if req.supply and req.wholesale_rate is None:
+        raise InvalidInput(
+            "an agreement to supply the mall sets a wholesale_rate", field="wholesale_rate"
+        )
+    if not req.supply and req.wholesale_rate is not None:
+        raise InvalidInput("a wholesale_rate applies to supply only", field="wholesale_rate")
     valid_from = within_horizon(aware(req.valid_from) if req.valid_from else now, now, "valid_from")
     valid_to = aware(req.valid_to) if req.valid_to else None
     if valid_to is not None and valid_to <= valid_from:
@@ -70,6 +77,8 @@ def propose(session: Session, caller: Caller, req: AgreementCreate, now: datetim
         status="proposed",
         accept=req.accept,
         fund=req.fund,
+        supply=req.supply,
+        wholesale_rate=req.wholesale_rate,
         daily_accept_cap=req.daily_accept_cap,
         daily_fund_cap=req.daily_fund_cap,
         valid_from=valid_from,
@@ -164,6 +173,8 @@ def agreement_out(session: Session, agreement: MerchantAgreement, program: str) 
         status=agreement.status,
         accept=agreement.accept,
         fund=agreement.fund,
+        supply=agreement.supply,
+        wholesale_rate=agreement.wholesale_rate,
         fee_rate=fee_rate,
         daily_accept_cap=agreement.daily_accept_cap,
         daily_fund_cap=agreement.daily_fund_cap,
@@ -188,6 +199,8 @@ class AgreementInForce:
     daily_fund_cap: int | None
     valid_from: datetime
     valid_to: datetime | None
+    supply: bool = False
+    wholesale_rate: Decimal | None = None
 
 
 def _active(session: Session) -> dict[tuple[uuid.UUID, uuid.UUID], AgreementInForce]:
@@ -203,11 +216,17 @@ def _active(session: Session) -> dict[tuple[uuid.UUID, uuid.UUID], AgreementInFo
             MerchantAgreement.daily_fund_cap,
             MerchantAgreement.valid_from,
             MerchantAgreement.valid_to,
+            MerchantAgreement.supply,
+            MerchantAgreement.wholesale_rate,
         ).where(MerchantAgreement.status == "active")
     )
     return {
         (row[0], row[1]): AgreementInForce(
-            *row[2:8], aware(row.valid_from), aware(row.valid_to) if row.valid_to else None
+            *row[2:8],
+            aware(row.valid_from),
+            aware(row.valid_to) if row.valid_to else None,
+            row.supply,
+            row.wholesale_rate,
         )
         for row in rows
     }

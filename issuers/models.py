@@ -230,6 +230,10 @@ class MerchantAgreement(Base):
     """Money (minor units) of the program's points the merchant may capture per business day."""
     daily_fund_cap: Mapped[int | None] = mapped_column(BigInteger)
     """Money (minor units) of accruals the merchant may fund into the program per business day."""
+    supply: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The merchant may offer items in the program's points mall."""
+    wholesale_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal(12, 8))
+    """Share of a supplied item's value the program's issuer pays the merchant per unit redeemed."""
     valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
     valid_to: Mapped[datetime | None] = mapped_column(UTCDateTime)
     proposed_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))

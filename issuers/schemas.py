@@ -58,6 +58,7 @@ class MerchantTermSet(Model):
 
 
 ExpiryPolicyName = Literal["rolling", "year_end"]
+WholesaleRate = Annotated[Decimal, Field(gt=0, le=1, max_digits=12, decimal_places=8)]
 NoticeDays = Annotated[int, Field(ge=1, le=366)]
 
 
@@ -261,6 +262,13 @@ class AgreementCreate(Model):
     )
     accept: bool = Field(description="The merchant may accept the program's points at checkout")
     fund: bool = Field(description="The merchant may fund accruals into the program")
+    supply: bool = Field(
+        default=False, description="The merchant may offer items in the program's points mall"
+    )
+    wholesale_rate: WholesaleRate | None = Field(
+        default=None,
+        description="Share of a supplied item's value the issuer pays per unit (needed to supply)",
+    )
     daily_accept_cap: MinorUnits | None = None
     daily_fund_cap: MinorUnits | None = None
     valid_from: datetime | None = None
@@ -275,6 +283,8 @@ class AgreementOut(Model):
     status: str
     accept: bool
     fund: bool
+    supply: bool
+    wholesale_rate: Decimal | None
     fee_rate: Decimal | None = Field(description="The merchant's fee rate for the program's points")
     daily_accept_cap: int | None
     daily_fund_cap: int | None

@@ -27,6 +27,7 @@ from clearing.web.ingress import Ingress, adopt
 from clearing.web.platform_key import PlatformKey, load_or_create
 from clearing.web.routes import router as platform_router
 from clearing.web.signatures import sign_response
+from exchange.mall.routes import router as mall_router
 from exchange.routes import router as exchange_router
 from issuers.keys import ORGANISATION_KEYS
 from issuers.routes import router as issuers_router
@@ -211,6 +212,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
         issuers_router,
         tiers_router,
         exchange_router,
+        mall_router,
         settlement_router,
         risk_router,
     ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import clearing.core.models
+import exchange.mall.models
 import exchange.models
 import issuers.models
 import risk.models

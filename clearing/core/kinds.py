@@ -31,6 +31,10 @@ class EntryKind(StrEnum):
     TRANSFER = "transfer"
     DEBT_RECOVERY = "debt_recovery"
     """Points of a later accrual given back to the program towards a member's debt."""
+    MALL_REDEMPTION = "mall_redemption"
+    """Points a member pays for a points mall order."""
+    MALL_RETURN = "mall_return"
+    """Points given back for a cancelled or returned points mall order."""
 
 
 class ObligationEvent(StrEnum):
@@ -43,6 +47,10 @@ class ObligationEvent(StrEnum):
     CHECKOUT_REFUND = "checkout_refund"
     FEE = "fee"
     FEE_REFUND = "fee_refund"
+    MALL_REDEMPTION = "mall_redemption"
+    """A program's issuer owes the supplier of a mall item its wholesale price."""
+    MALL_RETURN = "mall_return"
+    """The supplier gives back the wholesale price of a cancelled or returned mall order."""
 
 
 FEE_EVENTS = frozenset({ObligationEvent.FEE, ObligationEvent.FEE_REFUND})

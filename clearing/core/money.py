@@ -15,6 +15,7 @@ party that controls the split, and the sum of the pieces is never kinder to it t
 | a fee owed to the platform (checkout, conversion) | the fee payer | up | `fee`, `conversion_fee` |
 | points a member receives by conversion | the member | down | `converted_points`, `blocks_converted` |
 | what is given back (refund points and fee, a reversal's money): the share done so far | the one asking for it back | down, cumulative | `cumulative_share` |
+| what a program's issuer owes a mall item's supplier per unit (value x the agreement's wholesale rate) | nobody (a price per unit) | up | `wholesale_price` |
 | points a member earns by the earning rules (spend x rate, x tier multiplier, campaign bonus) | member and merchant (how a purchase is split into events) | down, each step | `earned_points` |
 
 Earned points. Every step of the earning engine (a spend rule's points, a tier multiplier's
@@ -250,3 +251,10 @@ def multiplied_extra(points: int, multiplier: Decimal) -> int:
     with localcontext() as ctx:
         ctx.prec = _PRECISION
         return earned_points(Decimal(points) * (multiplier - 1))
+
+
+def wholesale_price(value: int, rate: Decimal) -> int:
+    """Minor units an issuer owes a mall item's supplier per unit: up, ceil(value x rate)."""
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        return bounded(_whole(Decimal(value) * rate, ROUND_CEILING), "amount")

@@ -48,6 +48,10 @@ class Action(StrEnum):
     MEMBER_STATUS = "member_status"
     ADJUSTMENT = "adjustment"
     TRANSFER = "transfer"
+    REDEMPTION = "redemption"
+    """A points mall order: the member's points pay for an item."""
+    REDEMPTION_RETURN = "redemption_return"
+    """A mall order cancelled or returned: its points go back to the member."""
 
 
 class Verdict(StrEnum):

@@ -1,0 +1,312 @@
+"""Every query of the points mall: offers with their price in force and stock, stock slots,
+member-limit counters, orders and vouchers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import BigInteger, Table, and_, bindparam, func, select, text
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.orm import Session
+
+from clearing.core.db import Sql, is_postgres, row_to
+from exchange.mall.models import (
+    STOCK_SLOTS,
+    MallItem,
+    MallLimitUse,
+    MallOffer,
+    MallPrice,
+    MallStock,
+)
+from exchange.mall.rules import OfferRef
+from issuers.models import ProgramTier
+
+_ITEMS = cast(Table, MallItem.__table__)
+_OFFERS = cast(Table, MallOffer.__table__)
+_PRICES = cast(Table, MallPrice.__table__)
+_STOCK = cast(Table, MallStock.__table__)
+_USES = cast(Table, MallLimitUse.__table__)
+_TIERS = cast(Table, ProgramTier.__table__)
+_VERSIONS = _PRICES.alias("versions")
+
+_PRICE_IN_FORCE = (
+    select(func.max(_VERSIONS.c.version))
+    .where(
+        _VERSIONS.c.item_id == _OFFERS.c.item_id,
+        _VERSIONS.c.program_id == _OFFERS.c.program_id,
+        _VERSIONS.c.effective_from <= bindparam("b_at", type_=_PRICES.c.effective_from.type),
+    )
+    .correlate(_OFFERS)
+    .scalar_subquery()
+)
+_STOCK_LEFT = (
+    select(sql_cast(func.coalesce(func.sum(_STOCK.c.remaining), 0), BigInteger))
+    .where(_STOCK.c.item_id == _ITEMS.c.id)
+    .correlate(_ITEMS)
+    .scalar_subquery()
+)
+_OFFER_QUERY = (
+    select(
+        _ITEMS.c.id.label("item_id"),
+        _ITEMS.c.owner_org_id,
+        _ITEMS.c.sku,
+        _ITEMS.c.title,
+        _ITEMS.c.description,
+        _ITEMS.c.fulfilment,
+        _ITEMS.c.currency,
+        _ITEMS.c.value_amount,
+        _ITEMS.c.stock_limited,
+        _ITEMS.c.sale_from,
+        _ITEMS.c.sale_to,
+        _ITEMS.c.member_limit,
+        _ITEMS.c.limit_period,
+        _ITEMS.c.status,
+        _OFFERS.c.program_id,
+        _OFFERS.c.listed,
+        _TIERS.c.code.label("min_tier_code"),
+        _TIERS.c.rank.label("min_tier_rank"),
+        _OFFERS.c.min_balance,
+        _PRICES.c.version.label("price_version"),
+        _PRICES.c.points,
+        _PRICES.c.cash_amount,
+        _STOCK_LEFT.label("stock"),
+    )
+    .join(_OFFERS, _OFFERS.c.item_id == _ITEMS.c.id)
+    .outerjoin(_TIERS, _TIERS.c.id == _OFFERS.c.min_tier_id)
+    .outerjoin(
+        _PRICES,
+        and_(
+            _PRICES.c.item_id == _OFFERS.c.item_id,
+            _PRICES.c.program_id == _OFFERS.c.program_id,
+            _PRICES.c.version == _PRICE_IN_FORCE,
+        ),
+    )
+    .where(_OFFERS.c.program_id == bindparam("b_program"))
+)
+_OFFER = Sql(_OFFER_QUERY.where(_ITEMS.c.id == bindparam("b_item")))
+_OFFERS_AFTER = Sql(
+    _OFFER_QUERY.where(
+        _ITEMS.c.id > bindparam("b_after"),
+        _ITEMS.c.status == "on_sale",
+        _OFFERS.c.listed.is_(True),
+    )
+    .order_by(_ITEMS.c.id)
+    .limit(bindparam("b_limit"))
+)
+
+
+def _offer(row: Any) -> OfferRef:
+    ref = row_to(OfferRef, row)
+    return ref if ref.stock_limited else replace(ref, stock=None)
+
+
+def offer_at(
+    session: Session, item_id: uuid.UUID, program_id: uuid.UUID, at: datetime
+) -> OfferRef | None:
+    """An item as offered in a program at `at` (None: not offered there)."""
+    row = _OFFER.first(session, {"b_item": item_id, "b_program": program_id, "b_at": at})
+    return None if row is None else _offer(row)
+
+
+def offers_after(
+    session: Session, program_id: uuid.UUID, at: datetime, after: uuid.UUID | None, limit: int
+) -> list[OfferRef]:
+    """Items on sale and listed in a program, by item id after `after` (a page's cursor)."""
+    rows = _OFFERS_AFTER.rows(
+        session,
+        {
+            "b_program": program_id,
+            "b_at": at,
+            "b_after": after or uuid.UUID(int=0),
+            "b_limit": limit,
+        },
+    )
+    return [_offer(row) for row in rows]
+
+
+OFFER_FIELDS = tuple(f.name for f in fields(OfferRef))
+
+
+# stock ---------------------------------------------------------------------------------------
+
+
+def slot_shares(units: int) -> list[int]:
+    """`units` spread over the stock slots as evenly as whole units go."""
+    return [
+        units // STOCK_SLOTS + (1 if s < units % STOCK_SLOTS else 0) for s in range(STOCK_SLOTS)
+    ]
+
+
+_TAKE_ONE_SLOT = Sql(
+    text(
+        "UPDATE mall_stock SET remaining = remaining - :b_units "
+        "WHERE (item_id, slot) = (SELECT item_id, slot FROM mall_stock "
+        "WHERE item_id = :b_item AND remaining >= :b_units "
+        "ORDER BY remaining DESC, slot LIMIT 1 FOR UPDATE SKIP LOCKED) "
+        "RETURNING slot"
+    )
+)
+_ALL_SLOTS = Sql(
+    select(_STOCK.c.slot, _STOCK.c.remaining)
+    .where(_STOCK.c.item_id == bindparam("b_item"))
+    .order_by(_STOCK.c.slot)
+    .with_for_update()
+)
+_TAKE_FROM_SLOT = Sql(
+    _STOCK.update()
+    .where(_STOCK.c.item_id == bindparam("b_item"), _STOCK.c.slot == bindparam("b_slot"))
+    .values(remaining=_STOCK.c.remaining - bindparam("b_units"))
+)
+
+
+def take_stock(session: Session, item_id: uuid.UUID, units: int) -> bool:
+    """Take `units` of an item's stock, or nothing (False: fewer are left).
+
+    On PostgreSQL an order first takes its units from one slot that has them and that no other
+    order holds (SKIP LOCKED: it never waits). Only when none is free does it lock every slot in
+    slot order and wait, so a refusal is exact: it is given only once every slot was seen, each
+    as its last holder left it."""
+    if (
+        is_postgres(session)
+        and _TAKE_ONE_SLOT.first(session, {"b_item": item_id, "b_units": units}) is not None
+    ):
+        return True
+    slots = _ALL_SLOTS.rows(session, {"b_item": item_id})
+    if sum(row.remaining for row in slots) < units:
+        return False
+    left = units
+    for row in slots:
+        take = min(row.remaining, left)
+        if take > 0:
+            _TAKE_FROM_SLOT.rows(session, {"b_item": item_id, "b_slot": row.slot, "b_units": take})
+            left -= take
+    return True
+
+
+_GIVE_BACK = Sql(
+    _STOCK.update()
+    .where(_STOCK.c.item_id == bindparam("b_item"), _STOCK.c.slot == bindparam("b_slot"))
+    .values(remaining=_STOCK.c.remaining + bindparam("b_units"))
+)
+
+
+def give_back_stock(session: Session, item_id: uuid.UUID, units: int, slot: int) -> None:
+    """Put `units` back into one slot of an item's stock."""
+    _GIVE_BACK.rows(session, {"b_item": item_id, "b_slot": slot % STOCK_SLOTS, "b_units": units})
+
+
+def stock_rows(item_id: uuid.UUID, units: int) -> list[dict[str, Any]]:
+    """The stock slot rows of a new item with `units` to sell."""
+    return [
+        {"item_id": item_id, "slot": slot, "remaining": share}
+        for slot, share in enumerate(slot_shares(units))
+    ]
+
+
+# member limits -------------------------------------------------------------------------------
+
+
+_TAKEN = Sql(
+    select(_USES.c.item_id, _USES.c.taken).where(
+        _USES.c.member_id == bindparam("b_member"),
+        _USES.c.period == bindparam("b_period"),
+        _USES.c.item_id == bindparam("b_item"),
+    )
+)
+
+
+def taken(session: Session, item_id: uuid.UUID, member_id: uuid.UUID, period: str | None) -> int:
+    """Units of an item the member took in the limit period (0 without a limit)."""
+    if period is None:
+        return 0
+    row = _TAKEN.first(session, {"b_item": item_id, "b_member": member_id, "b_period": period})
+    return 0 if row is None else int(row.taken)
+
+
+def taken_many(
+    session: Session, item_ids: Sequence[uuid.UUID], member_id: uuid.UUID, periods: Sequence[str]
+) -> dict[tuple[uuid.UUID, str], int]:
+    """(item id, period) -> units the member took, for a listing's page."""
+    if not item_ids:
+        return {}
+    rows = session.execute(
+        select(_USES.c.item_id, _USES.c.period, _USES.c.taken).where(
+            _USES.c.member_id == member_id,
+            _USES.c.item_id.in_(list(item_ids)),
+            _USES.c.period.in_(list(periods)),
+        )
+    )
+    return {(row.item_id, row.period): int(row.taken) for row in rows}
+
+
+_COUNT_USE_PG = Sql(
+    text(
+        "INSERT INTO mall_limit_uses (item_id, member_id, period, taken) "
+        "VALUES (:b_item, :b_member, :b_period, :b_units) "
+        "ON CONFLICT (item_id, member_id, period) DO UPDATE "
+        "SET taken = mall_limit_uses.taken + EXCLUDED.taken "
+        "WHERE mall_limit_uses.taken + EXCLUDED.taken <= :b_limit "
+        "RETURNING taken"
+    )
+)
+_COUNT_USE_SQLITE = Sql(
+    text(
+        "INSERT INTO mall_limit_uses (item_id, member_id, period, taken) "
+        "VALUES (:b_item, :b_member, :b_period, :b_units) "
+        "ON CONFLICT (item_id, member_id, period) DO UPDATE "
+        "SET taken = mall_limit_uses.taken + excluded.taken "
+        "WHERE mall_limit_uses.taken + excluded.taken <= :b_limit "
+        "RETURNING taken"
+    )
+)
+
+
+def count_use(
+    session: Session,
+    item_id: uuid.UUID,
+    member_id: uuid.UUID,
+    period: str,
+    units: int,
+    limit: int,
+) -> int | None:
+    """Count `units` more of the item against the member's limit: the new total, or None when it
+    would pass `limit` (nothing counted). One statement: concurrent orders of one member wait on
+    the counter row and each sees the one before."""
+    if units > limit:
+        return None
+    statement = _COUNT_USE_PG if is_postgres(session) else _COUNT_USE_SQLITE
+    row = statement.first(
+        session,
+        {
+            "b_item": item_id,
+            "b_member": member_id,
+            "b_period": period,
+            "b_units": units,
+            "b_limit": limit,
+        },
+    )
+    return None if row is None else int(row.taken)
+
+
+_UNCOUNT = Sql(
+    _USES.update()
+    .where(
+        _USES.c.item_id == bindparam("b_item"),
+        _USES.c.member_id == bindparam("b_member"),
+        _USES.c.period == bindparam("b_period"),
+    )
+    .values(taken=_USES.c.taken - bindparam("b_units"))
+)
+
+
+def uncount_use(
+    session: Session, item_id: uuid.UUID, member_id: uuid.UUID, period: str, units: int
+) -> None:
+    """Give `units` back to the member's limit in `period` (a cancelled order)."""
+    _UNCOUNT.rows(
+        session, {"b_item": item_id, "b_member": member_id, "b_period": period, "b_units": units}
+    )
