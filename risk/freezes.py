@@ -247,9 +247,11 @@ def list_blocklist(
 CACHE_SECONDS = 5.0
 """How long a process trusts its copy of the freezes and the blocklist in force (as limits do:
 a change is seen at once by the process that made it, within this time by the others)."""
-_MEMBER_STATUS_ACTIONS = frozenset({Action.CAPTURE, Action.REFUND, Action.ACCRUAL_REVERSAL})
-"""The operations whose services do not check the member is active (they act on a checkout or
-an accrual made while it was): the rule reads the member's status for them
+_MEMBER_STATUS_ACTIONS = frozenset(
+    {Action.CAPTURE, Action.REFUND, Action.ACCRUAL_REVERSAL, Action.REDEMPTION_RETURN}
+)
+"""The operations whose services do not check the member is active (they act on a checkout, an
+accrual or a mall order made while it was): the rule reads the member's status for them
 every time, from the operation's own read where it made one."""
 
 

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import BigInteger, Table, and_, bindparam, func, select, text
 from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from clearing.core.db import Sql, is_postgres, row_to
@@ -187,6 +188,14 @@ def take_stock(session: Session, item_id: uuid.UUID, units: int) -> bool:
     return True
 
 
+def stock_left(session: Session, item_id: uuid.UUID) -> int:
+    """Units of an item left, as this transaction sees them."""
+    found = session.execute(
+        select(func.coalesce(func.sum(_STOCK.c.remaining), 0)).where(_STOCK.c.item_id == item_id)
+    ).scalar_one()
+    return int(found)
+
+
 _GIVE_BACK = Sql(
     _STOCK.update()
     .where(_STOCK.c.item_id == bindparam("b_item"), _STOCK.c.slot == bindparam("b_slot"))
@@ -243,26 +252,24 @@ def taken_many(
     return {(row.item_id, row.period): int(row.taken) for row in rows}
 
 
-_COUNT_USE_PG = Sql(
-    text(
-        "INSERT INTO mall_limit_uses (item_id, member_id, period, taken) "
-        "VALUES (:b_item, :b_member, :b_period, :b_units) "
-        "ON CONFLICT (item_id, member_id, period) DO UPDATE "
-        "SET taken = mall_limit_uses.taken + EXCLUDED.taken "
-        "WHERE mall_limit_uses.taken + EXCLUDED.taken <= :b_limit "
-        "RETURNING taken"
+def _count_use(dialect: Any) -> Sql:
+    new = dialect.insert(_USES).values(
+        item_id=bindparam("b_item"),
+        member_id=bindparam("b_member"),
+        period=bindparam("b_period"),
+        taken=bindparam("b_units"),
     )
-)
-_COUNT_USE_SQLITE = Sql(
-    text(
-        "INSERT INTO mall_limit_uses (item_id, member_id, period, taken) "
-        "VALUES (:b_item, :b_member, :b_period, :b_units) "
-        "ON CONFLICT (item_id, member_id, period) DO UPDATE "
-        "SET taken = mall_limit_uses.taken + excluded.taken "
-        "WHERE mall_limit_uses.taken + excluded.taken <= :b_limit "
-        "RETURNING taken"
+    return Sql(
+        new.on_conflict_do_update(
+            index_elements=["item_id", "member_id", "period"],
+            set_={"taken": _USES.c.taken + new.excluded.taken},
+            where=_USES.c.taken + new.excluded.taken <= bindparam("b_limit"),
+        ).returning(_USES.c.taken)
     )
-)
+
+
+_COUNT_USE_PG = _count_use(postgresql)
+_COUNT_USE_SQLITE = _count_use(sqlite)
 
 
 def count_use(

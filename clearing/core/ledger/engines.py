@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, bindparam, text, update
+from sqlalchemy import Table, Uuid, bindparam, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -59,7 +59,12 @@ _SLOT_MOVE = Sql(
     .values(balance=_BALANCES.c.balance + bindparam("d_amount"))
     .returning(_BALANCES.c.balance)
 )
-_ROW_EXISTS = Sql(text("SELECT 1 FROM balances WHERE account_id = :b_account AND slot = :b_slot"))
+# Typed, so that SQLite's driver is given the account id as it stores it (not a UUID object).
+_ROW_EXISTS = Sql(
+    text("SELECT 1 FROM balances WHERE account_id = :b_account AND slot = :b_slot").bindparams(
+        bindparam("b_account", type_=Uuid)
+    )
+)
 # Beyond this many accounts in one transaction, PostgreSQL moves them in two statements.
 _MANY_BALANCES = 3
 _MOVES = (
