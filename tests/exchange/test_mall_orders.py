@@ -16,12 +16,11 @@ from sqlalchemy import Engine, func, select
 from clearing.core.check import check_ledger
 from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
-from clearing.core.ids import new_id
 from clearing.core.models import Hold, Obligation
 from clearing.core.policy import bind_policy
 from clearing.web.context import Caller
 from exchange.mall import orders, repository, vouchers
-from exchange.mall.models import MallItem, MallOffer, MallOrder, MallPrice, MallStock
+from exchange.mall.models import MallOrder
 from exchange.mall.schemas import (
     CancelCreate,
     FulfilmentCreate,
@@ -36,84 +35,8 @@ from risk import freezes
 from risk.freezes import FreezeRule
 from risk.policy import RiskPolicy
 from risk.schemas import FreezeCreate
+from tests.exchange.mall_support import add_item, program_id
 from tests.factories import T0, World, accrue, balance, build_world, key, member
-
-
-def add_item(
-    engine: Engine,
-    owner: Caller,
-    program_id: uuid.UUID,
-    *,
-    points: int,
-    cash: int = 0,
-    stock: int | None = None,
-    fulfilment: str = "delivery",
-    value: int = 3000,
-    member_limit: int | None = None,
-    limit_period: str | None = None,
-    min_tier_id: uuid.UUID | None = None,
-    min_balance: int = 0,
-    sale_from: datetime | None = None,
-    sale_to: datetime | None = None,
-    status: str = "on_sale",
-) -> uuid.UUID:
-    """An item on sale in one program, written as the catalogue writes it."""
-    item_id = new_id()
-    with transaction(engine) as session:
-        session.add(
-            MallItem(
-                id=item_id,
-                owner_org_id=owner.org_id,
-                sku=f"SKU-{item_id.hex[-8:]}",
-                title="Latte voucher" if fulfilment == "voucher" else "Headphones",
-                description="",
-                fulfilment=fulfilment,
-                currency="CNY",
-                value_amount=value,
-                stock_limited=stock is not None,
-                sale_from=sale_from,
-                sale_to=sale_to,
-                member_limit=member_limit,
-                limit_period=limit_period,
-                status=status,
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
-        session.flush()
-        session.add(
-            MallOffer(
-                item_id=item_id,
-                program_id=program_id,
-                listed=True,
-                min_tier_id=min_tier_id,
-                min_balance=min_balance,
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
-        session.flush()
-        session.add(
-            MallPrice(
-                item_id=item_id,
-                program_id=program_id,
-                version=1,
-                points=points,
-                cash_amount=cash,
-                effective_from=T0,
-                created_at=T0,
-            )
-        )
-        if stock is not None:
-            session.add_all(MallStock(**row) for row in repository.stock_rows(item_id, stock))
-    return item_id
-
-
-def program_id(engine: Engine, code: str) -> uuid.UUID:
-    from issuers.models import Program
-
-    with transaction(engine) as session:
-        return session.execute(select(Program.id).where(Program.code == code)).scalar_one()
 
 
 def order(
