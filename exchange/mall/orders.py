@@ -485,13 +485,16 @@ def cancel(
     def act(row: dict[str, Any]) -> OrderOut:
         if row["status"] != "placed":
             raise OrderStatusMove(f"the order is {row['status']}: only a placed order is cancelled")
-        if row["stock_limited"]:
-            repository.give_back_stock(session, row["item_id"], row["quantity"], row["id"].int)
-        if row["limit_period"] is not None:
-            repository.uncount_use(
-                session, row["item_id"], row["member_id"], row["limit_period"], row["quantity"]
-            )
-        changes = _give_back(session, caller, row, row["quantity"], now, reason=req.reason)
+        changes = _give_back(
+            session,
+            caller,
+            row,
+            row["quantity"],
+            now,
+            release=True,
+            restock=True,
+            reason=req.reason,
+        )
         saved = _save(session, row, status="cancelled", closed_at=now, **changes)
         return _order_out(session, caller, saved)
 
@@ -524,9 +527,9 @@ def return_units(
             )
         if voucher_item and vouchers.void_issued(session, row["id"], req.quantity) < req.quantity:
             raise VouchersRedeemed("fewer unredeemed vouchers are left than units to return")
-        if req.restock and row["stock_limited"]:
-            repository.give_back_stock(session, row["item_id"], req.quantity, row["id"].int)
-        changes = _give_back(session, caller, row, req.quantity, now)
+        changes = _give_back(
+            session, caller, row, req.quantity, now, release=False, restock=req.restock
+        )
         done = changes["returned_quantity"] == row["quantity"]
         saved = _save(
             session,
@@ -546,10 +549,15 @@ def _give_back(
     row: dict[str, Any],
     units: int,
     now: datetime,
+    *,
+    release: bool,
+    restock: bool,
     reason: str = "",
 ) -> dict[str, int]:
-    """Points and the supplier's price of `units` more returned units, as cumulative shares of
-    the order (a full return, in however many steps, gives back exactly what was taken)."""
+    """Give back `units` more units of an order: their points and the supplier's price, as
+    cumulative shares of the order (a full return, in however many steps, gives back exactly
+    what was taken); with `release` their count under the member's limit, with `restock` their
+    stock. In the lock order of placing an order: screen, limit counter, ledger, stock last."""
     so_far = row["returned_quantity"] + units
     points = money.cumulative_share(row["points"], so_far, row["quantity"]) - row["returned_points"]
     cash = (
@@ -597,6 +605,10 @@ def _give_back(
             )
         ],
     )
+    if release and row["limit_period"] is not None:
+        repository.uncount_use(
+            session, row["item_id"], row["member_id"], row["limit_period"], units
+        )
     ledger = Ledger(session)
     redeemed = ledger.account_id(points_asset(row["program_code"]), REDEEMED, row["program_id"])
     ledger.post(
@@ -613,6 +625,8 @@ def _give_back(
             memo={"mall_order": str(row["id"]), **({"reason": reason} if reason else {})},
         )
     )
+    if restock and row["stock_limited"]:
+        repository.give_back_stock(session, row["item_id"], units, row["id"].int)
     return {
         "returned_quantity": so_far,
         "returned_points": row["returned_points"] + points,

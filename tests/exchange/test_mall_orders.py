@@ -371,3 +371,51 @@ def test_concurrent_orders_for_the_last_units_confirm_exactly_the_stock(pg_engin
     spent = sum(1_000 - balance(pg_engine, w.bank_a, "BANKA", n)[0] for n in buyers)
     assert spent == 5 * 100 + 3 * 10
     clean(pg_engine)
+
+
+def test_cancellations_racing_new_orders_never_deadlock_nor_lose_a_unit(pg_engine: Engine) -> None:
+    """Cancellations give stock and limit back while other orders take them, in the same lock
+    order: no deadlock, and the stock always equals what was put in less what stays sold."""
+    w = build_world(pg_engine)
+    bank = program_id(pg_engine, "BANKA")
+    buyers = [f"m{n}" for n in range(6)]
+    for name in buyers:
+        member(pg_engine, w.bank_a, "BANKA", name)
+        accrue(pg_engine, w.bank_a, "BANKA", name, 10_000)
+    # enough stock and limit for every new order whether the cancellations come first or last
+    item = add_item(
+        pg_engine, w.bank_a, bank, points=100, stock=18, member_limit=3, limit_period="day"
+    )
+    first = [order(pg_engine, w.bank_a, item, external_id=name) for name in buyers]
+    barrier = threading.Barrier(len(buyers) * 2)
+    errors: list[BaseException] = []
+    placed: list[OrderOut] = []
+
+    def cancel_one(out: OrderOut) -> None:
+        barrier.wait()
+        try:
+            with transaction(pg_engine) as session:
+                orders.cancel(session, w.bank_a, out.id, CancelCreate(), T0, key())
+        except BaseException as error:  # shown by the assertion below
+            errors.append(error)
+
+    def order_one(name: str) -> None:
+        barrier.wait()
+        try:
+            placed.append(order(pg_engine, w.bank_a, item, external_id=name, quantity=2))
+        except BaseException as error:  # shown by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=cancel_one, args=(out,)) for out in first]
+    threads += [threading.Thread(target=order_one, args=(name,)) for name in buyers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(placed) == 6
+    assert stock(pg_engine, item) == 18 - 2 * 6
+    with transaction(pg_engine) as session:
+        for name in buyers:
+            assert repository.taken(session, item, _id(pg_engine, name), "2026-11-20") == 2
+    clean(pg_engine)
