@@ -160,7 +160,7 @@ def update_item(
         if (item.status, req.status) not in STATUS_MOVES:
             raise ItemStatusMove(
                 f"an item cannot move from {item.status} to {req.status}",
-                status=item.status,
+                item_status=item.status,
                 requested=req.status,
             )
         if req.status == "on_sale" and not repository.is_priced(session, item.id):
@@ -338,7 +338,8 @@ def _may_take(
         )
         if refused is not None:
             continue
-        assert offer.points is not None and offer.cash_amount is not None
+        assert offer.points is not None
+        assert offer.cash_amount is not None
         assert offer.price_version is not None  # refusal() refuses an offer without a price
         listed.append(
             ListingItem(
@@ -394,9 +395,7 @@ def _check_limit(member_limit: int | None, limit_period: str | None) -> None:
         raise InvalidInput("a limit_period needs a member_limit", field="member_limit")
 
 
-def _item_out(
-    session: Session, item: MallItem, now: datetime, viewer: uuid.UUID | None
-) -> ItemOut:
+def _item_out(session: Session, item: MallItem, now: datetime, viewer: uuid.UUID | None) -> ItemOut:
     return _items_out(session, [item], now, viewer)[0]
 
 

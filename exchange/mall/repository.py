@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import BigInteger, Table, and_, bindparam, func, select, text
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from clearing.core.db import Sql, is_postgres, row_to

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.web.context import Caller
-from exchange.mall import catalogue, repository
+from exchange.mall import catalogue, repository, rules
 from exchange.mall.models import MallLimitUse, MallStock
 from exchange.mall.schemas import ItemCreate, ItemOut, ItemUpdate, OfferSet, StockChange
 from issuers import agreements, tiers
@@ -79,7 +79,9 @@ def test_item_creation_refusals(engine: Engine) -> None:
         new_item(session, w.cafe, sku="MUG-1")  # a sku is the owner's own code
         refused("sku_taken", lambda: new_item(session, w.shop, sku="MUG-1"))
         refused("forbidden", lambda: new_item(session, w.platform))
-        error = refused("invalid_input", lambda: new_item(session, w.shop, sale_from=T0, sale_to=T0))
+        error = refused(
+            "invalid_input", lambda: new_item(session, w.shop, sale_from=T0, sale_to=T0)
+        )
         assert error.extra["field"] == "sale_to"
         error = refused("invalid_input", lambda: new_item(session, w.shop, member_limit=1))
         assert error.extra["field"] == "limit_period"
@@ -174,7 +176,8 @@ def test_price_versions_are_appended_and_read_at_the_order_instant(engine: Engin
     with transaction(engine) as session:
         item = new_item(session, w.bank_a)
         first = catalogue.set_offer(session, w.bank_a, item.id, offer(100, cash_amount=50), T0)
-        assert first.price is not None and first.price.version == 1
+        assert first.price is not None
+        assert first.price.version == 1
         second = catalogue.set_offer(
             session, w.bank_a, item.id, offer(80, min_balance=10, effective_from=LATER), T0
         )
@@ -187,11 +190,13 @@ def test_price_versions_are_appended_and_read_at_the_order_instant(engine: Engin
         program_id = program_by_code(session, "BANKA").id
         before = repository.offer_at(session, item.id, program_id, LATER - timedelta(seconds=1))
         after = repository.offer_at(session, item.id, program_id, LATER)
-        assert before is not None and after is not None
+        assert before is not None
+        assert after is not None
         assert (before.price_version, before.points, before.cash_amount) == (1, 100, 50)
         assert (after.price_version, after.points, after.cash_amount) == (2, 80, 0)
-        assert catalogue.get_item(session, w.bank_a, item.id, LATER).offers[0].price == (
-            second.prices[1]
+        assert (
+            catalogue.get_item(session, w.bank_a, item.id, LATER).offers[0].price
+            == (second.prices[1])
         )
 
         def price(at: datetime | None, now: datetime = T0) -> Any:
@@ -203,7 +208,8 @@ def test_price_versions_are_appended_and_read_at_the_order_instant(engine: Engin
         refused("price_history", lambda: price(T0 - timedelta(seconds=1)))  # in the past
         refused("invalid_input", lambda: price(T0 + timedelta(days=400)))  # beyond the horizon
         third = price(None, now=LATER)
-        assert third.price is not None and third.price.version == 3
+        assert third.price is not None
+        assert third.price.version == 3
 
 
 def test_an_issuer_offers_its_items_in_its_own_programs_only(engine: Engine) -> None:
@@ -286,7 +292,9 @@ def test_an_item_is_seen_by_its_owner_and_the_issuers_it_is_offered_to(engine: E
         seen = catalogue.get_item(session, w.bank_a, item.id, T0)
         assert [o.program for o in seen.offers] == ["BANKA"]
         for stranger in (w.carrier, w.cafe, w.platform):
-            refused("not_found", lambda s=stranger: catalogue.get_item(session, s, item.id, T0))
+            with pytest.raises(ClearingError) as error:
+                catalogue.get_item(session, stranger, item.id, T0)
+            assert error.value.code == "not_found"
         refused("not_found", lambda: catalogue.get_item(session, w.shop, uuid.uuid4(), T0))
 
 
@@ -451,3 +459,25 @@ def test_member_limit_uses_counted_directly_fill_the_limit(engine: Engine) -> No
         assert items == []
         used = session.scalar(select(func.sum(MallLimitUse.taken)))
         assert used == 3
+
+
+def test_refusals_render_as_409_problems(engine: Engine) -> None:
+    """A refusal's own fields never overwrite the problem's `status` (an item's status is
+    `item_status`)."""
+    w = build_world(engine)
+    item = create_item_with_offer(engine, owner=w.bank_a, program="BANKA", points=5, status="draft")
+    with transaction(engine) as session:
+        program_id = program_by_code(session, "BANKA").id
+        found = repository.offer_at(session, item.id, program_id, T0)
+        assert found is not None
+        refusal = rules.refusal(found, T0, quantity=1, tier_rank=None, available=None, taken=0)
+        assert refusal is not None
+        assert (refusal.problem()["status"], refusal.problem()["item_status"]) == (409, "draft")
+        catalogue.update_item(session, w.bank_a, item.id, ItemUpdate(status="withdrawn"), T0)
+        error = refused(
+            "item_status_move",
+            lambda: catalogue.update_item(
+                session, w.bank_a, item.id, ItemUpdate(status="draft"), T0
+            ),
+        )
+        assert (error.problem()["status"], error.problem()["item_status"]) == (409, "withdrawn")
