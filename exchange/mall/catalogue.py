@@ -184,7 +184,7 @@ def change_stock(
         repository.give_back_stock(session, item.id, req.units, slot=0)
     elif not repository.take_stock(session, item.id, -req.units):
         # take_stock refuses only once it has locked every slot: this figure is exact.
-        left = repository.stock_left(session, [item.id]).get(item.id, 0)
+        left = repository.stocks_left(session, [item.id]).get(item.id, 0)
         raise StockInsufficient(
             f"{left} units are left, fewer than {-req.units}", stock=left, units=req.units
         )
@@ -404,7 +404,7 @@ def _items_out(
 ) -> list[ItemOut]:
     """Items with their stock and offers (in `viewer`'s programs only, when given)."""
     ids = [item.id for item in items]
-    stock = repository.stock_left(session, ids)
+    stock = repository.stocks_left(session, ids)
     prices: dict[tuple[uuid.UUID, uuid.UUID], list[PriceOut]] = defaultdict(list)
     for price in repository.prices_of(session, ids):
         prices[(price.item_id, price.program_id)].append(

@@ -156,7 +156,7 @@ def items_after(
     return list(session.scalars(query.order_by(MallItem.id).limit(limit)))
 
 
-def stock_left(session: Session, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+def stocks_left(session: Session, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Item id -> units left (the sum of its slots), for items with limited stock."""
     if not item_ids:
         return {}
@@ -365,10 +365,6 @@ _COUNT_USE_SQLITE = Sql(
         "SET taken = mall_limit_uses.taken + excluded.taken "
         "WHERE mall_limit_uses.taken + excluded.taken <= :b_limit "
         "RETURNING taken"
-    ).bindparams(
-        # Typed: SQLite's driver binds no uuid.UUID of its own (psycopg does, on PostgreSQL).
-        bindparam("b_item", type_=_USES.c.item_id.type),
-        bindparam("b_member", type_=_USES.c.member_id.type),
     )
 )
 
