@@ -11,8 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import BigInteger, Table, and_, bindparam, func, select, text
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from clearing.core.db import Sql, is_postgres, row_to
@@ -141,7 +140,7 @@ def insert_item(session: Session, row: dict[str, Any]) -> bool:
     """Insert an item; False (nothing written) when its owner already has an item of its sku.
 
     ON CONFLICT rather than a read first: two concurrent creations of one sku cannot both pass."""
-    insert = pg_insert if is_postgres(session) else sqlite_insert
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
     statement = insert(_ITEMS).values(row).on_conflict_do_nothing().returning(_ITEMS.c.id)
     return session.execute(statement).first() is not None
 
