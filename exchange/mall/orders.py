@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, or_, select, update
@@ -29,6 +30,7 @@ from clearing.core.policy import Action, OperationContext, debits_of, screen
 from clearing.core.timeutil import BusinessCalendar, aware
 from clearing.web.context import Caller
 from exchange.mall import repository, rules, vouchers
+from exchange.mall.catalogue import supply_agreement
 from exchange.mall.models import MallItem, MallOrder
 from exchange.mall.schemas import (
     CancelCreate,
@@ -37,7 +39,6 @@ from exchange.mall.schemas import (
     OrderOut,
     ReturnCreate,
 )
-from issuers import agreements
 from issuers.contexts import MemberContext, member_context_of
 from issuers.models import Member, Program
 from issuers.repository import member_context_read
@@ -52,11 +53,6 @@ class UnknownItem(NotFound):
 class UnknownOrder(NotFound):
     code = "unknown_order"
     title = "No such order"
-
-
-class NoSupplyAgreement(Conflict):
-    code = "no_supply_agreement"
-    title = "No agreement in force lets the supplier sell in this program's mall"
 
 
 class OrderStatusMove(Conflict):
@@ -144,7 +140,7 @@ def place_order(
 @dataclass(frozen=True, slots=True)
 class _Supply:
     agreement_id: uuid.UUID | None
-    rate: Any
+    rate: Decimal | None
     unit: int
 
 
@@ -155,14 +151,10 @@ def _supply(
     wholesale price the supply agreement in force sets."""
     if offer.owner_org_id == context.program.issuer_id:
         return _Supply(None, None, 0)
-    pair = (offer.owner_org_id, context.program.id)
-    agreement = agreements.in_force(session, [pair], now).get(pair)
-    if agreement is None or not agreement.supply or agreement.wholesale_rate is None:
-        raise NoSupplyAgreement(
-            f"no agreement in force lets this supplier sell in program {context.program.code}"
-        )
-    if offer.currency != context.issuer.currency:
-        raise NoSupplyAgreement("the item's currency is not the program issuer's")
+    agreement = supply_agreement(
+        session, offer.owner_org_id, context.program.id, context.program.code, now
+    )
+    assert agreement.wholesale_rate is not None
     return _Supply(
         agreement.id,
         agreement.wholesale_rate,

@@ -24,7 +24,7 @@ from exchange.mall.models import (
     MallStock,
 )
 from exchange.mall.rules import OfferRef
-from issuers.models import ProgramTier
+from issuers.models import Program, ProgramTier
 
 _ITEMS = cast(Table, MallItem.__table__)
 _OFFERS = cast(Table, MallOffer.__table__)
@@ -32,6 +32,7 @@ _PRICES = cast(Table, MallPrice.__table__)
 _STOCK = cast(Table, MallStock.__table__)
 _USES = cast(Table, MallLimitUse.__table__)
 _TIERS = cast(Table, ProgramTier.__table__)
+_PROGRAMS = cast(Table, Program.__table__)
 _VERSIONS = _PRICES.alias("versions")
 
 _PRICE_IN_FORCE = (
@@ -130,6 +131,107 @@ def offers_after(
 
 
 OFFER_FIELDS = tuple(f.name for f in fields(OfferRef))
+
+
+# catalogue -----------------------------------------------------------------------------------
+
+
+def insert_item(session: Session, row: dict[str, Any]) -> bool:
+    """Insert an item; False (nothing written) when its owner already has an item of its sku.
+
+    ON CONFLICT rather than a read first: two concurrent creations of one sku cannot both pass."""
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    statement = insert(_ITEMS).values(row).on_conflict_do_nothing().returning(_ITEMS.c.id)
+    return session.execute(statement).first() is not None
+
+
+def items_after(
+    session: Session, owner_id: uuid.UUID, after: uuid.UUID | None, limit: int
+) -> list[MallItem]:
+    """An owner's items by id, after `after` (a page's cursor)."""
+    query = select(MallItem).where(MallItem.owner_org_id == owner_id)
+    if after is not None:
+        query = query.where(MallItem.id > after)
+    return list(session.scalars(query.order_by(MallItem.id).limit(limit)))
+
+
+def stocks_left(session: Session, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Item id -> units left (the sum of its slots), for items with limited stock."""
+    if not item_ids:
+        return {}
+    rows = session.execute(
+        select(_STOCK.c.item_id, func.sum(_STOCK.c.remaining))
+        .where(_STOCK.c.item_id.in_(list(item_ids)))
+        .group_by(_STOCK.c.item_id)
+    )
+    return {item_id: int(units) for item_id, units in rows}
+
+
+def offers_of(
+    session: Session, item_ids: Sequence[uuid.UUID], issuer_id: uuid.UUID | None = None
+) -> list[Any]:
+    """The offers of items, with their program's code and issuer and their tier's code, by
+    item and program code; only in programs of `issuer_id` when given."""
+    if not item_ids:
+        return []
+    query = (
+        select(
+            _OFFERS.c.item_id,
+            _OFFERS.c.program_id,
+            _OFFERS.c.listed,
+            _OFFERS.c.min_balance,
+            _PROGRAMS.c.code.label("program_code"),
+            _PROGRAMS.c.issuer_id,
+            _TIERS.c.code.label("min_tier_code"),
+        )
+        .join(_PROGRAMS, _PROGRAMS.c.id == _OFFERS.c.program_id)
+        .outerjoin(_TIERS, _TIERS.c.id == _OFFERS.c.min_tier_id)
+        .where(_OFFERS.c.item_id.in_(list(item_ids)))
+        .order_by(_OFFERS.c.item_id, _PROGRAMS.c.code)
+    )
+    if issuer_id is not None:
+        query = query.where(_PROGRAMS.c.issuer_id == issuer_id)
+    return list(session.execute(query))
+
+
+def prices_of(session: Session, item_ids: Sequence[uuid.UUID]) -> list[MallPrice]:
+    """Every price version of items, oldest first per item and program."""
+    if not item_ids:
+        return []
+    return list(
+        session.scalars(
+            select(MallPrice)
+            .where(MallPrice.item_id.in_(list(item_ids)))
+            .order_by(MallPrice.item_id, MallPrice.program_id, MallPrice.version)
+        )
+    )
+
+
+def latest_price(session: Session, item_id: uuid.UUID, program_id: uuid.UUID) -> MallPrice | None:
+    """An item's latest price version in a program (None: never priced there)."""
+    return session.scalars(
+        select(MallPrice)
+        .where(MallPrice.item_id == item_id, MallPrice.program_id == program_id)
+        .order_by(MallPrice.version.desc())
+        .limit(1)
+    ).first()
+
+
+def is_priced(session: Session, item_id: uuid.UUID) -> bool:
+    """Whether an item has a price in any program."""
+    found = select(_PRICES.c.version).where(_PRICES.c.item_id == item_id).limit(1)
+    return session.execute(found).first() is not None
+
+
+def offered_by(session: Session, item_id: uuid.UUID, issuer_id: uuid.UUID) -> bool:
+    """Whether an item is offered in a program of `issuer_id`."""
+    found = (
+        select(_OFFERS.c.item_id)
+        .join(_PROGRAMS, _PROGRAMS.c.id == _OFFERS.c.program_id)
+        .where(_OFFERS.c.item_id == item_id, _PROGRAMS.c.issuer_id == issuer_id)
+        .limit(1)
+    )
+    return session.execute(found).first() is not None
 
 
 # stock ---------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def refusal(
     has taken in the current limit period. Stock is checked as read; an order takes it for sure
     when it writes (`repository.take_stock`)."""
     if offer.status != "on_sale" or not offer.listed or offer.price_version is None:
-        return ItemNotOnSale("the item is not on sale in this program", status=offer.status)
+        return ItemNotOnSale("the item is not on sale in this program", item_status=offer.status)
     if (offer.sale_from is not None and at < aware(offer.sale_from)) or (
         offer.sale_to is not None and at >= aware(offer.sale_to)
     ):
