@@ -71,7 +71,7 @@ _MEMBERS = cast(Table, Member.__table__)
 _PROGRAMS = cast(Table, Program.__table__)
 _ORDER_COLUMNS = tuple(c.name for c in _ORDERS.c)
 _NEW_ORDER = Sql(insert(_ORDERS), _ORDER_COLUMNS)
-_ORDER_QUERY = (
+_ORDER_ROWS = (
     select(
         _ORDERS,
         _ITEMS.c.sku,
@@ -86,12 +86,11 @@ _ORDER_QUERY = (
     .join(_ITEMS, _ITEMS.c.id == _ORDERS.c.item_id)
     .join(_MEMBERS, _MEMBERS.c.id == _ORDERS.c.member_id)
     .join(_PROGRAMS, _PROGRAMS.c.id == _ORDERS.c.program_id)
-    .where(_ORDERS.c.id == bindparam("b_id"))
-    .where(
-        or_(
-            _ORDERS.c.issuer_org_id == bindparam("b_caller"),
-            _ORDERS.c.owner_org_id == bindparam("b_caller"),
-        )
+)
+_ORDER_QUERY = _ORDER_ROWS.where(_ORDERS.c.id == bindparam("b_id")).where(
+    or_(
+        _ORDERS.c.issuer_org_id == bindparam("b_caller"),
+        _ORDERS.c.owner_org_id == bindparam("b_caller"),
     )
 )
 _ORDER = Sql(_ORDER_QUERY)
@@ -368,16 +367,28 @@ def _order_of(row: Any | None) -> dict[str, Any]:
 
 
 def _order_out(session: Session, caller: Caller, row: dict[str, Any]) -> OrderOut:
-    to_issuer = caller.org_id == row["issuer_org_id"]
-    issued = vouchers.of_orders(session, [row["id"]])[row["id"]]
-    return _out(
-        row,
-        program=row["program_code"],
-        external_id=row["external_id"],
-        sku=row["sku"],
-        title=row["title"],
-        shown=[vouchers.shown(v.code, v.status, v.redeemed_at, to_issuer) for v in issued],
-    )
+    return _orders_out(session, caller, [row])[0]
+
+
+def _orders_out(session: Session, caller: Caller, rows: list[dict[str, Any]]) -> list[OrderOut]:
+    """Orders as the caller sees them, their vouchers read in one query."""
+    issued = vouchers.of_orders(session, [row["id"] for row in rows])
+    return [
+        _out(
+            row,
+            program=row["program_code"],
+            external_id=row["external_id"],
+            sku=row["sku"],
+            title=row["title"],
+            shown=[
+                vouchers.shown(
+                    v.code, v.status, v.redeemed_at, caller.org_id == row["issuer_org_id"]
+                )
+                for v in issued[row["id"]]
+            ],
+        )
+        for row in rows
+    ]
 
 
 def get_order(session: Session, caller: Caller, order_id: uuid.UUID) -> OrderOut:
@@ -395,15 +406,17 @@ def list_orders(
 ) -> list[OrderOut]:
     """Orders of the caller's members or of its items, oldest first (ids sort by time)."""
     query = (
-        _ORDER_QUERY.with_only_columns(_ORDERS.c.id)
-        .where(_ORDERS.c.id > (after or uuid.UUID(int=0)))
+        _ORDER_ROWS.where(
+            or_(_ORDERS.c.issuer_org_id == caller.org_id, _ORDERS.c.owner_org_id == caller.org_id),
+            _ORDERS.c.id > (after or uuid.UUID(int=0)),
+        )
         .order_by(_ORDERS.c.id)
         .limit(limit)
     )
     if status is not None:
         query = query.where(_ORDERS.c.status == status)
-    ids = list(session.execute(query, {"b_id": None, "b_caller": caller.org_id}).scalars())
-    return [get_order(session, caller, order_id) for order_id in ids]
+    rows = [dict(row._asdict()) for row in session.execute(query)]
+    return _orders_out(session, caller, rows)
 
 
 # moves ---------------------------------------------------------------------------------------
