@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shlex
 import shutil
 import uuid
@@ -114,6 +115,7 @@ def _run(engine: Engine, settings: Settings, console: Console, command: str) -> 
             _tiers(parties)
             _business_day(parties)
             _earning(parties, console)
+            _mall(parties, console)
             _risk_controls(parties, console)
     finally:
         app.state.engine.dispose()
@@ -130,6 +132,7 @@ def _run(engine: Engine, settings: Settings, console: Console, command: str) -> 
     while day <= last_day:
         _settle(engine, settings, day, console)
         day += timedelta(days=1)
+    _supplier_lines(engine, settings, first_day, last_day, console)
     console.print("Explore what the demo made (its database, settlement files and keys):")
     for args in (
         "ledger check",
@@ -393,6 +396,89 @@ def _earning(p: _Parties, console: Console) -> None:
         f"earning: HX-0001 ({tier}) spent 588.00 CNY on travel on member day:"
         f" [bold]{event['points']:,} points[/bold] ({escape(steps)})"
     )
+
+
+def _mall(p: _Parties, console: Console) -> None:
+    """The carrier's points mall sells a coffee voucher the coffee shop supplies: the carrier
+    agreed to pay it 80% of the voucher's value; a member redeems one and the shop takes the
+    code at its till."""
+    coffee, carrier = p["coffee"], p["carrier"]
+    proposal = coffee.request(
+        "POST",
+        "/v1/agreements",
+        {
+            "program": "PRMPTS",
+            "accept": False,
+            "fund": False,
+            "supply": True,
+            "wholesale_rate": "0.8",
+        },
+    )
+    carrier.request("POST", f"/v1/agreements/{proposal['id']}/approve", {})
+    item = coffee.request(
+        "POST",
+        "/v1/mall/items",
+        {
+            "sku": "LATTE-G",
+            "title": "Harbour Coffee grande latte",
+            "fulfilment": "voucher",
+            "value_amount": 3_200,
+            "stock": 500,
+            "member_limit": 2,
+            "limit_period": "month",
+        },
+    )
+    coffee.request(
+        "POST", f"/v1/mall/items/{item['id']}/offers", {"program": "PRMPTS", "points": 12_000}
+    )
+    coffee.request("PATCH", f"/v1/mall/items/{item['id']}", {"status": "on_sale"})
+    mall = carrier.request(
+        "GET", "/v1/programs/PRMPTS/mall/items", params={"external_id": "13800138000"}
+    )
+    chosen = next(i for i in mall["items"] if i["id"] == item["id"])
+    order = carrier.request(
+        "POST",
+        "/v1/programs/PRMPTS/mall/orders",
+        {
+            "external_id": "13800138000",
+            "item_id": chosen["id"],
+            "expected_points": chosen["points"],
+        },
+    )
+    code = order["vouchers"][0]["code"]
+    redeemed = coffee.request("POST", "/v1/mall/vouchers/redeem", {"code": code})
+    console.print(
+        f"mall: 13800138000 redeemed a {escape(chosen['title'])} for"
+        f" [bold]{order['points']:,} PRMPTS points[/bold]; voucher {redeemed['code_hint']} taken"
+        f" at the till; Pearl River Mobile owes Harbour Coffee {_money(order['wholesale_amount'])}"
+        " CNY (mall_redemption)"
+    )
+
+
+def _supplier_lines(
+    engine: Engine, settings: Settings, first: date, last: date, console: Console
+) -> None:
+    """The supplier's own statement of the settled days shows what the mall owes it."""
+    with transaction(engine) as session:
+        coffee = session.execute(
+            select(Organisation.id).where(Organisation.name == "Harbour Coffee")
+        ).scalar_one()
+    day = first
+    while day <= last:
+        statement = (
+            settings.settlement_dir / "CNY" / day.isoformat() / str(coffee) / "statement.csv"
+        )
+        lines = csv.reader(statement.read_text().splitlines()) if statement.exists() else []
+        for fields in lines:
+            # a detail line (settlement/FILES.md): D, no, reference, original, event type,
+            # counterparty, program, points, point value, version, gross, ...
+            if fields[0] == "D" and fields[4] == "mall_redemption":
+                console.print(
+                    f"settlement {day}: Harbour Coffee's statement.csv has a mall_redemption"
+                    f" line: {int(fields[7]):,} {fields[6]} points, gross {fields[10]} CNY",
+                    markup=False,
+                )
+        day += timedelta(days=1)
 
 
 def _risk_controls(p: _Parties, console: Console) -> None:

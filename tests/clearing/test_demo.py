@@ -34,6 +34,16 @@ def test_demo_runs_a_day_through_the_api_and_settles_it(tmp_path: Path) -> None:
         "earning: HX-0001 (gold) spent 588.00 CNY on travel on member day: 3,528 points"
         " (rule travel +1,176; tier gold +1,176; campaign member-day +1,176)"
     ) in text
+    # A coffee voucher from the coffee shop's catalogue, paid with the carrier's points: the
+    # carrier owes the shop 80% of its 32.00 CNY value, a line of the shop's settlement file.
+    assert (
+        "mall: 13800138000 redeemed a Harbour Coffee grande latte for 12,000 PRMPTS points;"
+    ) in text
+    assert "Pearl River Mobile owes Harbour Coffee 25.60 CNY (mall_redemption)" in text
+    assert (
+        "Harbour Coffee's statement.csv has a mall_redemption line: 12,000 PRMPTS points,"
+        " gross 25.60 CNY"
+    ) in text
     # The risk controls at work: one decline, one review approved, one rate refused.
     assert "risk: declined no_agreement" in text
     assert "risk: accrual of 1,500,000 points pending_review" in text
