@@ -18,7 +18,8 @@ mall, ref, ref, mall ... (a drift of the machine weighs on both alike); each rep
 of its rounds, and the ratio is mall orders/s over checkout operations/s (target 0.5).
 
 Where the time goes, for both: each worker's CPU and its PostgreSQL backend's CPU per operation
-(from /proc), and the wait events of the bench's backends sampled from `pg_stat_activity`; for
+(from /proc), the machine's busy share of its CPUs (near 1.0: the run is bound by CPU, and time
+a backend spends waiting on a lock is time the others use), and the wait events of the bench's backends sampled from `pg_stat_activity`; for
 the mall, also each order's time split over its parts (the risk screen, the ledger posting, the
 stock, the commit), measured by wrapping those calls in the worker processes only.
 Prints a table, then one JSON line with every figure.
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
@@ -88,6 +90,14 @@ def _proc_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by process `pid`, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy, from /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _backend_pid(engine: Engine) -> int:
@@ -287,6 +297,8 @@ class Result:
     refused: Counter[str]
     parts: dict[str, float]
     order_seconds: float
+    busy: float
+    """The machine's CPUs' busy share over this worker's clock (1.0: every core busy)."""
 
 
 def _engine(conf: Setup) -> Engine:
@@ -331,6 +343,7 @@ def _checkout_worker(job: Job, ready: Any, queue: Any) -> None:
         checkout(n, f"warm-{job.worker}")
     ready.wait()
     start, cpu, server = time.perf_counter(), time.process_time(), _proc_cpu(backend)
+    busy = _machine_busy()
     deadline = start + job.seconds
     n = 0
     while time.perf_counter() < deadline:
@@ -347,9 +360,15 @@ def _checkout_worker(job: Job, ready: Any, queue: Any) -> None:
             Counter(),
             {},
             end - start,
+            _busy_share(busy, start, end),
         )
     )
     engine.dispose()
+
+
+def _busy_share(busy: float, start: float, end: float) -> float:
+    """The machine's busy share since `busy` was read at `start`."""
+    return (_machine_busy() - busy) / ((end - start) * (os.cpu_count() or 1))
 
 
 @contextmanager
@@ -414,6 +433,7 @@ def _mall_worker(job: Job, ready: Any, queue: Any) -> None:
     confirmed, n, order_seconds = 0, 0, 0.0
     ready.wait()
     start, cpu, server = time.perf_counter(), time.process_time(), _proc_cpu(backend)
+    busy = _machine_busy()
     last = start
     while True:
         t0 = time.perf_counter()
@@ -439,6 +459,7 @@ def _mall_worker(job: Job, ready: Any, queue: Any) -> None:
             refused,
             parts,
             order_seconds,
+            _busy_share(busy, start, time.perf_counter()),
         )
     )
     engine.dispose()
@@ -517,11 +538,18 @@ def run_phase(conf: Setup, workers: int, target: Callable[..., None], job: Job) 
     ]
     for p in procs:
         p.start()
-    results = [queue.get() for _ in procs]
+    results: list[Result] = []
+    while len(results) < workers:
+        try:
+            results.append(queue.get(timeout=1))
+        except Empty:
+            # A worker that died leaves the others waiting at the barrier: stop them all.
+            if any(p.exitcode not in (None, 0) for p in procs):
+                for p in procs:
+                    p.terminate()
+                raise RuntimeError("a worker failed (its traceback is above)") from None
     for p in procs:
         p.join()
-        if p.exitcode != 0:
-            raise RuntimeError(f"a worker failed with exit code {p.exitcode}")
     return results
 
 
@@ -537,6 +565,7 @@ def checkout_round(conf: Setup, workers: int, seconds: float) -> dict[str, Any]:
         "client_cpu_ms_per_op": sum(r.client_cpu for r in results) / ops * 1000,
         "server_cpu_ms_per_op": sum(r.server_cpu for r in results) / ops * 1000,
         "waits": shares(sampler.samples),
+        "machine_busy": statistics.mean(r.busy for r in results),
     }
 
 
@@ -616,6 +645,7 @@ def mall_round(conf: Setup, workers: int) -> dict[str, Any]:
         "order_ms": order_time / (confirmed + sum(refused.values())) * 1000,
         "parts": {k: round(v, 3) for k, v in parts.items()},
         "waits": shares(sampler.samples),
+        "machine_busy": statistics.mean(r.busy for r in results),
     }
 
 
@@ -714,6 +744,10 @@ def main() -> None:
         "order_ms": round(typical_mall["order_ms"], 2),
         "order_parts": typical_mall["parts"],
         "waits": {"checkout": typical_ref["waits"], "order": typical_mall["waits"]},
+        "machine_busy": {
+            "checkout": round(typical_ref["machine_busy"], 3),
+            "order": round(typical_mall["machine_busy"], 3),
+        },
         "met": ratio >= TARGET and not wrong,
     }
     print(f"{'figure':<34}{'value':>12}{'ratio':>9}{'target':>9}")
@@ -725,9 +759,12 @@ def main() -> None:
             f"   confirmed {r['confirmed']}, refused {sum(r['refused'].values())}, "
             f"stock left {r['stock_left']}, debited {r['points_debited']}"
         )
-    print(f"{'CPU ms per op':<34}{'client':>12}{'server':>9}")
+    print(f"{'CPU ms per op':<34}{'client':>12}{'server':>9}{'busy':>9}")
     for label, d in (("  checkout op", typical_ref), ("  mall order", typical_mall)):
-        print(f"{label:<34}{d['client_cpu_ms_per_op']:>12.3f}{d['server_cpu_ms_per_op']:>9.3f}")
+        print(
+            f"{label:<34}{d['client_cpu_ms_per_op']:>12.3f}{d['server_cpu_ms_per_op']:>9.3f}"
+            f"{d['machine_busy']:>9.2f}"
+        )
     print(f"{'mall order ms (wall, per worker)':<34}{typical_mall['order_ms']:>12.2f}")
     for part, share in typical_mall["parts"].items():
         print(f"{f'  share: {part}':<34}{share:>12.3f}")
