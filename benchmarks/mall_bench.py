@@ -211,64 +211,30 @@ def _all_members(workers: int) -> Iterator[str]:
 
 def _hot_item(url: str, owner: str, units: int) -> uuid.UUID:
     """A supplier's item on sale in BANK at PRICE points, with `units` in stock and no member
-    limit, written as the catalogue writes it."""
+    limit, made through the catalogue as the supplier would."""
     from clearing.core.db import make_engine, transaction
-    from clearing.core.ids import new_id
-    from exchange.mall import repository
-    from exchange.mall.models import MallItem, MallOffer, MallPrice, MallStock
-    from issuers.repository import program_by_code
+    from clearing.web.context import Caller
+    from exchange.mall import catalogue
+    from exchange.mall.schemas import ItemCreate, ItemUpdate, OfferSet
 
     now = datetime.now(UTC)
-    item_id = new_id()
+    supplier = Caller(uuid.UUID(owner), "merchant")
     engine = make_engine(url, pool_size=1, max_overflow=0)
     with transaction(engine) as s:
-        program = program_by_code(s, "BANK")
-        assert program is not None
-        s.add(
-            MallItem(
-                id=item_id,
-                owner_org_id=uuid.UUID(owner),
-                sku=f"HOT-{item_id.hex[-8:]}",
+        item = catalogue.create_item(
+            s,
+            supplier,
+            ItemCreate(
+                sku=f"HOT-{uuid.uuid4().hex[:8]}",
                 title="Headphones",
-                description="",
-                fulfilment="delivery",
-                currency="CNY",
                 value_amount=3000,
-                stock_limited=True,
-                sale_from=None,
-                sale_to=None,
-                member_limit=None,
-                limit_period=None,
-                status="on_sale",
-                created_at=now,
-                updated_at=now,
-            )
+                stock=units,
+            ),
+            now,
         )
-        s.flush()
-        s.add(
-            MallOffer(
-                item_id=item_id,
-                program_id=program.id,
-                listed=True,
-                min_tier_id=None,
-                min_balance=0,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        s.flush()
-        s.add(
-            MallPrice(
-                item_id=item_id,
-                program_id=program.id,
-                version=1,
-                points=PRICE,
-                cash_amount=0,
-                effective_from=now,
-                created_at=now,
-            )
-        )
-        s.add_all(MallStock(**row) for row in repository.stock_rows(item_id, units))
+        catalogue.set_offer(s, supplier, item.id, OfferSet(program="BANK", points=PRICE), now)
+        catalogue.update_item(s, supplier, item.id, ItemUpdate(status="on_sale"), now)
+        item_id = item.id
     engine.dispose()
     return item_id
 
