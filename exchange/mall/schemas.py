@@ -16,6 +16,9 @@ LimitPeriod = Literal["day", "month", "year", "ever"]
 OrderStatus = Literal["placed", "fulfilled", "cancelled", "returned"]
 Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 Units = Annotated[int, Field(strict=True, gt=0, le=1_000_000_000, description="Units of an item")]
+OrderUnits = Annotated[
+    int, Field(strict=True, gt=0, le=100, description="Units of one order (a voucher each)")
+]
 MoneyOrZero = Annotated[
     int, Field(strict=True, ge=0, le=10**15 - 1, description="Money in minor units (fen)")
 ]
@@ -136,7 +139,7 @@ class OrderCreate(Model):
 
     external_id: ExternalId
     item_id: uuid.UUID
-    quantity: Units = 1
+    quantity: OrderUnits = 1
     expected_points: ItemPoints | None = Field(
         default=None,
         description="Points per unit the member saw; a different price in force is refused",
