@@ -468,8 +468,8 @@ def _supplier_lines(
         statement = (
             settings.settlement_dir / "CNY" / day.isoformat() / str(coffee) / "statement.csv"
         )
-        lines = csv.reader(statement.read_text().splitlines()) if statement.exists() else []
-        for fields in lines:
+        text = statement.read_text() if statement.exists() else ""
+        for fields in csv.reader(text.splitlines()):
             # a detail line (settlement/FILES.md): D, no, reference, original, event type,
             # counterparty, program, points, point value, version, gross, ...
             if fields[0] == "D" and fields[4] == "mall_redemption":

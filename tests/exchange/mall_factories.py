@@ -130,3 +130,9 @@ def supply_agreement(
             now,
         )
         return agreements.approve(session, issuer, proposal.id, now).id
+
+
+def program_id(engine: Engine, code: str) -> uuid.UUID:
+    """A program's id by its code."""
+    with transaction(engine) as session:
+        return program_by_code(session, code).id

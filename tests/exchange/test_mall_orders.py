@@ -30,13 +30,17 @@ from exchange.mall.schemas import (
     VoucherRedeem,
 )
 from issuers import agreements, tiers
-from issuers.schemas import AgreementCreate
 from risk import freezes
 from risk.freezes import FreezeRule
 from risk.policy import RiskPolicy
 from risk.schemas import FreezeCreate
-from tests.exchange.mall_support import add_item, program_id
+from tests.exchange.mall_factories import create_item_with_offer, program_id, supply_agreement
 from tests.factories import T0, World, accrue, balance, build_world, key, member
+
+
+def new_item(engine: Engine, owner: Caller, **fields: Any) -> uuid.UUID:
+    """An item on sale in BANKA, made through the catalogue as its owner would."""
+    return create_item_with_offer(engine, owner=owner, program="BANKA", **fields).id
 
 
 def order(
@@ -100,24 +104,6 @@ def clean(engine: Engine) -> None:
         assert check_ledger(session) == []
 
 
-def supply(engine: Engine, w: World, rate: str = "0.85", now: datetime = T0) -> None:
-    """The cafe may sell in BANKA's mall; BANKA pays it `rate` of an item's value per unit."""
-    with transaction(engine) as session:
-        proposal = agreements.propose(
-            session,
-            w.cafe,
-            AgreementCreate(
-                program="BANKA",
-                accept=False,
-                fund=False,
-                supply=True,
-                wholesale_rate=Decimal(rate),
-            ),
-            now,
-        )
-        agreements.approve(session, w.bank_a, proposal.id, now)
-
-
 @pytest.fixture
 def w(engine: Engine) -> World:
     """The factories' world under the freeze rule; alice has 10,000 BANKA points, bob 100."""
@@ -133,7 +119,7 @@ def w(engine: Engine) -> World:
 def test_an_issuers_own_item_placed_fulfilled_and_returned_in_two_steps(
     engine: Engine, w: World
 ) -> None:
-    item = add_item(engine, w.bank_a, program_id(engine, "BANKA"), points=1500, cash=990, stock=5)
+    item = new_item(engine, w.bank_a, points=1500, cash_amount=990, stock=5)
     placed = order(engine, w.bank_a, item, quantity=3, reference="APP-1")
     assert (placed.status, placed.points, placed.cash_amount, placed.quantity) == (
         "placed",
@@ -166,18 +152,22 @@ def test_an_issuers_own_item_placed_fulfilled_and_returned_in_two_steps(
 def test_a_suppliers_item_is_paid_at_the_agreed_wholesale_rate_and_cancelled_back(
     engine: Engine, w: World
 ) -> None:
-    item = add_item(
+    rate = Decimal("0.85")
+    agreement = supply_agreement(engine, merchant=w.cafe, program="BANKA", wholesale_rate=rate)
+    item = new_item(
         engine,
         w.cafe,
-        program_id(engine, "BANKA"),
         points=800,
-        value=3001,
+        value_amount=3001,
         stock=10,
         member_limit=2,
         limit_period="month",
     )
+    with transaction(engine) as session:
+        agreements.end(session, w.bank_a, agreement, T0)
+    # offered while the agreement was in force; ordered once it ended: refused
     assert refused(lambda: order(engine, w.bank_a, item)) == "no_supply_agreement"
-    supply(engine, w)
+    supply_agreement(engine, merchant=w.cafe, program="BANKA", wholesale_rate=rate)
     placed = order(engine, w.bank_a, item, quantity=2)
     # 30.01 CNY x 0.85 = 25.5085 CNY per unit: what is owed rounds up, 2551 fen, x 2 units
     assert placed.wholesale_amount == 5102
@@ -198,8 +188,8 @@ def test_a_suppliers_item_is_paid_at_the_agreed_wholesale_rate_and_cancelled_bac
 def test_vouchers_are_issued_unique_shown_to_the_issuer_and_redeemed_once(
     engine: Engine, w: World
 ) -> None:
-    supply(engine, w)
-    item = add_item(engine, w.cafe, program_id(engine, "BANKA"), points=600, fulfilment="voucher")
+    supply_agreement(engine, merchant=w.cafe, program="BANKA", wholesale_rate=Decimal("0.85"))
+    item = new_item(engine, w.cafe, points=600, fulfilment="voucher")
     placed = order(engine, w.bank_a, item, quantity=3)
     assert placed.status == "fulfilled"
     codes = [v.code for v in placed.vouchers]
@@ -246,19 +236,19 @@ def test_every_refusal_leaves_no_order_no_points_no_stock_and_no_hold_taken(
     bank = program_id(engine, "BANKA")
     with transaction(engine) as session:
         tiers.define_tier(session, bank, "base", "Base", 0, Decimal("1"), T0)
-        gold = tiers.define_tier(session, bank, "gold", "Gold", 1, Decimal("2"), T0).id
+        tiers.define_tier(session, bank, "gold", "Gold", 1, Decimal("2"), T0)
     later = T0 + timedelta(days=2)
     items = {
-        "out_of_stock": add_item(engine, w.bank_a, bank, points=10, stock=1),
-        "member_limit_reached": add_item(
-            engine, w.bank_a, bank, points=10, member_limit=1, limit_period="ever"
+        "out_of_stock": new_item(engine, w.bank_a, points=10, stock=1),
+        "member_limit_reached": new_item(
+            engine, w.bank_a, points=10, member_limit=1, limit_period="ever"
         ),
-        "tier_required": add_item(engine, w.bank_a, bank, points=10, min_tier_id=gold),
-        "outside_sale_window": add_item(engine, w.bank_a, bank, points=10, sale_from=later),
-        "insufficient_points": add_item(engine, w.bank_a, bank, points=20_000),
-        "below_min_balance": add_item(engine, w.bank_a, bank, points=10, min_balance=50_000),
-        "item_not_on_sale": add_item(engine, w.bank_a, bank, points=10, status="withdrawn"),
-        "price_changed": add_item(engine, w.bank_a, bank, points=10),
+        "tier_required": new_item(engine, w.bank_a, points=10, min_tier="gold"),
+        "outside_sale_window": new_item(engine, w.bank_a, points=10, sale_from=later),
+        "insufficient_points": new_item(engine, w.bank_a, points=20_000),
+        "below_min_balance": new_item(engine, w.bank_a, points=10, min_balance=50_000),
+        "item_not_on_sale": new_item(engine, w.bank_a, points=10, status="withdrawn"),
+        "price_changed": new_item(engine, w.bank_a, points=10),
     }
     before = (balance(engine, w.bank_a, "BANKA", "alice"), counts(engine))
     attempts: dict[str, Callable[[], object]] = {
@@ -301,7 +291,7 @@ def _id(engine: Engine, external_id: str) -> uuid.UUID:
 
 
 def test_state_moves_a_status_does_not_allow_are_refused(engine: Engine, w: World) -> None:
-    item = add_item(engine, w.bank_a, program_id(engine, "BANKA"), points=100, stock=3)
+    item = new_item(engine, w.bank_a, points=100, stock=3)
     placed = order(engine, w.bank_a, item)
 
     def move(name: str, caller: Caller) -> OrderOut:
@@ -323,7 +313,7 @@ def test_state_moves_a_status_does_not_allow_are_refused(engine: Engine, w: Worl
 
 
 def test_a_retried_order_is_placed_once(engine: Engine, w: World) -> None:
-    item = add_item(engine, w.bank_a, program_id(engine, "BANKA"), points=100, stock=3)
+    item = new_item(engine, w.bank_a, points=100, stock=3)
     idem = key()
     first = order(engine, w.bank_a, item, idem=idem)
     again = order(engine, w.bank_a, item, idem=idem)
@@ -336,13 +326,12 @@ def test_concurrent_orders_for_the_last_units_confirm_exactly_the_stock(pg_engin
     """N orders for the last K units, from real concurrent connections: K confirmed, N - K refused
     as out of stock, no hold left; and one member's concurrent orders never pass its limit."""
     w = build_world(pg_engine)
-    bank = program_id(pg_engine, "BANKA")
     buyers = [f"m{n}" for n in range(24)]
     for name in buyers:
         member(pg_engine, w.bank_a, "BANKA", name)
         accrue(pg_engine, w.bank_a, "BANKA", name, 1_000)
-    hot = add_item(pg_engine, w.bank_a, bank, points=100, stock=5)
-    limited = add_item(pg_engine, w.bank_a, bank, points=10, member_limit=3, limit_period="day")
+    hot = new_item(pg_engine, w.bank_a, points=100, stock=5)
+    limited = new_item(pg_engine, w.bank_a, points=10, member_limit=3, limit_period="day")
     results: list[str] = []
     barrier = threading.Barrier(32)
 
@@ -377,15 +366,12 @@ def test_cancellations_racing_new_orders_never_deadlock_nor_lose_a_unit(pg_engin
     """Cancellations give stock and limit back while other orders take them, in the same lock
     order: no deadlock, and the stock always equals what was put in less what stays sold."""
     w = build_world(pg_engine)
-    bank = program_id(pg_engine, "BANKA")
     buyers = [f"m{n}" for n in range(6)]
     for name in buyers:
         member(pg_engine, w.bank_a, "BANKA", name)
         accrue(pg_engine, w.bank_a, "BANKA", name, 10_000)
     # enough stock and limit for every new order whether the cancellations come first or last
-    item = add_item(
-        pg_engine, w.bank_a, bank, points=100, stock=18, member_limit=3, limit_period="day"
-    )
+    item = new_item(pg_engine, w.bank_a, points=100, stock=18, member_limit=3, limit_period="day")
     first = [order(pg_engine, w.bank_a, item, external_id=name) for name in buyers]
     barrier = threading.Barrier(len(buyers) * 2)
     errors: list[BaseException] = []

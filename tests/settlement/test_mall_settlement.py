@@ -15,6 +15,7 @@ from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -24,18 +25,17 @@ from clearing.core.db import transaction
 from clearing.core.kinds import ObligationEvent
 from clearing.core.models import Obligation
 from clearing.core.money import parse_minor, wholesale_price
+from clearing.web.context import Caller
 from clearing.web.platform_key import load_or_create
 from exchange.mall import orders
 from exchange.mall.models import MallOrder
 from exchange.mall.schemas import CancelCreate, FulfilmentCreate, OrderCreate, ReturnCreate
-from issuers import agreements
-from issuers.schemas import AgreementCreate
 from settlement.camt053 import NAMESPACE
 from settlement.files import CAMT_NAME, CSV_NAME
 from settlement.schemas import BatchOut
 from settlement.service import run_batch, verify_tree
 from settlement.verify import verify_directory
-from tests.exchange.mall_support import add_item, program_id
+from tests.exchange.mall_factories import create_item_with_offer, supply_agreement
 from tests.factories import (
     T0,
     World,
@@ -87,21 +87,6 @@ class MallDay:
     own_item_entry: str
 
 
-def supply(engine: Engine, w: World) -> None:
-    """The cafe may sell in BANKA's mall at RATE of an item's value; BANKA approves."""
-    at = T0 - timedelta(hours=1)
-    with transaction(engine) as session:
-        proposal = agreements.propose(
-            session,
-            w.cafe,
-            AgreementCreate(
-                program="BANKA", accept=False, fund=False, supply=True, wholesale_rate=RATE
-            ),
-            at,
-        )
-        agreements.approve(session, w.bank_a, proposal.id, at)
-
-
 def redemption_entry(engine: Engine, order_id: uuid.UUID) -> str:
     with transaction(engine) as session:
         entry = session.execute(
@@ -116,16 +101,20 @@ def book_mall_day(engine: Engine) -> MallDay:
     before = T0 - timedelta(hours=1)
     w = build_world(engine, before)
     agree_all(engine, w, before)
-    supply(engine, w)
+    supply_agreement(engine, merchant=w.cafe, program="BANKA", wholesale_rate=RATE, now=before)
     for name in ("alice", "bob", "carol"):
         member(engine, w.bank_a, "BANKA", name, before)
         accrue(engine, w.bank_a, "BANKA", name, 10_000, before)
     member(engine, w.carrier, "MOBILE", "dave", before)
     accrue(engine, w.carrier, "MOBILE", "dave", 5_000_000, before)
-    banka = program_id(engine, "BANKA")
-    delivery = add_item(engine, w.cafe, banka, points=800, value=DELIVERY_VALUE, stock=20)
-    voucher = add_item(engine, w.cafe, banka, points=500, value=VOUCHER_VALUE, fulfilment="voucher")
-    own = add_item(engine, w.bank_a, banka, points=300, value=1000)
+
+    def on_sale(owner: Caller, **fields: Any) -> uuid.UUID:
+        made = create_item_with_offer(engine, owner=owner, program="BANKA", now=before, **fields)
+        return made.id
+
+    delivery = on_sale(w.cafe, points=800, value_amount=DELIVERY_VALUE, stock=20)
+    voucher = on_sale(w.cafe, points=500, value_amount=VOUCHER_VALUE, fulfilment="voucher")
+    own = on_sale(w.bank_a, points=300, value_amount=1000)
     t = T0
 
     def place(item: uuid.UUID, name: str, quantity: int, unit_points: int) -> tuple[uuid.UUID, str]:
