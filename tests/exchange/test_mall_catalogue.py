@@ -212,6 +212,38 @@ def test_price_versions_are_appended_and_read_at_the_order_instant(engine: Engin
         assert third.price.version == 3
 
 
+def test_the_price_in_force_read_in_sql_and_in_python_agree(engine: Engine) -> None:
+    """Twins: an order reads the price in force in SQL (`repository.offer_at`), the item's answer
+    picks it in Python (`catalogue.get_item`); at every instant they name the same version, two
+    versions from the same instant included (the later one wins)."""
+    w = build_world(engine)
+    with transaction(engine) as session:
+        item = new_item(session, w.bank_a)
+        catalogue.set_offer(session, w.bank_a, item.id, offer(100), T0)
+        for points in (90, 80):  # two versions from the same instant
+            catalogue.set_offer(session, w.bank_a, item.id, offer(points, effective_from=LATER), T0)
+        catalogue.set_offer(
+            session, w.bank_a, item.id, offer(70, effective_from=LATER + timedelta(days=1)), T0
+        )
+        program_id = program_by_code(session, "BANKA").id
+        seen = []
+        for at in (
+            T0,
+            LATER - timedelta(microseconds=1),
+            LATER,
+            LATER + timedelta(hours=23),
+            LATER + timedelta(days=1),
+            LATER + timedelta(days=30),
+        ):
+            in_sql = repository.offer_at(session, item.id, program_id, at)
+            in_python = catalogue.get_item(session, w.bank_a, item.id, at).offers[0].price
+            assert in_sql is not None
+            assert in_python is not None
+            assert (in_sql.price_version, in_sql.points) == (in_python.version, in_python.points)
+            seen.append(in_python.version)
+    assert seen == [1, 1, 3, 3, 4, 4]
+
+
 def test_an_issuer_offers_its_items_in_its_own_programs_only(engine: Engine) -> None:
     w = build_world(engine)
     with transaction(engine) as session:
