@@ -42,16 +42,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from queue import Empty
 from typing import Any
 
+# The scratch database and the CPU counters, as the ledger bench has them (the script's folder
+# is on the path when it runs).
+from ledger_bench import _backend_pid, _create_db, _drop_db, _machine_busy, _proc_cpu
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-ADMIN_URL = os.environ.get(
-    "CLEARING_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 MERCHANTS = 50
 MEMBERS_PER_WORKER = 100
 STOCK = 1000
@@ -67,44 +66,6 @@ class Setup:
     issuer: str
     supplier: str
     merchants: list[str]
-
-
-def _admin() -> Engine:
-    return create_engine(
-        make_url(ADMIN_URL).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-    )
-
-
-def _create_db(name: str) -> str:
-    with _admin().connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_db(name: str) -> None:
-    with _admin().connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process `pid`, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy() -> float:
-    """CPU seconds the whole machine has spent busy, from /proc/stat."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
-        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    )
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _backend_pid(engine: Engine) -> int:
-    """The PostgreSQL backend of a one-connection engine (the pool keeps that connection)."""
-    with engine.connect() as conn:
-        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
 def setup(url: str, workers: int) -> Setup:
@@ -574,7 +535,7 @@ def _item_state(url: str, item: uuid.UUID) -> tuple[int, int, int, int]:
 
     engine = make_engine(url, pool_size=1, max_overflow=0)
     with transaction(engine) as s:
-        left = repository.stock_left(s, item)
+        left = repository.stocks_left(s, [item]).get(item, 0)
         placed, points = s.execute(
             select(func.count(), func.coalesce(func.sum(MallOrder.points), 0)).where(
                 MallOrder.item_id == item

@@ -265,7 +265,7 @@ def _place(
         )
     )
     if offer.stock_limited and not repository.take_stock(session, offer.item_id, req.quantity):
-        left = repository.stock_left(session, offer.item_id)
+        left = repository.stocks_left(session, [offer.item_id]).get(offer.item_id, 0)
         raise rules.OutOfStock("not enough of the item is left", stock=left)
     voucher_item = offer.fulfilment == "voucher"
     row = {

@@ -290,14 +290,6 @@ def take_stock(session: Session, item_id: uuid.UUID, units: int) -> bool:
     return True
 
 
-def stock_left(session: Session, item_id: uuid.UUID) -> int:
-    """Units of an item left, as this transaction sees them."""
-    found = session.execute(
-        select(func.coalesce(func.sum(_STOCK.c.remaining), 0)).where(_STOCK.c.item_id == item_id)
-    ).scalar_one()
-    return int(found)
-
-
 _GIVE_BACK = Sql(
     _STOCK.update()
     .where(_STOCK.c.item_id == bindparam("b_item"), _STOCK.c.slot == bindparam("b_slot"))
@@ -321,21 +313,11 @@ def stock_rows(item_id: uuid.UUID, units: int) -> list[dict[str, Any]]:
 # member limits -------------------------------------------------------------------------------
 
 
-_TAKEN = Sql(
-    select(_USES.c.item_id, _USES.c.taken).where(
-        _USES.c.member_id == bindparam("b_member"),
-        _USES.c.period == bindparam("b_period"),
-        _USES.c.item_id == bindparam("b_item"),
-    )
-)
-
-
 def taken(session: Session, item_id: uuid.UUID, member_id: uuid.UUID, period: str | None) -> int:
     """Units of an item the member took in the limit period (0 without a limit)."""
     if period is None:
         return 0
-    row = _TAKEN.first(session, {"b_item": item_id, "b_member": member_id, "b_period": period})
-    return 0 if row is None else int(row.taken)
+    return taken_many(session, [item_id], member_id, [period]).get((item_id, period), 0)
 
 
 def taken_many(

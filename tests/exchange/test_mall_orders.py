@@ -74,7 +74,7 @@ def refused(call: Callable[[], object]) -> str:
 
 def stock(engine: Engine, item_id: uuid.UUID) -> int:
     with transaction(engine) as session:
-        return repository.stock_left(session, item_id)
+        return repository.stocks_left(session, [item_id]).get(item_id, 0)
 
 
 def mall_obligations(engine: Engine) -> list[tuple[str, uuid.UUID, uuid.UUID, int]]:
