@@ -114,8 +114,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 org_app = typer.Typer(help="Organisations (operator bootstrap).", no_args_is_help=True)
 key_app = typer.Typer(help="API keys of organisations.", no_args_is_help=True)
+user_app = typer.Typer(help="People who sign in to the console.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
 app.add_typer(key_app, name="key")
+app.add_typer(user_app, name="user")
 
 
 def _register_tables() -> None:
@@ -246,6 +248,51 @@ def _organisation_id(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise typer.BadParameter(f"not an organisation id: {text!r}") from None
+
+
+@user_app.command("add")
+def user_add(
+    org_id: Annotated[
+        uuid.UUID, typer.Argument(help="Organisation id", parser=_organisation_id, metavar="ORG_ID")
+    ],
+    username: Annotated[str, typer.Option(help="Sign-in name: a-z, 0-9, '.', '_', '-'")],
+    role: Annotated[str, typer.Option(help="finance, operator, risk_analyst or viewer")],
+    name: Annotated[str, typer.Option(help="The person's name, as the console shows it")] = "",
+    locale: Annotated[str, typer.Option(help="en or zh_CN")] = "en",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+) -> None:
+    """Create a console user; prints the second factor's secret and its otpauth URI, once."""
+    import clearing.app.tables  # noqa: F401
+    from reports.console.accounts import add_user
+    from reports.console.roles import Role
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        raise typer.BadParameter(
+            f"not a role: {role!r} (one of {', '.join(r.value for r in Role)})"
+        ) from None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with transaction(open_database()) as session:
+        created = add_user(
+            session,
+            org_id=org_id,
+            username=username,
+            display_name=name,
+            role=chosen,
+            password=password,
+            locale=locale,
+            now=utcnow(),
+        )
+    typer.echo(f"user {created.user.username} ({created.user.id}) added as {chosen}")
+    typer.echo("Add this to the user's authenticator app; it is shown only now:")
+    typer.echo(f"  secret: {created.totp_secret}")
+    typer.echo(f"  uri:    {created.provisioning_uri}")
 
 
 @key_app.command("add")

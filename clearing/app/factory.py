@@ -32,10 +32,13 @@ from exchange.routes import router as exchange_router
 from issuers.keys import ORGANISATION_KEYS
 from issuers.routes import router as issuers_router
 from issuers.tier_routes import router as tiers_router
+from reports.console.web import create_console
 from risk.routes import router as risk_router
 from settlement.routes import router as settlement_router
 
 PROBLEM = "application/problem+json"
+CONSOLE_PREFIX = "/console"
+"""Where the console for people is mounted, beside the partner API."""
 log = logging.getLogger("clearing.web.api")
 
 
@@ -135,7 +138,8 @@ class SignedResponses:
         return headers + [(k.lower().encode(), v.encode("latin-1")) for k, v in signed.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(CONSOLE_PREFIX + "/"):
+            # The console answers people's browsers, with headers of its own (reports.console).
             await self.app(scope, receive, send)
             return
         start: Message | None = None
@@ -218,6 +222,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
     ):
         adopt(router)
         app.include_router(router)
+    app.mount(CONSOLE_PREFIX, create_console(engine, settings))
     # Added first, so it runs inside SignedResponses: its refusals are signed too.
     app.add_middleware(Ingress, settings=settings, engine=engine, keys=ORGANISATION_KEYS)
     app.add_middleware(SignedResponses, key=key)

@@ -6,7 +6,8 @@ import clearing.core.models
 import exchange.mall.models
 import exchange.models
 import issuers.models
+import reports.console.models
 import risk.models
 import settlement.models
 
-__all__ = ["clearing", "exchange", "issuers", "risk", "settlement"]
+__all__ = ["clearing", "exchange", "issuers", "reports", "risk", "settlement"]

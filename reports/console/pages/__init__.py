@@ -1,0 +1,9 @@
+"""The console's pages, one module each; `PAGE_ROUTERS` is every page's router, in nav order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from reports.console.pages.dashboard import router as dashboard_router
+
+PAGE_ROUTERS: tuple[APIRouter, ...] = (dashboard_router,)
