@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from reports.console.pages.batches import router as batches_router
 from reports.console.pages.dashboard import router as dashboard_router
+from reports.console.pages.positions import router as positions_router
 
-PAGE_ROUTERS: tuple[APIRouter, ...] = (dashboard_router,)
+PAGE_ROUTERS: tuple[APIRouter, ...] = (dashboard_router, batches_router, positions_router)
