@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 CHART_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 """matplotlib's SVG styles its elements inline; it holds no script and loads nothing."""
@@ -61,6 +61,8 @@ def _frame(axes: object) -> None:
     locator = AutoDateLocator(maxticks=8)
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    # Points and operations are whole numbers: no tick between two of them.
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.yaxis.set_major_formatter(FuncFormatter(_grouped))
     axes.grid(axis="y", color="#d8dde6", linewidth=0.6)
     for side in ("top", "right"):

@@ -35,12 +35,14 @@ def dashboard(request: Request, viewer: Everyone, session: SessionDep) -> HTMLRe
     """The first page after sign-in."""
     today = figures.business_day(utcnow(), viewer.zone)
     scope = _scope(viewer)
+    yesterday = today - timedelta(days=1)
     return render(
         request,
         "dashboard.html",
         viewer=viewer,
         today=today,
-        positions=finance.latest_positions(session, scope, today - timedelta(days=1)),
+        yesterday=yesterday,
+        positions=finance.latest_positions(session, scope, yesterday),
         liability=figures.liability(session, scope, today),
         activity=figures.activity_on(session, scope, today),
         kind_names=KIND_NAMES,
