@@ -8,23 +8,29 @@ state, so charts drawn on two threads at once do not mix.
 from __future__ import annotations
 
 import io
-from functools import cache
 from collections.abc import Mapping, Sequence
 from datetime import date
+from functools import cache
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.axes import Axes
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 CHART_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 """matplotlib's SVG styles its elements inline; it holds no script and loads nothing."""
 _SIZE = (7.2, 3.0)
 _CJK = "Noto Sans CJK SC"
 _COLOURS = ("#1f5fbf", "#1e7b34", "#b3561e", "#7a3fb3", "#b3261e", "#5b6475")
+
+
+def _day(value: date) -> float:
+    """A date on matplotlib's date axis (days since its epoch)."""
+    return float(date2num(value))  # type: ignore[no-untyped-call]
 
 
 def _grouped(value: float, _position: object) -> str:
@@ -54,13 +60,10 @@ def _svg(figure: Figure) -> bytes:
     return out.getvalue()
 
 
-def _frame(axes: object) -> None:
-    from matplotlib.axes import Axes
-
-    assert isinstance(axes, Axes)
-    locator = AutoDateLocator(maxticks=8)
+def _frame(axes: Axes) -> None:
+    locator = AutoDateLocator(maxticks=8)  # type: ignore[no-untyped-call]
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     # Points and operations are whole numbers: no tick between two of them.
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.yaxis.set_major_formatter(FuncFormatter(_grouped))
@@ -75,9 +78,10 @@ def lines(series: Mapping[str, Sequence[tuple[date, int]]]) -> bytes:
     figure = _figure()
     axes = figure.add_subplot()
     for i, (name, points) in enumerate(series.items()):
-        days = [d for d, _ in points]
+        days = [_day(d) for d, _ in points]
         values = [v for _, v in points]
         axes.plot(days, values, label=name, color=_COLOURS[i % len(_COLOURS)], linewidth=1.6)
+    axes.xaxis_date()
     if not series:
         axes.text(0.5, 0.5, "-", transform=axes.transAxes, ha="center")
     else:
@@ -95,7 +99,7 @@ def bars(days: Sequence[date], series: Mapping[str, Sequence[int]]) -> bytes:
     for i, (name, values) in enumerate(series.items()):
         offset = (i - (count - 1) / 2) * width
         axes.bar(
-            [matplotlib.dates.date2num(d) + offset for d in days],
+            [_day(d) + offset for d in days],
             values,
             width=width,
             label=name,

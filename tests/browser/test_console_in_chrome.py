@@ -58,7 +58,9 @@ def test_sign_in_with_password_and_code_then_see_the_charts(chrome: WebDriver, l
     sign_in_with_browser(chrome, live, login)
     assert chrome.current_url == f"{live.base_url}/console/"
     cookie = chrome.get_cookie(SESSION_COOKIE)
-    assert cookie is not None and cookie["secure"] and cookie["httpOnly"]
+    assert cookie is not None
+    assert cookie["secure"]
+    assert cookie["httpOnly"]
     assert cookie["sameSite"] == "Strict"
     assert chrome.find_element(By.ID, "liability-BANKA").is_displayed()
     charts = chrome.find_elements(By.CSS_SELECTOR, "img.chart")
@@ -95,7 +97,9 @@ def test_download_a_settlement_file_and_compare_its_sha256_with_the_manifest(
         downloads_recorded = session.scalar(
             select(func.count())
             .select_from(ConsoleAction)
-            .where(ConsoleAction.action == "file_downloaded", ConsoleAction.user_id == login.user_id)
+            .where(
+                ConsoleAction.action == "file_downloaded", ConsoleAction.user_id == login.user_id
+            )
         )
     listed = {f["name"]: f["sha256"] for f in json.loads(folder.read_bytes())["files"]}
     assert hashlib.sha256(content).hexdigest() == listed["statement.csv"] == shown
@@ -142,9 +146,7 @@ def test_a_form_sent_without_its_csrf_token_is_refused_and_changes_nothing(
 
 
 def test_the_console_in_chinese(chrome: WebDriver, live: Live) -> None:
-    login = console_user(
-        live.app, live.days.world.bank_b.org_id, Role.FINANCE, locale="zh_CN"
-    )
+    login = console_user(live.app, live.days.world.bank_b.org_id, Role.FINANCE, locale="zh_CN")
     sign_in_with_browser(chrome, live, login)
     assert chrome.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
     assert chrome.find_element(By.CSS_SELECTOR, "#liability h2").text == "积分负债"

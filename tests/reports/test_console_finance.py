@@ -20,7 +20,7 @@ from reports.console.models import ConsoleAction
 from reports.console.roles import Role
 from risk.models import SettlementPayment
 from settlement.models import SettlementFile, SettlementPosition
-from tests.reports.console_support import CONSOLE_BASE, console_user, csrf_of, sign_in
+from tests.reports.console_support import CONSOLE_BASE, console_user, sign_in
 from tests.reports.finance_support import batch_id, settle_two_days
 from tests.settlement.settlement_world import DAY1, DAY2, Days, settlement_settings
 
@@ -138,7 +138,8 @@ def test_the_platform_records_a_payment_and_the_party_sees_it(
     party = console_user(finance_app, world.shop.org_id, Role.FINANCE)
     with transaction(finance_app.state.engine) as session:
         position = session.get(SettlementPosition, (DAY1_BATCH, world.shop.org_id))
-        assert position is not None and int(position.net) != 0
+        assert position is not None
+        assert int(position.net) != 0
         direction = "paid" if int(position.net) < 0 else "received"
     form = {
         "batch_id": DAY1_BATCH,
@@ -158,9 +159,9 @@ def test_the_platform_records_a_payment_and_the_party_sees_it(
         assert 'id="recorded"' in done.text
     with transaction(finance_app.state.engine) as session:
         payments = session.scalars(select(SettlementPayment)).all()
-    assert [(p.batch_id, p.org_id, p.direction, p.reference, p.recorded_by_key) for p in payments] == [
-        (DAY1_BATCH, world.shop.org_id, direction, "BANK-REF-42", f"console:{operator.username}")
-    ]
+    assert [
+        (p.batch_id, p.org_id, p.direction, p.reference, p.recorded_by_key) for p in payments
+    ] == [(DAY1_BATCH, world.shop.org_id, direction, "BANK-REF-42", f"console:{operator.username}")]
     assert [a.target for a in _actions(finance_app, "payment_recorded")] == [
         f"{DAY1_BATCH}/{world.shop.org_id}"
     ]
@@ -198,11 +199,13 @@ def test_the_dashboard_shows_a_partys_own_figures_and_draws_its_charts(
             assert chart.headers["content-type"].startswith("image/svg+xml")
             csp = chart.headers["content-security-policy"]
             assert csp == "default-src 'none'; style-src 'unsafe-inline'"
-            assert b"<svg" in chart.content and b"<script" not in chart.content
+            assert b"<svg" in chart.content
+            assert b"<script" not in chart.content
     platform = console_user(finance_app, world.platform.org_id, Role.OPERATOR)
     with _client(finance_app) as browser:
         sign_in(browser, platform)
         page = browser.get("/console/")
         for code in ("BANKA", "BANKB", "MOBILE"):
             assert f'id="liability-{code}"' in page.text
-        assert "Cafe" in page.text and "Shop" in page.text  # every party's position
+        assert "Cafe" in page.text
+        assert "Shop" in page.text

@@ -67,9 +67,7 @@ def chart(
         svg = charts.bars(
             days,
             {
-                gettext(KIND_NAMES[kind]): [
-                    a.count if (a := per_day.get(d)) else 0 for d in days
-                ]
+                gettext(KIND_NAMES[kind]): [a.count if (a := per_day.get(d)) else 0 for d in days]
                 for kind, per_day in found.items()
             },
         )
