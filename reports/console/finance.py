@@ -96,8 +96,9 @@ class PositionLine:
 
     @property
     def due(self) -> str | None:
-        """What the payment is to be: `paid` (a debit), `received` (a credit), None for zero."""
-        if self.net == 0:
+        """What the payment is to be: `paid` (a debit), `received` (a credit); None for zero
+        and for the platform's own position (its fee income, which nobody pays it by transfer)."""
+        if self.net == 0 or self.position.party_kind == "platform":
             return None
         return "paid" if self.net < 0 else "received"
 

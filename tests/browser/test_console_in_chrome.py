@@ -51,7 +51,7 @@ def _downloaded(folder: Path, name: str) -> bytes:
 
 
 def test_sign_in_with_password_and_code_then_see_the_charts(chrome: WebDriver, live: Live) -> None:
-    login = console_user(live.app, live.days.world.bank_a.org_id, Role.FINANCE)
+    login = console_user(live.app, live.days.world.bank_a.org_id, Role.FINANCE, username="li.wei")
     chrome.get(f"{live.base_url}/console/")
     wait_for(chrome, "#login")  # not signed in: sent to the login form
     screenshot(chrome, "login")
