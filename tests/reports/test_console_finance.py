@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from clearing.app.factory import create_app
 from clearing.core.db import transaction
+from reports.console import figures
 from reports.console.models import ConsoleAction
 from reports.console.roles import Role
 from risk.models import SettlementPayment
@@ -209,3 +210,14 @@ def test_the_dashboard_shows_a_partys_own_figures_and_draws_its_charts(
             assert f'id="liability-{code}"' in page.text
         assert "Cafe" in page.text
         assert "Shop" in page.text
+    # The charts' figures follow the same tenancy: a bank's own program, the platform's all.
+    with transaction(finance_app.state.engine) as session:
+        own = figures.liability_by_day(session, world.bank_a.org_id, DAY2)
+        every = figures.liability_by_day(session, None, DAY2)
+        shop_activity = figures.activity_by_day(session, world.shop.org_id, DAY1, DAY2)
+    assert list(own) == ["BANKA"]
+    assert sorted(every) == ["BANKA", "BANKB", "MOBILE"]
+    assert own["BANKA"] == every["BANKA"]
+    assert len(own["BANKA"]) == figures.CHART_DAYS
+    assert shop_activity["checkouts"][DAY1].count == 1  # its own capture of day 1
+    assert shop_activity["conversions"] == {}  # a merchant is party to no conversion
