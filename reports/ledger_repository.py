@@ -26,6 +26,7 @@ from sqlalchemy import (
     values,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from clearing.core.db import is_postgres
 from clearing.core.ledger import MEMBER, points_asset
@@ -101,7 +102,9 @@ def point_values(session: Session, program_ids: Sequence[uuid.UUID]) -> dict[uui
     if not program_ids:
         return found
     rows = session.execute(
-        select(PointValue.program_id, PointValue.version, PointValue.value, PointValue.effective_from)
+        select(
+            PointValue.program_id, PointValue.version, PointValue.value, PointValue.effective_from
+        )
         .where(PointValue.program_id.in_(program_ids))
         .order_by(PointValue.program_id, PointValue.version)
     )
@@ -217,7 +220,7 @@ def remaining_by_expiry(
     expires = lot.c.expires_at
     sums = []
     for n in range(len(bounds) + 1):
-        when = [expires.is_not(None)]
+        when: list[ColumnElement[bool]] = [expires.is_not(None)]
         if n > 0:
             when.append(expires >= bounds[n - 1])
         if n < len(bounds):

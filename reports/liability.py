@@ -433,9 +433,7 @@ def outstanding_by_age(session: Session, query: ReportQuery) -> ReportTable:
         left = remaining_by_expiry(session, [p.asset for p in group], bounds)
         for program in group:
             figures = left.get(program.asset) or [0] * (len(AGE_BUCKETS) + 2)
-            table.rows.append(
-                (query.date_to, program.issuer, program.code, *figures, sum(figures))
-            )
+            table.rows.append((query.date_to, program.issuer, program.code, *figures, sum(figures)))
     table.rows.sort(key=lambda r: r[2])
     return table
 
@@ -450,7 +448,10 @@ LEDGER_REPORTS: tuple[ReportSpec, ...] = (
     ),
     ReportSpec("breakage", "Breakage, trailing 12 months", breakage, per_program=True),
     ReportSpec(
-        "redemption_rate", "Redemption rate per program and month", redemption_rate, per_program=True
+        "redemption_rate",
+        "Redemption rate per program and month",
+        redemption_rate,
+        per_program=True,
     ),
     ReportSpec(
         "outstanding_by_age",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import defaultdict
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -143,10 +144,8 @@ class Book:
 
     def run(self, op: str, who: int, other: int, points: int, at: datetime) -> None:
         """One operation; one the rules refuse (not enough points, say) changes nothing."""
-        try:
+        with suppress(ClearingError):
             getattr(self, op)(MEMBERS[who], MEMBERS[other], points, at)
-        except ClearingError:
-            pass
 
     def accrue(self, m: str, _: str, points: int, at: datetime) -> None:
         out = accrue(self.engine, self.w.bank_a, self.code, m, points, now=at)
