@@ -34,23 +34,20 @@ import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, text
+from ledger_bench import ADMIN_URL, _admin, _create_db, _drop_db
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ledger_bench import _create_db, _drop_db  # noqa: E402
-
-from clearing.app.migrate import upgrade  # noqa: E402
-from clearing.core.db import make_engine, transaction  # noqa: E402
-from clearing.web.context import Caller  # noqa: E402
-from issuers import organisations, programs  # noqa: E402
-from issuers.schemas import OrganisationCreate, ProgramCreate  # noqa: E402
-from reports.ledger_repository import member_balances  # noqa: E402
-from reports.liability import liability  # noqa: E402
-from reports.query import ReportQuery  # noqa: E402
+from clearing.app.migrate import upgrade
+from clearing.core.db import make_engine, transaction
+from clearing.web.context import Caller
+from issuers import organisations, programs
+from issuers.schemas import OrganisationCreate, ProgramCreate
+from reports.ledger_repository import member_balances
+from reports.liability import liability
+from reports.query import ReportQuery
 
 YEAR_START = datetime(2025, 12, 31, 16, 0, tzinfo=UTC)  # 2026-01-01 00:00 Asia/Shanghai
 YEAR_END = datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
@@ -144,7 +141,7 @@ def load(url: str, members: int, postings: int) -> None:
     step_ms = int((YEAR_END - YEAR_START).total_seconds() * 1000) / entries
     with engine.begin() as conn:
         conn.execute(text("SET LOCAL session_replication_role = replica"))  # FKs, zero-sum
-        system = dict(
+        system: dict[str, Any] = dict(
             conn.execute(
                 text("SELECT kind, id FROM accounts WHERE asset = :a AND kind <> 'member'"),
                 {"a": ASSET},
@@ -194,8 +191,6 @@ def main() -> None:
     name = args.db or "clearing_reports_bench"
     reuse = False
     if args.db:
-        from ledger_bench import _admin
-
         with _admin().connect() as conn:
             reuse = bool(
                 conn.execute(
@@ -203,9 +198,6 @@ def main() -> None:
                 ).scalar()
             )
     if reuse:
-        from sqlalchemy.engine import make_url
-        from ledger_bench import ADMIN_URL
-
         url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     else:
         url = _create_db(name)
@@ -252,11 +244,15 @@ def main() -> None:
         }
         print()
         print(f"{'what':<48}{'seconds':>10}")
-        print(f"{'GROUP BY account_id (' + format(count, ',') + ' postings)':<48}{by_account:>10.3f}")
+        print(
+            f"{'GROUP BY account_id (' + format(count, ',') + ' postings)':<48}{by_account:>10.3f}"
+        )
         print(f"{'GROUP BY asset':<48}{by_asset:>10.3f}")
         print(f"{'liability report, 365 daily rows':<48}{ours:>10.3f}")
-        print(f"ratio to GROUP BY account_id: {ours / by_account:.2f}x; to GROUP BY asset: "
-              f"{ours / by_asset:.2f}x (target: within 3x)")
+        print(
+            f"ratio to GROUP BY account_id: {ours / by_account:.2f}x; to GROUP BY asset: "
+            f"{ours / by_asset:.2f}x (target: within 3x)"
+        )
         print(f"last closing = member balances: {ties}; peak RSS {_rss_mib():.0f} MiB")
         print(json.dumps(figures))
         if not ties:
