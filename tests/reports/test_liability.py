@@ -8,14 +8,13 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import defaultdict
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
@@ -74,6 +73,21 @@ OPERATIONS = (
     "expire",
     "value",
 )
+
+
+EVERY_OPERATION = [
+    (0, "checkout", 0, 0, 100),  # m0 spends 200 of its 300 points
+    (0, "reverse", 0, 0, 153),  # 154 of m0's accrual reversed: 100 taken, 54 spent, so owed
+    (1, "accrue", 0, 0, 100),  # ... and recovered from the next accrual
+    (1, "refund", 0, 0, 49),  # 50 fen of the checkout refunded
+    (1, "convert", 1, 0, 100),
+    (1, "transfer", 2, 1, 50),
+    (2, "credit", 2, 0, 30),
+    (2, "debit", 1, 0, 10),
+    (2, "value", 0, 0, 70),
+    (3, "expire", 0, 0, 1),  # a month on: what is left of the first day's lots expires
+]
+"""One example with every kind of operation, debt recovery among them, each one accepted."""
 
 
 def test_every_entry_kind_has_a_liability_column() -> None:
@@ -141,11 +155,14 @@ class Book:
         self.accruals: list[tuple[uuid.UUID, str, int]] = []
         self.checkouts: list[tuple[uuid.UUID, int]] = []
         self.debt: dict[str, int] = defaultdict(int)
+        self.refused: list[str] = []
 
     def run(self, op: str, who: int, other: int, points: int, at: datetime) -> None:
         """One operation; one the rules refuse (not enough points, say) changes nothing."""
-        with suppress(ClearingError):
+        try:
             getattr(self, op)(MEMBERS[who], MEMBERS[other], points, at)
+        except ClearingError as refused:
+            self.refused.append(f"{op}: {refused.code}")
 
     def accrue(self, m: str, _: str, points: int, at: datetime) -> None:
         out = accrue(self.engine, self.w.bank_a, self.code, m, points, now=at)
@@ -278,6 +295,7 @@ def test_liability_rolls_forward_and_ties_to_the_ledger(engine: Engine) -> None:
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         database=None,
     )
+    @example(EVERY_OPERATION)
     @given(
         st.lists(
             st.tuples(
@@ -301,6 +319,9 @@ def test_liability_rolls_forward_and_ties_to_the_ledger(engine: Engine) -> None:
             book.run(op, who, other, points, T0 + timedelta(days=DAYS[day], minutes=1 + n))
         last = T0 + timedelta(days=DAYS[-1], minutes=len(operations) + 1)
         book.expire("", "", 0, last)  # and a last expiry, so every example has one
+        if operations == EVERY_OPERATION:
+            assert book.refused == []
+            assert all(any(f[c] for f in book.model.flows.values()) for c in FLOW_COLUMNS)
         check_report(book, world, last)
 
     check()
