@@ -13,19 +13,20 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Date,
     Integer,
     Table,
     and_,
+    bindparam,
     case,
     cast,
     column,
     func,
-    literal,
     select,
     values,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from clearing.core.db import is_postgres
 from clearing.core.ledger import MEMBER, points_asset
@@ -60,8 +61,8 @@ class ProgramRow:
 class FlowRow:
     """Member postings of one program, one bucket and one entry kind: credits and debits apart.
 
-    ``bucket`` is the business date for a daily query, None for what came before the range
-    (the opening) or for a query of the whole range at once.
+    ``bucket`` is the first business date of the window, None for what came before the first
+    window (the opening).
     """
 
     asset: str
@@ -101,7 +102,9 @@ def point_values(session: Session, program_ids: Sequence[uuid.UUID]) -> dict[uui
     if not program_ids:
         return found
     rows = session.execute(
-        select(PointValue.program_id, PointValue.version, PointValue.value, PointValue.effective_from)
+        select(
+            PointValue.program_id, PointValue.version, PointValue.value, PointValue.effective_from
+        )
         .where(PointValue.program_id.in_(program_ids))
         .order_by(PointValue.program_id, PointValue.version)
     )
@@ -121,47 +124,45 @@ def _system_accounts(session: Session, assets: Sequence[str]) -> list[uuid.UUID]
     )
 
 
-def member_flows(
-    session: Session,
-    assets: Sequence[str],
-    zone: str,
-    start: datetime,
-    end: datetime,
-    days: Sequence[tuple[date, datetime, datetime]] | None,
-    *,
-    opening: bool = True,
-) -> list[FlowRow]:
-    """Member postings of `assets` booked before `end`, by kind, in buckets of business days.
+Window = tuple[date, datetime, datetime]
+"""A bucket of business dates: its label (its first date) and its UTC instants [lo, hi)."""
 
-    With `days` (each day's UTC window in `zone`, consecutive, from `start` to `end`) a
-    posting falls in its business date, and one booked before `start` in bucket None (the
-    opening). Without, everything in [start, end) falls in bucket None and nothing earlier
-    is read. `opening=False` reads nothing before `start` in either case.
+
+def member_flows(
+    session: Session, assets: Sequence[str], windows: Sequence[Window], *, opening: bool
+) -> list[FlowRow]:
+    """Member postings of `assets` by window and entry kind, credits and debits apart.
+
+    `windows` are consecutive (each one's hi the next one's lo), computed in Python from the
+    issuer's zone, so that both databases draw the same lines. A posting falls in the window
+    of its entry's booking instant; with `opening`, one booked before the first window falls
+    in bucket None (the opening balance), else it is not read. Nothing after the last is read.
     """
-    if not assets:
+    if not assets or not windows:
         return []
     system = _system_accounts(session, assets)
     p, e = _POSTINGS, _ENTRIES
     booked = e.c.booked_at
+    start, end = windows[0][1], windows[-1][2]
     where = [p.c.asset.in_(assets), booked < end]
+    if not opening:
+        where.append(booked >= start)
     if system:
         where.append(p.c.account_id.not_in(system))
     credits = func.sum(case((p.c.amount > 0, p.c.amount), else_=0))
     debits = func.sum(case((p.c.amount < 0, p.c.amount), else_=0))
     source = p.join(e, e.c.id == p.c.entry_id)
-    if days is None or not opening:
-        where.append(booked >= start)
-    if days is None:
-        bucket: Any = literal(None, Date)
-    elif is_postgres(session):
-        # One pass: the business date is the local date of the instant in the issuer's zone
-        # (PostgreSQL knows the IANA zones); what came before the range is the opening.
-        local = cast(func.timezone(zone, booked), Date)
-        bucket = case((booked < start, None), else_=local)
+    if is_postgres(session):
+        # One pass, a binary search per posting among the windows' bounds: bucket 0 is before
+        # the first window (the opening), bucket n the n-th window.
+        bounds = [lo for _, lo, _ in windows] + [end]
+        bucket: Any = func.width_bucket(
+            booked, bindparam("bounds", bounds, type_=postgresql.ARRAY(UTCDateTime))
+        )
     else:
-        # SQLite knows no zones: each posting joins the window (UTC, computed in Python) it
-        # falls in; index -1 is everything before the range.
-        windows = (
+        # SQLite has no width_bucket: each posting joins the window it falls in; bucket 0 is
+        # everything before the first.
+        table = (
             values(
                 column("idx", Integer),
                 column("lo", UTCDateTime),
@@ -169,13 +170,13 @@ def member_flows(
                 name="windows",
             )
             .data(
-                [(-1, datetime(1, 1, 1), start)]
-                + [(n, lo, hi) for n, (_, lo, hi) in enumerate(days)]
+                [(0, datetime(1, 1, 1), start)]
+                + [(n + 1, lo, hi) for n, (_, lo, hi) in enumerate(windows)]
             )
             .cte()
         )
-        source = source.join(windows, and_(booked >= windows.c.lo, booked < windows.c.hi))
-        bucket = windows.c.idx
+        source = source.join(table, and_(booked >= table.c.lo, booked < table.c.hi))
+        bucket = table.c.idx
     labelled = bucket.label("bucket")
     query = (
         select(p.c.asset, labelled, e.c.kind, credits, debits)
@@ -183,14 +184,11 @@ def member_flows(
         .where(*where)
         .group_by(p.c.asset, labelled, e.c.kind)
     )
-    rows = session.execute(query).all()
-    if days is not None and not is_postgres(session):
-        dates = [day for day, _, _ in days]
-        return [
-            FlowRow(a, None if n < 0 else dates[n], k, int(c or 0), int(d or 0))
-            for a, n, k, c, d in rows
-        ]
-    return [FlowRow(a, b, k, int(c or 0), int(d or 0)) for a, b, k, c, d in rows]
+    labels: list[date | None] = [None] + [label for label, _, _ in windows]
+    return [
+        FlowRow(asset, labels[n], kind, int(c or 0), int(d or 0))
+        for asset, n, kind, c, d in session.execute(query)
+    ]
 
 
 def member_balances(session: Session, assets: Sequence[str]) -> dict[str, int]:
@@ -217,7 +215,7 @@ def remaining_by_expiry(
     expires = lot.c.expires_at
     sums = []
     for n in range(len(bounds) + 1):
-        when = [expires.is_not(None)]
+        when: list[ColumnElement[bool]] = [expires.is_not(None)]
         if n > 0:
             when.append(expires >= bounds[n - 1])
         if n < len(bounds):

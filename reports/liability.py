@@ -18,7 +18,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -186,9 +186,7 @@ def liability(session: Session, query: ReportQuery) -> ReportTable:
     days = _days(query.date_from, query.date_to)
     for zone, group in _by_zone(programs).items():
         windows = _windows(days, zone)
-        rows = member_flows(
-            session, [p.asset for p in group], zone, windows[0][1], windows[-1][2], windows
-        )
+        rows = member_flows(session, [p.asset for p in group], windows, opening=True)
         opening: dict[str, int] = defaultdict(int)
         moved: dict[tuple[str, date], dict[str, int]] = defaultdict(_zero)
         for row in rows:
@@ -227,18 +225,16 @@ def liability_summary(session: Session, query: ReportQuery) -> ReportTable:
     programs = programs_seen(session, query.org_id, query.program_code)
     values = point_values(session, [p.id for p in programs])
     for zone, group in _by_zone(programs).items():
-        start = business_window(query.date_from, zone, MIDNIGHT)[0]
         end = business_window(query.date_to, zone, MIDNIGHT)[1]
-        assets = [p.asset for p in group]
-        # One bucket for the opening (everything before the range), one for the range.
-        before = member_flows(session, assets, zone, datetime(1, 1, 1, tzinfo=UTC), start, None)
-        within = member_flows(session, assets, zone, start, end, None)
+        # One window for the whole range, and the opening before it: one pass.
+        window = (query.date_from, business_window(query.date_from, zone, MIDNIGHT)[0], end)
         opening: dict[str, int] = defaultdict(int)
-        for row in before:
-            opening[row.asset] += row.credits + row.debits
         moved: dict[str, dict[str, int]] = defaultdict(_zero)
-        for row in within:
-            _classify(row, moved[row.asset])
+        for row in member_flows(session, [p.asset for p in group], [window], opening=True):
+            if row.bucket is None:
+                opening[row.asset] += row.credits + row.debits
+            else:
+                _classify(row, moved[row.asset])
         for program in group:
             movement = moved.get(program.asset) or _zero()
             closing = opening[program.asset] + sum(movement.values())
@@ -265,10 +261,13 @@ def _range_movements(
     session: Session, group: Sequence[ProgramRow], zone: str, first: date, last: date
 ) -> dict[str, dict[str, int]]:
     """Each program's movement columns over business dates [first, last] (no opening read)."""
-    start = business_window(first, zone, MIDNIGHT)[0]
-    end = business_window(last, zone, MIDNIGHT)[1]
+    window = (
+        first,
+        business_window(first, zone, MIDNIGHT)[0],
+        business_window(last, zone, MIDNIGHT)[1],
+    )
     moved: dict[str, dict[str, int]] = defaultdict(_zero)
-    for row in member_flows(session, [p.asset for p in group], zone, start, end, None):
+    for row in member_flows(session, [p.asset for p in group], [window], opening=False):
         _classify(row, moved[row.asset])
     return moved
 
@@ -358,22 +357,15 @@ def redemption_rate(session: Session, query: ReportQuery) -> ReportTable:
     table = ReportTable("redemption_rate", REDEMPTION_COLUMNS)
     periods = months_of(query.date_from, query.date_to)
     for zone, group in _by_zone(programs_seen(session, query.org_id, query.program_code)).items():
-        days = _days(query.date_from, query.date_to)
-        windows = _windows(days, zone)
-        rows = member_flows(
-            session,
-            [p.asset for p in group],
-            zone,
-            windows[0][1],
-            windows[-1][2],
-            windows,
-            opening=False,
-        )
-        month_of = {day: n for n, (lo, hi) in enumerate(periods) for day in _days(lo, hi)}
+        windows = [
+            (lo, business_window(lo, zone, MIDNIGHT)[0], business_window(hi, zone, MIDNIGHT)[1])
+            for lo, hi in periods
+        ]
+        month_of = {lo: n for n, (lo, _) in enumerate(periods)}
         moved: dict[tuple[str, int], dict[str, int]] = defaultdict(_zero)
-        for row in rows:
-            if row.bucket is not None:
-                _classify(row, moved[(row.asset, month_of[row.bucket])])
+        for row in member_flows(session, [p.asset for p in group], windows, opening=False):
+            assert row.bucket is not None
+            _classify(row, moved[(row.asset, month_of[row.bucket])])
         for program in group:
             for n, (lo, hi) in enumerate(periods):
                 m = moved.get((program.asset, n)) or _zero()
@@ -433,9 +425,7 @@ def outstanding_by_age(session: Session, query: ReportQuery) -> ReportTable:
         left = remaining_by_expiry(session, [p.asset for p in group], bounds)
         for program in group:
             figures = left.get(program.asset) or [0] * (len(AGE_BUCKETS) + 2)
-            table.rows.append(
-                (query.date_to, program.issuer, program.code, *figures, sum(figures))
-            )
+            table.rows.append((query.date_to, program.issuer, program.code, *figures, sum(figures)))
     table.rows.sort(key=lambda r: r[2])
     return table
 
@@ -450,7 +440,10 @@ LEDGER_REPORTS: tuple[ReportSpec, ...] = (
     ),
     ReportSpec("breakage", "Breakage, trailing 12 months", breakage, per_program=True),
     ReportSpec(
-        "redemption_rate", "Redemption rate per program and month", redemption_rate, per_program=True
+        "redemption_rate",
+        "Redemption rate per program and month",
+        redemption_rate,
+        per_program=True,
     ),
     ReportSpec(
         "outstanding_by_age",
