@@ -86,10 +86,8 @@ def csv_chunks(table: ReportTable, rows_per_chunk: int = ROW_GROUP) -> Iterator[
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(export_header(table))
-    count = 0
-    for cells in _rows_with_twins(table, _csv_cell, format_minor):
+    for count, cells in enumerate(_rows_with_twins(table, _csv_cell, format_minor), 1):
         writer.writerow("" if c is None else c for c in cells)
-        count += 1
         if count % rows_per_chunk == 0:
             yield buffer.getvalue().encode()
             buffer.seek(0)

@@ -32,6 +32,7 @@ from exchange.routes import router as exchange_router
 from issuers.keys import ORGANISATION_KEYS
 from issuers.routes import router as issuers_router
 from issuers.tier_routes import router as tiers_router
+from reports.routes import router as reports_router
 from risk.routes import router as risk_router
 from settlement.routes import router as settlement_router
 
@@ -215,6 +216,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
         mall_router,
         settlement_router,
         risk_router,
+        reports_router,
     ):
         adopt(router)
         app.include_router(router)
