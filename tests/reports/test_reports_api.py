@@ -142,7 +142,7 @@ def test_files_come_with_their_type_and_name(
     assert as_xlsx.headers["content-type"].startswith("application/vnd.openxmlformats")
     sheet = openpyxl.load_workbook(io.BytesIO(as_xlsx.content))["checkout_volume"]
     cells = list(sheet.iter_rows(min_row=2, values_only=True))
-    assert [(c[0].date(), c[5]) for c in cells] == [(r[0], r[5]) for r in expected]  # type: ignore[union-attr]
+    assert [(c[0].date(), c[5]) for c in cells] == [(r[0], r[5]) for r in expected]
     as_parquet = signed(http, parties["shop"], "GET", base + "parquet")
     assert as_parquet.headers["content-type"] == "application/vnd.apache.parquet"
     read = pq.read_table(io.BytesIO(as_parquet.content))
