@@ -13,6 +13,11 @@ from reports.catalogue import REPORTS
 from reports.query import ReportQuery, ReportSpec, ReportTable
 
 
+EARLIEST = date(1970, 1, 1)
+LATEST = date(2199, 12, 31)
+"""The business dates a report may ask for: well inside what every zone's arithmetic handles."""
+
+
 class UnknownReport(NotFound):
     code = "unknown_report"
     title = "No such report"
@@ -51,6 +56,9 @@ def run_report(
 ) -> ReportTable:
     """Run the report `name` over [date_from, date_to] as seen by `org_id` (None: every party)."""
     spec = report_spec(name)
+    for value, field in ((date_from, "date_from"), (date_to, "date_to")):
+        if not EARLIEST <= value <= LATEST:
+            raise InvalidInput(f"business dates run from {EARLIEST} to {LATEST}", field=field)
     if program_code is not None and not spec.per_program:
         raise InvalidInput(f"report {name!r} is not per program", field="program")
     return spec.run(session, ReportQuery(date_from, date_to, org_id, program_code))

@@ -161,6 +161,8 @@ def test_unknown_reports_and_bad_dates_are_problems(
         "date_from=2026-13-01&date_to=2026-11-20",
         "date_from=2026-11-21&date_to=2026-11-20",
         "date_from=2000-01-01&date_to=2026-11-20",
+        "date_from=0001-01-01&date_to=0001-01-02",
+        "date_from=9999-12-30&date_to=9999-12-31",
         "date_to=2026-11-20",
         f"{RANGE}&format=pdf",
         f"{RANGE}&program=BANKA",  # settlement positions are not per program
