@@ -12,7 +12,6 @@ from clearing.web.context import Caller
 from reports.catalogue import REPORTS
 from reports.query import ReportQuery, ReportSpec, ReportTable
 
-
 EARLIEST = date(1970, 1, 1)
 LATEST = date(2199, 12, 31)
 """The business dates a report may ask for: well inside what every zone's arithmetic handles."""
