@@ -10,13 +10,21 @@ operator-only: each narrows to the party's own rows instead of refusing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from reports import flow_repository as repo
-from reports.query import Column, ColumnKind, ReportQuery, ReportSpec, ReportTable
+from reports.query import (
+    Column,
+    ColumnKind,
+    ReportFunction,
+    ReportQuery,
+    ReportSpec,
+    ReportTable,
+)
 
 D, T, P, M, C = (
     ColumnKind.DATE,
@@ -52,10 +60,11 @@ def _table(name: str, columns: tuple[Column, ...], rows: Sequence[Any]) -> Repor
     )
 
 
-Rows = Callable[[Session, repo.DayClock, Any, str | None], Sequence[Any]]
+Rows = Callable[[Session, repo.DayClock, uuid.UUID | None, str | None], Sequence[Any]]
+"""A query of `flow_repository`: grouped rows in the columns' order."""
 
 
-def _daily(name: str, columns: tuple[Column, ...], rows: Rows) -> Callable[..., ReportTable]:
+def _daily(name: str, columns: tuple[Column, ...], rows: Rows) -> ReportFunction:
     """A report over instants: the query's days in the viewer's zone, grouped in the database."""
 
     def run(session: Session, query: ReportQuery) -> ReportTable:

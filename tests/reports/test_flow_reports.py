@@ -15,7 +15,6 @@ from sqlalchemy import DateTime, Engine, literal, select
 from clearing.core.db import transaction
 from clearing.core.errors import InvalidInput
 from clearing.core.policy import Declined, PendingReview, bind_policy
-from clearing.core.timeutil import utcnow
 from clearing.web.context import Caller
 from issuers.organisations import create_organisation
 from issuers.schemas import OrganisationCreate
@@ -243,4 +242,3 @@ def test_a_query_out_of_order_or_too_wide_is_refused() -> None:
         ReportQuery(DAY2, DAY1, None)
     with pytest.raises(InvalidInput):
         ReportQuery(DAY1, DAY1 + timedelta(days=4000), None)
-    assert utcnow().tzinfo is not None
