@@ -203,15 +203,14 @@ def actions_of(page: Page) -> frozenset[str]:
     return frozenset(name for name, spec in ACTIONS.items() if spec.page == page)
 
 
-def _refused(error: E, user: SignedIn, what: str, target: str, now: datetime) -> E:
+def _refused(error: E, user: SignedIn, what: str, action: str, target: str, now: datetime) -> E:
     """`error`, with its refusal audited although the request's transaction rolls back."""
-    error.kept = lambda fresh: record(
-        fresh, user, f"{what}_refused", target, {"code": error.code}, now
-    )
+    detail = {"code": error.code, "action": action}
+    error.kept = lambda fresh: record(fresh, user, f"{what}_refused", target, detail, now)
     return error
 
 
-def _spec(user: SignedIn, action: str, target: str, now: datetime) -> ActionSpec:
+def _spec(user: SignedIn, action: str, what: str, target: str, now: datetime) -> ActionSpec:
     """The action, if the user's role and organisation may ask for or decide it."""
     spec = ACTIONS.get(action)
     if spec is None:
@@ -220,6 +219,7 @@ def _spec(user: SignedIn, action: str, target: str, now: datetime) -> ActionSpec
         raise _refused(
             ActionForbidden(f"the role {user.role} does not allow {action}"),
             user,
+            what,
             action,
             target,
             now,
@@ -236,7 +236,7 @@ def request_action(
     session: Session, user: SignedIn, action: str, payload: Payload, now: datetime
 ) -> ConsoleRequest:
     """Ask for an action; it runs only when another user of the organisation confirms it."""
-    spec = _spec(user, action, "", now)
+    spec = _spec(user, action, "request", "", now)
     target, clean = spec.check(session, payload)
     waiting = session.scalar(
         select(ConsoleRequest.id).where(
@@ -279,12 +279,13 @@ def _checked(
     session: Session, user: SignedIn, request_id: uuid.UUID, what: str, now: datetime
 ) -> tuple[ConsoleRequest, ActionSpec]:
     row = _of_organisation(session, user, request_id)
-    spec = _spec(user, row.action, row.target, now)
+    spec = _spec(user, row.action, what, row.target, now)
     if row.requested_by == user.id:
         raise _refused(
             CheckerIsMaker("a request is confirmed or declined by another user"),
             user,
             what,
+            row.action,
             row.target,
             now,
         )
