@@ -125,7 +125,7 @@ def test_only_a_role_that_may_act_asks_or_decides(console_app: FastAPI) -> None:
     operator, viewer = _users(console_app, world, Role.OPERATOR, Role.VIEWER)
     analyst = _users(console_app, world, Role.RISK_ANALYST)[0]
     bank = signed_in_of(console_app, console_user(console_app, world.bank_a.org_id, Role.FINANCE))
-    payload = {"org_id": str(world.cafe.org_id)}
+    payload: dict[str, object] = {"org_id": str(world.cafe.org_id)}
     for who in (viewer, bank, analyst):  # parties are the operator's page only
         with pytest.raises(ActionForbidden):
             _ask(console_app, who, "org_suspend", payload)
