@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from reports.console.pages.batches import router as batches_router
 from reports.console.pages.dashboard import router as dashboard_router
+from reports.console.pages.positions import router as positions_router
+from reports.console.pages.requests import router as requests_router
+from reports.console.pages.reviews import router as reviews_router
 
-PAGE_ROUTERS: tuple[APIRouter, ...] = (dashboard_router,)
+PAGE_ROUTERS: tuple[APIRouter, ...] = (
+    dashboard_router,
+    batches_router,
+    positions_router,
+    reviews_router,
+    requests_router,
+)
