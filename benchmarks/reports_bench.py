@@ -231,6 +231,10 @@ def main() -> None:
 
         with engine.connect() as conn:
             count = conn.execute(text("SELECT count(*) FROM postings")).scalar_one()
+            members = conn.execute(
+                text("SELECT count(*) FROM accounts WHERE asset = :a AND kind = 'member'"),
+                {"a": ASSET},
+            ).scalar_one()
         by_account, _ = best(args.repeat, plain(BY_ACCOUNT))
         by_asset, _ = best(args.repeat, plain(BY_ASSET))
         ours, rows = best(args.repeat, report)
@@ -239,7 +243,7 @@ def main() -> None:
         ties = rows[-1]["closing"] == held
         engine.dispose()
         figures = {
-            "members": args.members,
+            "members": members,
             "postings": count,
             "days": len(rows),
             "load_seconds": round(load_seconds, 1),
