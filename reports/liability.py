@@ -10,6 +10,12 @@ entry kind. Each entry kind moves the liability through one named column (`FLOWS
 holds for every program and day, and the closing is the sum of the members' balances in the
 ledger at that instant. The operator (``org_id`` None) sees every program; an issuer sees the
 programs it issues; a merchant issues none and so sees no rows.
+
+Business dates are windows of UTC instants computed here from the issuer's zone (midnight to
+midnight, DST-correct: `clearing.core.timeutil.business_window`), so that both databases draw
+the same lines; one pass over the postings reads the opening (everything before the first
+window) and every window (`reports.ledger_repository.member_flows`). `benchmarks/reports_bench.py`
+times the daily report over a year of 20 million postings against a plain GROUP BY.
 """
 
 from __future__ import annotations

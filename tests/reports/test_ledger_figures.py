@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from clearing.core.db import transaction
 from clearing.core.money import share
@@ -231,3 +231,19 @@ def test_breakage_redemption_and_ageing_follow_the_operations(engine: Engine) ->
         assert row["outstanding"] == held == sum(expected.values())
     # every bucket of the report is reached by one lot or another
     assert all(any(ageing[code][name] for code in ageing) for name in expected)
+
+
+def test_a_report_leaves_the_planner_as_it_found_it(pg_engine: Engine) -> None:
+    # The report plans its one statement with a merge join; the rest of the caller's
+    # transaction is planned as before, whatever it had set.
+    w = build_world(pg_engine)
+    member(pg_engine, w.bank_a, "BANKA", "alice")
+    accrue(pg_engine, w.bank_a, "BANKA", "alice", 100)
+    day = date(2026, 11, 20)
+    with transaction(pg_engine) as session:
+        for setting in ("on", "off"):
+            session.execute(text(f"SET LOCAL enable_hashjoin = {setting}"))
+            rows = REPORTS["liability"].run(session, ReportQuery(day, day, None)).records()
+            assert sum(r["closing"] for r in rows) == 100
+            now = session.execute(text("SELECT current_setting('enable_hashjoin')")).scalar()
+            assert now == setting
