@@ -7,5 +7,11 @@ from fastapi import APIRouter
 from reports.console.pages.dashboard import router as dashboard_router
 from reports.console.pages.requests import router as requests_router
 from reports.console.pages.reviews import router as reviews_router
+from reports.console.pages.rules import router as rules_router
 
-PAGE_ROUTERS: tuple[APIRouter, ...] = (dashboard_router, reviews_router, requests_router)
+PAGE_ROUTERS: tuple[APIRouter, ...] = (
+    dashboard_router,
+    reviews_router,
+    rules_router,
+    requests_router,
+)
