@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from reports.console.pages.dashboard import router as dashboard_router
+from reports.console.pages.parties import router as parties_router
 from reports.console.pages.requests import router as requests_router
 from reports.console.pages.reviews import router as reviews_router
 from reports.console.pages.rules import router as rules_router
@@ -13,5 +14,6 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     dashboard_router,
     reviews_router,
     rules_router,
+    parties_router,
     requests_router,
 )
