@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from reports.console.pages.dashboard import router as dashboard_router
+from reports.console.pages.members import router as members_router
 from reports.console.pages.parties import router as parties_router
 from reports.console.pages.requests import router as requests_router
 from reports.console.pages.reviews import router as reviews_router
@@ -15,5 +16,6 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     reviews_router,
     rules_router,
     parties_router,
+    members_router,
     requests_router,
 )
