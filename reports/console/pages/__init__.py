@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from reports.console.pages.audit import router as audit_router
 from reports.console.pages.dashboard import router as dashboard_router
 from reports.console.pages.members import router as members_router
 from reports.console.pages.parties import router as parties_router
@@ -17,5 +18,6 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     rules_router,
     parties_router,
     members_router,
+    audit_router,
     requests_router,
 )
