@@ -17,6 +17,8 @@ party that controls the split, and the sum of the pieces is never kinder to it t
 | what is given back (refund points and fee, a reversal's money): the share done so far | the one asking for it back | down, cumulative | `cumulative_share` |
 | what a program's issuer owes a mall item's supplier per unit (value x the agreement's wholesale rate) | nobody (a price per unit) | up | `wholesale_price` |
 | points a member earns by the earning rules (spend x rate, x tier multiplier, campaign bonus) | member and merchant (how a purchase is split into events) | down, each step | `earned_points` |
+| money value of the points outstanding (liability report: closing x point value in force) | nobody (a figure of one instant) | up: a liability is never understated | `value_owed_for_points` |
+| a share shown in a report (breakage, redemption rate) | nobody | half-even, to `SHARE_PLACES` | `share` |
 
 Earned points. Every step of the earning engine (a spend rule's points, a tier multiplier's
 extra, a campaign multiplier's extra) rounds its exact product down to whole points, once, with
@@ -39,7 +41,7 @@ balance slots of 10^18 still sum inside a signed 64-bit integer; totals over man
 from __future__ import annotations
 
 import re
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 from types import MappingProxyType
 
 from clearing.core.errors import InvalidInput
@@ -97,6 +99,8 @@ CURRENCY_EXPONENTS = MappingProxyType(
 )
 
 _PRECISION = 60
+SHARE_PLACES = 6
+"""Decimal places of a share shown in a report (0.123457 is 12.3457%)."""
 
 
 class UnknownCurrency(InvalidInput):
@@ -258,3 +262,14 @@ def wholesale_price(value: int, rate: Decimal) -> int:
     with localcontext() as ctx:
         ctx.prec = _PRECISION
         return bounded(_whole(Decimal(value) * rate, ROUND_CEILING), "amount")
+
+
+def share(part: int, whole: int) -> Decimal | None:
+    """part / whole to SHARE_PLACES places, half-even; None when `whole` is zero (no share)."""
+    if whole == 0:
+        return None
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        return (Decimal(part) / Decimal(whole)).quantize(
+            Decimal(1).scaleb(-SHARE_PLACES), ROUND_HALF_EVEN
+        )
