@@ -21,6 +21,7 @@ from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.timeutil import utcnow
 from issuers.cli import members_app, programs_app, tiers_app
+from reports.cli import report_app
 from risk.cli import risk_app
 from settlement.cli import settlement_app
 
@@ -130,6 +131,7 @@ app.add_typer(risk_app, name="risk", callback=_register_tables)
 app.add_typer(tiers_app, name="tiers", callback=_register_tables)
 app.add_typer(programs_app, name="programs", callback=_register_tables)
 app.add_typer(members_app, name="members", callback=_register_tables)
+app.add_typer(report_app, name="report", callback=_register_tables)
 
 
 def open_database() -> Engine:

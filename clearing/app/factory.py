@@ -33,6 +33,7 @@ from issuers.keys import ORGANISATION_KEYS
 from issuers.routes import router as issuers_router
 from issuers.tier_routes import router as tiers_router
 from reports.console.web import create_console
+from reports.routes import router as reports_router
 from risk.routes import router as risk_router
 from settlement.routes import router as settlement_router
 
@@ -219,6 +220,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = False) -> FastAPI:
         mall_router,
         settlement_router,
         risk_router,
+        reports_router,
     ):
         adopt(router)
         app.include_router(router)
