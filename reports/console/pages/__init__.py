@@ -8,12 +8,14 @@ from reports.console.pages.audit import router as audit_router
 from reports.console.pages.dashboard import router as dashboard_router
 from reports.console.pages.members import router as members_router
 from reports.console.pages.parties import router as parties_router
+from reports.console.pages.reports import router as reports_router
 from reports.console.pages.requests import router as requests_router
 from reports.console.pages.reviews import router as reviews_router
 from reports.console.pages.rules import router as rules_router
 
 PAGE_ROUTERS: tuple[APIRouter, ...] = (
     dashboard_router,
+    reports_router,
     reviews_router,
     rules_router,
     parties_router,
