@@ -93,7 +93,7 @@ class ActionSpec:
     request is checked when made (its target and clean payload), and how it runs."""
 
     page: Page
-    check: Callable[[Session, Payload], tuple[str, Payload]]
+    check: Callable[[Session, Caller, Payload, datetime], tuple[str, Payload]]
     run: Callable[[Session, Caller, Payload, datetime], str]
     """Runs the action; returns what it did, in a few words (the request's outcome)."""
 
@@ -126,7 +126,9 @@ def _pending_review(session: Session, payload: Payload) -> uuid.UUID:
     return review_id
 
 
-def _check_approve(session: Session, payload: Payload) -> tuple[str, Payload]:
+def _check_approve(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
     review_id = _pending_review(session, payload)
     return str(review_id), {"review_id": str(review_id)}
 
@@ -136,7 +138,9 @@ def _run_approve(session: Session, caller: Caller, payload: Payload, now: dateti
     return review.status
 
 
-def _check_reject(session: Session, payload: Payload) -> tuple[str, Payload]:
+def _check_reject(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
     review_id = _pending_review(session, payload)
     reason = _model(ReviewReject, {"reason": str(payload.get("reason", "")).strip()}).reason
     return str(review_id), {"review_id": str(review_id), "reason": reason}
@@ -147,7 +151,9 @@ def _run_reject(session: Session, caller: Caller, payload: Payload, now: datetim
     return reviews.reject(session, caller, _uuid(payload, "review_id"), reason, now).status
 
 
-def _check_org(session: Session, payload: Payload) -> tuple[str, Payload]:
+def _check_org(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
     org_id = _uuid(payload, "org_id")
     if session.get(Organisation, org_id) is None:
         raise NotFound("unknown organisation", field="org_id")
@@ -163,8 +169,17 @@ def _org_status(status: str) -> Callable[[Session, Caller, Payload, datetime], s
     return run
 
 
-def _check_limit(session: Session, payload: Payload) -> tuple[str, Payload]:
+def _check_limit(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
     rule = _model(LimitRuleSet, payload)
+    # A trial run of the limits' own function, undone at once: a rule it would refuse is
+    # refused to the requester now (with its code), not to the confirmer later.
+    trial = session.begin_nested()
+    try:
+        limits.set_rule(session, caller, rule, now)
+    finally:
+        trial.rollback()
     scope = f"{rule.scope}:{rule.scope_id}" if rule.scope_id else rule.scope
     target = f"{rule.kind}/{rule.action or '-'}/{rule.period or '-'}@{scope}"
     return target, rule.model_dump(mode="json")
@@ -175,7 +190,9 @@ def _run_limit(session: Session, caller: Caller, payload: Payload, now: datetime
     return f"rule {out.rule_id} version {out.version}"
 
 
-def _check_disable(session: Session, payload: Payload) -> tuple[str, Payload]:
+def _check_disable(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
     rule_id = _uuid(payload, "rule_id")
     limits.rule_history(session, rule_id)  # LimitRuleNotFound for an unknown rule
     return str(rule_id), {"rule_id": str(rule_id), "note": str(payload.get("note", ""))[:500]}
@@ -237,7 +254,7 @@ def request_action(
 ) -> ConsoleRequest:
     """Ask for an action; it runs only when another user of the organisation confirms it."""
     spec = _spec(user, action, "request", "", now)
-    target, clean = spec.check(session, payload)
+    target, clean = spec.check(session, operator_of(user), payload, now)
     waiting = session.scalar(
         select(ConsoleRequest.id).where(
             ConsoleRequest.org_id == user.org_id,

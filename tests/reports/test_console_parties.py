@@ -98,3 +98,22 @@ def test_only_operators_open_the_parties_page(console_app: FastAPI) -> None:
         assert suspended.status_code == 403
     assert _pending(console_app) == []
     assert _status(console_app, world.shop.org_id) == "active"
+
+
+def test_the_operators_pages_render_in_chinese(console_app: FastAPI, browser: TestClient) -> None:
+    world = build_world(console_app.state.engine)
+    agree_all(console_app.state.engine, world)
+    login = console_user(console_app, world.platform.org_id, Role.OPERATOR, locale="zh_CN")
+    sign_in(browser, login)
+    for path, words in (
+        ("/console/parties", ("机构", "12 个月", "暂停")),
+        ("/console/reviews", ("没有待审核的操作。", "等待另一位用户确认的请求")),
+        ("/console/rules", ("生效中的限额规则", "提交变更请求")),
+        ("/console/members?program=BANKA&external_id=", ("查询",)),
+        ("/console/audit", ("全部用户", "筛选")),
+        ("/console/reports", ("全部报表",)),
+    ):
+        page = browser.get(path)
+        assert page.status_code == 200, path
+        for word in words:
+            assert word in page.text, (path, word)
