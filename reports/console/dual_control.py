@@ -31,7 +31,7 @@ from clearing.core.ids import new_id
 from clearing.core.kinds import OrgKind
 from clearing.web.context import Caller
 from issuers import organisations
-from issuers.models import Organisation
+from issuers.models import Member, Organisation, Program
 from issuers.schemas import OrganisationUpdate
 from reports.console.accounts import SignedIn, record
 from reports.console.models import ConsoleRequest, ConsoleUser
@@ -382,6 +382,36 @@ class RequestView:
     requested_at: datetime
     decider: str
     decided_at: datetime | None
+    label: str = ""
+    """What the target is, in words a person reads (a party's name, a review's member)."""
+
+
+def _labels(session: Session, targets: set[str]) -> dict[str, str]:
+    """Names for request targets that are organisations or reviews (others keep their text)."""
+    ids = set()
+    for target in targets:
+        try:
+            ids.add(uuid.UUID(target))
+        except ValueError:
+            continue
+    if not ids:
+        return {}
+    labels = {
+        str(org_id): name
+        for org_id, name in session.execute(
+            select(Organisation.id, Organisation.name).where(Organisation.id.in_(sorted(ids)))
+        )
+    }
+    reviewed = session.execute(
+        select(Review.id, Review.operation, Review.inputs, Program.code, Member.external_id)
+        .outerjoin(Member, Member.id == Review.member_id)
+        .outerjoin(Program, Program.id == Member.program_id)
+        .where(Review.id.in_(sorted(ids)))
+    )
+    for review_id, operation, inputs, code, external_id in reviewed:
+        parts = [operation, code, external_id, str(inputs.get("points", ""))]
+        labels[str(review_id)] = " · ".join(p for p in parts if p)
+    return labels
 
 
 def requests_of(
@@ -418,6 +448,7 @@ def requests_of(
             )
         )
     }
+    labels = _labels(session, {r.target for r, _ in rows})
     return [
         RequestView(
             id=r.id,
@@ -431,6 +462,7 @@ def requests_of(
             requested_at=r.requested_at,
             decider=names.get(r.decided_by, "") if r.decided_by else "",
             decided_at=r.decided_at,
+            label=labels.get(r.target, ""),
         )
         for r, name in rows
     ]

@@ -60,6 +60,7 @@ def test_a_party_is_suspended_and_reactivated_only_on_confirmation(
     page = browser.get("/console/parties").text
     assert f'id="suspend-{shop}"' not in page  # requested already
     assert f'id="confirm-{request.id}"' not in page  # not by the one who asked
+    assert "Shop" in page.split(f'<tr id="request-{request.id}">')[1].split("</tr>")[0]
     refused = browser.post(f"/console/requests/{request.id}/confirm", data={"csrf_token": csrf})
     assert refused.status_code == 403
     assert _status(console_app, shop) == "active"
