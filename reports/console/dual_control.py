@@ -36,9 +36,9 @@ from issuers.schemas import OrganisationUpdate
 from reports.console.accounts import SignedIn, record
 from reports.console.models import ConsoleRequest, ConsoleUser
 from reports.console.roles import Page, may_see
-from risk import limits, reviews
-from risk.models import Review
-from risk.schemas import LimitRuleSet, ReviewReject
+from risk import freezes, limits, reviews
+from risk.models import BlocklistEntry, Freeze, Review
+from risk.schemas import LiftCreate, LimitRuleSet, ReviewReject
 
 PENDING = "pending"
 DONE = "done"
@@ -204,6 +204,38 @@ def _run_disable(session: Session, caller: Caller, payload: Payload, now: dateti
     return f"rule {out.rule_id} version {out.version} disabled"
 
 
+def _check_lift(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
+    freeze_id = _uuid(payload, "freeze_id")
+    if session.get(Freeze, freeze_id) is None:
+        raise NotFound("unknown freeze", field="freeze_id")
+    reason = _model(LiftCreate, {"reason": str(payload.get("reason", "")).strip()}).reason
+    return str(freeze_id), {"freeze_id": str(freeze_id), "reason": reason}
+
+
+def _run_lift(session: Session, caller: Caller, payload: Payload, now: datetime) -> str:
+    freeze_id = _uuid(payload, "freeze_id")
+    lifted = freezes.unfreeze(session, caller, freeze_id, str(payload["reason"]), now)
+    return f"lifted {lifted.subject}"
+
+
+def _check_unblock(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
+    entry_id = _uuid(payload, "entry_id")
+    if session.get(BlocklistEntry, entry_id) is None:
+        raise NotFound("unknown blocklist entry", field="entry_id")
+    reason = _model(LiftCreate, {"reason": str(payload.get("reason", "")).strip()}).reason
+    return str(entry_id), {"entry_id": str(entry_id), "reason": reason}
+
+
+def _run_unblock(session: Session, caller: Caller, payload: Payload, now: datetime) -> str:
+    entry_id = _uuid(payload, "entry_id")
+    removed = freezes.unblock(session, caller, entry_id, str(payload["reason"]), now)
+    return f"removed {removed.program_code} {removed.external_id}"
+
+
 ACTIONS: dict[str, ActionSpec] = {
     "review_approve": ActionSpec(Page.REVIEWS, _check_approve, _run_approve),
     "review_reject": ActionSpec(Page.REVIEWS, _check_reject, _run_reject),
@@ -211,6 +243,8 @@ ACTIONS: dict[str, ActionSpec] = {
     "org_reactivate": ActionSpec(Page.PARTIES, _check_org, _org_status("active")),
     "limit_set": ActionSpec(Page.RULES, _check_limit, _run_limit),
     "limit_disable": ActionSpec(Page.RULES, _check_disable, _run_disable),
+    "freeze_lift": ActionSpec(Page.RULES, _check_lift, _run_lift),
+    "blocklist_remove": ActionSpec(Page.RULES, _check_unblock, _run_unblock),
 }
 """Every action under dual control, by name (the request's `action`)."""
 

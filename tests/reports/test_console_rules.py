@@ -151,3 +151,43 @@ def test_a_role_without_the_rules_page_is_refused(console_app: FastAPI) -> None:
         assert asked.status_code == 403
     with transaction(console_app.state.engine) as session:
         assert session.scalars(select(ConsoleRequest)).all() == []
+
+
+def test_a_freeze_is_lifted_and_a_member_unblocked_only_on_confirmation(
+    console_app: FastAPI,
+) -> None:
+    world = world_with_review_limit(console_app)
+    _controls(console_app, world)
+    with transaction(console_app.state.engine) as session:
+        [frozen] = freezes.list_freezes(session)
+        [blocked] = freezes.list_blocklist(session)
+    analyst = client(console_app)
+    csrf = sign_in(analyst, console_user(console_app, world.platform.org_id, Role.RISK_ANALYST))
+    page = analyst.get("/console/rules").text
+    assert f'id="lift-{frozen.id}"' in page
+    assert f'id="unblock-{blocked.id}"' in page
+    lift = f"/console/rules/freezes/{frozen.id}/lift"
+    assert analyst.post(lift, data={"reason": "resolved"}).status_code == 403  # no CSRF token
+    assert analyst.post(lift, data={"csrf_token": csrf, "reason": ""}).status_code == 422
+    analyst.post(lift, data={"csrf_token": csrf, "reason": "dispute resolved"})
+    analyst.post(
+        f"/console/rules/blocklist/{blocked.id}/remove",
+        data={"csrf_token": csrf, "reason": "cleared by the bank"},
+    )
+    with transaction(console_app.state.engine) as session:
+        asked = session.scalars(select(ConsoleRequest).order_by(ConsoleRequest.action)).all()
+        assert len(freezes.list_freezes(session)) == 1  # nothing ran yet
+    assert [r.action for r in asked] == ["blocklist_remove", "freeze_lift"]
+    operator = console_user(console_app, world.platform.org_id, Role.OPERATOR)
+    checker = client(console_app)
+    csrf2 = sign_in(checker, operator)
+    for request in asked:
+        checker.post(f"/console/requests/{request.id}/confirm", data={"csrf_token": csrf2})
+    with transaction(console_app.state.engine) as session:
+        assert freezes.list_freezes(session) == []
+        assert freezes.list_blocklist(session) == []
+        [lifted] = freezes.list_freezes(session, active=False)
+    assert (lifted.lifted_reason, lifted.lifted_by_key) == (
+        "dispute resolved",
+        f"console:{operator.user_id}",
+    )

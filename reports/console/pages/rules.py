@@ -120,3 +120,31 @@ def request_disable(
         utcnow(),
     )
     return see_other(request, "/rules")
+
+
+@router.post("/rules/freezes/{freeze_id}/lift")
+def request_lift(
+    request: Request,
+    viewer: RiskPerson,
+    session: SessionDep,
+    freeze_id: uuid.UUID,
+    reason: Annotated[str, Form(max_length=500)] = "",
+) -> RedirectResponse:
+    """Ask for a freeze to be lifted, with the reason (another user confirms it)."""
+    payload = {"freeze_id": str(freeze_id), "reason": reason}
+    dual_control.request_action(session, viewer.signed_in, "freeze_lift", payload, utcnow())
+    return see_other(request, "/rules")
+
+
+@router.post("/rules/blocklist/{entry_id}/remove")
+def request_unblock(
+    request: Request,
+    viewer: RiskPerson,
+    session: SessionDep,
+    entry_id: uuid.UUID,
+    reason: Annotated[str, Form(max_length=500)] = "",
+) -> RedirectResponse:
+    """Ask for a member id to come off the blocklist, with the reason (another user confirms)."""
+    payload = {"entry_id": str(entry_id), "reason": reason}
+    dual_control.request_action(session, viewer.signed_in, "blocklist_remove", payload, utcnow())
+    return see_other(request, "/rules")
