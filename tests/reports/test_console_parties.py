@@ -52,7 +52,8 @@ def test_a_party_is_suspended_and_reactivated_only_on_confirmation(
     world = build_world(console_app.state.engine)
     shop = world.shop.org_id
     csrf = sign_in(browser, console_user(console_app, world.platform.org_id, Role.OPERATOR))
-    assert browser.post(f"/console/parties/{shop}/suspend", data={}).status_code == 403
+    for change in ("suspend", "reactivate"):
+        assert browser.post(f"/console/parties/{shop}/{change}", data={}).status_code == 403
     assert _pending(console_app) == []
     browser.post(f"/console/parties/{shop}/suspend", data={"csrf_token": csrf})
     [request] = _pending(console_app)
@@ -93,10 +94,11 @@ def test_only_operators_open_the_parties_page(console_app: FastAPI) -> None:
         page = other.get("/console/parties")
         assert page.status_code == 403
         assert "Shop" not in page.text
-        suspended = other.post(
-            f"/console/parties/{world.shop.org_id}/suspend", data={"csrf_token": csrf}
-        )
-        assert suspended.status_code == 403
+        for change in ("suspend", "reactivate"):
+            refused = other.post(
+                f"/console/parties/{world.shop.org_id}/{change}", data={"csrf_token": csrf}
+            )
+            assert refused.status_code == 403
     assert _pending(console_app) == []
     assert _status(console_app, world.shop.org_id) == "active"
 

@@ -191,3 +191,30 @@ def test_a_freeze_is_lifted_and_a_member_unblocked_only_on_confirmation(
         "dispute resolved",
         f"console:{operator.user_id}",
     )
+
+
+def test_every_rules_form_needs_its_csrf_token_and_a_role_that_may_act(
+    console_app: FastAPI,
+) -> None:
+    world = world_with_review_limit(console_app)
+    _controls(console_app, world)
+    with transaction(console_app.state.engine) as session:
+        [frozen] = freezes.list_freezes(session)
+        [blocked] = freezes.list_blocklist(session)
+        rule_id = limits.list_rules(session)[0].rule_id
+    forms = {
+        f"/console/rules/limits/{rule_id}/disable": {"note": "off"},
+        f"/console/rules/freezes/{frozen.id}/lift": {"reason": "resolved"},
+        f"/console/rules/blocklist/{blocked.id}/remove": {"reason": "cleared"},
+        "/console/rules/limits": {"kind": "program_issuance", "max_points": "5"},
+    }
+    analyst = client(console_app)
+    sign_in(analyst, console_user(console_app, world.platform.org_id, Role.RISK_ANALYST))
+    viewer = client(console_app)
+    viewer_csrf = sign_in(viewer, console_user(console_app, world.platform.org_id, Role.VIEWER))
+    for path, form in forms.items():
+        assert analyst.post(path, data=form).status_code == 403, path
+        assert analyst.post(path, data={**form, "csrf_token": "forged"}).status_code == 403, path
+        assert viewer.post(path, data={**form, "csrf_token": viewer_csrf}).status_code == 403, path
+    with transaction(console_app.state.engine) as session:
+        assert session.scalars(select(ConsoleRequest)).all() == []
