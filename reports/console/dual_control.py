@@ -31,14 +31,14 @@ from clearing.core.ids import new_id
 from clearing.core.kinds import OrgKind
 from clearing.web.context import Caller
 from issuers import organisations
-from issuers.models import Organisation
+from issuers.models import Member, Organisation, Program
 from issuers.schemas import OrganisationUpdate
 from reports.console.accounts import SignedIn, record
 from reports.console.models import ConsoleRequest, ConsoleUser
 from reports.console.roles import Page, may_see
-from risk import limits, reviews
-from risk.models import Review
-from risk.schemas import LimitRuleSet, ReviewReject
+from risk import freezes, limits, reviews
+from risk.models import BlocklistEntry, Freeze, Review
+from risk.schemas import LiftCreate, LimitRuleSet, ReviewReject
 
 PENDING = "pending"
 DONE = "done"
@@ -93,7 +93,7 @@ class ActionSpec:
     request is checked when made (its target and clean payload), and how it runs."""
 
     page: Page
-    check: Callable[[Session, Payload], tuple[str, Payload]]
+    check: Callable[[Session, Caller, Payload, datetime], tuple[str, Payload]]
     run: Callable[[Session, Caller, Payload, datetime], str]
     """Runs the action; returns what it did, in a few words (the request's outcome)."""
 
@@ -126,7 +126,9 @@ def _pending_review(session: Session, payload: Payload) -> uuid.UUID:
     return review_id
 
 
-def _check_approve(session: Session, payload: Payload) -> tuple[str, Payload]:
+def _check_approve(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
     review_id = _pending_review(session, payload)
     return str(review_id), {"review_id": str(review_id)}
 
@@ -136,7 +138,9 @@ def _run_approve(session: Session, caller: Caller, payload: Payload, now: dateti
     return review.status
 
 
-def _check_reject(session: Session, payload: Payload) -> tuple[str, Payload]:
+def _check_reject(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
     review_id = _pending_review(session, payload)
     reason = _model(ReviewReject, {"reason": str(payload.get("reason", "")).strip()}).reason
     return str(review_id), {"review_id": str(review_id), "reason": reason}
@@ -147,7 +151,9 @@ def _run_reject(session: Session, caller: Caller, payload: Payload, now: datetim
     return reviews.reject(session, caller, _uuid(payload, "review_id"), reason, now).status
 
 
-def _check_org(session: Session, payload: Payload) -> tuple[str, Payload]:
+def _check_org(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
     org_id = _uuid(payload, "org_id")
     if session.get(Organisation, org_id) is None:
         raise NotFound("unknown organisation", field="org_id")
@@ -163,8 +169,17 @@ def _org_status(status: str) -> Callable[[Session, Caller, Payload, datetime], s
     return run
 
 
-def _check_limit(session: Session, payload: Payload) -> tuple[str, Payload]:
+def _check_limit(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
     rule = _model(LimitRuleSet, payload)
+    # A trial run of the limits' own function, undone at once: a rule it would refuse is
+    # refused to the requester now (with its code), not to the confirmer later.
+    trial = session.begin_nested()
+    try:
+        limits.set_rule(session, caller, rule, now)
+    finally:
+        trial.rollback()
     scope = f"{rule.scope}:{rule.scope_id}" if rule.scope_id else rule.scope
     target = f"{rule.kind}/{rule.action or '-'}/{rule.period or '-'}@{scope}"
     return target, rule.model_dump(mode="json")
@@ -175,7 +190,9 @@ def _run_limit(session: Session, caller: Caller, payload: Payload, now: datetime
     return f"rule {out.rule_id} version {out.version}"
 
 
-def _check_disable(session: Session, payload: Payload) -> tuple[str, Payload]:
+def _check_disable(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
     rule_id = _uuid(payload, "rule_id")
     limits.rule_history(session, rule_id)  # LimitRuleNotFound for an unknown rule
     return str(rule_id), {"rule_id": str(rule_id), "note": str(payload.get("note", ""))[:500]}
@@ -187,6 +204,38 @@ def _run_disable(session: Session, caller: Caller, payload: Payload, now: dateti
     return f"rule {out.rule_id} version {out.version} disabled"
 
 
+def _check_lift(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
+    freeze_id = _uuid(payload, "freeze_id")
+    if session.get(Freeze, freeze_id) is None:
+        raise NotFound("unknown freeze", field="freeze_id")
+    reason = _model(LiftCreate, {"reason": str(payload.get("reason", "")).strip()}).reason
+    return str(freeze_id), {"freeze_id": str(freeze_id), "reason": reason}
+
+
+def _run_lift(session: Session, caller: Caller, payload: Payload, now: datetime) -> str:
+    freeze_id = _uuid(payload, "freeze_id")
+    lifted = freezes.unfreeze(session, caller, freeze_id, str(payload["reason"]), now)
+    return f"lifted {lifted.subject}"
+
+
+def _check_unblock(
+    session: Session, caller: Caller, payload: Payload, now: datetime
+) -> tuple[str, Payload]:
+    entry_id = _uuid(payload, "entry_id")
+    if session.get(BlocklistEntry, entry_id) is None:
+        raise NotFound("unknown blocklist entry", field="entry_id")
+    reason = _model(LiftCreate, {"reason": str(payload.get("reason", "")).strip()}).reason
+    return str(entry_id), {"entry_id": str(entry_id), "reason": reason}
+
+
+def _run_unblock(session: Session, caller: Caller, payload: Payload, now: datetime) -> str:
+    entry_id = _uuid(payload, "entry_id")
+    removed = freezes.unblock(session, caller, entry_id, str(payload["reason"]), now)
+    return f"removed {removed.program_code} {removed.external_id}"
+
+
 ACTIONS: dict[str, ActionSpec] = {
     "review_approve": ActionSpec(Page.REVIEWS, _check_approve, _run_approve),
     "review_reject": ActionSpec(Page.REVIEWS, _check_reject, _run_reject),
@@ -194,6 +243,8 @@ ACTIONS: dict[str, ActionSpec] = {
     "org_reactivate": ActionSpec(Page.PARTIES, _check_org, _org_status("active")),
     "limit_set": ActionSpec(Page.RULES, _check_limit, _run_limit),
     "limit_disable": ActionSpec(Page.RULES, _check_disable, _run_disable),
+    "freeze_lift": ActionSpec(Page.RULES, _check_lift, _run_lift),
+    "blocklist_remove": ActionSpec(Page.RULES, _check_unblock, _run_unblock),
 }
 """Every action under dual control, by name (the request's `action`)."""
 
@@ -237,7 +288,7 @@ def request_action(
 ) -> ConsoleRequest:
     """Ask for an action; it runs only when another user of the organisation confirms it."""
     spec = _spec(user, action, "request", "", now)
-    target, clean = spec.check(session, payload)
+    target, clean = spec.check(session, operator_of(user), payload, now)
     waiting = session.scalar(
         select(ConsoleRequest.id).where(
             ConsoleRequest.org_id == user.org_id,
@@ -365,6 +416,36 @@ class RequestView:
     requested_at: datetime
     decider: str
     decided_at: datetime | None
+    label: str = ""
+    """What the target is, in words a person reads (a party's name, a review's member)."""
+
+
+def _labels(session: Session, targets: set[str]) -> dict[str, str]:
+    """Names for request targets that are organisations or reviews (others keep their text)."""
+    ids = set()
+    for target in targets:
+        try:
+            ids.add(uuid.UUID(target))
+        except ValueError:
+            continue
+    if not ids:
+        return {}
+    labels = {
+        str(org_id): name
+        for org_id, name in session.execute(
+            select(Organisation.id, Organisation.name).where(Organisation.id.in_(sorted(ids)))
+        )
+    }
+    reviewed = session.execute(
+        select(Review.id, Review.operation, Review.inputs, Program.code, Member.external_id)
+        .outerjoin(Member, Member.id == Review.member_id)
+        .outerjoin(Program, Program.id == Member.program_id)
+        .where(Review.id.in_(sorted(ids)))
+    )
+    for review_id, operation, inputs, code, external_id in reviewed:
+        parts = [operation, code, external_id, str(inputs.get("points", ""))]
+        labels[str(review_id)] = " · ".join(p for p in parts if p)
+    return labels
 
 
 def requests_of(
@@ -401,6 +482,7 @@ def requests_of(
             )
         )
     }
+    labels = _labels(session, {r.target for r, _ in rows})
     return [
         RequestView(
             id=r.id,
@@ -414,6 +496,7 @@ def requests_of(
             requested_at=r.requested_at,
             decider=names.get(r.decided_by, "") if r.decided_by else "",
             decided_at=r.decided_at,
+            label=labels.get(r.target, ""),
         )
         for r, name in rows
     ]

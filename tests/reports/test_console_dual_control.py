@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from clearing.core.db import transaction
 from clearing.core.errors import ClearingError
 from clearing.core.timeutil import utcnow
+from clearing.web.context import Caller
 from issuers.models import Organisation
 from reports.console import dual_control
 from reports.console.accounts import SignedIn
@@ -27,9 +28,10 @@ from reports.console.dual_control import (
 )
 from reports.console.models import ConsoleAction, ConsoleRequest
 from reports.console.roles import Role
-from risk.models import LimitVersion
-from tests.factories import World, build_world
-from tests.reports.console_risk import signed_in_of
+from risk import reviews
+from risk.models import LimitVersion, Review
+from tests.factories import World, balance, build_world
+from tests.reports.console_risk import held_review, signed_in_of, world_with_review_limit
 from tests.reports.console_support import console_user
 
 
@@ -99,24 +101,49 @@ def test_suspend_runs_on_confirmation_and_a_decline_never_runs(console_app: Fast
     assert audit.count("request_declined") == 1
 
 
-def test_a_failing_action_is_undone_and_recorded_with_its_code(console_app: FastAPI) -> None:
+def test_a_limit_the_limits_service_refuses_is_refused_when_asked(console_app: FastAPI) -> None:
     world = build_world(console_app.state.engine)
-    maker, checker = _users(console_app, world, Role.RISK_ANALYST, Role.OPERATOR)
+    maker = _users(console_app, world, Role.RISK_ANALYST)[0]
+    before = _versions(console_app)
     # Valid for the schema; the limits service refuses it (an authorisation is never reviewed).
     bad = {"kind": "member_window", "action": "authorisation", "period": "hour", "review_count": 5}
-    asked = _ask(console_app, maker, "limit_set", bad)
-    before = _versions(console_app)
+    with pytest.raises(ClearingError) as refused:
+        _ask(console_app, maker, "limit_set", bad)
+    assert refused.value.code == "limit_invalid"
+    with transaction(console_app.state.engine) as session:
+        assert session.scalars(select(ConsoleRequest)).all() == []
+    assert _versions(console_app) == before  # the trial run left nothing behind
+
+
+def test_a_failing_action_is_undone_and_recorded_with_its_code(console_app: FastAPI) -> None:
+    world = world_with_review_limit(console_app)
+    held = held_review(console_app, world, "alice", 1_500)
+    maker, checker = _users(console_app, world, Role.RISK_ANALYST, Role.OPERATOR)
+    asked = _ask(console_app, maker, "review_approve", {"review_id": str(held.review_id)})
+    # Meanwhile an operator rejects the review through the API's service.
+    with transaction(console_app.state.engine) as session:
+        reviews.reject(
+            session,
+            Caller(world.platform.org_id, "platform", "api-key"),
+            held.review_id,
+            "seen on the API first",
+            utcnow(),
+        )
     with transaction(console_app.state.engine) as session:
         dual_control.confirm(session, checker, asked, utcnow())
     failed = _request(console_app, asked)
     assert (failed.status, failed.outcome, failed.decided_by) == (
         "failed",
-        "limit_invalid",
+        "review_decided",
         checker.id,
     )
-    assert _versions(console_app) == before
+    with transaction(console_app.state.engine) as session:
+        review = session.get(Review, held.review_id)
+        assert review is not None
+        assert (review.status, review.decided_by_key) == ("rejected", "api-key")
+    assert balance(console_app.state.engine, world.bank_a, "BANKA", "alice")[0] == 0
     [(_, detail)] = [a for a in _audit(console_app) if a[0] == "request_confirmed"]
-    assert detail["error"] == "limit_invalid"
+    assert detail["error"] == "review_decided"
     assert detail["status"] == "failed"
 
 

@@ -61,6 +61,8 @@ def test_a_review_is_approved_only_when_a_second_user_confirms(
     assert f'<tr id="request-{request.id}">' in mine
     assert f'id="confirm-{request.id}"' not in mine
     assert "Waiting for another user" in mine
+    request_row = mine.split(f'<tr id="request-{request.id}">')[1].split("</tr>")[0]
+    assert "accrual · BANKA · alice · 1500" in request_row  # what the request is about
     assert f'id="approve-{held.review_id}"' not in mine  # already requested
 
     second = client(console_app)
