@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import uuid
 from datetime import date
 from typing import Annotated
@@ -130,15 +131,20 @@ def download_file(
     path = settings.settlement_dir / row.path
     if not path.is_file():
         raise SettlementFileNotFound("no such file")
+    return file_download(path, name, row.sha256, row.size)
+
+
+def file_download(path: pathlib.Path, name: str, sha256: str, size: int) -> DigestedFileResponse:
+    """A settlement file as an attachment, streamed, its digest (from the manifest) in the head."""
     suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
     return DigestedFileResponse(
         path,
-        row.sha256,
-        row.size,
+        sha256,
+        size,
         media_type=CONTENT_TYPES.get(suffix, "application/octet-stream"),
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',
-            "X-Content-SHA256": row.sha256,
+            "X-Content-SHA256": sha256,
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
         },

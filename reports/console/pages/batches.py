@@ -10,13 +10,13 @@ from fastapi.responses import HTMLResponse, Response
 
 from clearing.core.config import Settings
 from clearing.core.timeutil import utcnow
-from clearing.web.api import DigestedFileResponse, SessionDep
+from clearing.web.api import SessionDep
 from clearing.web.platform_key import load_or_create
 from reports.console import finance
 from reports.console.accounts import record
 from reports.console.roles import Page
 from reports.console.web import Viewing, allowed, render
-from settlement.routes import CONTENT_TYPES
+from settlement.routes import file_download
 
 router = APIRouter()
 Finance = Annotated[Viewing, Depends(allowed(Page.BATCHES))]
@@ -104,14 +104,4 @@ def download(
         {"sha256": row.sha256, "size": row.size},
         utcnow(),
     )
-    suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
-    return DigestedFileResponse(
-        path,
-        row.sha256,
-        row.size,
-        media_type=CONTENT_TYPES.get(suffix, "application/octet-stream"),
-        headers={
-            "content-disposition": f'attachment; filename="{name}"',
-            "x-content-sha256": row.sha256,
-        },
-    )
+    return file_download(path, name, row.sha256, row.size)
