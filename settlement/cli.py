@@ -52,13 +52,30 @@ def run(
             parser=_instant,
         ),
     ] = None,
+    engine_name: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="pandas (one machine) or spark (CLEARING_SPARK_MASTER); "
+            "default CLEARING_SETTLEMENT_ENGINE, else pandas",
+        ),
+    ] = None,
 ) -> None:
     """Run the batch of one business day, or resume it where it stopped; prints its folder."""
-    from clearing.core.config import Settings
+    import dataclasses
+
+    from clearing.core.config import SETTLEMENT_ENGINES, Settings
     from clearing.core.timeutil import utcnow
     from settlement.service import run_batch
 
     settings = Settings.from_env()
+    if engine_name is not None:
+        if engine_name not in SETTLEMENT_ENGINES:
+            raise typer.BadParameter(
+                f"one of {', '.join(SETTLEMENT_ENGINES)}, not {engine_name!r}",
+                param_hint="--engine",
+            )
+        settings = dataclasses.replace(settings, settlement_engine=engine_name)
     engine = _database(ctx)
     try:
         batch = run_batch(engine, business_date, currency.upper(), as_of or utcnow(), settings)

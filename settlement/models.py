@@ -59,8 +59,10 @@ class WideInt(TypeDecorator[int]):
         return int(str(value))
 
 
-BATCH_STATES = ("open", "closing", "netted", "files_written", "published")
-"""The only order a batch moves in; each step is committed on its own."""
+BATCH_STATES = ("open", "closing", "exported", "netted", "files_written", "published")
+"""The only order a batch moves in; each step is committed on its own. `exported` is passed
+only by the Spark engine (the window written out as Parquet); the pandas engine goes from
+closing to netted."""
 
 
 class SettlementBatch(Base):
@@ -71,7 +73,7 @@ class SettlementBatch(Base):
         UniqueConstraint("currency", "business_date", name="uq_settlement_batches_currency_date"),
         UniqueConstraint("currency", "sequence", name="uq_settlement_batches_currency_sequence"),
         CheckConstraint(
-            "state IN ('open', 'closing', 'netted', 'files_written', 'published')",
+            "state IN ('open', 'closing', 'exported', 'netted', 'files_written', 'published')",
             name="state_known",
         ),
         Index("ix_settlement_batches_state", "state"),

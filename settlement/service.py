@@ -3,9 +3,12 @@
 States, each transition committed on its own before the next step starts:
 
     open ──> closing ──> netted ──> files_written ──> published
+                    └──> exported ──┘        (the Spark engine)
 
 - open: the batch row exists (id, window, sequence, created_at = the files' generated_at).
 - closing: the ledger's control totals of the window (count, amount, points) are frozen.
+- exported (Spark engine only): the window is written out as Parquet (window_export) and its
+  count and sums equal the frozen control totals; the engine reads it instead of the ledger.
 - netted: the lines were streamed and netted, every invariant held, positions are stored.
 - files_written: every party's folder is complete in a staging folder and its hashes stored.
 
@@ -15,6 +18,10 @@ the window and writes every folder into the staging folder; after the invariants
 positions are committed (netted), then the files' hashes (files_written). A batch resumed at
 netted writes the files again from the stored positions (`_write_files`).
 - published: the staging folder was renamed into place, re-verified, and the batch is final.
+
+The engine (`settings.settlement_engine`: pandas, the default, or spark) only decides who
+nets and writes; both give the same positions and byte-identical files, so a batch started on
+one engine may be resumed on the other.
 
 A rerun after a crash at any point resumes from the last committed state; every step before
 publication can be redone and gives the same bytes (files depend only on stored values and the
@@ -66,6 +73,12 @@ from settlement.probe import NO_PROBE, BatchProbe
 from settlement.schemas import BatchOut, PositionOut
 from settlement.statement import StatementMeta, statement_file_id
 from settlement.verify import verify_directory
+from settlement.window_export import (
+    WindowExportMismatch,
+    export_window,
+    exported_totals,
+    window_path,
+)
 
 
 class BatchNotDue(Conflict):
@@ -138,9 +151,11 @@ def run_batch(
     with runner_lock(engine, settings.settlement_dir):
         batch_id = _open(engine, business_date, currency, now, settings, probe)
         ctx = _Context(engine, settings, now, batch_id, probe)
+        spark = settings.settlement_engine == "spark"
         steps = {
             "open": _close,
-            "closing": _net_and_write,
+            "closing": _export if spark else _net_and_write,
+            "exported": _net_and_write,
             "netted": _write_files,
             "files_written": _publish,
         }
@@ -304,6 +319,38 @@ def _close(ctx: _Context) -> str:
     return "closing"
 
 
+def _export(ctx: _Context) -> str:
+    """Write the window out as Parquet for the Spark engine, checked against the control
+    totals frozen at closing."""
+    _exported_window(ctx)
+    with transaction(ctx.engine) as session:
+        batch = _batch(session, ctx.batch_id)
+        batch.state = "exported"
+        batch.updated_at = ctx.now
+    ctx.probe.reached("exported")
+    return "exported"
+
+
+def _exported_window(ctx: _Context) -> Path:
+    """The batch's exported window: written (and checked) unless a checked export exists."""
+    with transaction(ctx.engine) as session:
+        batch = _batch(session, ctx.batch_id)
+        currency, day = batch.currency, batch.business_date
+        start, end = repo.utc(batch.window_start), repo.utc(batch.window_end)
+        expected = Totals(batch.amount_total or 0, batch.line_count or 0, batch.points_total or 0)
+    target = window_path(ctx.settings.settlement_dir, currency, day)
+    if target.is_dir():
+        got = exported_totals(target)
+        if got == expected:
+            return target
+    source = repo.WindowSource(ctx.engine, currency, start, end, ctx.settings.settlement_reader)
+    try:
+        export_window(source(), target, expected)
+    except WindowExportMismatch as error:
+        raise SettlementInvariantBroken(str(error)) from error
+    return target
+
+
 @dataclass(frozen=True)
 class NetAndWrite:
     """What one pass over a window produced: its clearing, every party's files, and every
@@ -400,20 +447,40 @@ def _net_and_write(ctx: _Context) -> str:
     parties = [
         Party(str(o), orgs[o].name, cast(PartyKind, orgs[o].kind), currency) for o in ordered
     ]
+    spark = ctx.settings.settlement_engine == "spark"
+    window = _exported_window(ctx) if spark else None
     staging = _fresh_staging(final)
     key = load_or_create(ctx.settings.platform_key_path)
-    result = net_and_write(
-        repo.WindowSource(ctx.engine, currency, start, end, ctx.settings.settlement_reader),
-        {p.id: staging / p.id for p in parties},
-        parties,
-        metas,
-        signing_key=key.private_key,
-        key_id=key.keyid,
-        expected={currency: ledger_totals} if ledger_totals.count else {},
-        platform_id=str(platform_id),
-        workers=_workers(line_count, ctx.settings.settlement_workers),
-        probe=ctx.probe,
-    )
+    folders = {p.id: staging / p.id for p in parties}
+    expected = {currency: ledger_totals} if ledger_totals.count else {}
+    if window is not None:
+        from settlement.spark_engine import spark_net_and_write
+
+        result = spark_net_and_write(
+            window,
+            folders,
+            parties,
+            metas,
+            signing_key=key.private_key,
+            key_id=key.keyid,
+            expected=expected,
+            platform_id=str(platform_id),
+            master=ctx.settings.spark_master,
+            probe=ctx.probe,
+        )
+    else:
+        result = net_and_write(
+            repo.WindowSource(ctx.engine, currency, start, end, ctx.settings.settlement_reader),
+            folders,
+            parties,
+            metas,
+            signing_key=key.private_key,
+            key_id=key.keyid,
+            expected=expected,
+            platform_id=str(platform_id),
+            workers=_workers(line_count, ctx.settings.settlement_workers),
+            probe=ctx.probe,
+        )
     nets = {uuid.UUID(p): v for (c, p), v in result.clearing.positions.items() if c == currency}
     errors = result.errors + _nets_against_ledger(ctx, currency, start, end, nets)
     if errors:
@@ -515,23 +582,42 @@ def _write_files(ctx: _Context) -> str:
         metas = {
             str(p.org_id): _meta(batch, p.statement_sequence, p.previous_file_id) for p in positions
         }
+    spark = ctx.settings.settlement_engine == "spark"
+    window = _exported_window(ctx) if spark else None
     staging = _fresh_staging(final)
     key = load_or_create(ctx.settings.platform_key_path)
     parties = [
         Party(str(p.org_id), p.party_name, cast(PartyKind, p.party_kind), currency)
         for p in positions
     ]
-    written = write_batch_folders(
-        repo.WindowSource(ctx.engine, currency, start, end, ctx.settings.settlement_reader),
-        {p.id: staging / p.id for p in parties},
-        parties,
-        metas,
-        signing_key=key.private_key,
-        key_id=key.keyid,
-        expected_nets={str(p.org_id): p.net for p in positions},
-        workers=_workers(line_count, ctx.settings.settlement_workers),
-        probe=ctx.probe,
-    )
+    folders = {p.id: staging / p.id for p in parties}
+    expected_nets = {str(p.org_id): p.net for p in positions}
+    if window is not None:
+        from settlement.spark_engine import spark_write_folders
+
+        written = spark_write_folders(
+            window,
+            folders,
+            parties,
+            metas,
+            signing_key=key.private_key,
+            key_id=key.keyid,
+            expected_nets=expected_nets,
+            master=ctx.settings.spark_master,
+            probe=ctx.probe,
+        )
+    else:
+        written = write_batch_folders(
+            repo.WindowSource(ctx.engine, currency, start, end, ctx.settings.settlement_reader),
+            folders,
+            parties,
+            metas,
+            signing_key=key.private_key,
+            key_id=key.keyid,
+            expected_nets=expected_nets,
+            workers=_workers(line_count, ctx.settings.settlement_workers),
+            probe=ctx.probe,
+        )
     rows = _file_rows(
         ctx.batch_id, staging, directory, [(p.org_id, p.net) for p in positions], written
     )

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 LedgerEngine = Literal["server", "python"]
 LEDGER_ENGINES: tuple[LedgerEngine, ...] = ("server", "python")
+SETTLEMENT_ENGINES = ("pandas", "spark")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,13 @@ class Settings:
     `psql` (PostgreSQL through a `psql` COPY child; faster on large days). settlement/FILES.md."""
     settlement_workers: int | None = None
     """Processes writing a batch's files (1 or 2); unset: two from 200,000 lines on."""
+    settlement_engine: str = "pandas"
+    """What nets a batch and writes its files: `pandas` (this process and one files worker) or
+    `spark` (the window exported as Parquet, then Apache Spark at `spark_master`).
+    `CLEARING_SETTLEMENT_ENGINE`; both give byte-identical files. settlement/SCALE.md."""
+    spark_master: str = "local[2]"
+    """The Spark master of the `spark` engine (`CLEARING_SPARK_MASTER`): `local[N]` on one
+    machine, a cluster URL in production."""
     settlement_grace_minutes: int = 10
     """Minutes after the cut-off before the daily batch runs (late postings of the day land)."""
     payment_deadline_hours: int = 24
@@ -71,6 +79,12 @@ class Settings:
                 if env.get("CLEARING_SETTLEMENT_WORKERS")
                 else None
             ),
+            settlement_engine=_one_of(
+                "CLEARING_SETTLEMENT_ENGINE",
+                env.get("CLEARING_SETTLEMENT_ENGINE", "pandas"),
+                SETTLEMENT_ENGINES,
+            ),
+            spark_master=env.get("CLEARING_SPARK_MASTER", "local[2]"),
             settlement_reader=_one_of(
                 "CLEARING_SETTLEMENT_READER",
                 env.get("CLEARING_SETTLEMENT_READER", "select"),

@@ -1,6 +1,6 @@
 """A real browser on a live server: Debian's Chromium driven by Selenium, the app under uvicorn.
 
-The browser and its driver are Debian's (`.ci/install-browser`); Selenium is given both paths,
+The browser and its driver are Debian's (`.ci/install-system`); Selenium is given both paths,
 so Selenium Manager never looks for, let alone downloads, a browser. A missing browser fails the
 tests: it never skips them. The server runs on a PostgreSQL database of its own, seeded through
 the real services with two settled days, once per module (settling takes seconds); each test
@@ -109,7 +109,7 @@ Browser = Callable[[], WebDriver]
 def new_chrome(downloads: Path) -> Iterator[Browser]:
     """Opens headless Chromiums, each with a fresh profile (its own cookies); quits them after."""
     for binary in (CHROMIUM, CHROMEDRIVER):
-        assert binary.is_file(), f"{binary} is missing: run `bash .ci/install-browser`"
+        assert binary.is_file(), f"{binary} is missing: run `bash .ci/install-system`"
     # Belt and braces: even if a path were missing, Selenium Manager must not go online.
     os.environ["SE_OFFLINE"] = "true"
     opened: list[WebDriver] = []
