@@ -62,20 +62,14 @@ def run(
     ] = None,
 ) -> None:
     """Run the batch of one business day, or resume it where it stopped; prints its folder."""
-    import dataclasses
-
-    from clearing.core.config import SETTLEMENT_ENGINES, Settings
+    from clearing.core.config import Settings, with_settlement_engine
     from clearing.core.timeutil import utcnow
     from settlement.service import run_batch
 
-    settings = Settings.from_env()
-    if engine_name is not None:
-        if engine_name not in SETTLEMENT_ENGINES:
-            raise typer.BadParameter(
-                f"one of {', '.join(SETTLEMENT_ENGINES)}, not {engine_name!r}",
-                param_hint="--engine",
-            )
-        settings = dataclasses.replace(settings, settlement_engine=engine_name)
+    try:
+        settings = with_settlement_engine(Settings.from_env(), engine_name)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--engine") from None
     engine = _database(ctx)
     try:
         batch = run_batch(engine, business_date, currency.upper(), as_of or utcnow(), settings)

@@ -211,13 +211,29 @@ def expire(
 
 
 @app.command("demo")
-def demo() -> None:
+def demo(
+    engine_name: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="Settle the day on pandas (one machine) or spark (local Spark); "
+            "default CLEARING_SETTLEMENT_ENGINE, else pandas",
+        ),
+    ] = None,
+) -> None:
     """Run one business day end to end in a folder of its own (or on CLEARING_DATABASE_URL)."""
     import os
 
     from clearing.app.demo import prepare_demo, run_demo
+    from clearing.core.config import Settings, with_settlement_engine
 
+    try:
+        # Checked before prepare_demo empties the demo's folder.
+        with_settlement_engine(Settings.from_env(), engine_name)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--engine") from None
     settings, command = prepare_demo(os.environ, _program())
+    settings = with_settlement_engine(settings, engine_name)
     raise typer.Exit(run_demo(settings, command=command))
 
 

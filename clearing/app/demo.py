@@ -151,7 +151,8 @@ def _settle(engine: Engine, settings: Settings, day: date, console: Console) -> 
     end_of_day = day_end(day, settings.zone, settings.cutoff) + timedelta(seconds=1)
     batch = run_batch(engine, day, "CNY", end_of_day, settings)
     console.print(
-        f"settlement batch [bold]{batch.id}[/bold] {batch.state} (end of day simulated):"
+        f"settlement batch [bold]{batch.id}[/bold] {batch.state} on the"
+        f" {settings.settlement_engine} engine (end of day simulated):"
         f" {batch.line_count} obligations, {len(batch.positions)} parties, positions sum to"
         f" {sum(p.net for p in batch.positions)}"
     )

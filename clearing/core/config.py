@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,6 +104,15 @@ class Settings:
 
 def _ledger_engine(value: str) -> LedgerEngine:
     return cast(LedgerEngine, _one_of("CLEARING_LEDGER_ENGINE", value, tuple(LEDGER_ENGINES)))
+
+
+def with_settlement_engine(settings: Settings, name: str | None) -> Settings:
+    """`settings` with the settlement engine `name` (None: as they are); ValueError if unknown."""
+    if name is None:
+        return settings
+    if name not in SETTLEMENT_ENGINES:
+        raise ValueError(f"one of {', '.join(SETTLEMENT_ENGINES)}, not {name!r}")
+    return dataclasses.replace(settings, settlement_engine=name)
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> str:

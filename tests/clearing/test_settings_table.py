@@ -54,6 +54,7 @@ def test_the_documented_defaults_are_the_defaults() -> None:
     assert (settings.zone, settings.cutoff) == ("Asia/Shanghai", "00:00")
     assert settings.settlement_dir == Path("var/settlement")
     assert (settings.settlement_reader, settings.settlement_workers) == ("select", None)
+    assert (settings.settlement_engine, settings.spark_master) == ("pandas", "local[2]")
     assert (settings.settlement_grace_minutes, settings.hold_ttl_seconds) == (10, 900)
     assert (settings.balance_slots, settings.ledger_engine) == (8, "server")
     assert settings.platform_key_path == Path("var/keys/platform.pem")
@@ -70,6 +71,7 @@ def test_the_documented_defaults_are_the_defaults() -> None:
         ("CLEARING_MAX_BODY_BYTES", "1MiB"),
         ("CLEARING_SETTLEMENT_READER", "copy"),
         ("CLEARING_LEDGER_ENGINE", "fast"),
+        ("CLEARING_SETTLEMENT_ENGINE", "flink"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:

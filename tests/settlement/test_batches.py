@@ -272,3 +272,19 @@ def test_file_hashes_recorded_match_disk(engine: Engine, settings: Settings) -> 
         data = (settings.settlement_dir / row.path).read_bytes()
         assert hashlib.sha256(data).hexdigest() == row.sha256
         assert len(data) == row.size
+
+
+def test_run_refuses_an_unknown_engine_in_one_line(db_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from clearing.app.cli import app as cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["settlement", "run", "--date", DAY1.isoformat(), "--engine", "dask"],
+        env={"CLEARING_DATABASE_URL": db_url, "CLEARING_SETTLEMENT_DIR": str(tmp_path / "s")},
+    )
+    assert result.exit_code == 2
+    assert "one of pandas, spark, not 'dask'" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "s").exists()
