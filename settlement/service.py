@@ -340,9 +340,14 @@ def _exported_window(ctx: _Context) -> Path:
         expected = Totals(batch.amount_total or 0, batch.line_count or 0, batch.points_total or 0)
     target = window_path(ctx.settings.settlement_dir, currency, day)
     if target.is_dir():
+        # Only a checked export ever gets this name: one that disagrees now was changed since.
         got = exported_totals(target)
-        if got == expected:
-            return target
+        if got != expected:
+            raise SettlementInvariantBroken(
+                f"the exported window {target} holds {got}, the ledger's control totals are "
+                f"{expected}: it changed after it was checked; remove it to export it again"
+            )
+        return target
     source = repo.WindowSource(ctx.engine, currency, start, end, ctx.settings.settlement_reader)
     try:
         export_window(source(), target, expected)
