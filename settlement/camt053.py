@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from functools import lru_cache
 from importlib.resources import as_file, files
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape, quoteattr
@@ -225,9 +225,6 @@ class Camt053Writer:
         def cd(text: str) -> str:
             return "DBIT" if text.startswith("-") else "CRDT"
 
-        def net(text: str) -> str:
-            return f"{self._amt_text(text)}<CdtDbtInd>{cd(text)}</CdtDbtInd>"
-
         def fee(text: str) -> str:
             if not text.strip("-0."):
                 return ""
@@ -246,7 +243,21 @@ class Camt053Writer:
             # As write_row prints the Decimal the old reader made of the CSV's text.
             return f";point_value={decimal_text(Decimal(text))}" if text else ""
 
-        gross_amt = _by_value(chunk.gross, self._amt_text)
+        if max(map(len, chain(chunk.gross, chunk.net, chunk.fee))) > 18:
+            # Some text may hold more than 18 digits: _amt_text says which (and raises).
+            for column in (chunk.net, chunk.gross, chunk.fee):
+                for text in column:
+                    self._amt_text(text)
+        amt = f'<Amt Ccy="{cur}">'
+        gross_amt = [
+            f"{amt}{v[1:]}</Amt>" if v[0] == "-" else f"{amt}{v}</Amt>" for v in chunk.gross
+        ]
+        nets = [
+            f"{amt}{v[1:]}</Amt><CdtDbtInd>DBIT</CdtDbtInd>"
+            if v[0] == "-"
+            else f"{amt}{v}</Amt><CdtDbtInd>CRDT</CdtDbtInd>"
+            for v in chunk.net
+        ]
         infos = list(
             map(
                 _INFO,
@@ -271,7 +282,7 @@ class Camt053Writer:
         entries = map(
             _DETAIL_ENTRY,
             chunk.line_no,
-            _by_value(chunk.net, net),
+            nets,
             chunk.booked_at,
             repeat(self._value_date),
             references,
@@ -279,11 +290,10 @@ class Camt053Writer:
             gross_amt,
             _by_value(chunk.fee, fee),
             _by_value(chunk.original_reference, original),
-            map(
-                "{}<CdtDbtInd>{}</CdtDbtInd>".format,
-                gross_amt,
-                _by_value(chunk.gross, cd),
-            ),
+            [
+                f"{a}<CdtDbtInd>{'DBIT' if g[0] == '-' else 'CRDT'}</CdtDbtInd>"
+                for a, g in zip(gross_amt, chunk.gross, strict=True)
+            ],
             _escaped(infos),
         )
         self._entries.write("".join(entries).encode("utf-8"))

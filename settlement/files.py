@@ -280,6 +280,12 @@ class BatchFiles:
         if not camt_wanted:
             state.omitted[CAMT_NAME] = OMITTED_TOO_LARGE
         with contextlib.ExitStack() as stack:
+            camt: Camt053Writer | None = None
+            if camt_wanted:
+                entries: IO[bytes] = stack.enter_context(
+                    tempfile.TemporaryFile(dir=state.directory)
+                )
+                camt = Camt053Writer(state.party, state.meta, entries)
             with self._probe.phase("xlsx"):
                 xlsx = XlsxStatementWriter(
                     xlsx_partial,
@@ -289,23 +295,19 @@ class BatchFiles:
                     details_omitted=None if detailed else count,
                     detail_limit=self._detail_limit,
                 )
-            stack.callback(xlsx.discard)
-            camt: Camt053Writer | None = None
-            if camt_wanted:
-                entries: IO[bytes] = stack.enter_context(
-                    tempfile.TemporaryFile(dir=state.directory)
-                )
-                camt = Camt053Writer(state.party, state.meta, entries)
-            if detailed:
-                for chunk in csv_detail_chunks(state.csv_partial):
-                    with self._probe.phase("xlsx"):
-                        xlsx.write_details(chunk)
-                    if camt is not None:
-                        with self._probe.phase("camt"):
-                            camt = self._camt_details(state, camt, chunk)
-            with self._probe.phase("xlsx"):
-                xlsx.finish(state.totals, state.body_sha256)
-            stack.pop_all()
+            try:
+                if detailed:
+                    for chunk in csv_detail_chunks(state.csv_partial):
+                        with self._probe.phase("xlsx"):
+                            xlsx.write_details(chunk)
+                        if camt is not None:
+                            with self._probe.phase("camt"):
+                                camt = self._camt_details(state, camt, chunk)
+                with self._probe.phase("xlsx"):
+                    xlsx.finish(state.totals, state.body_sha256)
+            except BaseException:
+                xlsx.discard()
+                raise
             if camt is not None:
                 with self._probe.phase("camt"):
                     self._finish_camt(state, camt, camt_partial, batched=not detailed)

@@ -104,12 +104,16 @@ def _money_cell(value: str) -> str:
     """A money text of the CSV (format_minor) as a styled number, or as text from EXCEL_EXACT."""
     if _digits(value) > 15:
         return _text_cell(value)
-    if "." in value:
-        # Exact decimal text without the zeros a number does not keep (as "%.16g" wrote it).
-        value = value.rstrip("0").rstrip(".")
-        if value in ("", "-"):
-            value = "0"
+    # The CSV's exact decimal text is a valid number as it stands (trailing zeros included).
     return f' s="1"><v>{value}</v></c>'
+
+
+def _money_cells(values: Sequence[str]) -> list[str]:
+    """_money_cell of a column of money texts."""
+    # Texts of at most 15 characters hold at most 15 digits: the common case, in one pass.
+    if values and max(map(len, values)) <= 15:
+        return [f' s="1"><v>{v}</v></c>' for v in values]
+    return [_money_cell(v) for v in values]
 
 
 def _by_value(values: Sequence[str], render: Fragment) -> list[str]:
@@ -232,7 +236,6 @@ class XlsxStatementWriter:
         size = len(chunk.line_no)
         if size == 0:
             return
-        money = self._money_cell
         columns = [
             [f"><v>{v}</v></c>" for v in chunk.line_no],
             _texts(chunk.reference),
@@ -243,9 +246,9 @@ class XlsxStatementWriter:
             _by_value(chunk.points, _count_cell),
             _by_value(chunk.point_value, _point_value_cell),
             _by_value(chunk.point_value_version, _number_cell),
-            _by_value(chunk.gross, money),
-            _by_value(chunk.fee, money),
-            _by_value(chunk.net, money),
+            _money_cells(chunk.gross),
+            _money_cells(chunk.fee),
+            _money_cells(chunk.net),
             _by_value(chunk.dc, _text_cell),
             _texts(chunk.booked_at),
         ]
@@ -258,15 +261,12 @@ class XlsxStatementWriter:
             first = self._sheet_rows + 1
             rows = map(
                 _DETAIL_ROW,
-                range(first, first + take),
+                map(str, range(first, first + take)),
                 *(column[at : at + take] for column in columns),
             )
             self._sheet.write("".join(rows).encode("utf-8"))
             self._sheet_rows += take
             at += take
-
-    def _money_cell(self, value: str) -> str:
-        return _money_cell(value)
 
     def _money(self, minor: int) -> str:
         return _money_cell(format_minor(minor, self._meta.currency))
