@@ -26,6 +26,7 @@ partial files at once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -164,43 +165,53 @@ def read_window(spark: SparkSession, window: Path) -> DataFrame:
 
 
 def spark_clearing(lines: DataFrame) -> Clearing:
-    """The Clearing of `lines`, grouped on Spark: what Clearer(source_unique=True) gives."""
-    from pyspark.sql import functions as F  # noqa: N812
+    """The Clearing of `lines`, grouped on Spark: what Clearer(source_unique=True) gives.
+
+    One job: GROUPING SETS give the gross per (currency, payer, payee, event type) and, summed
+    straight from the lines rather than from those groups, each currency's input totals and
+    anomaly counts."""
+    from pyspark.sql import functions as F
     from pyspark.sql.types import DecimalType
 
     exact = DecimalType(38, 0)
-    amount = F.col("amount").cast(exact)
-    points = F.col("points").cast(exact)
-    sums = [
-        F.sum(amount).alias("amount"),
-        F.count(F.lit(1)).alias("count"),
-        F.sum(points).alias("points"),
-    ]
-    gross: dict[GrossKey, Gross] = {
-        (row["currency"], row["payer"], row["payee"], row["event_type"]): Gross(
-            int(row["amount"]), int(row["count"]), int(row["points"])
-        )
-        for row in lines.groupBy("currency", "payer", "payee", "event_type").agg(*sums).collect()
-    }
     checks: dict[str, Column] = {
         AMOUNT_NOT_POSITIVE: F.col("amount") <= 0,
         UNKNOWN_EVENT: ~F.col("event_type").isin(*EVENT_TYPES),
         SAME_PARTY: F.col("payer") == F.col("payee"),
         NEGATIVE_POINTS: F.col("points") < 0,
     }
-    flags = [
-        F.sum(F.when(check, 1).otherwise(0)).alias(f"anomaly_{n}")
-        for n, check in enumerate(checks.values())
-    ]
+    keys = ["currency", "payer", "payee", "event_type"]
+    rows = (
+        lines.groupingSets([keys, ["currency"]], *keys)
+        .agg(
+            F.grouping_id().alias("level"),
+            F.sum(F.col("amount").cast(exact)).alias("amount"),
+            F.count(F.lit(1)).alias("count"),
+            F.sum(F.col("points").cast(exact)).alias("points"),
+            *(
+                F.sum(F.when(check, 1).otherwise(0)).alias(f"anomaly_{n}")
+                for n, check in enumerate(checks.values())
+            ),
+        )
+        .collect()
+    )
+    gross: dict[GrossKey, Gross] = {}
     inputs: dict[str, Totals] = {}
     counts = [0] * len(checks)
-    for row in lines.groupBy("currency").agg(*sums, *flags).collect():
-        inputs[row["currency"]] = Totals(int(row["amount"]), int(row["count"]), int(row["points"]))
+    for row in rows:
+        figures = (int(row["amount"]), int(row["count"]), int(row["points"]))
+        if row["level"] == 0:
+            gross[(row["currency"], row["payer"], row["payee"], row["event_type"])] = Gross(
+                *figures
+            )
+            continue
+        inputs[row["currency"]] = Totals(*figures)
         for n in range(len(checks)):
             counts[n] += int(row[f"anomaly_{n}"])
     anomalies: dict[str, tuple[int, list[str]]] = {}
     for count, (what, check) in zip(counts, checks.items(), strict=True):
         if count:
+            # The first examples in line order, as the Clearer meets them in the stream.
             first = (
                 lines.where(check)
                 .orderBy("booked_at", "reference", "seq")
@@ -295,7 +306,7 @@ class _FolderWriter:
             for batch in batches:
                 owners = batch["owner"].to_numpy()
                 cuts = [0, *(np.flatnonzero(owners[1:] != owners[:-1]) + 1).tolist(), len(batch)]
-                for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+                for lo, hi in itertools.pairwise(cuts):
                     owner = str(owners[lo])
                     if current is None or current.party.id != owner:
                         if current is not None:
@@ -333,7 +344,7 @@ def _owned_lines(
     """Every line once per party whose statement holds it, plus a marker row per party,
     partitioned by owner and sorted in statement order: the files tasks' input, and how many
     partitions it has."""
-    from pyspark.sql import functions as F  # noqa: N812
+    from pyspark.sql import functions as F
 
     ids = [p.id for p in parties]
     platforms = [F.lit(p.id) for p in parties if p.kind == OrgKind.PLATFORM]
