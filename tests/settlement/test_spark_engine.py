@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +21,7 @@ from sqlalchemy import Engine, delete
 from clearing.core.config import Settings
 from clearing.core.db import transaction
 from settlement import repository as repo
-from settlement.files import CSV_NAME, XLSX_NAME, write_batch_folders
+from settlement.files import CSV_NAME, write_batch_folders
 from settlement.lines import ObligationLine
 from settlement.manifest import MANIFEST_NAME
 from settlement.models import SettlementBatch, SettlementFile, SettlementPosition
@@ -37,6 +36,7 @@ from settlement.spark_engine import (
     spark_session,
     spark_write_folders,
 )
+from settlement.statement import StatementInputError
 from settlement.verify import verify_directory
 from settlement.window_export import export_window, window_path
 from tests.settlement.settlement_factories import (
@@ -63,10 +63,9 @@ PUBLIC = KEY.public_key()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _spark() -> Iterator[None]:
+def _spark() -> None:
     """Start the module's Spark session once (the engine keeps it for the process)."""
     spark_session(MASTER)
-    return
 
 
 def published_tree(root: Path) -> dict[str, bytes]:
@@ -251,32 +250,38 @@ def test_statements_above_the_detail_limit_match(tmp_path: Path) -> None:
     nets = clear([lines]).currency_positions("CNY")
     export_window([lines], tmp_path / "window", totals_of(lines))
     limit = 60
-    trees = {}
-    for name in ("pandas", "spark"):
-        folders = {org: tmp_path / name / org for org in orgs}
-        common = {
-            "signing_key": KEY,
-            "key_id": "k-2026",
-            "expected_nets": {org: nets.get(org, 0) for org in orgs},
-            "detail_limit": limit,
-            "max_rows_per_sheet": 30,
-        }
-        if name == "pandas":
-            written = write_batch_folders(
-                functools.partial(chunked, lines, 16), folders, parties, metas, **common
-            )
-        else:
-            written = spark_write_folders(
-                tmp_path / "window", folders, parties, metas, master=MASTER, **common
-            )
-        counts = {org: written.parties[org].totals.count for org in orgs}
-        trees[name] = folder_tree(folders)
+    expected_nets = {org: nets.get(org, 0) for org in orgs}
+    folders = {name: {org: tmp_path / name / org for org in orgs} for name in ("p", "s")}
+    by_pandas = write_batch_folders(
+        functools.partial(chunked, lines, 16),
+        folders["p"],
+        parties,
+        metas,
+        signing_key=KEY,
+        key_id="k-2026",
+        expected_nets=expected_nets,
+        detail_limit=limit,
+        max_rows_per_sheet=30,
+    )
+    by_spark = spark_write_folders(
+        tmp_path / "window",
+        folders["s"],
+        parties,
+        metas,
+        signing_key=KEY,
+        key_id="k-2026",
+        expected_nets=expected_nets,
+        master=MASTER,
+        detail_limit=limit,
+        max_rows_per_sheet=30,
+    )
+    counts = {org: by_spark.parties[org].totals.count for org in orgs}
+    assert counts == {org: by_pandas.parties[org].totals.count for org in orgs}
     # Above the limit: the merchant and the platform; below: each bank (46 rows at most).
     assert counts["shop-x"] > limit
     assert counts[PLATFORM.id] > limit
     assert all(counts[b] <= limit for b in ("bank-a", "bank-b"))
-    assert trees["spark"] == trees["pandas"]
-    assert all(trees["spark"][org][XLSX_NAME] for org in orgs)
+    assert folder_tree(folders["s"]) == folder_tree(folders["p"])
 
 
 def test_statement_above_the_default_detail_limit_matches(tmp_path: Path) -> None:
@@ -421,3 +426,52 @@ def test_anomalies_are_reported_as_the_clearer_reports_them(tmp_path: Path) -> N
     want = clear([lines], source_unique=True)
     assert len(want.anomalies) == 4
     assert got == want
+
+
+def test_wrong_nets_publish_nothing(tmp_path: Path) -> None:
+    lines = long_day(12)
+    orgs = sorted({*orgs_of(lines), PLATFORM.id})
+    parties = [PLATFORM if org == PLATFORM.id else party(org) for org in orgs]
+    export_window([lines], tmp_path / "window", totals_of(lines))
+    nets = clear([lines]).currency_positions("CNY")
+    folders = {org: tmp_path / "out" / org for org in orgs}
+
+    with pytest.raises(StatementInputError, match="statement of shop-x nets"):
+        spark_write_folders(
+            tmp_path / "window",
+            folders,
+            parties,
+            {org: meta() for org in orgs},
+            signing_key=KEY,
+            key_id="k-2026",
+            expected_nets={**nets, "shop-x": nets["shop-x"] + 1},
+            master=MASTER,
+        )
+
+    # The executors wrote every statement under its partial name; none got its final name.
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name[0] != "."]
+
+
+def test_a_batch_resumed_at_netted_writes_the_same_files(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    book_two_days(engine)
+    base = settlement_settings(db_url, tmp_path)
+    trees = {}
+    for name in ("pandas", "spark"):
+        chosen = dataclasses.replace(
+            base, settlement_engine=name, settlement_dir=tmp_path / name / "settlement"
+        )
+        reset_settlement(engine)
+        if name == "spark":
+            # Stopped once the positions are committed: the rerun writes the files from them.
+            with pytest.raises(RuntimeError, match="stopped at netted"):
+                run_batch(engine, DAY1, "CNY", AFTER_DAY2, chosen, probe=StopAt("netted"))
+            with transaction(engine) as session:
+                stopped = repo.get_batch(session, "CNY", DAY1)
+                assert stopped is not None
+                assert stopped.state == "netted"
+        batch = run_batch(engine, DAY1, "CNY", AFTER_DAY2, chosen)
+        assert batch.state == "published"
+        trees[name] = published_tree(chosen.settlement_dir)
+    assert trees["spark"] == trees["pandas"]
