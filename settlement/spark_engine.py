@@ -33,6 +33,7 @@ import re
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,12 @@ def spark_session(master: str) -> SparkSession:
         for other in _SESSIONS.values():
             other.stop()
         _SESSIONS.clear()
+        # pyspark warns on every pandas UDF that it does not yet fully support pandas 3, the
+        # version this project pins; the byte-identity tests against the pandas engine are
+        # what vouch for the conversions used here.
+        warnings.filterwarnings(
+            "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+        )
         # The Python workers must run this interpreter: it is the one with pandas and pyarrow.
         os.environ["PYSPARK_PYTHON"] = sys.executable
         scratch = tempfile.mkdtemp(prefix="clearing-spark-")
