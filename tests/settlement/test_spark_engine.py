@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from pathlib import Path
 
@@ -222,6 +223,18 @@ def test_generated_days_net_and_write_byte_identically(
         assert verify_directory(spark_folders[org], PUBLIC) == []
 
 
+class WriterWitness(BatchProbe):
+    """Appends the id of the process that wrote each party's statements to a file (the
+    probe is pickled into the Spark tasks: nothing it records there comes back)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def party_written(self, n: int) -> None:
+        with open(self.path, "a") as out:
+            out.write(f"{os.getpid()}\n")
+
+
 def long_day(count: int) -> list[ObligationLine]:
     """`count` captures of one merchant with their fees, and a refund of the first."""
     out: list[ObligationLine] = []
@@ -267,6 +280,7 @@ def test_statements_above_the_detail_limit_match(tmp_path: Path) -> None:
         detail_limit=limit,
         max_rows_per_sheet=30,
     )
+    witness = WriterWitness(tmp_path / "writers.txt")
     by_spark = spark_write_folders(
         tmp_path / "window",
         folders["s"],
@@ -276,9 +290,15 @@ def test_statements_above_the_detail_limit_match(tmp_path: Path) -> None:
         key_id="k-2026",
         expected_nets=expected_nets,
         master=MASTER,
+        probe=witness,
         detail_limit=limit,
         max_rows_per_sheet=30,
     )
+    # Every party's statements were written by a Spark task, none by this (the driver's)
+    # process, and each party in exactly one task.
+    writers = witness.path.read_text().split()
+    assert len(writers) == len(orgs)
+    assert str(os.getpid()) not in writers
     counts = {org: by_spark.parties[org].totals.count for org in orgs}
     assert counts == {org: by_pandas.parties[org].totals.count for org in orgs}
     # Above the limit: the merchant and the platform; below: each bank (46 rows at most).
