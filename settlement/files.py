@@ -343,46 +343,32 @@ class BatchFiles:
             return self._publish(expected_nets)
 
     def _publish(self, expected_nets: Mapping[str, int] | None) -> dict[str, PartyFiles]:
+        return publish_folders(
+            self.staged(),
+            signing_key=self._signing_key,
+            key_id=self._key_id,
+            expected_nets=expected_nets,
+        )
+
+    def staged(self) -> list[StagedFolder]:
+        """Every party's statements, hashed under their partial names (after write_formats)."""
+        staged: list[StagedFolder] = []
         for state in self._states:
-            want = None if expected_nets is None else expected_nets.get(state.party.id)
-            if want is not None and state.totals.net != want:
-                raise StatementInputError(
-                    f"statement of {state.party.id} nets {state.totals.net}, clearing says {want}"
-                )
-        results: dict[str, PartyFiles] = {}
-        for state in self._states:
-            directory = state.directory
             hashes = {CSV_NAME: state.csv_sha256}
             for name in (XLSX_NAME, CAMT_NAME):
                 if name not in state.omitted:
-                    hashes[name] = file_sha256(_partial(directory / name))
-            manifest = manifest_bytes(
-                state.meta.batch_id, state.party.id, self._key_id, hashes, state.omitted
+                    hashes[name] = file_sha256(_partial(state.directory / name))
+            staged.append(
+                StagedFolder(
+                    state.directory,
+                    state.party.id,
+                    state.meta,
+                    hashes,
+                    state.totals,
+                    dict(state.omitted),
+                )
             )
-            _partial(directory / MANIFEST_NAME).write_bytes(manifest)
-            _partial(directory / SIGNATURE_NAME).write_bytes(
-                sign_manifest(manifest, self._signing_key)
-            )
-            results[state.party.id] = PartyFiles(
-                directory=directory,
-                file_id=statement_file_id(state.meta, state.party.id),
-                hashes=MappingProxyType(hashes),
-                totals=state.totals,
-                omitted=MappingProxyType(dict(state.omitted)),
-            )
-        for state in self._states:
-            directory = state.directory
-            for name in state.omitted:
-                # A file of an earlier write into this folder must not outlive a manifest
-                # that declares it omitted (verify refuses such a folder).
-                (directory / name).unlink(missing_ok=True)
-            names = [
-                n
-                for n in (CSV_NAME, XLSX_NAME, CAMT_NAME, MANIFEST_NAME, SIGNATURE_NAME)
-                if n not in state.omitted
-            ]
-            _publish([(_partial(directory / n), directory / n) for n in names], directory)
-        return results
+        return staged
 
     def abort(self) -> None:
         """Close and delete every partial file."""
@@ -393,6 +379,65 @@ class BatchFiles:
             for path in state.partials():
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+
+
+@dataclass(frozen=True)
+class StagedFolder:
+    """A party's statements written under their partial names, before its manifest: what a
+    writer (a process, a Spark task) hands to whoever holds the signing key."""
+
+    directory: Path
+    party_id: str
+    meta: StatementMeta
+    hashes: Mapping[str, str]
+    """File name -> SHA-256 hex of every file written (the manifest's list)."""
+    totals: StatementTotals
+    omitted: Mapping[str, str]
+
+
+def publish_folders(
+    staged: Sequence[StagedFolder],
+    *,
+    signing_key: Ed25519PrivateKey,
+    key_id: str,
+    expected_nets: Mapping[str, int] | None = None,
+) -> dict[str, PartyFiles]:
+    """Check nets, write and sign every staged folder's manifest, then give every file its
+    final name (data first, manifest and signature last)."""
+    for folder in staged:
+        want = None if expected_nets is None else expected_nets.get(folder.party_id)
+        if want is not None and folder.totals.net != want:
+            raise StatementInputError(
+                f"statement of {folder.party_id} nets {folder.totals.net}, clearing says {want}"
+            )
+    results: dict[str, PartyFiles] = {}
+    for folder in staged:
+        directory = folder.directory
+        manifest = manifest_bytes(
+            folder.meta.batch_id, folder.party_id, key_id, dict(folder.hashes), folder.omitted
+        )
+        _partial(directory / MANIFEST_NAME).write_bytes(manifest)
+        _partial(directory / SIGNATURE_NAME).write_bytes(sign_manifest(manifest, signing_key))
+        results[folder.party_id] = PartyFiles(
+            directory=directory,
+            file_id=statement_file_id(folder.meta, folder.party_id),
+            hashes=MappingProxyType(dict(folder.hashes)),
+            totals=folder.totals,
+            omitted=MappingProxyType(dict(folder.omitted)),
+        )
+    for folder in staged:
+        directory = folder.directory
+        for name in folder.omitted:
+            # A file of an earlier write into this folder must not outlive a manifest
+            # that declares it omitted (verify refuses such a folder).
+            (directory / name).unlink(missing_ok=True)
+        names = [
+            n
+            for n in (CSV_NAME, XLSX_NAME, CAMT_NAME, MANIFEST_NAME, SIGNATURE_NAME)
+            if n not in folder.omitted
+        ]
+        _publish([(_partial(directory / n), directory / n) for n in names], directory)
+    return results
 
 
 def write_statement_csv(

@@ -16,12 +16,28 @@ from clearing.core.money import is_known_currency
 from settlement.lines import EVENT_TYPES, ObligationLine, ensure_frame, lines_to_frame
 from settlement.sums import exact_group_sums
 
-__all__ = ["Clearer", "Clearing", "Gross", "Totals", "check_invariants", "clear", "lines_to_frame"]
+__all__ = [
+    "Clearer",
+    "Clearing",
+    "Gross",
+    "Totals",
+    "check_invariants",
+    "clear",
+    "clearing_of",
+    "lines_to_frame",
+]
 
 GrossKey = tuple[str, str, str, str]
 """(currency, payer, payee, event_type)."""
 
-_EXAMPLES = 5
+EXAMPLES = 5
+"""Examples ("reference/seq") an anomaly or duplicate report names, the first in line order."""
+
+# The anomalies a clearing reports, named by the words of its report: every engine checks each.
+AMOUNT_NOT_POSITIVE = "amount is not positive"
+UNKNOWN_EVENT = "event type is not one of EVENT_TYPES"
+SAME_PARTY = "payer and payee are the same party"
+NEGATIVE_POINTS = "points are negative"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,24 +134,24 @@ class Clearer:
         keys = frame[["reference", "seq"]]
         hashed = pd.util.hash_pandas_object(keys, index=False).to_numpy()
         self.hashes.append(hashed.astype(np.uint64, copy=False))
-        if len(self.duplicate_examples) < _EXAMPLES:
+        if len(self.duplicate_examples) < EXAMPLES:
             dup = keys[keys.duplicated()]
             for ref, seq in zip(dup["reference"].tolist(), dup["seq"].tolist(), strict=True):
-                if len(self.duplicate_examples) < _EXAMPLES:
+                if len(self.duplicate_examples) < EXAMPLES:
                     self.duplicate_examples.append((str(ref), int(seq)))
 
     def _anomalies(self, frame: pd.DataFrame) -> None:
         checks = {
-            "amount is not positive": frame["amount"] <= 0,
-            "event type is not one of EVENT_TYPES": ~frame["event_type"].isin(EVENT_TYPES),
-            "payer and payee are the same party": frame["payer"] == frame["payee"],
-            "points are negative": frame["points"] < 0,
+            AMOUNT_NOT_POSITIVE: frame["amount"] <= 0,
+            UNKNOWN_EVENT: ~frame["event_type"].isin(EVENT_TYPES),
+            SAME_PARTY: frame["payer"] == frame["payee"],
+            NEGATIVE_POINTS: frame["points"] < 0,
         }
         for what, mask in checks.items():
             hits = int(mask.sum())
             if hits:
                 self.anomaly_counts[what] += hits
-                room = _EXAMPLES - len(self.anomalies[what])
+                room = EXAMPLES - len(self.anomalies[what])
                 bad = frame.loc[mask, ["reference", "seq"]].head(max(room, 0))
                 for ref, seq in zip(bad["reference"].tolist(), bad["seq"].tolist(), strict=True):
                     self.anomalies[what].append(f"{ref}/{seq}")
@@ -149,32 +165,52 @@ class Clearer:
         return int(np.count_nonzero(allh[1:] == allh[:-1]))
 
     def result(self) -> Clearing:
-        gross = {k: Gross(*self.gross[k]) for k in sorted(self.gross)}
-        positions: dict[tuple[str, str], int] = defaultdict(int)
-        fee_income: dict[str, int] = defaultdict(int)
-        for (cur, payer, payee, event_type), g in gross.items():
-            positions[(cur, payee)] += g.amount
-            positions[(cur, payer)] -= g.amount
-            if event_type == ObligationEvent.FEE:
-                fee_income[cur] += g.amount
-            elif event_type == ObligationEvent.FEE_REFUND:
-                fee_income[cur] -= g.amount
-        anomalies = tuple(
-            f"{self.anomaly_counts[w]} line(s): {w} (e.g. {', '.join(ex)})"
-            for w, ex in sorted(self.anomalies.items())
-        )
-        return Clearing(
-            gross=MappingProxyType(gross),
-            positions=MappingProxyType({k: positions[k] for k in sorted(positions)}),
-            fee_income=MappingProxyType({k: fee_income[k] for k in sorted(fee_income)}),
-            input_totals=MappingProxyType(
-                {c: Totals(*self.inputs[c]) for c in sorted(self.inputs)}
-            ),
-            line_count=self.line_count,
+        return clearing_of(
+            {k: Gross(*v) for k, v in self.gross.items()},
+            {c: Totals(*v) for c, v in self.inputs.items()},
+            self.line_count,
             duplicate_count=self.duplicate_count(),
             duplicate_examples=tuple(self.duplicate_examples),
-            anomalies=anomalies,
+            anomalies={w: (self.anomaly_counts[w], ex) for w, ex in self.anomalies.items()},
         )
+
+
+def clearing_of(
+    gross: Mapping[GrossKey, Gross],
+    inputs: Mapping[str, Totals],
+    line_count: int,
+    *,
+    duplicate_count: int = 0,
+    duplicate_examples: tuple[tuple[str, int], ...] = (),
+    anomalies: Mapping[str, tuple[int, Sequence[str]]] | None = None,
+) -> Clearing:
+    """The Clearing of gross obligations and input totals (summed by whichever engine):
+    positions and fee income derived, anomalies (name -> count, "reference/seq" examples)
+    worded."""
+    ordered = {k: gross[k] for k in sorted(gross)}
+    positions: dict[tuple[str, str], int] = defaultdict(int)
+    fee_income: dict[str, int] = defaultdict(int)
+    for (cur, payer, payee, event_type), g in ordered.items():
+        positions[(cur, payee)] += g.amount
+        positions[(cur, payer)] -= g.amount
+        if event_type == ObligationEvent.FEE:
+            fee_income[cur] += g.amount
+        elif event_type == ObligationEvent.FEE_REFUND:
+            fee_income[cur] -= g.amount
+    worded = tuple(
+        f"{count} line(s): {w} (e.g. {', '.join(examples)})"
+        for w, (count, examples) in sorted((anomalies or {}).items())
+    )
+    return Clearing(
+        gross=MappingProxyType(ordered),
+        positions=MappingProxyType({k: positions[k] for k in sorted(positions)}),
+        fee_income=MappingProxyType({k: fee_income[k] for k in sorted(fee_income)}),
+        input_totals=MappingProxyType({c: inputs[c] for c in sorted(inputs)}),
+        line_count=line_count,
+        duplicate_count=duplicate_count,
+        duplicate_examples=duplicate_examples,
+        anomalies=worded,
+    )
 
 
 def clear(

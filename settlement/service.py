@@ -36,6 +36,7 @@ import io
 import os
 import shutil
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -403,6 +404,25 @@ def net_and_write(
         probe=probe,
     )
     clearing = clearer.result()
+    errors = batch_errors(
+        clearing, written, parties, folders, expected=expected, platform_id=platform_id
+    )
+    return NetAndWrite(clearing, written, errors)
+
+
+def batch_errors(
+    clearing: Clearing,
+    written: BatchWrite,
+    parties: Sequence[Party],
+    folders: Mapping[str, Path],
+    *,
+    expected: Mapping[str, Totals],
+    platform_id: str,
+) -> list[str]:
+    """Every invariant of a netted and written batch that does not hold, whichever engine
+    netted and wrote it: the clearing's own (check_invariants, against the ledger's control
+    totals), every party with a position has a statement, each statement nets to its
+    party's position."""
     errors = check_invariants(clearing, expected=expected, platform_id=platform_id)
     currencies = {p.currency for p in parties}
     nets = {p: v for (c, p), v in clearing.positions.items() if c in currencies}
@@ -415,7 +435,7 @@ def net_and_write(
             errors.append(
                 f"statement of {party.id} nets {got}, its position is {nets.get(party.id, 0)}"
             )
-    return NetAndWrite(clearing, written, errors)
+    return errors
 
 
 def _net_and_write(ctx: _Context) -> str:
