@@ -99,3 +99,31 @@ def test_demo_prints_the_commands_that_explore_it(tmp_path: Path) -> None:
         cli, ["ledger", "check"], env={"CLEARING_DATABASE_URL": settings.database_url}
     )
     assert result.stdout == "ledger check: clean\n"
+
+
+def test_demo_settles_its_day_on_spark(tmp_path: Path) -> None:
+    """`clearing demo --engine spark`: the same day, netted and written by local Spark."""
+    result = CliRunner().invoke(
+        cli, ["demo", "--engine", "spark"], env={"CLEARING_VAR_DIR": str(tmp_path / "var")}
+    )
+    assert result.exit_code == 0, result.output
+    assert "on the spark engine (end of day simulated)" in result.stdout
+    assert "positions sum to 0" in result.stdout
+    settlement = tmp_path / "var" / "demo" / "settlement"
+    # The window left the ledger as Parquet, by currency and business date.
+    assert list(settlement.glob(".window/currency=CNY/business_date=*/part-00000.parquet"))
+    public = load_or_create(tmp_path / "var" / "demo" / "keys" / "platform.pem").public_key
+    folders = [m.parent for m in settlement.rglob("manifest.json")]
+    assert len(folders) >= 6
+    for folder in folders:
+        assert verify_directory(folder, public) == []
+
+
+def test_demo_refuses_an_unknown_engine_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["demo", "--engine", "flink"], env={"CLEARING_VAR_DIR": str(tmp_path / "var")}
+    )
+    assert result.exit_code == 2
+    assert "one of pandas, spark, not 'flink'" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "var" / "demo").exists()

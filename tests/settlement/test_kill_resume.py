@@ -35,13 +35,21 @@ CRASHING = [
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every published file under `root` (the Spark engine's exported window aside)."""
     return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] != ".window"
     }
 
 
 def run_cli(
-    url: str, out: Path, key: Path, crash: str | None = None, workers: int = 1
+    url: str,
+    out: Path,
+    key: Path,
+    crash: str | None = None,
+    workers: int = 1,
+    engine: str = "pandas",
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -51,6 +59,7 @@ def run_cli(
         "CLEARING_ZONE": "Asia/Shanghai",
         "CLEARING_CUTOFF": "00:00",
         "CLEARING_SETTLEMENT_WORKERS": str(workers),
+        "CLEARING_SETTLEMENT_ENGINE": engine,
     }
     if crash is None:
         command = [
@@ -77,13 +86,19 @@ def run_cli(
 
 
 def check_kill_and_resume(
-    original: str, copy: str, tmp_path: Path, crash: str, workers: int = 1
+    original: str,
+    copy: str,
+    tmp_path: Path,
+    crash: str,
+    workers: int = 1,
+    settle_on: str = "pandas",
 ) -> None:
-    """The reference run writes with one process; the killed run and its rerun with `workers`."""
+    """The reference run writes with one process on the pandas engine; the killed run and its
+    rerun with `workers` on `settle_on`: the same bytes whatever the engine."""
     key = tmp_path / "keys" / "platform.pem"
     reference = run_cli(copy, tmp_path / "reference", key)
     assert reference.returncode == 0, reference.stderr
-    killed = run_cli(original, tmp_path / "crashed", key, crash, workers)
+    killed = run_cli(original, tmp_path / "crashed", key, crash, workers, settle_on)
     assert killed.returncode == -9, (killed.returncode, killed.stdout, killed.stderr)
     if crash.startswith(("lines:", "party:")):
         # Killed inside the pass that nets and writes: nothing committed past closing, nothing
@@ -91,19 +106,23 @@ def check_kill_and_resume(
         engine = make_engine(original)
         with transaction(engine) as session:
             batch = session.execute(select(SettlementBatch)).scalar_one()
-            assert batch.state == "closing"
+            assert batch.state == ("exported" if settle_on == "spark" else "closing")
             assert session.execute(select(func.count(SettlementPosition.org_id))).scalar() == 0
         engine.dispose()
         day = tmp_path / "crashed" / "CNY"
         assert sorted(p.name for p in day.iterdir()) == [".2026-11-20.staging"]
-    resumed = run_cli(original, tmp_path / "crashed", key, workers=workers)
+    if crash == "exported":
+        # Killed right after the export was committed: the window is complete on disk.
+        window = tmp_path / "crashed" / ".window" / "currency=CNY" / "business_date=2026-11-20"
+        assert [p.name for p in window.iterdir()] == ["part-00000.parquet"]
+    resumed = run_cli(original, tmp_path / "crashed", key, workers=workers, engine=settle_on)
     assert resumed.returncode == 0, resumed.stderr
     assert "published" in resumed.stdout
     expected = tree_bytes(tmp_path / "reference")
     got = tree_bytes(tmp_path / "crashed")
     assert sorted(got) == sorted(expected)
     assert got == expected
-    again = run_cli(original, tmp_path / "crashed", key, workers=workers)
+    again = run_cli(original, tmp_path / "crashed", key, workers=workers, engine=settle_on)
     assert again.returncode == 0, again.stderr
     assert tree_bytes(tmp_path / "crashed") == expected
     engine = make_engine(original)
@@ -168,3 +187,26 @@ def test_kill_and_resume_postgresql(
 ) -> None:
     original, copy = pg_copy
     check_kill_and_resume(original, copy, tmp_path, crash, workers)
+
+
+@pytest.mark.parametrize(
+    "crash", ["closing", "exported", "party:2", "netted", "files_written", "renamed"]
+)
+def test_kill_and_resume_on_spark_sqlite(sqlite_url: str, tmp_path: Path, crash: str) -> None:
+    """Killed and resumed on the Spark engine: the pandas engine's bytes, published once.
+    `party:2`: a Spark task takes the batch down after writing its second party's files."""
+    engine = make_engine(sqlite_url)
+    book_two_days(engine)
+    engine.dispose()
+    path = Path(make_url(sqlite_url).database or "")
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(path, copy)
+    check_kill_and_resume(sqlite_url, f"sqlite:///{copy}", tmp_path, crash, settle_on="spark")
+
+
+@pytest.mark.parametrize("crash", ["exported", "files_written"])
+def test_kill_and_resume_on_spark_postgresql(
+    pg_copy: tuple[str, str], tmp_path: Path, crash: str
+) -> None:
+    original, copy = pg_copy
+    check_kill_and_resume(original, copy, tmp_path, crash, settle_on="spark")

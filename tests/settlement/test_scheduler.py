@@ -53,3 +53,24 @@ def test_missed_days_are_caught_up_at_start(engine: Engine, db_url: str, tmp_pat
     again = catch_up(engine, settings, AFTER_DAY2 + timedelta(days=2))
     assert again.settled == []
     assert again.errors == []
+
+
+def test_the_scheduler_settles_on_the_engine_its_setting_names(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """CLEARING_SETTLEMENT_ENGINE=spark: caught-up days go through the Parquet export."""
+    import dataclasses
+
+    settings = dataclasses.replace(settlement_settings(db_url, tmp_path), settlement_engine="spark")
+    book_two_days(engine)
+    result = catch_up(engine, settings, AFTER_DAY2)
+    assert result.errors == []
+    assert [(b.business_date, b.state) for b in result.settled] == [
+        (DAY1, "published"),
+        (DAY2, "published"),
+    ]
+    window = settings.settlement_dir / ".window" / "currency=CNY"
+    assert sorted(p.name for p in window.iterdir()) == [
+        f"business_date={DAY1.isoformat()}",
+        f"business_date={DAY2.isoformat()}",
+    ]

@@ -59,10 +59,6 @@ from tests.settlement.settlement_world import (
 )
 
 MASTER = "local[2]"
-# Filters set inside the engine last one test under pytest; the warning is explained there.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:PySpark does not yet fully support pandas:FutureWarning"
-)
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PUBLIC = KEY.public_key()
 
