@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -46,7 +47,7 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
-from settle_bench import ADMIN_URL, CONTROL, END, START, load, org_ids, peak_rss_mib
+from settle_bench import ADMIN_URL, CONTROL, END, START, load, org_ids
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
@@ -117,7 +118,7 @@ def _status(pid: int) -> dict[str, str] | None:
 
 def _kind(pid: int, me: int) -> str:
     if pid == me:
-        return "driver (python)"
+        return "batch process (python)"
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
@@ -162,9 +163,8 @@ def parties_and_metas(conn: psycopg.Connection[Any]) -> tuple[str, list[Party], 
 
 
 def run_size(rows: int, engines: list[str], master: str, out: Path) -> dict[str, Any]:
-    """Load `rows` obligations into a scratch database and settle them on `engines`."""
-    from settlement.spark_engine import spark_net_and_write
-
+    """Load `rows` obligations into a scratch database and settle them on each of `engines`,
+    each in a process of its own (so that every process's peak memory is that engine's)."""
     scratch = f"settle_spark_bench_{os.getpid()}_{rows}"
     admin = psycopg.connect(ADMIN_URL, autocommit=True)
     admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
@@ -175,68 +175,85 @@ def run_size(rows: int, engines: list[str], master: str, out: Path) -> dict[str,
             began = time.perf_counter()
             load(conn, rows)
             figures["load_seconds"] = round(time.perf_counter() - began, 1)
-            control = {
-                str(c): Totals(int(a), int(n), int(p))
-                for c, a, n, p in conn.execute(CONTROL, {"start": START, "end": END})
-            }
-            platform_id, parties, metas = parties_and_metas(conn)
-        engine = create_engine(
-            make_url(ADMIN_URL).set(drivername="postgresql+psycopg", database=scratch)
-        )
-        key = Ed25519PrivateKey.generate()
-        source = WindowSource(engine, "CNY", START, END, "psql")
         digests: dict[str, dict[str, str]] = {}
         for name in engines:
             folder = out / f"{name}-{rows}"
-            folders = {p.id: folder / p.id for p in parties}
-            with ProcessMemory() as memory:
-                began = time.perf_counter()
-                if name == "pandas":
-                    result = net_and_write(
-                        source,
-                        folders,
-                        parties,
-                        metas,
-                        signing_key=key,
-                        key_id="bench",
-                        expected=control,
-                        platform_id=platform_id,
-                        workers=2,
-                    )
-                else:
-                    window = out / ".window" / f"rows={rows}"
-                    export_window(source(), window, control["CNY"])
-                    exported = time.perf_counter()
-                    figures["export_seconds"] = round(exported - began, 1)
-                    result = spark_net_and_write(
-                        window,
-                        folders,
-                        parties,
-                        metas,
-                        signing_key=key,
-                        key_id="bench",
-                        expected=control,
-                        platform_id=platform_id,
-                        master=master,
-                    )
-                    figures["spark_seconds"] = round(time.perf_counter() - exported, 1)
-                seconds = time.perf_counter() - began
-            if result.errors:
-                raise SystemExit(f"{name}: invariants broken: " + "; ".join(result.errors[:5]))
-            figures[f"{name}_total_seconds"] = round(seconds, 1)
-            figures[f"{name}_seconds_per_million"] = round(seconds / rows * 1e6, 2)
-            figures[f"{name}_peak_mib"] = memory.mib()
+            command = [sys.executable, __file__, "--child", name, "--db", scratch]
+            command += ["--rows", str(rows), "--master", master, "--out", str(folder)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} at {rows:,}: {done.stderr[-2000:]}")
+            figures.update(json.loads(done.stdout.strip().splitlines()[-1]))
             digests[name] = tree_digest(folder)
             shutil.rmtree(folder, ignore_errors=True)
         if len(digests) == 2:
             figures["byte_identical"] = digests["pandas"] == digests["spark"]
             figures["files_compared"] = len(digests["pandas"])
-        engine.dispose()
     finally:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch))
         )
         admin.close()
+    return figures
+
+
+def child(name: str, scratch: str, rows: int, master: str, out: Path) -> dict[str, Any]:
+    """Settle the loaded day of `scratch` on engine `name` into `out`; this process's figures."""
+    from settlement.spark_engine import spark_net_and_write
+
+    url = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=scratch)
+    with psycopg.connect(url, autocommit=True) as conn:
+        control = {
+            str(c): Totals(int(a), int(n), int(p))
+            for c, a, n, p in conn.execute(CONTROL, {"start": START, "end": END})
+        }
+        platform_id, parties, metas = parties_and_metas(conn)
+    engine = create_engine(
+        make_url(ADMIN_URL).set(drivername="postgresql+psycopg", database=scratch)
+    )
+    key = Ed25519PrivateKey.generate()
+    source = WindowSource(engine, "CNY", START, END, "psql")
+    folders = {p.id: out / p.id for p in parties}
+    figures: dict[str, Any] = {}
+    with ProcessMemory() as memory:
+        began = time.perf_counter()
+        if name == "pandas":
+            result = net_and_write(
+                source,
+                folders,
+                parties,
+                metas,
+                signing_key=key,
+                key_id="bench",
+                expected=control,
+                platform_id=platform_id,
+                workers=2,
+            )
+        else:
+            window = out.parent / ".window" / f"rows={rows}"
+            export_window(source(), window, control["CNY"])
+            exported = time.perf_counter()
+            figures["export_seconds"] = round(exported - began, 1)
+            result = spark_net_and_write(
+                window,
+                folders,
+                parties,
+                metas,
+                signing_key=key,
+                key_id="bench",
+                expected=control,
+                platform_id=platform_id,
+                master=master,
+            )
+            figures["spark_seconds"] = round(time.perf_counter() - exported, 1)
+            shutil.rmtree(window, ignore_errors=True)
+        seconds = time.perf_counter() - began
+    engine.dispose()
+    if result.errors:
+        raise SystemExit(f"{name}: invariants broken: " + "; ".join(result.errors[:5]))
+    figures[f"{name}_total_seconds"] = round(seconds, 1)
+    figures[f"{name}_seconds_per_million"] = round(seconds / rows * 1e6, 2)
+    figures[f"{name}_peak_mib"] = memory.mib()
     return figures
 
 
@@ -246,7 +263,13 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--spark-rows", type=int, default=30_000_000)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--child", choices=["pandas", "spark"], help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.db, args.rows, args.master, args.out)))
+        return 0
     cores = int(m.group(1)) if (m := re.fullmatch(r"local\[(\d+)\]", args.master)) else None
     out = Path(tempfile.mkdtemp(prefix="settle-spark-bench-"))
     try:
@@ -258,8 +281,6 @@ def main() -> int:
     if cores:
         per_core = args.spark_rows / spark_only["spark_total_seconds"] / cores
         figures["spark_obligations_per_core_second"] = round(per_core)
-    own, _kids = peak_rss_mib()
-    figures["driver_peak_rss_mib"] = round(own)
     for label, part in (("same day", both), ("Spark alone", spark_only)):
         print(f"{label}: {part['rows']:,} obligations")
         for name in ("pandas", "spark"):

@@ -121,22 +121,24 @@ def spark_session(master: str) -> SparkSession:
         warnings.filterwarnings(
             "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
         )
-        # The Python workers must run this interpreter: it is the one with pandas and pyarrow.
-        os.environ["PYSPARK_PYTHON"] = sys.executable
-        scratch = tempfile.mkdtemp(prefix="clearing-spark-")
         conf = {
             "spark.app.name": "clearing-settlement",
-            "spark.pyspark.python": sys.executable,
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
             "spark.sql.session.timeZone": "UTC",
-            "spark.local.dir": scratch,
-            "spark.sql.warehouse.dir": os.path.join(scratch, "warehouse"),
             "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),
             "spark.speculation": "false",
         }
         cores = _local_cores(master)
         if cores is not None:
+            # On one machine the Python workers run this interpreter (the one with pandas and
+            # pyarrow) and scratch goes to a temp folder; a cluster's own configuration
+            # (spark-defaults.conf: interpreter, local dirs, sizing) is left as it is.
+            os.environ["PYSPARK_PYTHON"] = sys.executable
+            scratch = tempfile.mkdtemp(prefix="clearing-spark-")
+            conf["spark.pyspark.python"] = sys.executable
+            conf["spark.local.dir"] = scratch
+            conf["spark.sql.warehouse.dir"] = os.path.join(scratch, "warehouse")
             # Spark's default of 200 shuffle partitions is for clusters: tiny tasks here.
             conf["spark.sql.shuffle.partitions"] = str(max(2, 2 * cores))
         builder = SparkSession.builder.master(master)
