@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable, Sequence
+from decimal import Decimal
 from functools import lru_cache
 from importlib.resources import as_file, files
+from itertools import chain, repeat
 from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape, quoteattr
@@ -23,7 +26,7 @@ from settlement.statement import (
     statement_file_id,
     utc_text,
 )
-from settlement.statement_csv import window_text
+from settlement.statement_csv import DetailTexts, window_text
 
 NAMESPACE = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"
 # The official XSD as shipped by the camt053 package (ISO 20022 Standards Editor output).
@@ -103,6 +106,40 @@ def _cd(minor: int) -> str:
     return "CRDT" if minor >= 0 else "DBIT"
 
 
+def _by_value(values: Sequence[str], render: Callable[[str], str]) -> list[str]:
+    """render() once per distinct value, spread back to every row."""
+    lookup = {v: render(v) for v in dict.fromkeys(values)}
+    return list(map(lookup.__getitem__, values))
+
+
+def _escaped(values: Sequence[str] | list[str]) -> list[str]:
+    """_t of every value; values without a character to escape go through as they are."""
+    joined = "".join(values)
+    if any(c in joined for c in "&<>"):
+        return [_t(v) for v in values]
+    return list(values)
+
+
+def _fitted(values: Sequence[str], size: int) -> list[str]:
+    """_fit of every value (ids longer than `size` become their digest), escaped."""
+    if all(1 <= len(v) <= size for v in values):
+        return _escaped(values)
+    return _escaped([_fit(v, size) for v in values])
+
+
+_DETAIL_ENTRY = (
+    "<Ntry><NtryRef>{0}</NtryRef>{1}<Sts><Cd>BOOK</Cd></Sts>"
+    "<BookgDt><DtTm>{2}</DtTm></BookgDt><ValDt><Dt>{3}</Dt></ValDt>"
+    "<AcctSvcrRef>{4}</AcctSvcrRef><BkTxCd><Prtry><Cd>{5}</Cd>"
+    f"<Issr>{PROPRIETARY_ISSUER}</Issr></Prtry></BkTxCd>"
+    "<AmtDtls><TxAmt>{6}</TxAmt></AmtDtls>{7}<NtryDtls><TxDtls><Refs>"
+    "<AcctSvcrRef>{4}</AcctSvcrRef>{8}</Refs>{9}"
+    "<AddtlTxInf>{10}</AddtlTxInf></TxDtls></NtryDtls></Ntry>\n"
+).format
+"""One detail Ntry, exactly as write_row writes it, from the fragments of write_details."""
+_INFO = "reference={0}{1};counterparty={2}{3}".format
+
+
 class Camt053Writer:
     """Writes entries to a side file while streaming, then assembles the statement around them."""
 
@@ -168,6 +205,98 @@ class Camt053Writer:
         parts.append(f"<AddtlTxInf>{_t(';'.join(info)[:500])}</AddtlTxInf></TxDtls></NtryDtls>")
         parts.append("</Ntry>\n")
         self._entries.write("".join(parts).encode("utf-8"))
+
+    def _amt_text(self, text: str) -> str:
+        """_amt of a money text as the CSV writes it (format_minor)."""
+        magnitude = text.removeprefix("-")
+        if len(magnitude) - ("." in magnitude) > 18:
+            raise CamtAmountTooLarge(
+                f"camt.053 of {self._party.id}: {text} {self._cur} "
+                f"exceeds the 18 digits an ISO 20022 amount may have"
+            )
+        return f'<Amt Ccy="{self._cur}">{magnitude}</Amt>'
+
+    def write_details(self, chunk: DetailTexts) -> None:
+        """Append the Ntry of every detail of a chunk of CSV texts (the bytes of write_row)."""
+        if not chunk.line_no:
+            return
+        cur = self._cur
+
+        def cd(text: str) -> str:
+            return "DBIT" if text.startswith("-") else "CRDT"
+
+        def fee(text: str) -> str:
+            if not text.strip("-0."):
+                return ""
+            return (
+                f'<Chrgs><TtlChrgsAndTaxAmt Ccy="{cur}">{text.removeprefix("-")}'
+                f"</TtlChrgsAndTaxAmt><Rcrd>{self._amt_text(text)}<CdtDbtInd>{cd(text)}"
+                "</CdtDbtInd><ChrgInclInd>true</ChrgInclInd></Rcrd></Chrgs>"
+            )
+
+        def original(text: str) -> str:
+            if not text:
+                return ""
+            return f"<Prtry><Tp>ORIGINAL</Tp><Ref>{_t(_fit(text, 35))}</Ref></Prtry>"
+
+        def point_value(text: str) -> str:
+            # As write_row prints the Decimal the old reader made of the CSV's text.
+            return f";point_value={decimal_text(Decimal(text))}" if text else ""
+
+        if max(map(len, chain(chunk.gross, chunk.net, chunk.fee))) > 18:
+            # Some text may hold more than 18 digits: _amt_text says which (and raises).
+            for column in (chunk.net, chunk.gross, chunk.fee):
+                for text in column:
+                    self._amt_text(text)
+        amt = f'<Amt Ccy="{cur}">'
+        gross_amt = [
+            f"{amt}{v[1:]}</Amt>" if v[0] == "-" else f"{amt}{v}</Amt>" for v in chunk.gross
+        ]
+        nets = [
+            f"{amt}{v[1:]}</Amt><CdtDbtInd>DBIT</CdtDbtInd>"
+            if v[0] == "-"
+            else f"{amt}{v}</Amt><CdtDbtInd>CRDT</CdtDbtInd>"
+            for v in chunk.net
+        ]
+        infos = list(
+            map(
+                _INFO,
+                chunk.reference,
+                _by_value(chunk.original_reference, lambda o: f";original={o}" if o else ""),
+                chunk.counterparty,
+                map(
+                    "{}{}{}{}".format,
+                    _by_value(chunk.program, lambda p: f";program={p}" if p else ""),
+                    _by_value(chunk.points, lambda p: "" if p == "0" else f";points={p}"),
+                    _by_value(chunk.point_value, point_value),
+                    _by_value(
+                        chunk.point_value_version,
+                        lambda v: f";point_value_version={v}" if v else "",
+                    ),
+                ),
+            )
+        )
+        if any(len(i) > 500 for i in infos):
+            infos = [i[:500] for i in infos]
+        references = _fitted(chunk.reference, 35)
+        entries = map(
+            _DETAIL_ENTRY,
+            chunk.line_no,
+            nets,
+            chunk.booked_at,
+            repeat(self._value_date),
+            references,
+            _by_value(chunk.event_type, _t),
+            gross_amt,
+            _by_value(chunk.fee, fee),
+            _by_value(chunk.original_reference, original),
+            [
+                f"{a}<CdtDbtInd>{'DBIT' if g[0] == '-' else 'CRDT'}</CdtDbtInd>"
+                for a, g in zip(gross_amt, chunk.gross, strict=True)
+            ],
+            _escaped(infos),
+        )
+        self._entries.write("".join(entries).encode("utf-8"))
 
     def write_batch(
         self, counterparty: str, event_type: str, count: int, gross: int, fee: int, net: int

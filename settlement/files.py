@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
 import multiprocessing
 import os
 import pickle
@@ -14,8 +12,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 from itertools import islice
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
@@ -27,20 +23,24 @@ import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clearing.core.kinds import OrgKind
-from clearing.core.money import exponent, parse_minor
+from clearing.core.money import exponent
 from settlement.camt053 import OMITTED_TOO_LARGE, Camt053Writer, CamtAmountTooLarge, camt_can_hold
 from settlement.lines import ObligationLine, Party
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME, manifest_bytes, sign_manifest
 from settlement.probe import NO_PROBE, BatchProbe
 from settlement.statement import (
     DetailFrames,
-    DetailRow,
     StatementInputError,
     StatementMeta,
     StatementTotals,
     statement_file_id,
 )
-from settlement.statement_csv import CsvStatementWriter, detail_records
+from settlement.statement_csv import (
+    CsvStatementWriter,
+    DetailTexts,
+    csv_detail_chunks,
+    detail_records,
+)
 from settlement.statement_xlsx import EXCEL_MAX_ROWS, XlsxStatementWriter
 
 CSV_NAME = "statement.csv"
@@ -193,30 +193,6 @@ def line_chunks(
         yield pending
 
 
-def _csv_detail_rows(path: Path, currency: str) -> Iterator[DetailRow]:
-    """The detail records of a written CSV statement, back as rows (for XLSX and camt)."""
-    with open(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
-        for rec in csv.reader(text):
-            if rec[0] != "D":
-                if rec[0] in ("S", "T"):
-                    return
-                continue
-            yield DetailRow(
-                int(rec[1]),
-                rec[2],
-                rec[3] or None,
-                rec[4],
-                rec[5],
-                rec[6] or None,
-                int(rec[7]),
-                Decimal(rec[8]) if rec[8] else None,
-                int(rec[9]) if rec[9] else None,
-                parse_minor(rec[10], currency),
-                parse_minor(rec[11], currency),
-                datetime.fromisoformat(rec[14]),
-            )
-
-
 class _PartyState:
     def __init__(self, directory: Path, party: Party, meta: StatementMeta) -> None:
         self.directory = directory
@@ -344,13 +320,10 @@ class BatchFiles:
         """XLSX and camt.053 of every party, from its finished CSV (policy: DETAIL_LIMIT);
         the probe hears of the n-th party's after it is written."""
         for state in self._states:
-            self._write_formats(state)
+            self._format_party(state)
 
-    def _write_formats(self, state: _PartyState) -> None:
-        with self._probe.phase("xlsx"):
-            self._write_xlsx(state)
-        with self._probe.phase("camt"):
-            self._write_camt(state)
+    def _format_party(self, state: _PartyState) -> None:
+        self._write_formats(state)
         self._formatted += 1
         self._probe.party_written(self._formatted)
 
@@ -385,56 +358,80 @@ class BatchFiles:
     def write_party(self, state: _PartyState) -> PartyFiles:
         """An adopted party's XLSX, camt.053, manifest and signature, all still partial files
         (publish_folders gives them their final names)."""
-        self._write_formats(state)
+        self._format_party(state)
         with self._probe.phase("manifests"):
             return self._seal(state)
 
-    def _write_xlsx(self, state: _PartyState) -> None:
+    def _write_formats(self, state: _PartyState) -> None:
+        # One read of the CSV's detail texts feeds both files: nothing is parsed per row.
         count = state.totals.count
-        omitted = count if count > self._detail_limit else None
-        writer = XlsxStatementWriter(
-            state.party,
-            state.meta,
-            max_rows_per_sheet=self._max_rows,
-            details_omitted=omitted,
-            detail_limit=self._detail_limit,
-        )
-        try:
-            if omitted is None:
-                for row in _csv_detail_rows(state.csv_partial, self._currency):
-                    writer.write_row(row)
-        except BaseException:
-            writer.discard()
-            raise
-        writer.finish(state.totals, state.body_sha256, _partial(state.directory / XLSX_NAME))
-
-    def _write_camt(self, state: _PartyState) -> None:
-        partial = _partial(state.directory / CAMT_NAME)
+        detailed = count <= self._detail_limit
+        xlsx_partial = _partial(state.directory / XLSX_NAME)
+        camt_partial = _partial(state.directory / CAMT_NAME)
         # A party's camt.053 that cannot carry its figures is left out, never the batch
         # stopped: the CSV and XLSX hold every figure, the manifest says why (FILES.md).
         # The net position (CLBD) is known from the totals, so a statement whose net is too
         # large is not written first; a detail's amount too large shows while writing.
-        if not camt_can_hold(state.totals.net):
+        camt_wanted = camt_can_hold(state.totals.net)
+        if not camt_wanted:
             state.omitted[CAMT_NAME] = OMITTED_TOO_LARGE
-            return
-        batched = state.totals.count > self._detail_limit
-        entries: IO[bytes]
+        with contextlib.ExitStack() as stack:
+            camt: Camt053Writer | None = None
+            if camt_wanted:
+                entries: IO[bytes] = stack.enter_context(
+                    tempfile.TemporaryFile(dir=state.directory)
+                )
+                camt = Camt053Writer(state.party, state.meta, entries)
+            with self._probe.phase("xlsx"):
+                xlsx = XlsxStatementWriter(
+                    xlsx_partial,
+                    state.party,
+                    state.meta,
+                    max_rows_per_sheet=self._max_rows,
+                    details_omitted=None if detailed else count,
+                    detail_limit=self._detail_limit,
+                )
+            try:
+                if detailed:
+                    for chunk in csv_detail_chunks(state.csv_partial):
+                        with self._probe.phase("xlsx"):
+                            xlsx.write_details(chunk)
+                        if camt is not None:
+                            with self._probe.phase("camt"):
+                                camt = self._camt_details(state, camt, chunk)
+                with self._probe.phase("xlsx"):
+                    xlsx.finish(state.totals, state.body_sha256)
+            except BaseException:
+                xlsx.discard()
+                raise
+            if camt is not None:
+                with self._probe.phase("camt"):
+                    self._finish_camt(state, camt, camt_partial, batched=not detailed)
+
+    def _camt_details(
+        self, state: _PartyState, camt: Camt053Writer, chunk: DetailTexts
+    ) -> Camt053Writer | None:
         try:
-            with tempfile.TemporaryFile(dir=state.directory) as entries:
-                writer = Camt053Writer(state.party, state.meta, entries)
-                if batched:
-                    for (cp, ev), (count, gross, fee, net) in sorted(state.totals.batches.items()):
-                        writer.write_batch(cp, ev, count, gross, fee, net)
-                else:
-                    for row in _csv_detail_rows(state.csv_partial, self._currency):
-                        writer.write_row(row)
-                with open(partial, "wb") as out:
-                    writer.finish(state.totals, out)
+            camt.write_details(chunk)
         except CamtAmountTooLarge:
             # Only a detail's own amount gets here (batch entries are split to fit), so
-            # only a statement of at most detail_limit lines: a short write thrown away.
-            partial.unlink(missing_ok=True)
+            # only a statement of at most detail_limit lines: its entries are thrown away.
             state.omitted[CAMT_NAME] = OMITTED_TOO_LARGE
+            return None
+        return camt
+
+    def _finish_camt(
+        self, state: _PartyState, camt: Camt053Writer, partial: Path, *, batched: bool
+    ) -> None:
+        if batched:
+            for (cp, ev), (count, gross, fee, net) in sorted(state.totals.batches.items()):
+                camt.write_batch(cp, ev, count, gross, fee, net)
+        try:
+            with open(partial, "wb") as out:
+                camt.finish(state.totals, out)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
 
     def publish(self, expected_nets: Mapping[str, int] | None = None) -> dict[str, PartyFiles]:
         """Check nets, write and sign every manifest, then give every file its final name."""

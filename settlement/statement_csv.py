@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from itertools import repeat
-from typing import Any, BinaryIO
+from itertools import islice, repeat
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -200,6 +201,50 @@ def detail_records(details: pd.DataFrame, currency: str) -> list[str]:
             ),
         )
     )
+
+
+class DetailTexts(NamedTuple):
+    """A chunk of D records as the CSV holds them: one column of exact texts per field."""
+
+    line_no: Sequence[str]
+    reference: Sequence[str]
+    original_reference: Sequence[str]
+    event_type: Sequence[str]
+    counterparty: Sequence[str]
+    program: Sequence[str]
+    points: Sequence[str]
+    point_value: Sequence[str]
+    point_value_version: Sequence[str]
+    gross: Sequence[str]
+    fee: Sequence[str]
+    net: Sequence[str]
+    dc: Sequence[str]
+    booked_at: Sequence[str]
+
+
+DETAIL_CHUNK = 16_384
+
+
+def csv_detail_chunks(path: Path, size: int = DETAIL_CHUNK) -> Iterator[DetailTexts]:
+    """The D records of a written CSV statement, in chunks of columns of their texts.
+
+    No field is parsed: the CSV holds the exact text of every figure, which is what the XLSX
+    and camt.053 writers print."""
+    with open(path, encoding="utf-8", newline="") as text:
+        records = csv.reader(text)
+        next(records, None)  # H
+        while True:
+            rows = list(islice(records, size))
+            if not rows:
+                return
+            end = len(rows)
+            if rows[-1][0] != "D":
+                # D records run until the first S or T, which ends them.
+                end = next(i for i, rec in enumerate(rows) if rec[0] != "D")
+            if end:
+                yield DetailTexts(*list(zip(*rows[:end], strict=True))[1:])
+            if end < len(rows):
+                return
 
 
 def window_text(moment: datetime, zone: str) -> str:

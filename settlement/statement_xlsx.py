@@ -1,28 +1,31 @@
-"""The XLSX settlement statement: the CSV layout in sheets, streaming and byte-reproducible."""
+"""The XLSX settlement statement: the CSV layout in sheets, streamed as SpreadsheetML of our own.
+
+A minimal OOXML package (content types, relationships, workbook, styles, core properties and
+one worksheet per sheet with inline strings), the sheet XML built per chunk of rows from the
+CSV's exact texts and streamed into its zip member: memory stays bounded by a chunk, and the
+same input gives the same bytes (fixed entry times, fixed compression level).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
+import re
 import zipfile
-from datetime import UTC, date
+from collections.abc import Callable, Sequence
+from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
-
-from openpyxl import Workbook
-from openpyxl.cell.cell import WriteOnlyCell
-from openpyxl.writer.excel import ExcelWriter
+from typing import IO
 
 from clearing.core.money import exponent, format_minor
 from settlement.lines import Party
-from settlement.statement import DetailRow, StatementMeta, StatementTotals, utc_text
+from settlement.statement import StatementMeta, StatementTotals
 from settlement.statement_csv import DETAIL_FIELDS, HEADER_FIELDS, SUMMARY_FIELDS, header_values
+from settlement.statement_csv import DetailTexts as DetailTexts
 
 EXCEL_MAX_ROWS = 1_048_576
 EXCEL_EXACT = 10**15
 """Numbers of this magnitude and above are written as exact text: Excel keeps 15 significant
-digits and openpyxl writes every number through "%.16g", so a day's totals would be rounded."""
+digits, so a day's totals would be rounded."""
 TRAILER_LABELS = (
     "detail_count",
     "summary_count",
@@ -33,59 +36,126 @@ TRAILER_LABELS = (
     "csv_body_sha256",
     "details_in_workbook",
 )
+COMPRESS_LEVEL = 1
+"""zlib level of every member: the bytes depend on it, so it is fixed; level 1 compresses the
+repetitive sheet XML about as well as the default at a fraction of the time."""
+CREATOR = "points-clearing settlement"
+
+_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
+_SHEET_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
+_SHEET_HEAD = (
+    f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="{_MAIN}">'
+    "<sheetData>"
+)
+_SHEET_TAIL = "</sheetData></worksheet>"
+_COLUMNS = "ABCDEFGHIJKLMN"
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_BUILTIN_FORMATS = {"0": 1, "0.00": 2}
+"""SpreadsheetML's built-in number formats: ids 1 and 2 need no numFmt of their own."""
+_CUSTOM_FORMAT = 164
+_EMPTY_TEXT = ' t="inlineStr"/>'
+
+Fragment = Callable[[str], str]
+"""One cell's XML after `<c r="X9"`: its type, style and value, closed."""
 
 
-class _FixedTimeZip(zipfile.ZipFile):
-    """A ZipFile stamping every entry with one fixed time, so reruns give the same bytes."""
-
-    def __init__(self, path: Path, stamp: tuple[int, int, int, int, int, int]) -> None:
-        super().__init__(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
-        self._stamp = stamp
-
-    def _info(self, name: str) -> zipfile.ZipInfo:
-        info = zipfile.ZipInfo(name, date_time=self._stamp)
-        info.compress_type = zipfile.ZIP_DEFLATED
-        info.external_attr = 0o644 << 16
-        return info
-
-    def writestr(  # type: ignore[override]
-        self, zinfo_or_arcname: str | zipfile.ZipInfo, data: bytes | str, *args: Any, **kw: Any
-    ) -> None:
-        name = (
-            zinfo_or_arcname.filename
-            if isinstance(zinfo_or_arcname, zipfile.ZipInfo)
-            else zinfo_or_arcname
-        )
-        super().writestr(self._info(name), data)
-
-    def write(  # type: ignore[override]
-        self, filename: str | Path, arcname: str | None = None, *args: Any, **kw: Any
-    ) -> None:
-        # openpyxl's write-only sheets arrive as temp files: stream them, never their mtime.
-        name = arcname if arcname is not None else Path(filename).name
-        with open(filename, "rb") as src, self.open(self._info(name), "w", force_zip64=True) as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+class XlsxTextError(ValueError):
+    """A text holds a character XML 1.0 cannot carry (a control character)."""
 
 
-def _text(ws: Any, value: str) -> Any:
-    # openpyxl turns any text starting with "=" into a formula; names and ids are data.
-    if value.startswith("="):
-        cell = WriteOnlyCell(ws, value)
-        cell.data_type = "s"
-        return cell
-    return value
+def _escape(value: str) -> str:
+    if _ILLEGAL.search(value):
+        raise XlsxTextError(f"text {value!r} holds a character an XLSX cell cannot carry")
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _count(value: int) -> int | str:
+def _text_cell(value: str) -> str:
+    if not value:
+        return _EMPTY_TEXT
+    # Leading or trailing blanks are kept only with xml:space="preserve". An inline string is
+    # never a formula, so text starting with "=" stays data.
+    space = ' xml:space="preserve"' if value[0].isspace() or value[-1].isspace() else ""
+    return f' t="inlineStr"><is><t{space}>{_escape(value)}</t></is></c>'
+
+
+def _number_cell(value: str) -> str:
+    return f"><v>{value}</v></c>" if value else _EMPTY_TEXT
+
+
+def _digits(text: str) -> int:
+    return len(text) - text.startswith("-") - ("." in text)
+
+
+def _count_cell(value: str) -> str:
     # Points and counts follow the same rule as money (EXCEL_EXACT).
-    return value if abs(value) < EXCEL_EXACT else str(value)
+    if _digits(value) > 15:
+        return _text_cell(value)
+    return _number_cell(value)
+
+
+def _point_value_cell(value: str) -> str:
+    # The same 16 significant digits a Decimal got from openpyxl ("%.16g"): one number per rate.
+    return _number_cell(format(float(Decimal(value)), ".16g")) if value else _EMPTY_TEXT
+
+
+def _money_cell(value: str) -> str:
+    """A money text of the CSV (format_minor) as a styled number, or as text from EXCEL_EXACT."""
+    if _digits(value) > 15:
+        return _text_cell(value)
+    # The CSV's exact decimal text is a valid number as it stands (trailing zeros included).
+    return f' s="1"><v>{value}</v></c>'
+
+
+def _money_cells(values: Sequence[str]) -> list[str]:
+    """_money_cell of a column of money texts."""
+    # Texts of at most 15 characters hold at most 15 digits: the common case, in one pass.
+    if values and max(map(len, values)) <= 15:
+        return [f' s="1"><v>{v}</v></c>' for v in values]
+    return [_money_cell(v) for v in values]
+
+
+def _by_value(values: Sequence[str], render: Fragment) -> list[str]:
+    """render() once per distinct value, spread back to every row."""
+    lookup = {v: render(v) for v in dict.fromkeys(values)}
+    return list(map(lookup.__getitem__, values))
+
+
+def _texts(values: Sequence[str]) -> list[str]:
+    """Text cells of a column of mostly distinct values (references, instants)."""
+    joined = "".join(values)
+    if not values or _ILLEGAL.search(joined) or any(c in joined for c in "&<> \t\r\n"):
+        return [_text_cell(v) for v in values]
+    if all(values):
+        return [f' t="inlineStr"><is><t>{v}</t></is></c>' for v in values]
+    return [f' t="inlineStr"><is><t>{v}</t></is></c>' if v else _EMPTY_TEXT for v in values]
+
+
+def _row_template(width: int) -> str:
+    cells = "".join(f'<c r="{_COLUMNS[i]}{{0}}"{{{i + 1}}}' for i in range(width))
+    return f'<row r="{{0}}">{cells}</row>'
+
+
+_DETAIL_ROW = _row_template(len(DETAIL_FIELDS) - 1).format
+_ROW_FORMATS = {n: _row_template(n).format for n in range(1, 7)}
+
+
+def _member(name: str, stamp: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=stamp)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    # ZipFile.open takes the level from the entry, not from the archive.
+    info._compresslevel = COMPRESS_LEVEL  # type: ignore[attr-defined]
+    info.external_attr = 0o644 << 16
+    return info
 
 
 class XlsxStatementWriter:
-    """Writes one XLSX statement (write-only openpyxl), splitting details across sheets."""
+    """Streams one XLSX statement into `path`, splitting details across sheets."""
 
     def __init__(
         self,
+        path: Path,
         party: Party,
         meta: StatementMeta,
         *,
@@ -100,111 +170,247 @@ class XlsxStatementWriter:
         self._exp = exponent(meta.currency)
         self._money_format = "0" if self._exp == 0 else "0." + "0" * self._exp
         self._meta = meta
+        self._path = path
         self._max_rows = max_rows_per_sheet
-        self._wb = Workbook(write_only=True)
-        moment = meta.generated_at.astimezone(UTC).replace(tzinfo=None)
-        self._wb.properties.created = moment
-        self._wb.properties.modified = moment
-        self._wb.properties.creator = "points-clearing settlement"
-        header = self._wb.create_sheet("Header")
-        for label, value in zip(HEADER_FIELDS[1:], header_values(party, meta)[1:], strict=True):
-            header.append([label, _text(header, value)])
         self._omitted = details_omitted
-        if details_omitted is not None:
-            header.append(
-                [
-                    "details",
-                    f"omitted: {details_omitted} detail lines exceed this workbook's limit of "
-                    f"{detail_limit if detail_limit is not None else 'its limit'}; "
-                    "every line is in statement.csv",
-                ]
-            )
-        self._sheet: Any = None
+        day = meta.settlement_date
+        self._stamp = (max(day.year, 1980), day.month, day.day, 0, 0, 0)
+        self._titles: list[str] = []
+        self._sheet: IO[bytes] | None = None
         self._sheet_rows = 0
-        self._sheets = 0
-
-    def _money(self, ws: Any, minor: int) -> Any:
-        if abs(minor) >= EXCEL_EXACT:
-            return format_minor(minor, self._meta.currency)
-        cell = WriteOnlyCell(ws, Decimal(minor).scaleb(-self._exp))
-        cell.number_format = self._money_format
-        return cell
-
-    def write_row(self, row: DetailRow) -> None:
-        """Append one detail row, opening the next Details sheet when one is full."""
-        if self._sheet is None or self._sheet_rows >= self._max_rows:
-            self._sheets += 1
-            title = "Details" if self._sheets == 1 else f"Details {self._sheets}"
-            self._sheet = self._wb.create_sheet(title)
-            self._sheet.append(list(DETAIL_FIELDS[1:]))
-            self._sheet_rows = 1
-        ws = self._sheet
-        net = row.gross + row.fee
-        ws.append(
-            [
-                row.line_no,
-                row.reference,
-                row.original_reference or "",
-                row.event_type,
-                _text(ws, row.counterparty),
-                _text(ws, row.program or ""),
-                _count(row.points),
-                row.point_value if row.point_value is not None else "",
-                row.point_value_version if row.point_value_version is not None else "",
-                self._money(ws, row.gross),
-                self._money(ws, row.fee),
-                self._money(ws, net),
-                "C" if net >= 0 else "D",
-                utc_text(row.booked_at),
+        self._zip = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        try:
+            rows = [
+                [label, _text_cell(value)]
+                for label, value in zip(
+                    HEADER_FIELDS[1:], header_values(party, meta)[1:], strict=True
+                )
             ]
-        )
-        self._sheet_rows += 1
+            if details_omitted is not None:
+                limit = detail_limit if detail_limit is not None else "its limit"
+                note = (
+                    f"omitted: {details_omitted} detail lines exceed this workbook's limit of "
+                    f"{limit}; every line is in statement.csv"
+                )
+                rows.append(["details", _text_cell(note)])
+            self._small_sheet("Header", rows)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _open_sheet(self, title: str) -> IO[bytes]:
+        self._titles.append(title)
+        name = f"xl/worksheets/sheet{len(self._titles)}.xml"
+        sheet = self._zip.open(_member(name, self._stamp), "w", force_zip64=True)
+        sheet.write(_SHEET_HEAD.encode())
+        return sheet
+
+    def _small_sheet(self, title: str, rows: list[list[str]]) -> None:
+        """A sheet of a few rows; each row's first cell is a label, the others fragments."""
+        sheet = self._open_sheet(title)
+        body = []
+        for n, (label, *cells) in enumerate(rows, start=1):
+            body.append(_ROW_FORMATS[len(cells) + 1](n, _text_cell(label), *cells))
+        sheet.write("".join(body).encode())
+        sheet.write(_SHEET_TAIL.encode())
+        sheet.close()
+
+    def _next_details_sheet(self) -> IO[bytes]:
+        self._close_details()
+        count = sum(1 for t in self._titles if t.startswith("Details"))
+        sheet = self._open_sheet("Details" if count == 0 else f"Details {count + 1}")
+        names = [_text_cell(f) for f in DETAIL_FIELDS[1:]]
+        sheet.write(_DETAIL_ROW(1, *names).encode())
+        self._sheet = sheet
+        self._sheet_rows = 1
+        return sheet
+
+    def _close_details(self) -> None:
+        if self._sheet is not None:
+            self._sheet.write(_SHEET_TAIL.encode())
+            self._sheet.close()
+            self._sheet = None
+
+    def write_details(self, chunk: DetailTexts) -> None:
+        """Append a chunk of detail rows (the CSV's texts), opening Details sheets as they fill."""
+        size = len(chunk.line_no)
+        if size == 0:
+            return
+        columns = [
+            [f"><v>{v}</v></c>" for v in chunk.line_no],
+            _texts(chunk.reference),
+            _texts(chunk.original_reference),
+            _by_value(chunk.event_type, _text_cell),
+            _by_value(chunk.counterparty, _text_cell),
+            _by_value(chunk.program, _text_cell),
+            _by_value(chunk.points, _count_cell),
+            _by_value(chunk.point_value, _point_value_cell),
+            _by_value(chunk.point_value_version, _number_cell),
+            _money_cells(chunk.gross),
+            _money_cells(chunk.fee),
+            _money_cells(chunk.net),
+            _by_value(chunk.dc, _text_cell),
+            _texts(chunk.booked_at),
+        ]
+        at = 0
+        while at < size:
+            if self._sheet is None or self._sheet_rows >= self._max_rows:
+                self._next_details_sheet()
+            assert self._sheet is not None
+            take = min(size - at, self._max_rows - self._sheet_rows)
+            first = self._sheet_rows + 1
+            rows = map(
+                _DETAIL_ROW,
+                map(str, range(first, first + take)),
+                *(column[at : at + take] for column in columns),
+            )
+            self._sheet.write("".join(rows).encode("utf-8"))
+            self._sheet_rows += take
+            at += take
+
+    def _money(self, minor: int) -> str:
+        return _money_cell(format_minor(minor, self._meta.currency))
 
     def discard(self) -> None:
-        """Close and delete the sheets' temp files when the statement is abandoned."""
-        for ws in self._wb.worksheets:
-            # openpyxl has no public way to drop a write-only sheet; without this its row
-            # generator and temp file linger until garbage collection.
-            if not ws.closed:
-                ws.close()
-            writer = getattr(ws, "_writer", None)
-            if writer is not None:
-                with contextlib.suppress(OSError, KeyError):
-                    writer.cleanup()
+        """Close and delete the partial file when the statement is abandoned."""
+        try:
+            if self._sheet is not None:
+                self._sheet.close()
+                self._sheet = None
+            self._zip.close()
+        finally:
+            self._path.unlink(missing_ok=True)
 
-    def finish(self, totals: StatementTotals, csv_body_sha256: str, path: Path) -> None:
-        """Write summary and trailer sheets and save the workbook to `path`."""
-        if self._sheet is None and self._omitted is None:
-            self._sheet = self._wb.create_sheet("Details")
-            self._sheet.append(list(DETAIL_FIELDS[1:]))
-        summary = self._wb.create_sheet("Summary")
-        summary.append(list(SUMMARY_FIELDS[1:]))
-        rows = totals.sorted_summary()
-        for counterparty, s in rows:
-            summary.append(
+    def finish(self, totals: StatementTotals, csv_body_sha256: str) -> None:
+        """Write the summary and trailer sheets and the package parts, and close the file."""
+        try:
+            self._finish(totals, csv_body_sha256)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _finish(self, totals: StatementTotals, csv_body_sha256: str) -> None:
+        if self._sheet is None and self._omitted is None and len(self._titles) == 1:
+            self._next_details_sheet()
+        self._close_details()
+        summary = totals.sorted_summary()
+        rows: list[list[str]] = [list(SUMMARY_FIELDS[1:])]
+        rows[0] = [rows[0][0], *(_text_cell(f) for f in rows[0][1:])]
+        for counterparty, s in summary:
+            rows.append(
                 [
-                    _text(summary, counterparty),
-                    self._money(summary, s.gross_payable),
-                    self._money(summary, s.gross_receivable),
-                    self._money(summary, s.fees),
-                    self._money(summary, s.net),
-                    _count(s.count),
+                    counterparty,
+                    self._money(s.gross_payable),
+                    self._money(s.gross_receivable),
+                    self._money(s.fees),
+                    self._money(s.net),
+                    _count_cell(str(s.count)),
                 ]
             )
-        trailer = self._wb.create_sheet("Trailer")
-        values: list[Any] = [
-            _count(totals.count),
-            len(rows),
-            self._money(trailer, totals.debits),
-            self._money(trailer, totals.credits),
-            self._money(trailer, totals.net),
-            _count(totals.points),
-            csv_body_sha256,
-            0 if self._omitted is not None else totals.count,
+        self._small_sheet("Summary", rows)
+        values = [
+            _count_cell(str(totals.count)),
+            _number_cell(str(len(summary))),
+            self._money(totals.debits),
+            self._money(totals.credits),
+            self._money(totals.net),
+            _count_cell(str(totals.points)),
+            _text_cell(csv_body_sha256),
+            _number_cell("0" if self._omitted is not None else str(totals.count)),
         ]
-        for label, value in zip(TRAILER_LABELS, values, strict=True):
-            trailer.append([label, value])
-        day: date = self._meta.settlement_date
-        with _FixedTimeZip(path, (max(day.year, 1980), day.month, day.day, 0, 0, 0)) as archive:
-            # Workbook.save would stamp properties.modified with the wall clock.
-            ExcelWriter(self._wb, archive).save()
+        self._small_sheet(
+            "Trailer", [[label, v] for label, v in zip(TRAILER_LABELS, values, strict=True)]
+        )
+        for name, text in self._package_parts():
+            with self._zip.open(_member(name, self._stamp), "w", force_zip64=True) as part:
+                part.write(text.encode("utf-8"))
+        self._zip.close()
+
+    def _package_parts(self) -> list[tuple[str, str]]:
+        decl = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        count = len(self._titles)
+        sheet_types = "".join(
+            f'<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="{_SHEET_TYPE}"/>'
+            for n in range(1, count + 1)
+        )
+        office = "application/vnd.openxmlformats-officedocument"
+        content_types = (
+            f"{decl}<Types "
+            'xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" '
+            'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            '<Default Extension="xml" ContentType="application/xml"/>'
+            '<Override PartName="/xl/workbook.xml" '
+            f'ContentType="{office}.spreadsheetml.sheet.main+xml"/>'
+            f'<Override PartName="/xl/styles.xml" ContentType="{office}.spreadsheetml.styles+xml"/>'
+            '<Override PartName="/docProps/core.xml" '
+            'ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>'
+            f"{sheet_types}</Types>"
+        )
+        root_rels = (
+            f'{decl}<Relationships xmlns="{_PKG_REL}">'
+            f'<Relationship Id="rId1" Type="{_REL}/officeDocument" Target="xl/workbook.xml"/>'
+            '<Relationship Id="rId2" '
+            f'Type="{_PKG_REL}/metadata/core-properties" Target="docProps/core.xml"/>'
+            "</Relationships>"
+        )
+        sheets = "".join(
+            f'<sheet name="{_escape(title)}" sheetId="{n}" r:id="rId{n}"/>'
+            for n, title in enumerate(self._titles, start=1)
+        )
+        workbook = (
+            f'{decl}<workbook xmlns="{_MAIN}" xmlns:r="{_REL}"><sheets>{sheets}</sheets></workbook>'
+        )
+        workbook_rels = (
+            f'{decl}<Relationships xmlns="{_PKG_REL}">'
+            + "".join(
+                f'<Relationship Id="rId{n}" Type="{_REL}/worksheet" '
+                f'Target="worksheets/sheet{n}.xml"/>'
+                for n in range(1, count + 1)
+            )
+            + f'<Relationship Id="rId{count + 1}" Type="{_REL}/styles" Target="styles.xml"/>'
+            "</Relationships>"
+        )
+        format_id = _BUILTIN_FORMATS.get(self._money_format, _CUSTOM_FORMAT)
+        formats = (
+            ""
+            if format_id != _CUSTOM_FORMAT
+            else f'<numFmts count="1"><numFmt numFmtId="{_CUSTOM_FORMAT}" '
+            f'formatCode="{self._money_format}"/></numFmts>'
+        )
+        styles = (
+            f'{decl}<styleSheet xmlns="{_MAIN}">{formats}'
+            '<fonts count="1"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font>'
+            "</fonts>"
+            '<fills count="2"><fill><patternFill patternType="none"/></fill>'
+            '<fill><patternFill patternType="gray125"/></fill></fills>'
+            '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border>'
+            "</borders>"
+            '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/>'
+            "</cellStyleXfs>"
+            '<cellXfs count="2"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+            f'<xf numFmtId="{format_id}" fontId="0" fillId="0" borderId="0" xfId="0" '
+            'applyNumberFormat="1"/></cellXfs>'
+            '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/>'
+            "</cellStyles></styleSheet>"
+        )
+        moment = self._meta.generated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        core = (
+            f"{decl}<cp:coreProperties "
+            'xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" '
+            'xmlns:dc="http://purl.org/dc/elements/1.1/" '
+            'xmlns:dcterms="http://purl.org/dc/terms/" '
+            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+            f"<dc:creator>{CREATOR}</dc:creator>"
+            f'<dcterms:created xsi:type="dcterms:W3CDTF">{moment}</dcterms:created>'
+            f'<dcterms:modified xsi:type="dcterms:W3CDTF">{moment}</dcterms:modified>'
+            "</cp:coreProperties>"
+        )
+        return [
+            ("xl/styles.xml", styles),
+            ("xl/workbook.xml", workbook),
+            ("xl/_rels/workbook.xml.rels", workbook_rels),
+            ("docProps/core.xml", core),
+            ("_rels/.rels", root_rels),
+            ("[Content_Types].xml", content_types),
+        ]
