@@ -29,10 +29,12 @@ from settlement.lines import ObligationLine, Party
 from settlement.manifest import MANIFEST_NAME, SIGNATURE_NAME, manifest_bytes, sign_manifest
 from settlement.probe import NO_PROBE, BatchProbe
 from settlement.statement import (
+    DetailBlock,
     DetailFrames,
     StatementInputError,
     StatementMeta,
     StatementTotals,
+    add_block_totals,
     statement_file_id,
 )
 from settlement.statement_csv import (
@@ -284,29 +286,27 @@ class BatchFiles:
     def feed(self, chunk: Chunk) -> None:
         """Write the detail records of one chunk of sorted lines."""
         with self._probe.phase("details"):
-            pieces = list(self._engine.feed(chunk))
-        self._write(pieces)
+            blocks = list(self._engine.feed_blocks(chunk))
+        self._write(blocks)
 
-    def _write(self, pieces: list[tuple[int, pd.DataFrame]]) -> None:
-        if not pieces:
-            return
+    def _write(self, blocks: list[DetailBlock]) -> None:
         with self._probe.phase("csv"):
-            # Format every party's rows of the chunk at once, then hand each party its slice.
-            frame = pieces[0][1] if len(pieces) == 1 else pd.concat([d for _, d in pieces])
-            records = detail_records(frame, self._currency)
-            at = 0
-            for owner, details in pieces:
-                state = self._states[owner]
-                state.totals.add_frame(details)
-                assert state.writer is not None
-                state.writer.write_records(records[at : at + len(details)])
-                at += len(details)
+            for block in blocks:
+                # Every party's rows of the block formatted and counted at once, then each
+                # party handed its slice: no frame per party (10,000 parties a chunk).
+                add_block_totals([s.totals for s in self._states], block)
+                records = detail_records(block.details, self._currency)
+                for owner in block.owners():
+                    writer = self._states[owner].writer
+                    assert writer is not None
+                    at = int(block.firsts[owner])
+                    writer.write_records(records[at : at + int(block.counts[owner])])
 
     def finish_csv(self) -> None:
         """Write the last reference, summaries and trailers; close every CSV."""
         with self._probe.phase("details"):
-            pieces = list(self._engine.close())
-        self._write(pieces)
+            blocks = list(self._engine.close_blocks())
+        self._write(blocks)
         with self._probe.phase("csv"):
             for state in self._states:
                 assert state.writer is not None
