@@ -48,6 +48,20 @@ class ProcessWitness(BatchProbe):
         self.shares.extend(worker.shares)
 
 
+class FailAt(BatchProbe):
+    """Raise after the `n`-th party's formats written by the calling process or the worker."""
+
+    def __init__(self, n: int, *, in_worker: bool) -> None:
+        self.n = n
+        self.in_worker = in_worker
+        self.batch_pid = os.getpid()
+
+    def party_written(self, n: int) -> None:
+        """Fail at the chosen party of the chosen process."""
+        if n == self.n and (os.getpid() != self.batch_pid) == self.in_worker:
+            raise RuntimeError(f"failing after party {n}")
+
+
 class CrashAt(BatchProbe):
     """SIGKILL the batch process (and the files worker, if it is the one) at `point`."""
 
