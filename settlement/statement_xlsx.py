@@ -359,7 +359,8 @@ class XlsxStatementWriter:
             for n, title in enumerate(self._titles, start=1)
         )
         workbook = (
-            f'{decl}<workbook xmlns="{_MAIN}" xmlns:r="{_REL}"><sheets>{sheets}</sheets></workbook>'
+            f'{decl}<workbook xmlns="{_MAIN}" xmlns:r="{_REL}">'
+            f"<bookViews><workbookView/></bookViews><sheets>{sheets}</sheets></workbook>"
         )
         workbook_rels = (
             f'{decl}<Relationships xmlns="{_PKG_REL}">'

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
+from python_calamine import CalamineWorkbook
 
 from clearing.core.money import MAX_AMOUNT
 from settlement.camt053 import Camt053Writer, CamtAmountTooLarge
@@ -133,6 +134,20 @@ def test_every_cell_reads_back_as_openpyxl_wrote_it(tmp_path: Path, currency: st
         assert len([n for n in names if n.startswith("xl/worksheets/")]) >= 4
 
 
+def test_a_second_reader_sees_the_same_cells(tmp_path: Path) -> None:
+    # calamine (Rust) shares no code with openpyxl: the package is not only openpyxl-readable.
+    lines = awkward_day("KWD")
+    write(tmp_path, "shop-x", lines, "KWD", max_rows_per_sheet=4)
+    ours = read_back(tmp_path / XLSX_NAME)
+    book = CalamineWorkbook.from_path(str(tmp_path / XLSX_NAME))
+    assert book.sheet_names == list(ours)
+    for title, rows in ours.items():
+        seen = book.get_sheet_by_name(title).to_python()
+        want = [[None if c[0] is None else c[0] for c in row] for row in rows]
+        got = [[None if v == "" else v for v in row] for row in seen]
+        assert got == want, title
+
+
 def test_cells_keep_their_kinds(tmp_path: Path) -> None:
     lines = awkward_day("CNY")
     files = write(tmp_path, "shop-x", lines, "CNY", max_rows_per_sheet=4)
@@ -155,7 +170,9 @@ def test_cells_keep_their_kinds(tmp_path: Path) -> None:
     assert (1000000000000, "0.00", "n") in gross  # 10**14 fen
     assert any(r[6] == ("1000000000000003", "General", "s") for r in rows)  # points past 10**15
     assert any(r[7][0] == pytest.approx(1234567.000000012) for r in rows)
-    assert all(r[2][0] is None or len(r[2][0]) == 32 for r in rows)  # blank original reference
+    originals = [r[2][0] for r in rows]
+    assert None in originals  # a blank original reference is an empty cell
+    assert all(o is None or (isinstance(o, str) and len(o) == 32) for o in originals)
 
 
 def test_same_input_gives_the_same_bytes(tmp_path: Path) -> None:
