@@ -8,7 +8,9 @@ Usage:
 Runs benchmarks/settle_bench.py once per (size, mix), each in a process of its own (a scratch
 database each, loaded and dropped; `--no-index-study`; any further `--bench-arg` is passed on),
 and prints, for each, the batch's wall seconds (`total_seconds`: netting, every file, the
-invariants) and the seconds per million obligations. The mixes (settle_bench's docstring):
+invariants), the seconds per million obligations, each process's wall seconds, the CPU seconds
+of the stream (read, detail rows, CSV) and of the formats (XLSX, camt.053, manifests), and the
+wall seconds of the publish pass (fsyncs and renames). The mixes (settle_bench's docstring):
 standard (20 issuers, 200 merchants), under-threshold (every issuer and merchant just under
 settlement.files.DETAIL_LIMIT detail lines, so their count grows with the size and every one
 gets the full XLSX and camt.053 detail), many-parties (10,000 parties besides the platform).
@@ -56,6 +58,18 @@ def run_one(rows: int, mix: str, extra: list[str]) -> dict[str, Any]:
     return figures
 
 
+def csv_cpu(figures: dict[str, Any]) -> float:
+    """CPU seconds (both processes) of the stream: reading, detail rows, CSV records."""
+    keys = ("stream_parse_cpu_seconds", "detail_rows_cpu_seconds", "csv_format_write_cpu_seconds")
+    return float(sum(figures[k] for k in keys))
+
+
+def formats_cpu(figures: dict[str, Any]) -> float:
+    """CPU seconds (both processes) of the formats: XLSX, camt.053, manifests."""
+    keys = ("xlsx_cpu_seconds", "camt_cpu_seconds", "manifests_cpu_seconds")
+    return float(sum(figures[k] for k in keys))
+
+
 def main() -> int:
     """Run every (size, mix); print a table, the worst/best ratio, then one JSON line."""
     parser = argparse.ArgumentParser()
@@ -74,7 +88,8 @@ def main() -> int:
     runs: list[dict[str, Any]] = []
     header = (
         f"{'obligations':>12} {'mix':<16} {'parties':>8} {'under':>6} "
-        f"{'total s':>8} {'s/M':>7} {'workers wall s':>16}"
+        f"{'total s':>8} {'s/M':>7} {'workers wall s':>16} {'csv CPU':>8} {'formats CPU':>11} "
+        f"{'publish':>8}"
     )
     print(header, flush=True)
     for rows in sizes:
@@ -85,7 +100,9 @@ def main() -> int:
             print(
                 f"{rows:>12,} {mix:<16} {figures['parties']:>8,} "
                 f"{figures['parties_under_limit']:>6,} {figures['total_seconds']:>8.1f} "
-                f"{figures['seconds_per_million']:>7.1f} {walls:>16}",
+                f"{figures['seconds_per_million']:>7.1f} {walls:>16} "
+                f"{csv_cpu(figures):>8.1f} {formats_cpu(figures):>11.1f} "
+                f"{figures['publish_seconds']:>8.1f}",
                 flush=True,
             )
     per_million = [r["seconds_per_million"] for r in runs]
