@@ -579,8 +579,12 @@ class BatchWrite:
 
 def _shares(parties: Sequence[Party], workers: int) -> list[list[Party]]:
     # The platform's statement holds every line (about half of all detail lines of a batch);
-    # the other parties together hold the other half: two balanced shares. The platform's
-    # goes to the calling process, which also runs the tap (clearing, in the benchmark).
+    # the other parties together hold the other half: two balanced shares of the CSV pass.
+    # The platform's goes to the calling process, which also runs the tap (clearing, in the
+    # benchmark). The formats are not balanced by this split (the platform's are small above
+    # DETAIL_LIMIT): write_batch_folders hands them out by lines after the CSVs. Only the
+    # calling process takes the other's parties: its share is the platform alone, whose
+    # formats are the heavy ones only on a day too small for two workers.
     platform = [p for p in parties if p.kind == OrgKind.PLATFORM]
     others = [p for p in parties if p.kind != OrgKind.PLATFORM]
     if workers < 2 or not platform or not others:
