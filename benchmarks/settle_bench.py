@@ -5,8 +5,8 @@ Usage:
     .venv/bin/python benchmarks/settle_bench.py [--rows 10000000] [--chunk 500000] [--out DIR]
 
 Creates a scratch database next to the admin URL's, loads `--rows` obligations of one day
-(20 issuers, 200 merchants, the platform; fees as lines of their own) into a table shaped like
-the ledger's `obligations`, then times:
+(`--mix`, below; fees as lines of their own) into a table shaped like the ledger's
+`obligations`, then times:
 
 - reference: `SELECT currency, payer, payee, event_type, sum(amount), count(*) ... GROUP BY`;
 - ours: `settlement.service.net_and_write`, the function `run_batch` runs for its netting
@@ -27,6 +27,20 @@ and its state commits, the party and previous-statement look-ups, the comparison
 party's net with its position account's movement (`repository.ledger_positions`, a GROUP BY
 over the window's postings), the staging rename and the re-verification of every folder at
 publish (`check_published_files`).
+
+Party mixes (`--mix`; every mix has the platform, whose statement holds every line):
+
+- standard: 20 issuers, 200 merchants (each above DETAIL_LIMIT detail lines from about 1M
+  obligations: CSV detail only, summary-only XLSX, batched camt.053);
+- under-threshold: as many issuers and merchants as keep each one about 10% under
+  DETAIL_LIMIT (`under_threshold_parties`): every one gets the full XLSX detail and a camt.053
+  entry per line, so the format work grows with the day (67 issuers, 47 merchants at 1M);
+- many-parties: 2,003 issuers and 7,997 merchants (10,000 parties besides the platform: a
+  scheme with many merchants; per-party folders, workbooks, signatures, fsyncs).
+
+Party counts are kept prime to 10 (an issuer's share of each kind of transaction is the same
+for every issuer) and merchants' to 7 (the loader spreads them by tx * 7). benchmarks/
+settle_curve.py runs this script over sizes and mixes and prints the cost curve.
 
 The last line printed is one JSON object with every figure. The scratch database is dropped.
 """
@@ -115,9 +129,9 @@ SELECT md5('tx' || tx)::uuid, s.seq,
        %(start)s::timestamptz + (tx * %(step)s) * interval '1 microsecond'
 FROM (
     SELECT tx, tx %% 10 AS k, 1 + (tx * 7919) %% 1000000 AS pts,
-           md5('issuer-' || (tx %% 20))::uuid AS issuer,
-           md5('issuer-' || ((tx + 3) %% 20))::uuid AS other,
-           md5('merchant-' || ((tx * 7) %% 200))::uuid AS merchant,
+           md5('issuer-' || (tx %% %(issuers)s))::uuid AS issuer,
+           md5('issuer-' || ((tx + 3) %% %(issuers)s))::uuid AS other,
+           md5('merchant-' || ((tx * 7) %% %(merchants)s))::uuid AS merchant,
            md5('platform')::uuid AS platform
     FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS tx
 ) AS t
@@ -182,7 +196,40 @@ def peak_rss_mib() -> tuple[float, float]:
     return own / 1024, kids / 1024
 
 
-def load(conn: psycopg.Connection[Any], rows: int) -> None:
+MIXES = ("standard", "under-threshold", "many-parties")
+UNDER_THRESHOLD_FILL = 0.9
+"""The under-threshold mix aims every issuer and merchant at this share of DETAIL_LIMIT."""
+
+
+def _coprime(count: int, *primes: int) -> int:
+    while any(count % q == 0 for q in primes):
+        count += 1
+    return count
+
+
+def under_threshold_parties(rows: int, detail_limit: int = DETAIL_LIMIT) -> tuple[int, int]:
+    """Issuers and merchants that keep each one just under `detail_limit` detail lines."""
+    # Per transaction (two obligations) the loader gives issuers 1.2 detail lines and
+    # merchants 0.8 (a fee folds into its transaction's line), the platform 1.
+    txs = (rows + 1) // 2
+    target = detail_limit * UNDER_THRESHOLD_FILL
+    issuers = _coprime(max(1, -(-txs * 6 // 5 // int(target))), 2, 5)
+    merchants = _coprime(max(1, -(-txs * 4 // 5 // int(target))), 2, 5, 7)
+    return issuers, merchants
+
+
+def mix_parties(mix: str, rows: int, detail_limit: int = DETAIL_LIMIT) -> tuple[int, int]:
+    """(issuers, merchants) of a party mix at `rows` obligations."""
+    if mix == "standard":
+        return 20, 200
+    if mix == "under-threshold":
+        return under_threshold_parties(rows, detail_limit)
+    if mix == "many-parties":
+        return 2_003, 7_997
+    raise ValueError(f"unknown mix {mix!r}")
+
+
+def load(conn: psycopg.Connection[Any], rows: int, issuers: int = 20, merchants: int = 200) -> None:
     """Create and fill the obligations table, in slices (one transaction each)."""
     conn.execute(SCHEMA)
     txs = (rows + 1) // 2
@@ -197,6 +244,8 @@ def load(conn: psycopg.Connection[Any], rows: int) -> None:
                 "lo": lo,
                 "hi": min(lo + per - 1, txs),
                 "limit": rows + 2,
+                "issuers": issuers,
+                "merchants": merchants,
             },
         )
     # The ledger's index (migration 0001): the window in statement order, no sort.
@@ -206,12 +255,15 @@ def load(conn: psycopg.Connection[Any], rows: int) -> None:
     conn.execute("VACUUM ANALYZE obligations")
 
 
-def org_ids(conn: psycopg.Connection[Any]) -> tuple[str, list[str], list[str]]:
+def org_ids(
+    conn: psycopg.Connection[Any], issuers: int = 20, merchants: int = 200
+) -> tuple[str, list[str], list[str]]:
     """The platform's, issuers' and merchants' ids (md5 uuids, as the loader made them)."""
     row = conn.execute(
         "SELECT md5('platform')::uuid::text, "
-        "array(SELECT md5('issuer-' || n)::uuid::text FROM generate_series(0, 19) n), "
-        "array(SELECT md5('merchant-' || n)::uuid::text FROM generate_series(0, 199) n)"
+        "array(SELECT md5('issuer-' || n)::uuid::text FROM generate_series(0, %s - 1) n), "
+        "array(SELECT md5('merchant-' || n)::uuid::text FROM generate_series(0, %s - 1) n)",
+        (issuers, merchants),
     ).fetchone()
     assert row is not None
     return row[0], list(row[1]), list(row[2])
@@ -242,7 +294,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reader", choices=WINDOW_READERS, default="psql")
     parser.add_argument("--db", default=None, help="reuse (or create and keep) this database")
+    parser.add_argument("--mix", choices=MIXES, default="standard", help="party mix (docstring)")
     args = parser.parse_args()
+    issuers, merchants = mix_parties(args.mix, args.rows, args.detail_limit)
     out = args.out or Path(tempfile.mkdtemp(prefix="settle-bench-"))
     scratch = args.db or f"settle_bench_{os.getpid()}"
     admin = psycopg.connect(ADMIN_URL, autocommit=True)
@@ -250,7 +304,7 @@ def main() -> int:
     if not exists:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     url = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=scratch)
-    figures: dict[str, Any] = {"rows": args.rows, "chunk": args.chunk}
+    figures: dict[str, Any] = {"rows": args.rows, "chunk": args.chunk, "mix": args.mix}
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             began = time.perf_counter()
@@ -259,20 +313,21 @@ def main() -> int:
                 if count is None or count[0] != args.rows:
                     raise SystemExit(f"database {scratch} holds {count} rows, not {args.rows}")
             else:
-                load(conn, args.rows)
+                load(conn, args.rows, issuers, merchants)
             figures["load_seconds"] = round(time.perf_counter() - began, 2)
 
             began = time.perf_counter()
             reference = conn.execute(GROUP_BY, {"start": START, "end": END}).fetchall()
             figures["group_by_seconds"] = round(time.perf_counter() - began, 2)
 
-            platform_id, issuers, merchants = org_ids(conn)
+            platform_id, issuer_ids, merchant_ids = org_ids(conn, issuers, merchants)
             parties = [Party(platform_id, "Points Clearing Platform", OrgKind.PLATFORM, "CNY")]
             parties += [
-                Party(i, f"Issuer {n}", OrgKind.ISSUER, "CNY") for n, i in enumerate(issuers)
+                Party(i, f"Issuer {n}", OrgKind.ISSUER, "CNY") for n, i in enumerate(issuer_ids)
             ]
             parties += [
-                Party(m, f"Merchant {n}", OrgKind.MERCHANT, "CNY") for n, m in enumerate(merchants)
+                Party(m, f"Merchant {n}", OrgKind.MERCHANT, "CNY")
+                for n, m in enumerate(merchant_ids)
             ]
             metas = {
                 p.id: StatementMeta(
@@ -343,6 +398,16 @@ def main() -> int:
                     "xlsx_cpu_seconds": round(seconds.get("xlsx", 0.0), 2),
                     "camt_cpu_seconds": round(seconds.get("camt", 0.0), 2),
                     "manifests_cpu_seconds": round(seconds.get("manifests", 0.0), 2),
+                    "publish_seconds": round(seconds.get("publish", 0.0), 2),
+                    "seconds_per_million": round(total * 1_000_000 / args.rows, 2),
+                    "max_party_lines": max(
+                        f.totals.count for pid, f in files.items() if pid != platform_id
+                    ),
+                    "parties_under_limit": sum(
+                        1
+                        for pid, f in files.items()
+                        if pid != platform_id and f.totals.count <= args.detail_limit
+                    ),
                     "total_seconds": round(total, 2),
                     "rows_per_second": round(args.rows / total),
                     "ratio": round(total / figures["group_by_seconds"], 2),
@@ -384,8 +449,10 @@ def main() -> int:
         ("XLSX (CPU)", f"{figures['xlsx_cpu_seconds']:.1f} s"),
         ("camt.053 (CPU)", f"{figures['camt_cpu_seconds']:.1f} s"),
         ("manifests + signatures (CPU)", f"{figures['manifests_cpu_seconds']:.1f} s"),
+        ("publish: fsync + rename (wall)", f"{figures['publish_seconds']:.1f} s"),
         ("total (wall, everything)", f"{figures['total_seconds']:.1f} s"),
         ("rows/s", f"{figures['rows_per_second']:,}"),
+        ("seconds per million obligations", f"{figures['seconds_per_million']:.1f} s"),
         ("ratio total / GROUP BY", f"{figures['ratio']:.2f}"),
         ("peak RSS (largest process)", f"{figures['peak_rss_mib']:,} MiB"),
         ("peak RSS (both workers, bound)", f"{figures['peak_rss_mib_both_processes']:,} MiB"),

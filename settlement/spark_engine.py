@@ -15,7 +15,7 @@ through the very BatchFiles the pandas engine uses (one party at a time, so the 
 needs does not grow with a party's lines). Each task writes the party's CSV, XLSX and
 camt.053 under their partial names and returns, as JSON, what the manifest needs (hashes,
 totals, omitted files). The signing key never leaves the driver: it checks the nets, writes
-and signs each manifest and gives every file its final name (files.publish_folders, the code
+and signs each manifest and gives every file its final name (files.seal_and_publish, the code
 BatchFiles.publish runs). Executors write straight into the folders they are given: on a
 cluster those are on storage every executor and the driver see.
 
@@ -51,7 +51,7 @@ from settlement.files import (
     BatchFiles,
     BatchWrite,
     StagedFolder,
-    publish_folders,
+    seal_and_publish,
 )
 from settlement.lines import EVENT_TYPES, LINE_COLUMNS, Party, normalize_frame
 from settlement.netting import (
@@ -434,7 +434,7 @@ def _spark_files(
         for p in parties
     ]
     with probe.phase("manifests"):
-        published = publish_folders(
+        published = seal_and_publish(
             staged, signing_key=signing_key, key_id=key_id, expected_nets=expected_nets
         )
     return BatchWrite(MappingProxyType({p.id: published[p.id] for p in parties}), partitions)

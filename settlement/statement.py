@@ -416,6 +416,93 @@ def _moment(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
+@dataclass(frozen=True)
+class DetailBlock:
+    """Every party's detail rows of a stretch of lines, in one frame (DETAIL_COLUMNS) ordered
+    by party: party i's rows are `counts[i]` rows from row `firsts[i]`."""
+
+    details: pd.DataFrame
+    counts: npt.NDArray[np.int64]
+    firsts: npt.NDArray[np.int64]
+
+    def owners(self) -> list[int]:
+        """The parties with rows here, in order."""
+        return [int(i) for i in np.flatnonzero(self.counts)]
+
+    def pieces(self) -> Iterator[tuple[int, pd.DataFrame]]:
+        """(party index, its rows) of every party with rows here."""
+        for owner in self.owners():
+            lo = int(self.firsts[owner])
+            yield owner, self.details.iloc[lo : lo + int(self.counts[owner])]
+
+
+def add_block_totals(totals: Sequence[StatementTotals], block: DetailBlock) -> None:
+    """Count a block into its parties' totals (`totals[i]`: party i's), exactly, with one
+    group-by for all of them: as `add_frame` of each party's rows, without a frame per party."""
+    details = block.details
+    n = len(details)
+    if n == 0:
+        return
+    gross = details["gross"].to_numpy()
+    fee = details["fee"].to_numpy()
+    points = details["points"].to_numpy()
+    vector = gross.dtype == np.int64 and fee.dtype == np.int64 and points.dtype == np.int64
+    if (
+        not vector
+        or max(abs(int(gross.min())), abs(int(gross.max())))
+        + max(abs(int(fee.min())), abs(int(fee.max())))
+        > INT64_MAX
+    ):
+        for owner, piece in block.pieces():
+            totals[owner].add_frame(piece)
+        return
+    net = gross + fee
+    credit = net >= 0
+    zero = np.zeros(n, dtype=np.int64)
+    parts = pd.DataFrame(
+        {
+            "owner": np.repeat(np.arange(len(block.counts)), block.counts),
+            "counterparty": details["counterparty"].to_numpy(),
+            "event_type": details["event_type"].to_numpy(),
+            "payable": np.where(gross < 0, -gross, 0),
+            "receivable": np.where(gross > 0, gross, 0),
+            "gross": gross,
+            "fee": fee,
+            "net": net,
+            "credits": np.where(credit, net, zero),
+            "debits": np.where(credit, zero, net),
+            "credit_count": credit.astype(np.int64),
+            "points": points,
+        },
+        copy=False,
+    )
+    columns = ["payable", "receivable", "gross", "fee", "net", "credits", "debits"]
+    keys, sums, counts = exact_group_sums(
+        parts, ["owner", "counterparty", "event_type"], [*columns, "credit_count", "points"]
+    )
+    for at, ((owner, cp, ev), c) in enumerate(zip(keys, counts, strict=True)):
+        payable, receivable, g, f, nt, credits, debits = (sums[k][at] for k in columns)
+        target = totals[int(owner)]
+        target.count += c
+        target.credit_count += sums["credit_count"][at]
+        target.credits += credits
+        target.debits -= debits
+        target.points += sums["points"][at]
+        entry = target.summary.get(cp)
+        if entry is None:
+            entry = target.summary[cp] = CounterpartySummary()
+        entry.gross_payable += payable
+        entry.gross_receivable += receivable
+        entry.fees += f
+        entry.net += nt
+        entry.count += c
+        batch = target.batches.setdefault((cp, ev), [0, 0, 0, 0])
+        batch[0] += c
+        batch[1] += g
+        batch[2] += f
+        batch[3] += nt
+
+
 class DetailFrames:
     """Detail rows of the statements of `parties`, from chunks of lines in one streaming pass.
 
@@ -448,6 +535,16 @@ class DetailFrames:
         self, chunk: Sequence[ObligationLine] | pd.DataFrame
     ) -> Iterator[tuple[int, pd.DataFrame]]:
         """Validate one chunk and yield the detail rows of every reference it completes."""
+        for block in self.feed_blocks(chunk):
+            yield from block.pieces()
+
+    def close(self) -> Iterator[tuple[int, pd.DataFrame]]:
+        """Yield the rows of the last reference."""
+        for block in self.close_blocks():
+            yield from block.pieces()
+
+    def feed_blocks(self, chunk: Sequence[ObligationLine] | pd.DataFrame) -> Iterator[DetailBlock]:
+        """As `feed`, every party's rows of a stretch of the chunk in one frame (DetailBlock)."""
         frame = ensure_frame(chunk)
         if len(frame) == 0:
             return
@@ -461,8 +558,8 @@ class DetailFrames:
         if cut:
             yield from self._details(frame.iloc[:cut].reset_index(drop=True))
 
-    def close(self) -> Iterator[tuple[int, pd.DataFrame]]:
-        """Yield the rows of the last reference."""
+    def close_blocks(self) -> Iterator[DetailBlock]:
+        """As `close`, in one DetailBlock."""
         carry, self._carry = self._carry, None
         if carry is not None and len(carry):
             yield from self._details(carry)
@@ -511,7 +608,7 @@ class DetailFrames:
             i = int(small[0])
             raise StatementInputError(f"line {ref[i]}/{seq[i]} amount is not positive")
 
-    def _details(self, frame: pd.DataFrame) -> Iterator[tuple[int, pd.DataFrame]]:
+    def _details(self, frame: pd.DataFrame) -> Iterator[DetailBlock]:
         n = len(frame)
         ref = frame["reference"].to_numpy()
         starts = np.flatnonzero(np.concatenate([[True], ref[1:] != ref[:-1]]))
@@ -536,10 +633,7 @@ class DetailFrames:
             self._line_nos[owners] + np.arange(len(owners)) - firsts[owners] + 1
         ).astype(np.int64)
         self._line_nos += counts
-        details = details[list(DETAIL_COLUMNS)]
-        for owner in np.flatnonzero(counts):
-            lo = int(firsts[owner])
-            yield int(owner), details.iloc[lo : lo + int(counts[owner])]
+        yield DetailBlock(details[list(DETAIL_COLUMNS)], counts, firsts)
 
     def _vector_details(self, frame: pd.DataFrame, starts: npt.NDArray[np.intp]) -> pd.DataFrame:
         """Every party's detail rows of a chunk, from whole-column array operations.

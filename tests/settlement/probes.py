@@ -9,8 +9,10 @@ wrote each party and what that process inherited from the test's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from datetime import date, datetime
 
 from settlement.probe import BatchProbe
@@ -21,19 +23,43 @@ spawned one imports this module afresh and sees "unset"."""
 
 
 class ProcessWitness(BatchProbe):
-    """Records (pid, MARK) in the process that wrote each party; the worker's copy merges back."""
+    """Records (pid, MARK) in the process that wrote each party, and in each process that ran a
+    share (its CSVs); the worker's copy merges back."""
 
     def __init__(self) -> None:
         self.parties: list[tuple[int, str]] = []
+        self.shares: list[tuple[int, str]] = []
 
     def party_written(self, n: int) -> None:
         """Note this process and what it sees of MARK."""
         self.parties.append((os.getpid(), MARK))
 
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Note the process that runs a share."""
+        if name == "share":
+            self.shares.append((os.getpid(), MARK))
+        yield
+
     def merge(self, worker: BatchProbe) -> None:
         """Take the worker's notes."""
         assert isinstance(worker, ProcessWitness)
         self.parties.extend(worker.parties)
+        self.shares.extend(worker.shares)
+
+
+class FailAt(BatchProbe):
+    """Raise after the `n`-th party's formats written by the calling process or the worker."""
+
+    def __init__(self, n: int, *, in_worker: bool) -> None:
+        self.n = n
+        self.in_worker = in_worker
+        self.batch_pid = os.getpid()
+
+    def party_written(self, n: int) -> None:
+        """Fail at the chosen party of the chosen process."""
+        if n == self.n and (os.getpid() != self.batch_pid) == self.in_worker:
+            raise RuntimeError(f"failing after party {n}")
 
 
 class CrashAt(BatchProbe):

@@ -436,6 +436,80 @@ def test_a_failing_worker_fails_the_batch_and_leaves_no_files(tmp_path: Path) ->
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
+def mixed_day(small: int = 6, large: int = 3, limit: int = 4) -> list[ObligationLine]:
+    """Captures with fees: `large` merchants above `limit` lines, `small` ones under it."""
+    out: list[ObligationLine] = []
+    n = 0
+    for m in range(small + large):
+        for _ in range(limit * 3 if m < large else 1 + m % limit):
+            n += 1
+            ref = f"{n:032x}"
+            issuer, shop = f"bank-{n % 3}", f"shop-{m}"
+            out.append(line(ref, 0, "checkout_capture", issuer, shop, 1_000 + n, minute=n))
+            out.append(line(ref, 1, "fee", shop, PLATFORM.id, 6 + n % 5, minute=n, points=None))
+    return out
+
+
+def test_formats_are_shared_by_lines_and_change_no_byte(tmp_path: Path) -> None:
+    """Parties above and below the detail limit: the formats, shared between two processes
+    (each party's exactly once, whichever takes it), give the bytes one process gives."""
+    limit = 4
+    lines = mixed_day(limit=limit)
+    orgs = sorted({*orgs_of(lines), PLATFORM.id})
+    parties = [PLATFORM if org == PLATFORM.id else party(org) for org in orgs]
+    nets = clear([lines]).currency_positions("CNY")
+    trees = {}
+    for workers in (1, 2):
+        folders = {org: tmp_path / str(workers) / org for org in orgs}
+        witness = probes.ProcessWitness()
+        written = write_batch_folders(
+            functools.partial(chunked, lines, 5),
+            folders,
+            parties,
+            {org: meta() for org in orgs},
+            signing_key=KEY,
+            key_id="k-2026",
+            expected_nets={org: nets.get(org, 0) for org in orgs},
+            workers=workers,
+            detail_limit=limit,
+            probe=witness,
+        )
+        assert written.workers == workers
+        assert len(witness.parties) == len(orgs)
+        assert len({pid for pid, _ in witness.shares}) == workers
+        counts = [f.totals.count for org, f in written.parties.items() if org != PLATFORM.id]
+        assert min(counts) <= limit < max(counts)
+        for org in orgs:
+            assert verify_directory(folders[org], PUBLIC) == []
+        trees[workers] = {org: folder_bytes(folders[org]) for org in orgs}
+    assert trees[1] == trees[2]
+
+
+@pytest.mark.parametrize(("n", "in_worker"), [(1, True), (3, True), (1, False), (2, False)])
+def test_a_failure_while_formats_are_shared_leaves_no_file(
+    tmp_path: Path, n: int, in_worker: bool
+) -> None:
+    """Either process failing amid the formats (the calling process's second party is one it
+    took from the worker, when it gets there) fails the batch; no file is left, partial or
+    final: nothing gets its final name before every party's files are written."""
+    lines = mixed_day()
+    orgs = sorted({*orgs_of(lines), PLATFORM.id})
+    parties = [PLATFORM if org == PLATFORM.id else party(org) for org in orgs]
+    with pytest.raises((StatementInputError, RuntimeError), match="failing after party"):
+        write_batch_folders(
+            functools.partial(chunked, lines, 7),
+            {org: tmp_path / org for org in orgs},
+            parties,
+            {org: meta() for org in orgs},
+            signing_key=KEY,
+            key_id="k-2026",
+            workers=2,
+            detail_limit=4,
+            probe=probes.FailAt(n, in_worker=in_worker),
+        )
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
 def test_the_files_worker_is_spawned_not_forked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -458,11 +532,15 @@ def test_the_files_worker_is_spawned_not_forked(
     )
     assert written.workers == 2
     assert WORKER_START_METHOD == "spawn"
-    here = [mark for pid, mark in witness.parties if pid == os.getpid()]
-    there = [mark for pid, mark in witness.parties if pid != os.getpid()]
-    assert here == ["set in the calling process"]  # the platform's share
-    assert len(there) == len(orgs) - 1
-    assert set(there) == {"unset"}  # a forked child would have seen the calling process's MARK
+    # The CSVs: the platform's share here, the others' in the worker.
+    (here, here_mark), (there, there_mark) = witness.shares  # the worker's merged in last
+    assert here == os.getpid() != there
+    assert here_mark == "set in the calling process"
+    assert there_mark == "unset"  # a forked child would have seen this process's MARK
+    # The formats: each party's once, in whichever process took it, seeing that process's MARK.
+    assert len(witness.parties) == len(orgs)
+    for pid, mark in witness.parties:
+        assert mark == ("set in the calling process" if pid == os.getpid() else "unset")
     for org in orgs:
         assert verify_directory(tmp_path / org, PUBLIC) == []
 

@@ -215,3 +215,54 @@ def test_the_psql_reader_on_sqlite_stops_the_batch_and_says_why(
             assert "needs PostgreSQL" in batch.error
     finally:
         engine.dispose()
+
+
+def test_formats_shared_by_lines_change_no_byte(engine: Engine, tmp_path: Path) -> None:
+    """From the ledger's window (both databases), with parties above and below the detail
+    limit: one process or two sharing the formats by lines write the same bytes."""
+    book_two_days(engine)
+    start, end = business_window(DAY2, "Asia/Shanghai", "00:00")
+    with transaction(engine) as session:
+        platform = repo.platform_organisation(session)
+        assert platform is not None
+        platform_id = str(platform.id)
+    lines = _frame(list(repo.iter_window_frames_select(engine, "CNY", start, end)))
+    ids = sorted({*lines["payer"], *lines["payee"], platform_id})
+    parties = [
+        Party(p, f"Party {n}", OrgKind.PLATFORM if p == platform_id else OrgKind.MERCHANT, "CNY")
+        for n, p in enumerate(ids)
+    ]
+    meta = StatementMeta(
+        batch_id="SB-CNY-20261121",
+        settlement_date=DAY2,
+        window_start=start,
+        window_end=end,
+        zone="Asia/Shanghai",
+        currency="CNY",
+        generated_at=datetime(2026, 11, 22, 1, 0, tzinfo=UTC),
+        sequence=1,
+        previous_file_id=None,
+    )
+    key = Ed25519PrivateKey.generate()
+
+    def write(name: str, workers: int, detail_limit: int) -> dict[str, int]:
+        written = write_batch_folders(
+            repo.WindowSource(engine, "CNY", start, end, "select", chunk_rows=3),
+            {p.id: tmp_path / name / p.id for p in parties},
+            parties,
+            {p.id: meta for p in parties},
+            signing_key=key,
+            key_id="test",
+            workers=workers,
+            detail_limit=detail_limit,
+        )
+        assert written.workers == workers
+        return {pid: f.totals.count for pid, f in written.parties.items()}
+
+    counts = sorted(c for p, c in write("probe", 1, 10_000).items() if p != platform_id)
+    limit = counts[len(counts) // 2]  # about half the parties above it, half at or below
+    assert counts[0] <= limit < counts[-1]
+    write("one", 1, limit)
+    write("two", 2, limit)
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+    assert verify_tree(tmp_path / "two", key.public_key()) == (len(parties), [])
