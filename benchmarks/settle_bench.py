@@ -269,6 +269,30 @@ def org_ids(
     return row[0], list(row[1]), list(row[2])
 
 
+def parties_and_metas(
+    conn: psycopg.Connection[Any], issuers: int = 20, merchants: int = 200
+) -> tuple[str, list[Party], dict[str, StatementMeta]]:
+    """The platform's id, every party of the loaded day and their statements' header values."""
+    platform_id, issuer_ids, merchant_ids = org_ids(conn, issuers, merchants)
+    parties = [Party(platform_id, "Points Clearing Platform", OrgKind.PLATFORM, "CNY")]
+    parties += [Party(i, f"Issuer {n}", OrgKind.ISSUER, "CNY") for n, i in enumerate(issuer_ids)]
+    parties += [
+        Party(m, f"Merchant {n}", OrgKind.MERCHANT, "CNY") for n, m in enumerate(merchant_ids)
+    ]
+    meta = StatementMeta(
+        batch_id="bench-CNY-20260302",
+        settlement_date=date(2026, 3, 2),
+        window_start=START,
+        window_end=END,
+        zone="Asia/Shanghai",
+        currency="CNY",
+        generated_at=datetime(2026, 3, 2, 17, 0, tzinfo=UTC),
+        sequence=1,
+        previous_file_id=None,
+    )
+    return platform_id, parties, {p.id: meta for p in parties}
+
+
 def timed_copy(conn: psycopg.Connection[Any]) -> float:
     """Seconds to stream the ordered window to nowhere (the server side of streaming)."""
     began = time.perf_counter()
@@ -320,29 +344,7 @@ def main() -> int:
             reference = conn.execute(GROUP_BY, {"start": START, "end": END}).fetchall()
             figures["group_by_seconds"] = round(time.perf_counter() - began, 2)
 
-            platform_id, issuer_ids, merchant_ids = org_ids(conn, issuers, merchants)
-            parties = [Party(platform_id, "Points Clearing Platform", OrgKind.PLATFORM, "CNY")]
-            parties += [
-                Party(i, f"Issuer {n}", OrgKind.ISSUER, "CNY") for n, i in enumerate(issuer_ids)
-            ]
-            parties += [
-                Party(m, f"Merchant {n}", OrgKind.MERCHANT, "CNY")
-                for n, m in enumerate(merchant_ids)
-            ]
-            metas = {
-                p.id: StatementMeta(
-                    batch_id="bench-CNY-20260302",
-                    settlement_date=date(2026, 3, 2),
-                    window_start=START,
-                    window_end=END,
-                    zone="Asia/Shanghai",
-                    currency="CNY",
-                    generated_at=datetime(2026, 3, 2, 17, 0, tzinfo=UTC),
-                    sequence=1,
-                    previous_file_id=None,
-                )
-                for p in parties
-            }
+            platform_id, parties, metas = parties_and_metas(conn, issuers, merchants)
             folders = {p.id: out / p.id for p in parties}
             engine = create_engine(
                 make_url(ADMIN_URL).set(drivername="postgresql+psycopg", database=scratch)

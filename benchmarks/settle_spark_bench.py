@@ -40,23 +40,19 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
-from settle_bench import ADMIN_URL, CONTROL, END, START, load, org_ids
+from settle_bench import ADMIN_URL, CONTROL, END, START, load, parties_and_metas
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from clearing.core.kinds import OrgKind
-from settlement.lines import Party
 from settlement.netting import Totals
 from settlement.repository import WindowSource
 from settlement.service import net_and_write
-from settlement.statement import StatementMeta
 from settlement.window_export import export_window
 
 
@@ -140,26 +136,6 @@ def tree_digest(root: Path) -> dict[str, str]:
             with open(path, "rb") as fh:
                 digests[str(path.relative_to(root))] = hashlib.file_digest(fh, "sha256").hexdigest()
     return digests
-
-
-def parties_and_metas(conn: psycopg.Connection[Any]) -> tuple[str, list[Party], dict[str, Any]]:
-    """The platform id, every party of the loaded day and their statement metas."""
-    platform_id, issuers, merchants = org_ids(conn)
-    parties = [Party(platform_id, "Points Clearing Platform", OrgKind.PLATFORM, "CNY")]
-    parties += [Party(i, f"Issuer {n}", OrgKind.ISSUER, "CNY") for n, i in enumerate(issuers)]
-    parties += [Party(m, f"Merchant {n}", OrgKind.MERCHANT, "CNY") for n, m in enumerate(merchants)]
-    meta = StatementMeta(
-        batch_id="bench-CNY-20260302",
-        settlement_date=date(2026, 3, 2),
-        window_start=START,
-        window_end=END,
-        zone="Asia/Shanghai",
-        currency="CNY",
-        generated_at=datetime(2026, 3, 2, 17, 0, tzinfo=UTC),
-        sequence=1,
-        previous_file_id=None,
-    )
-    return platform_id, parties, {p.id: meta for p in parties}
 
 
 def run_size(rows: int, engines: list[str], master: str, out: Path) -> dict[str, Any]:

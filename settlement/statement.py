@@ -23,7 +23,7 @@ from settlement.lines import (
     booked_micros,
     ensure_frame,
 )
-from settlement.sums import INT64_MAX, exact_group_sums, exact_sum
+from settlement.sums import INT64_MAX, exact_group_sums
 
 
 class StatementInputError(ClearingError):
@@ -150,70 +150,8 @@ class StatementTotals:
 
     def add_frame(self, details: pd.DataFrame) -> None:
         """Count a detail frame (DETAIL_COLUMNS) into the totals, exactly."""
-        n = len(details)
-        if n == 0:
-            return
-        gross = details["gross"].to_numpy()
-        fee = details["fee"].to_numpy()
-        points = details["points"].to_numpy()
-        vector = gross.dtype == np.int64 and fee.dtype == np.int64 and points.dtype == np.int64
-        # net = gross + fee is computed in int64 below: it must not wrap on any row.
-        if (
-            not vector
-            or max(abs(int(gross.min())), abs(int(gross.max())))
-            + max(abs(int(fee.min())), abs(int(fee.max())))
-            > INT64_MAX
-        ):
-            for row in detail_rows_of_frame(details):
-                self.add(row)
-            return
-        net = gross + fee
-        credit = net >= 0
-        self.count += n
-        self.credit_count += int(credit.sum())
-        self.credits += exact_sum(net[credit])
-        self.debits -= exact_sum(net[~credit])
-        self.points += exact_sum(points)
-        parts = pd.DataFrame(
-            {
-                "counterparty": details["counterparty"].to_numpy(),
-                "event_type": details["event_type"].to_numpy(),
-                "payable": np.where(gross < 0, -gross, 0),
-                "receivable": np.where(gross > 0, gross, 0),
-                "gross": gross,
-                "fee": fee,
-                "net": net,
-            },
-            copy=False,
-        )
-        keys, sums, counts = exact_group_sums(
-            parts,
-            ["counterparty", "event_type"],
-            ["payable", "receivable", "gross", "fee", "net"],
-        )
-        for (cp, ev), payable, receivable, g, f, nt, c in zip(
-            keys,
-            sums["payable"],
-            sums["receivable"],
-            sums["gross"],
-            sums["fee"],
-            sums["net"],
-            counts,
-            strict=True,
-        ):
-            entry = self.summary.get(cp)
-            if entry is None:
-                entry = self.summary[cp] = CounterpartySummary()
-            entry.gross_payable += payable
-            entry.gross_receivable += receivable
-            entry.fees += f
-            entry.net += nt
-            entry.count += c
-            batch = self.batches.setdefault((cp, ev), [0, 0, 0, 0])
-            batch[0] += c
-            batch[1] += g
-            batch[2] += f
-            batch[3] += nt
+        one = DetailBlock(details, np.array([len(details)], np.int64), np.zeros(1, np.int64))
+        add_block_totals([self], one)
 
     def sorted_summary(self) -> list[tuple[str, CounterpartySummary]]:
         """Summary records in counterparty order."""
@@ -453,8 +391,10 @@ def add_block_totals(totals: Sequence[StatementTotals], block: DetailBlock) -> N
         + max(abs(int(fee.min())), abs(int(fee.max())))
         > INT64_MAX
     ):
+        # net = gross + fee below is int64: a block where it could wrap is counted row by row.
         for owner, piece in block.pieces():
-            totals[owner].add_frame(piece)
+            for row in detail_rows_of_frame(piece):
+                totals[owner].add(row)
         return
     net = gross + fee
     credit = net >= 0
